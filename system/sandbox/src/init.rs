@@ -1,0 +1,394 @@
+//! The init process: PID 1 of the sandbox's namespaces, and the supervisor of its one job.
+//!
+//! Started by the host through [`crate::sys::spawn_init`] as `<exe> __wolf-sandbox-init` with the
+//! control socket on descriptor 3. It receives the step cgroups' descriptors and the root
+//! filesystem plan, builds the root and answers `Ready` (this is the pre-warmed state), then
+//! waits for one job: writes its files, runs each step (fork → payload pipeline → exec),
+//! enforces wall time, CPU time (from the cgroup), output caps, kills every process of the
+//! namespace after each step (`kill(-1)` from PID 1), reports, and exits.
+//!
+//! It is single-threaded (fork is safe here) and trusts nothing the program under test produces:
+//! output is read through bounded pipes, never through paths the program could plant.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::cgroup::{self, Version};
+use crate::landlock_rules::LandlockPlan;
+use crate::payload::{self, PayloadSpec};
+use crate::protocol::{self, JobReport, JobSpec, Setup, SetupReply, StepFacts, StepSpec};
+use crate::rootfs;
+use crate::sys::Linux;
+
+/// argv[1] that selects the init process in a binary that embeds it.
+pub const INIT_ARG: &str = "__wolf-sandbox-init";
+
+/// Largest job frame accepted from the host.
+const MAX_JOB_BYTES: usize = 256 << 20;
+
+/// If this process was started as a sandbox init, run it and never return. Call this first in
+/// `main` of every binary used as the sandbox's init executable.
+pub fn main_if_init() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == INIT_ARG) {
+        let code = match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("wolf-sandbox init: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+}
+
+struct SlotFds {
+    procs: Vec<OwnedFd>,
+    cpu: OwnedFd,
+    peak: OwnedFd,
+    oom: OwnedFd,
+}
+
+fn run() -> std::io::Result<()> {
+    let mut sock = UnixStream::from(crate::sys::own_inherited_fd(3));
+    let mut fds = protocol::recv_fds(&sock)?.into_iter();
+    let (setup, _): (Setup, _) = protocol::read_frame(&mut sock, 0)?;
+    let mut slots = Vec::new();
+    for n in &setup.slots {
+        let procs: Vec<OwnedFd> = fds.by_ref().take(*n).collect();
+        let (Some(cpu), Some(peak), Some(oom)) = (fds.next(), fds.next(), fds.next()) else {
+            return Err(std::io::Error::other("missing cgroup descriptors"));
+        };
+        slots.push(SlotFds { procs, cpu, peak, oom });
+    }
+    let started = Instant::now();
+    if let Err(e) = rootfs::setup(&mut Linux, &setup.rootfs) {
+        let reply = SetupReply::Failed { error: format!("{e}: {}", e.source) };
+        protocol::write_frame(&mut sock, &reply, &[])?;
+        return Err(std::io::Error::other(e.to_string()));
+    }
+    // The host's stdin and stdout are not ours to keep; stderr stays for diagnostics.
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    for fd in [0, 1] {
+        crate::sys::Sys::dup2(&mut Linux, null.as_raw_fd(), fd).map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    drop(null);
+    // SIGCHLD arrives through a signalfd, so the supervisor loop is a single poll.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().map_err(std::io::Error::from)?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let setup_us = started.elapsed().as_micros() as u64;
+    protocol::write_frame(&mut sock, &SetupReply::Ready { setup_us }, &[])?;
+
+    // Pre-warmed: wait for the one job. EOF means the host gave up on this sandbox.
+    let (job, blobs): (JobSpec, Vec<Vec<u8>>) = match protocol::read_frame(&mut sock, MAX_JOB_BYTES) {
+        Ok(j) => j,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let work = Path::new(&setup.rootfs.work_dir);
+    let mut report = JobReport::default();
+    let mut out_blobs: Vec<Vec<u8>> = Vec::new();
+    if let Err(e) = write_files(work, &job, &blobs, setup.rootfs.uid, setup.rootfs.gid) {
+        report.error = Some(e);
+    } else {
+        for step in &job.steps {
+            let Some(slot) = slots.get(step.slot) else {
+                report.error = Some(format!("no cgroup slot {}", step.slot));
+                break;
+            };
+            let stdin = step.stdin_blob.and_then(|i| blobs.get(i)).map(Vec::as_slice);
+            let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, &setup.rootfs, stdin, &sigfd);
+            facts.stdout_blob = out_blobs.len();
+            out_blobs.push(stdout);
+            facts.stderr_blob = out_blobs.len();
+            out_blobs.push(stderr);
+            let ok = facts.exit_code == Some(0) && facts.start_error.is_none() && !facts.output_limit_hit;
+            report.steps.push(facts);
+            if !ok {
+                break;
+            }
+        }
+    }
+    let refs: Vec<&[u8]> = out_blobs.iter().map(Vec::as_slice).collect();
+    protocol::write_frame(&mut sock, &report, &refs)
+}
+
+fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32) -> Result<(), String> {
+    for f in &job.files {
+        if !protocol::valid_file_name(&f.name) {
+            return Err(format!("invalid file name {:?}", f.name));
+        }
+        let data = blobs.get(f.blob).ok_or("missing file contents")?;
+        let path = work.join(&f.name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(f.mode & 0o755)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| format!("create {}: {e}", f.name))?;
+        file.write_all(data).map_err(|e| format!("write {}: {e}", f.name))?;
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", f.name))?;
+    }
+    Ok(())
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+fn set_nonblocking(fd: &OwnedFd) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+}
+
+fn pread_text(fd: &OwnedFd) -> String {
+    let mut buf = [0u8; 4096];
+    match nix::sys::uio::pread(fd, &mut buf, 0) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A bounded reader of one output pipe.
+struct Capture {
+    fd: Option<OwnedFd>,
+    data: Vec<u8>,
+    cap: usize,
+    over: bool,
+}
+
+impl Capture {
+    fn new(fd: OwnedFd, cap: u64) -> Self {
+        set_nonblocking(&fd);
+        Self { fd: Some(fd), data: Vec::new(), cap: cap.min(usize::MAX as u64) as usize, over: false }
+    }
+
+    /// Read what is available; false once EOF was seen.
+    fn pump(&mut self) -> bool {
+        let Some(fd) = &self.fd else { return false };
+        let mut buf = [0u8; 65536];
+        loop {
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => {
+                    self.fd = None;
+                    return false;
+                }
+                Ok(n) => {
+                    let room = self.cap.saturating_sub(self.data.len());
+                    self.data.extend_from_slice(&buf[..n.min(room)]);
+                    if n > room {
+                        self.over = true;
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+fn kill_everything() {
+    // From PID 1 of a pid namespace, kill(-1) reaches every other process in it (kill(2)).
+    let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+}
+
+/// Reap every child; returns the main child's status if it was among them.
+fn reap(main: Pid, block: bool) -> Option<WaitStatus> {
+    let mut main_status = None;
+    loop {
+        let flags = if block { None } else { Some(WaitPidFlag::WNOHANG) };
+        match waitpid(Pid::from_raw(-1), flags) {
+            Ok(WaitStatus::StillAlive) => return main_status,
+            Ok(st) => {
+                if st.pid() == Some(main) {
+                    main_status = Some(st);
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return main_status,
+        }
+    }
+}
+
+fn run_step(
+    step: &StepSpec,
+    slot: &SlotFds,
+    version: Version,
+    rootfs: &rootfs::RootfsConfig,
+    stdin: Option<&[u8]>,
+    sigfd: &SignalFd,
+) -> (StepFacts, Vec<u8>, Vec<u8>) {
+    let mut facts = StepFacts::default();
+    match run_step_inner(step, slot, version, rootfs, stdin, sigfd, &mut facts) {
+        Ok((o, e)) => (facts, o, e),
+        Err(e) => {
+            facts.start_error = Some(e.to_string());
+            (facts, Vec::new(), Vec::new())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_step_inner(
+    step: &StepSpec,
+    slot: &SlotFds,
+    version: Version,
+    rootfs: &rootfs::RootfsConfig,
+    stdin: Option<&[u8]>,
+    sigfd: &SignalFd,
+    facts: &mut StepFacts,
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (exec_r, exec_w) = pipe()?;
+    let (in_r, in_w) = match stdin {
+        Some(_) => {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        }
+        None => (OwnedFd::from(std::fs::File::open("/dev/null")?), None),
+    };
+    let to_c = |s: &String| CString::new(s.as_bytes()).map_err(std::io::Error::other);
+    let spec = PayloadSpec {
+        cgroup_procs: slot.procs.iter().map(AsRawFd::as_raw_fd).collect(),
+        stdio: [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        cwd: rootfs.work_dir.clone(),
+        cpu_seconds: step.cpu_time_ms.div_ceil(1000) + 1,
+        file_bytes: step.file_bytes,
+        open_files: step.open_files,
+        stack_bytes: step.stack_bytes,
+        uid: rootfs.uid,
+        gid: rootfs.gid,
+        landlock: LandlockPlan::standard(&rootfs.work_dir),
+        argv: step.argv.iter().map(to_c).collect::<Result<_, _>>()?,
+        env: step.env.iter().map(to_c).collect::<Result<_, _>>()?,
+    };
+    let cpu_before = cgroup::parse_cpu_ns(version, &pread_text(&slot.cpu));
+    let start = Instant::now();
+    let child = match crate::sys::fork()? {
+        None => {
+            let err = payload::enter(&mut Linux, &spec);
+            let msg = format!("{err}: {}", err.source);
+            let _ = nix::unistd::write(&exec_w, msg.as_bytes());
+            std::process::exit(127);
+        }
+        Some(pid) => pid,
+    };
+    drop((out_w, err_w, exec_w, in_r));
+    let mut out = Capture::new(out_r, step.output_bytes);
+    let mut err = Capture::new(err_r, step.output_bytes);
+    let mut stdin_left: &[u8] = stdin.unwrap_or_default();
+    let mut in_w = in_w;
+    if let Some(w) = &in_w {
+        set_nonblocking(w);
+    }
+    let wall_limit = Duration::from_millis(step.wall_time_ms);
+    let cpu_limit_ns = step.cpu_time_ms.saturating_mul(1_000_000);
+    let mut status: Option<WaitStatus> = None;
+    let mut end = start;
+    while status.is_none() {
+        // Drain SIGCHLD notifications, then reap.
+        while let Ok(Some(_)) = sigfd.read_signal() {}
+        if let Some(st) = reap(child, false) {
+            status = Some(st);
+            end = Instant::now();
+            break;
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= wall_limit {
+            facts.wall_limit_hit = true;
+            break;
+        }
+        let used = cgroup::parse_cpu_ns(version, &pread_text(&slot.cpu)).saturating_sub(cpu_before);
+        if used >= cpu_limit_ns {
+            facts.cpu_limit_hit = true;
+            break;
+        }
+        if out.over || err.over {
+            facts.output_limit_hit = true;
+            break;
+        }
+        // Sleep until the earliest moment a limit could be reached, or an event arrives.
+        let cpus = step.cpu_millis.max(1) as u128;
+        let cpu_left = Duration::from_nanos(((cpu_limit_ns - used) as u128 * 1000 / cpus).min(u64::MAX as u128) as u64);
+        let wait = (wall_limit - elapsed).min(cpu_left).clamp(Duration::from_millis(1), Duration::from_millis(250));
+        let mut pfds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+        let out_fd = out.fd.as_ref().map(|f| f.as_fd());
+        let err_fd = err.fd.as_ref().map(|f| f.as_fd());
+        if let Some(f) = out_fd {
+            pfds.push(PollFd::new(f, PollFlags::POLLIN));
+        }
+        if let Some(f) = err_fd {
+            pfds.push(PollFd::new(f, PollFlags::POLLIN));
+        }
+        let in_fd = in_w.as_ref().map(|f| f.as_fd());
+        if let Some(f) = in_fd {
+            pfds.push(PollFd::new(f, PollFlags::POLLOUT));
+        }
+        let timeout = PollTimeout::try_from(wait.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut pfds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        drop(pfds);
+        out.pump();
+        err.pump();
+        if let Some(w) = &in_w {
+            match nix::unistd::write(w, stdin_left) {
+                Ok(n) => stdin_left = &stdin_left[n..],
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(_) => stdin_left = &[], // EPIPE: the program closed its stdin
+            }
+            if stdin_left.is_empty() {
+                in_w = None; // EOF for the program
+            }
+        }
+    }
+    // The step is over (exit or limit): nothing of it may outlive it, orphans included.
+    kill_everything();
+    let late = reap(child, true);
+    if status.is_none() {
+        end = Instant::now();
+        status = late;
+    }
+    drop(in_w);
+    out.pump();
+    err.pump();
+    let wall = end.duration_since(start);
+    let cpu_ns = cgroup::parse_cpu_ns(version, &pread_text(&slot.cpu)).saturating_sub(cpu_before);
+    facts.wall_time_us = wall.as_micros() as u64;
+    facts.wall_time_ms = wall.as_millis() as u64;
+    facts.cpu_time_us = cpu_ns / 1000;
+    facts.cpu_time_ms = cpu_ns / 1_000_000;
+    facts.memory_kb = cgroup::parse_peak_bytes(version, &pread_text(&slot.peak)) / 1024;
+    facts.oom_kills = cgroup::parse_oom_kills(version, &pread_text(&slot.oom));
+    facts.truncated = out.over || err.over;
+    if out.over || err.over {
+        facts.output_limit_hit = true;
+    }
+    match status {
+        Some(WaitStatus::Exited(_, code)) => facts.exit_code = Some(code),
+        Some(WaitStatus::Signaled(_, sig, _)) => facts.signal = Some(sig as i32),
+        _ => {}
+    }
+    let mut exec_err = String::new();
+    let _ = std::fs::File::from(exec_r).read_to_string(&mut exec_err);
+    if !exec_err.is_empty() {
+        facts.start_error = Some(exec_err);
+    }
+    Ok((out.data, err.data))
+}

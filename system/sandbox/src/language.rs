@@ -1,0 +1,376 @@
+//! The language registry: data from `languages.toml`, resolved against the host.
+//!
+//! An engine whose toolchain is missing on this host is *absent* (listed with the reason), not
+//! broken. Host-side commands (version, probe, prepare) run with the host's PATH; commands in
+//! the sandbox use absolute paths only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use serde::Deserialize;
+
+use crate::limits::Limits;
+
+/// The registry shipped with Wolf.
+pub const BUILTIN: &str = include_str!("../languages.toml");
+
+/// Errors loading or using the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum LanguageError {
+    /// The registry file does not parse.
+    #[error("parse language registry")]
+    Parse(#[source] toml::de::Error),
+    /// Reading the registry file failed.
+    #[error("read language registry {path}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No such engine.
+    #[error("unknown execution engine {name:?}; known: {known}")]
+    Unknown {
+        /// What was asked for.
+        name: String,
+        /// Comma-separated known names.
+        known: String,
+    },
+    /// The engine is in the registry but its toolchain is missing here.
+    #[error("execution engine {name} is not available on this host: {reason}")]
+    Absent {
+        /// Engine.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The one-time preparation (precompiled header) failed.
+    #[error("prepare {name}: {reason}")]
+    Prepare {
+        /// Engine.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct LimitDefaults {
+    compile: Limits,
+    run: Limits,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct LangLimits {
+    compile: Option<Limits>,
+    run: Option<Limits>,
+}
+
+/// Sandbox-wide settings in the registry file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SandboxSection {
+    /// Host paths bound read-only into every sandbox.
+    pub binds: Vec<PathBuf>,
+    /// The complete environment of every step.
+    pub env: Vec<String>,
+}
+
+/// One registry entry, as written.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LanguageSpec {
+    /// Engine name.
+    pub name: String,
+    /// Other accepted names.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Source file name.
+    pub source: String,
+    /// Compile argv.
+    pub compile: Option<Vec<String>>,
+    /// Run argv.
+    pub run: Vec<String>,
+    /// Version argv (host).
+    pub version: Vec<String>,
+    /// Host paths that must exist.
+    #[serde(default)]
+    pub requires: Vec<PathBuf>,
+    /// Probe argv (host) printing a directory to bind.
+    pub probe: Option<Vec<String>>,
+    /// One-time preparation argv (host).
+    pub prepare: Option<Vec<String>>,
+    /// Marker file (relative to the cache) of a finished preparation.
+    pub prepare_creates: Option<String>,
+    /// Files (relative path, contents) written into the cache before `prepare`.
+    #[serde(default)]
+    pub prepare_files: Vec<(String, String)>,
+    /// stderr substrings meaning "out of memory".
+    #[serde(default)]
+    pub oom_patterns: Vec<String>,
+    /// Extra pids for the run step.
+    #[serde(default)]
+    pub extra_pids: u64,
+    #[serde(default)]
+    limits: LangLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RegistryFile {
+    defaults: LimitDefaults,
+    sandbox: SandboxSection,
+    language: Vec<LanguageSpec>,
+}
+
+/// A language resolved on this host.
+#[derive(Debug, Clone)]
+pub struct Language {
+    /// The registry entry.
+    pub spec: LanguageSpec,
+    /// Default compile limits.
+    pub compile_limits: Limits,
+    /// Default run limits (extra pids included).
+    pub run_limits: Limits,
+    /// The probed directory, if the entry has a probe.
+    pub probe_dir: Option<PathBuf>,
+    /// Why it is absent, if it is.
+    pub absent: Option<String>,
+}
+
+/// The registry: all engines, present or not.
+#[derive(Debug)]
+pub struct Registry {
+    /// Sandbox-wide settings.
+    pub sandbox: SandboxSection,
+    languages: Vec<Language>,
+    cache_dir: PathBuf,
+    versions: Mutex<BTreeMap<String, Option<String>>>,
+    prepared: Mutex<BTreeMap<String, Result<(), String>>>,
+}
+
+fn substitute(arg: &str, probe: Option<&Path>, cache: &Path, memory_mb: u64) -> String {
+    let mut s = arg.replace("{cache}", &cache.display().to_string()).replace("{memory_mb}", &memory_mb.to_string());
+    if let Some(p) = probe {
+        s = s.replace("{probe}", &p.display().to_string());
+    }
+    s
+}
+
+impl Registry {
+    /// Parse a registry and resolve it against this host. `cache_dir` holds prepared artifacts.
+    pub fn load(text: &str, cache_dir: &Path) -> Result<Self, LanguageError> {
+        let file: RegistryFile = toml::from_str(text).map_err(LanguageError::Parse)?;
+        let languages = file
+            .language
+            .into_iter()
+            .map(|spec| {
+                let compile_limits = spec.limits.compile.unwrap_or(file.defaults.compile);
+                let mut run_limits = spec.limits.run.unwrap_or(file.defaults.run);
+                run_limits.pids += spec.extra_pids;
+                let mut absent = spec.requires.iter().find(|p| !p.exists()).map(|p| format!("{} not found", p.display()));
+                let mut probe_dir = None;
+                if absent.is_none()
+                    && let Some(argv) = &spec.probe
+                {
+                    match host_output(argv) {
+                        Ok(out) if Path::new(out.trim()).is_dir() => probe_dir = Some(PathBuf::from(out.trim())),
+                        Ok(out) => absent = Some(format!("probe printed {:?}, not a directory", out.trim())),
+                        Err(e) => absent = Some(format!("probe {}: {e}", argv.join(" "))),
+                    }
+                }
+                if absent.is_none()
+                    && let Some(prog) = spec.compile.as_ref().unwrap_or(&spec.run).first()
+                {
+                    let prog = substitute(prog, probe_dir.as_deref(), cache_dir, 0);
+                    if prog.starts_with('/') && !Path::new(&prog).exists() {
+                        absent = Some(format!("{prog} not found"));
+                    }
+                }
+                Language { spec, compile_limits, run_limits, probe_dir, absent }
+            })
+            .collect();
+        Ok(Self {
+            sandbox: file.sandbox,
+            languages,
+            cache_dir: cache_dir.to_path_buf(),
+            versions: Mutex::new(BTreeMap::new()),
+            prepared: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The built-in registry, cached per process.
+    pub fn builtin(cache_dir: &Path) -> Result<&'static Registry, LanguageError> {
+        static REG: OnceLock<Registry> = OnceLock::new();
+        if let Some(r) = REG.get() {
+            return Ok(r);
+        }
+        let r = Registry::load(BUILTIN, cache_dir)?;
+        Ok(REG.get_or_init(|| r))
+    }
+
+    /// All engines.
+    pub fn all(&self) -> &[Language] {
+        &self.languages
+    }
+
+    /// The cache directory (bound read-only into sandboxes).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// Host paths to bind into every sandbox: the registry's list, probe dirs and the cache.
+    pub fn bind_paths(&self) -> Vec<PathBuf> {
+        let mut v = self.sandbox.binds.clone();
+        v.extend(self.languages.iter().filter_map(|l| l.probe_dir.clone()));
+        v.push(self.cache_dir.clone());
+        v
+    }
+
+    /// Find an engine by name or alias (case-insensitive), present or not.
+    pub fn find(&self, name: &str) -> Result<&Language, LanguageError> {
+        let n = name.trim().to_ascii_lowercase();
+        self.languages
+            .iter()
+            .find(|l| l.spec.name == n || l.spec.aliases.iter().any(|a| *a == n))
+            .ok_or_else(|| LanguageError::Unknown { name: name.to_string(), known: self.known().join(", ") })
+    }
+
+    /// Names of the engines present on this host.
+    pub fn known(&self) -> Vec<String> {
+        self.languages.iter().filter(|l| l.absent.is_none()).map(|l| l.spec.name.clone()).collect()
+    }
+
+    /// A present engine, prepared (precompiled header built) and ready to run.
+    pub fn get(&self, name: &str) -> Result<&Language, LanguageError> {
+        let lang = self.find(name)?;
+        if let Some(reason) = &lang.absent {
+            return Err(LanguageError::Absent { name: lang.spec.name.clone(), reason: reason.clone() });
+        }
+        self.prepare(lang)?;
+        Ok(lang)
+    }
+
+    /// The engine's version string (probed once, on the host).
+    pub fn version(&self, lang: &Language) -> Option<String> {
+        let mut cache = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(lang.spec.name.clone())
+            .or_insert_with(|| {
+                let argv: Vec<String> = lang.spec.version.iter().map(|a| substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, 0)).collect();
+                host_output(&argv).ok().and_then(|s| s.lines().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
+            })
+            .clone()
+    }
+
+    fn prepare(&self, lang: &Language) -> Result<(), LanguageError> {
+        let Some(argv) = &lang.spec.prepare else { return Ok(()) };
+        let mut done = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        let result = done.entry(lang.spec.name.clone()).or_insert_with(|| {
+            if let Some(marker) = &lang.spec.prepare_creates
+                && self.cache_dir.join(marker).exists()
+            {
+                return Ok(());
+            }
+            for (rel, contents) in &lang.spec.prepare_files {
+                let p = self.cache_dir.join(rel);
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::fs::write(&p, contents).map_err(|e| e.to_string())?;
+            }
+            // Build into a temporary name and rename: a crash never leaves a half-written
+            // artifact that later runs would trust.
+            let marker = lang.spec.prepare_creates.as_ref().map(|m| self.cache_dir.join(m));
+            let tmp = marker.as_ref().map(|m| m.with_extension(format!("tmp{}", std::process::id())));
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|a| {
+                    let s = substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, 0);
+                    match (&marker, &tmp) {
+                        (Some(m), Some(t)) if Path::new(&s) == m.as_path() => t.display().to_string(),
+                        _ => s,
+                    }
+                })
+                .collect();
+            let out = Command::new(&argv[0]).args(&argv[1..]).output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).chars().take(2000).collect());
+            }
+            if let (Some(m), Some(t)) = (&marker, &tmp) {
+                std::fs::rename(t, m).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        result.clone().map_err(|reason| LanguageError::Prepare { name: lang.spec.name.clone(), reason })
+    }
+
+    /// Substitute placeholders in an argv for a step with `memory_mb`.
+    pub fn argv(&self, lang: &Language, argv: &[String], memory_mb: u64) -> Vec<String> {
+        argv.iter().map(|a| substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, memory_mb)).collect()
+    }
+}
+
+fn host_output(argv: &[String]) -> Result<String, String> {
+    let (prog, args) = argv.split_first().ok_or("empty command")?;
+    let out = Command::new(prog).args(args).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("exit {}", out.status));
+    }
+    // `java -version` prints to stderr.
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    if s.trim().is_empty() {
+        s = String::from_utf8_lossy(&out.stderr).into_owned();
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_registry_has_the_required_engines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Registry::load(BUILTIN, tmp.path()).unwrap();
+        for name in ["c", "c++", "python", "javascript", "java", "rust", "bash"] {
+            let l = r.find(name).unwrap();
+            assert!(!l.spec.run.is_empty());
+            assert!(l.run_limits.cpu_time_ms > 0);
+        }
+        assert_eq!(r.find("CPP").unwrap().spec.name, "c++");
+        assert_eq!(r.find("java").unwrap().run_limits.pids, 16 + 32, "extra pids for the JVM");
+    }
+
+    #[test]
+    fn unknown_engine_lists_the_known_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Registry::load(BUILTIN, tmp.path()).unwrap();
+        let e = r.find("cobol").unwrap_err().to_string();
+        assert!(e.contains("cobol") && e.contains("known:"), "{e}");
+    }
+
+    #[test]
+    fn missing_toolchain_is_absent_not_broken() {
+        let text = BUILTIN.to_string()
+            + "\n[[language]]\nname = \"zig\"\nsource = \"main.zig\"\nrun = [\"/nonexistent/zig\", \"run\"]\nversion = [\"/nonexistent/zig\", \"version\"]\n";
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Registry::load(&text, tmp.path()).unwrap();
+        let z = r.find("zig").unwrap();
+        assert!(z.absent.as_deref().unwrap().contains("not found"));
+        assert!(matches!(r.get("zig"), Err(LanguageError::Absent { .. })));
+        assert!(!r.known().contains(&"zig".to_string()));
+    }
+
+    #[test]
+    fn placeholders_are_substituted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Registry::load(BUILTIN, tmp.path()).unwrap();
+        let java = r.find("java").unwrap();
+        let argv = r.argv(java, &java.spec.run, 300);
+        assert!(argv.contains(&"-Xmx300m".to_string()));
+        let cpp = r.find("c++").unwrap();
+        let argv = r.argv(cpp, cpp.spec.compile.as_ref().unwrap(), 0);
+        assert!(argv.contains(&format!("-I{}/pch", tmp.path().display())));
+    }
+}

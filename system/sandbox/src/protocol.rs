@@ -1,0 +1,268 @@
+//! The host ↔ init-process channel: a Unix stream socketpair carrying frames.
+//!
+//! A frame is a JSON header plus raw binary blobs (file contents, stdin, stdout, stderr), each
+//! length-prefixed (u32 little endian), so output bytes are never re-encoded. Descriptors (the
+//! step cgroups' handles) travel once, before the setup frame, as SCM_RIGHTS on a 1-byte message.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::cgroup::Version;
+use crate::rootfs::RootfsConfig;
+
+/// Largest header accepted (JSON).
+const MAX_HEADER: usize = 1 << 20;
+/// Most descriptors in one SCM_RIGHTS message.
+pub const MAX_FDS: usize = 32;
+
+/// First frame to the init process: how to build the root and read the cgroup handles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Setup {
+    /// The root filesystem.
+    pub rootfs: RootfsConfig,
+    /// Format of the cgroup handles.
+    pub cgroup_version: Version,
+    /// For each step slot, how many `cgroup.procs` descriptors it has; each slot's descriptors
+    /// are `procs..., cpu, peak, oom` in the SCM_RIGHTS message, slot after slot.
+    pub slots: Vec<usize>,
+}
+
+/// Answer to [`Setup`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SetupReply {
+    /// The sandbox is ready for one job; setup took this long inside.
+    Ready {
+        /// Microseconds spent building the root.
+        setup_us: u64,
+    },
+    /// Setup failed (the init process exits after sending this).
+    Failed {
+        /// What failed.
+        error: String,
+    },
+}
+
+/// A file to place in the work dir before the first step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileSpec {
+    /// Plain file name (no `/`), validated on both sides.
+    pub name: String,
+    /// Mode bits.
+    pub mode: u32,
+    /// Index of its contents among the frame's blobs.
+    pub blob: usize,
+}
+
+/// One step (compile or run) as the init process executes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// "compile" or "run" (for messages).
+    pub name: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Complete environment.
+    pub env: Vec<String>,
+    /// Which cgroup slot to join.
+    pub slot: usize,
+    /// Blob index of stdin, if any (else /dev/null).
+    pub stdin_blob: Option<usize>,
+    /// CPU time limit, ms (enforced from the cgroup's usage).
+    pub cpu_time_ms: u64,
+    /// Wall time limit, ms.
+    pub wall_time_ms: u64,
+    /// Cap on each of stdout and stderr, bytes.
+    pub output_bytes: u64,
+    /// RLIMIT_FSIZE.
+    pub file_bytes: u64,
+    /// RLIMIT_NOFILE.
+    pub open_files: u64,
+    /// RLIMIT_STACK.
+    pub stack_bytes: u64,
+    /// CPU quota of the cgroup in thousandths of a CPU (to pace the CPU-limit checks).
+    pub cpu_millis: u64,
+}
+
+/// The job: files, then steps in order; a step that does not exit 0 ends the job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Files for the work dir.
+    pub files: Vec<FileSpec>,
+    /// Steps.
+    pub steps: Vec<StepSpec>,
+}
+
+/// What the kernel said about one step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFacts {
+    /// Exit code if the main process exited.
+    pub exit_code: Option<i32>,
+    /// Signal number if it was killed by one.
+    pub signal: Option<i32>,
+    /// CPU time of the whole step cgroup, ms.
+    pub cpu_time_ms: u64,
+    /// CPU time in microseconds (finer, for accounting tests).
+    pub cpu_time_us: u64,
+    /// Wall time from fork to exit, ms.
+    pub wall_time_ms: u64,
+    /// Wall time, microseconds.
+    pub wall_time_us: u64,
+    /// Peak memory of the step cgroup, KiB.
+    pub memory_kb: u64,
+    /// OOM kills in the step cgroup.
+    pub oom_kills: u64,
+    /// The supervisor killed it for CPU time.
+    pub cpu_limit_hit: bool,
+    /// The supervisor killed it for wall time.
+    pub wall_limit_hit: bool,
+    /// The supervisor killed it for output size.
+    pub output_limit_hit: bool,
+    /// stdout/stderr were cut at the cap.
+    pub truncated: bool,
+    /// The program could not be started (setup or exec failed), with why.
+    pub start_error: Option<String>,
+    /// Blob index of stdout in the report frame.
+    pub stdout_blob: usize,
+    /// Blob index of stderr in the report frame.
+    pub stderr_blob: usize,
+}
+
+/// Report of a job: one entry per step that ran.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobReport {
+    /// Facts per executed step.
+    pub steps: Vec<StepFacts>,
+    /// An error outside any step (writing files), if any.
+    pub error: Option<String>,
+}
+
+/// Write one frame.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, header: &T, blobs: &[&[u8]]) -> io::Result<()> {
+    let json = serde_json::to_vec(header).map_err(io::Error::other)?;
+    let mut buf = Vec::with_capacity(8 + json.len() + blobs.iter().map(|b| b.len() + 4).sum::<usize>());
+    buf.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&json);
+    buf.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
+    for b in blobs {
+        buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        buf.extend_from_slice(b);
+    }
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+fn read_u32(r: &mut impl Read) -> io::Result<usize> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b) as usize)
+}
+
+/// Read one frame; `max_blob_bytes` bounds the total blob size (the peer is not trusted to be
+/// reasonable).
+pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read, max_blob_bytes: usize) -> io::Result<(T, Vec<Vec<u8>>)> {
+    let n = read_u32(r)?;
+    if n > MAX_HEADER {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame header too large"));
+    }
+    let mut json = vec![0u8; n];
+    r.read_exact(&mut json)?;
+    let header = serde_json::from_slice(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let count = read_u32(r)?;
+    if count > 1024 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "too many blobs"));
+    }
+    let mut blobs = Vec::with_capacity(count);
+    let mut total = 0usize;
+    for _ in 0..count {
+        let len = read_u32(r)?;
+        total = total.saturating_add(len);
+        if total > max_blob_bytes {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "frame blobs too large"));
+        }
+        let mut b = vec![0u8; len];
+        r.read_exact(&mut b)?;
+        blobs.push(b);
+    }
+    Ok((header, blobs))
+}
+
+/// Send descriptors (SCM_RIGHTS) with a single marker byte.
+pub fn send_fds(sock: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
+    let iov = [IoSlice::new(b"F")];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// Receive the descriptors sent by [`send_fds`].
+pub fn recv_fds(sock: &UnixStream) -> io::Result<Vec<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut out = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                out.push(own(fd));
+            }
+        }
+    }
+    if msg.bytes != 1 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no descriptor message"));
+    }
+    Ok(out)
+}
+
+fn own(fd: RawFd) -> OwnedFd {
+    crate::sys::own_received_fd(fd)
+}
+
+/// Whether `name` is acceptable as a work-dir file name.
+pub fn valid_file_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_with_binary_blobs() {
+        let mut buf = Vec::new();
+        let rep = JobReport { steps: vec![StepFacts { exit_code: Some(3), ..Default::default() }], error: None };
+        write_frame(&mut buf, &rep, &[b"\x00\xffout", b""]).unwrap();
+        let (back, blobs): (JobReport, _) = read_frame(&mut buf.as_slice(), 1 << 20).unwrap();
+        assert_eq!(back.steps[0].exit_code, Some(3));
+        assert_eq!(blobs, vec![b"\x00\xffout".to_vec(), vec![]]);
+    }
+
+    #[test]
+    fn oversized_blobs_are_refused() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &JobReport::default(), &[&[0u8; 100]]).unwrap();
+        assert!(read_frame::<JobReport>(&mut buf.as_slice(), 99).is_err());
+        assert!(read_frame::<JobReport>(&mut &buf[..10], 1000).is_err(), "truncated frame");
+    }
+
+    #[test]
+    fn file_names_cannot_escape_the_work_dir() {
+        for bad in ["", ".", "..", "../x", "a/b", "/etc/passwd", "x\0y"] {
+            assert!(!valid_file_name(bad), "{bad:?}");
+        }
+        assert!(valid_file_name("Main.java"));
+        assert!(valid_file_name("..."));
+    }
+
+    #[test]
+    fn descriptors_travel_over_the_socketpair() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let f = std::fs::File::open("/dev/null").unwrap();
+        send_fds(&a, &[f.as_raw_fd()]).unwrap();
+        let got = recv_fds(&b).unwrap();
+        assert_eq!(got.len(), 1);
+    }
+}

@@ -1,0 +1,264 @@
+//! A language job on top of a prepared sandbox: write the source, compile (its own step and
+//! limits), run, decide the verdict. This is what `wolf run` and the engine's workers call.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::language::{Language, LanguageError, Registry};
+use crate::limits::{LimitError, LimitRequest, Limits};
+use crate::sandbox::{JobFile, Prepared, SandboxError, Step, StepOutput};
+use crate::verdict::{self, Judge, Verdict};
+
+/// Cap on `compileOutput` and `stderr` in results, bytes.
+pub const DIAGNOSTIC_CAP: usize = 64 * 1024;
+
+/// Operator caps: no request goes past these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Caps {
+    /// Compile step caps.
+    pub compile: Limits,
+    /// Run step caps.
+    pub run: Limits,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        let l = Limits { cpu_time_ms: 60_000, wall_time_ms: 120_000, memory_mb: 4096, pids: 512, output_bytes: 64 << 20 };
+        Self { compile: l, run: l }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Engine name or alias.
+    pub engine: String,
+    /// Source code.
+    pub code: Vec<u8>,
+    /// stdin of the run step.
+    pub stdin: Option<Vec<u8>>,
+    /// Extra arguments for the run step.
+    pub args: Vec<String>,
+    /// Extra files for the work dir.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Run step limits wished for.
+    pub limits: LimitRequest,
+    /// Compile step limits wished for.
+    pub compile_limits: LimitRequest,
+    /// Expected stdout (enables WrongAnswer).
+    pub expected_output: Option<Vec<u8>>,
+}
+
+/// Per-stage timings, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    /// Creating the sandbox (zero when it was pre-warmed off the critical path).
+    pub worker_creation: f64,
+    /// Compile step, wall.
+    pub compile: f64,
+    /// Run step, wall.
+    pub execution: f64,
+    /// Everything `run_job` did.
+    pub total: f64,
+}
+
+/// The result of a job (the `wolf run` JSON and the job record's `result`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunResult {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Exit code of the run step (or of the compiler on CompileError).
+    pub exit_code: Option<i32>,
+    /// Killing signal, if any.
+    pub signal: Option<i32>,
+    /// CPU time of the run step, ms.
+    pub cpu_time_ms: u64,
+    /// Wall time of the run step, ms.
+    pub wall_time_ms: u64,
+    /// Peak memory of the run step, KiB.
+    pub memory_kb: u64,
+    /// stdout of the run step (lossy UTF-8 here; raw bytes in [`RunOutput::stdout`]).
+    pub stdout: String,
+    /// stderr of the run step, capped.
+    pub stderr: String,
+    /// Compiler output, capped.
+    pub compile_output: String,
+    /// Whether output was cut at a cap.
+    pub truncated: bool,
+    /// Why it is an InternalError, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Stage timings.
+    pub timings: Timings,
+}
+
+/// The result plus the raw stdout bytes (stored as the job's output object).
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// The result.
+    pub result: RunResult,
+    /// Raw stdout.
+    pub stdout: Vec<u8>,
+}
+
+/// Errors that are the request's fault (a 4xx for the API).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Engine unknown or absent.
+    #[error(transparent)]
+    Language(#[from] LanguageError),
+    /// Limits past the caps.
+    #[error(transparent)]
+    Limits(#[from] LimitError),
+    /// Bad extra file name.
+    #[error("invalid file name {0:?}")]
+    FileName(String),
+}
+
+/// A request checked against the registry and caps: ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    files: Vec<JobFile>,
+    steps: Vec<Step>,
+    has_compile: bool,
+    run_limits: Limits,
+    expected: Option<Vec<u8>>,
+    oom_patterns: Vec<String>,
+}
+
+impl Plan {
+    /// Validate `req` (engine, limits, names) before any sandbox is touched.
+    pub fn new(reg: &Registry, caps: &Caps, req: &RunRequest) -> Result<Self, RequestError> {
+        let lang: &Language = reg.get(&req.engine)?;
+        let run_limits = Limits::resolve(&lang.run_limits, &caps.run, &req.limits)?;
+        let compile_limits = Limits::resolve(&lang.compile_limits, &caps.compile, &req.compile_limits)?;
+        let mut files = vec![JobFile { name: lang.spec.source.clone(), contents: req.code.clone(), mode: 0o644 }];
+        for (name, contents) in &req.files {
+            if !crate::protocol::valid_file_name(name) || files.iter().any(|f| f.name == *name) {
+                return Err(RequestError::FileName(name.clone()));
+            }
+            files.push(JobFile { name: name.clone(), contents: contents.clone(), mode: 0o644 });
+        }
+        let env = reg.sandbox.env.clone();
+        let mut steps = Vec::new();
+        if let Some(c) = &lang.spec.compile {
+            steps.push(Step { name: "compile".into(), argv: reg.argv(lang, c, compile_limits.memory_mb), env: env.clone(), stdin: None, limits: compile_limits });
+        }
+        let mut argv = reg.argv(lang, &lang.spec.run, run_limits.memory_mb);
+        argv.extend(req.args.iter().cloned());
+        steps.push(Step { name: "run".into(), argv, env, stdin: req.stdin.clone(), limits: run_limits });
+        Ok(Self {
+            files,
+            has_compile: lang.spec.compile.is_some(),
+            steps,
+            run_limits,
+            expected: req.expected_output.clone(),
+            oom_patterns: lang.spec.oom_patterns.clone(),
+        })
+    }
+
+    /// Run in `sandbox` (consumed) and decide the verdict. Sandbox failures become an
+    /// InternalError result, never a panic.
+    pub fn run(&self, sandbox: Prepared, worker_creation_ms: f64) -> RunOutput {
+        let started = Instant::now();
+        let outputs = sandbox.run(&self.files, &self.steps);
+        let mut timings = Timings { worker_creation: worker_creation_ms, ..Default::default() };
+        let out = match outputs {
+            Ok(o) => self.decide(o, &mut timings),
+            Err(e) => internal(&e),
+        };
+        let mut out = out;
+        timings.total = ms(started.elapsed()) + worker_creation_ms;
+        out.result.timings = timings;
+        out
+    }
+
+    fn decide(&self, outputs: Vec<StepOutput>, t: &mut Timings) -> RunOutput {
+        let mut it = outputs.into_iter();
+        let mut compile_output = String::new();
+        if self.has_compile {
+            let Some(c) = it.next() else { return internal(&SandboxError::Setup("no compile report".into())) };
+            t.compile = c.facts.wall_time_us as f64 / 1000.0;
+            let mut text = c.stdout.clone();
+            text.extend_from_slice(&c.stderr);
+            compile_output = lossy_capped(&text, DIAGNOSTIC_CAP);
+            if let Some(v) = verdict::compile_verdict(&c.facts) {
+                let mut r = result_from(v, &c, String::new(), compile_output);
+                if v == Verdict::InternalError {
+                    r.error = c.facts.start_error.clone();
+                }
+                // Compile-step resource use is not the program's: report the run step's (none).
+                r.cpu_time_ms = 0;
+                r.wall_time_ms = 0;
+                r.memory_kb = 0;
+                return RunOutput { result: r, stdout: Vec::new() };
+            }
+        }
+        let Some(run) = it.next() else { return internal(&SandboxError::Setup("no run report".into())) };
+        t.execution = run.facts.wall_time_us as f64 / 1000.0;
+        let judge = Judge { limits: &self.run_limits, expected: self.expected.as_deref(), oom_patterns: &self.oom_patterns };
+        let v = verdict::run_verdict(&run.facts, &run.stdout, &run.stderr, &judge);
+        let mut r = result_from(v, &run, String::from_utf8_lossy(&run.stdout).into_owned(), compile_output);
+        if v == Verdict::InternalError {
+            r.error = run.facts.start_error.clone();
+        }
+        RunOutput { result: r, stdout: run.stdout }
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn lossy_capped(b: &[u8], cap: usize) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(cap)]).into_owned()
+}
+
+fn result_from(v: Verdict, s: &StepOutput, stdout: String, compile_output: String) -> RunResult {
+    RunResult {
+        verdict: v,
+        exit_code: s.facts.exit_code,
+        signal: s.facts.signal,
+        cpu_time_ms: s.facts.cpu_time_ms,
+        wall_time_ms: s.facts.wall_time_ms,
+        memory_kb: s.facts.memory_kb,
+        stdout,
+        stderr: lossy_capped(&s.stderr, DIAGNOSTIC_CAP),
+        compile_output,
+        truncated: s.facts.truncated,
+        error: None,
+        timings: Timings::default(),
+    }
+}
+
+/// An InternalError result for a sandbox failure.
+pub fn internal(e: &SandboxError) -> RunOutput {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    RunOutput {
+        result: RunResult {
+            verdict: Verdict::InternalError,
+            exit_code: None,
+            signal: None,
+            cpu_time_ms: 0,
+            wall_time_ms: 0,
+            memory_kb: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            compile_output: String::new(),
+            truncated: false,
+            error: Some(msg),
+            timings: Timings::default(),
+        },
+        stdout: Vec::new(),
+    }
+}

@@ -1,0 +1,350 @@
+//! The host side: prepare sandboxes ahead of time, hand each one job, destroy it.
+//!
+//! [`Sandboxes::prepare`] does everything expensive (clone into new namespaces — the network
+//! namespace is the costly one —, build the root, create the step cgroups) and returns a
+//! [`Prepared`] sandbox whose init process waits on its socket. [`Prepared::run`] then costs
+//! about one process spawn. A prepared sandbox serves exactly one job; dropping it kills its
+//! init (and with it the whole pid namespace) and removes its cgroups.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::cgroup::{CgroupError, CgroupLimits, Layout, StepCgroup};
+use crate::limits::Limits;
+use crate::protocol::{self, FileSpec, JobReport, JobSpec, Setup, SetupReply, StepFacts, StepSpec};
+use crate::rootfs::{self, RootfsConfig};
+use crate::sys::{self, SpawnArgs};
+
+/// Errors of the host side.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// cgroup setup.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// Starting the init process.
+    #[error("spawn sandbox init {exe}")]
+    Spawn {
+        /// The init executable.
+        exe: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Talking to the init process.
+    #[error("sandbox channel")]
+    Channel(#[source] io::Error),
+    /// The init process could not build the sandbox.
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    /// This build has no seccomp policy for the architecture.
+    #[error("no seccomp policy for this architecture; refusing to run unconfined")]
+    NoSeccomp,
+    /// A job had more steps than the sandbox has cgroup slots, or a bad file name.
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+}
+
+/// How sandboxes are built.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Executable that runs [`crate::init::main_if_init`] first thing (default: this one).
+    pub init_exe: PathBuf,
+    /// Host paths bound read-only at the same path.
+    pub binds: Vec<PathBuf>,
+    /// Where the root is assembled inside the private mount namespace.
+    pub staging: PathBuf,
+    /// Work directory inside.
+    pub work_dir: String,
+    /// Size caps of the writable tmpfs mounts, bytes.
+    pub work_bytes: u64,
+    /// /tmp cap.
+    pub tmp_bytes: u64,
+    /// /dev/shm cap.
+    pub shm_bytes: u64,
+    /// The unprivileged identity of the program.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// CPU bandwidth per step in thousandths of a CPU.
+    pub cpu_millis: u64,
+    /// RLIMIT_NOFILE.
+    pub open_files: u64,
+    /// RLIMIT_STACK cap, bytes.
+    pub stack_bytes: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            init_exe: PathBuf::from("/proc/self/exe"),
+            binds: Vec::new(),
+            staging: PathBuf::from(if std::path::Path::new("/mnt").is_dir() { "/mnt" } else { "/tmp" }),
+            work_dir: "/work".into(),
+            work_bytes: 64 << 20,
+            tmp_bytes: 64 << 20,
+            shm_bytes: 16 << 20,
+            uid: 65534,
+            gid: 65534,
+            cpu_millis: 1000,
+            open_files: 512,
+            stack_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Number of step slots (cgroups) per sandbox: compile and run.
+pub const SLOTS: usize = 2;
+
+/// A factory of sandboxes.
+#[derive(Debug)]
+pub struct Sandboxes {
+    cfg: SandboxConfig,
+    layout: Layout,
+    rootfs: RootfsConfig,
+    counter: AtomicU64,
+    flags: CloneFlags,
+}
+
+/// A sandbox ready for one job.
+#[derive(Debug)]
+pub struct Prepared {
+    id: String,
+    pid: Pid,
+    sock: UnixStream,
+    slots: Vec<StepCgroup>,
+    /// Time to create it (clone, root, cgroups), host-measured.
+    pub creation: Duration,
+    /// Time the init process spent building the root.
+    pub setup_inside: Duration,
+    cpu_millis: u64,
+    file_bytes: u64,
+    open_files: u64,
+    stack_bytes: u64,
+    reaped: bool,
+}
+
+/// A file for the work dir.
+#[derive(Debug, Clone)]
+pub struct JobFile {
+    /// Plain name.
+    pub name: String,
+    /// Contents.
+    pub contents: Vec<u8>,
+    /// Mode bits (0644, 0755).
+    pub mode: u32,
+}
+
+/// One step as the host describes it.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// "compile" or "run".
+    pub name: String,
+    /// Program and arguments (absolute program path or relative to the work dir).
+    pub argv: Vec<String>,
+    /// Complete environment.
+    pub env: Vec<String>,
+    /// stdin contents (else /dev/null).
+    pub stdin: Option<Vec<u8>>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// What a step produced.
+#[derive(Debug, Clone, Default)]
+pub struct StepOutput {
+    /// Kernel facts.
+    pub facts: StepFacts,
+    /// stdout, capped.
+    pub stdout: Vec<u8>,
+    /// stderr, capped.
+    pub stderr: Vec<u8>,
+}
+
+impl Sandboxes {
+    /// Check the host (cgroups, seccomp policy, LSMs) and resolve the root filesystem plan.
+    pub fn new(cfg: SandboxConfig) -> Result<Self, SandboxError> {
+        if !crate::seccomp::supported() {
+            return Err(SandboxError::NoSeccomp);
+        }
+        let layout = Layout::from_host()?;
+        crate::lsm::log_host_lsms();
+        let binds = rootfs::binds_for(&cfg.binds, rootfs::resolve_host);
+        let rootfs = RootfsConfig {
+            staging: cfg.staging.clone(),
+            binds,
+            work_dir: cfg.work_dir.clone(),
+            work_bytes: cfg.work_bytes,
+            tmp_bytes: cfg.tmp_bytes,
+            shm_bytes: cfg.shm_bytes,
+            uid: cfg.uid,
+            gid: cfg.gid,
+            hostname: "wolf".into(),
+        };
+        let mut flags = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS;
+        if !nix::unistd::geteuid().is_root() {
+            flags |= CloneFlags::CLONE_NEWUSER;
+        }
+        Ok(Self { cfg, layout, rootfs, counter: AtomicU64::new(0), flags })
+    }
+
+    /// The cgroup layout in use.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Build one sandbox up to the point where it waits for its job.
+    pub fn prepare(&self) -> Result<Prepared, SandboxError> {
+        let started = Instant::now();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", std::process::id());
+        let slots = (0..SLOTS)
+            .map(|i| StepCgroup::create(&self.layout, &format!("{id}-{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (host_end, init_end) = UnixStream::pair().map_err(SandboxError::Channel)?;
+        let args = SpawnArgs::new(&self.cfg.init_exe, &["wolf-sandbox-init", crate::init::INIT_ARG])
+            .map_err(|source| SandboxError::Spawn { exe: self.cfg.init_exe.clone(), source })?;
+        let init_fd = OwnedFd::from(init_end);
+        let pid = sys::spawn_init(self.flags, &init_fd, &args).map_err(|source| SandboxError::Spawn { exe: self.cfg.init_exe.clone(), source })?;
+        drop(init_fd);
+        let mut p = Prepared {
+            id,
+            pid,
+            sock: host_end,
+            slots,
+            creation: Duration::ZERO,
+            setup_inside: Duration::ZERO,
+            cpu_millis: self.cfg.cpu_millis,
+            file_bytes: self.cfg.work_bytes,
+            open_files: self.cfg.open_files,
+            stack_bytes: self.cfg.stack_bytes,
+            reaped: false,
+        };
+        if self.flags.contains(CloneFlags::CLONE_NEWUSER) {
+            crate::userns::map_root_to_self(pid).map_err(SandboxError::Channel)?;
+        }
+        // Descriptors first (SCM_RIGHTS), then the setup frame.
+        let handles = p.slots.iter().map(StepCgroup::handles).collect::<Result<Vec<_>, _>>()?;
+        let mut raw: Vec<RawFd> = Vec::new();
+        let mut counts = Vec::new();
+        for h in &handles {
+            counts.push(h.procs.len());
+            raw.extend(h.procs.iter().map(AsRawFd::as_raw_fd));
+            raw.extend([h.cpu.as_raw_fd(), h.peak.as_raw_fd(), h.oom.as_raw_fd()]);
+        }
+        protocol::send_fds(&p.sock, &raw).map_err(SandboxError::Channel)?;
+        drop(handles);
+        let setup = Setup { rootfs: self.rootfs.clone(), cgroup_version: self.layout.version(), slots: counts };
+        protocol::write_frame(&mut p.sock, &setup, &[]).map_err(SandboxError::Channel)?;
+        let (reply, _): (SetupReply, _) = protocol::read_frame(&mut p.sock, 0).map_err(SandboxError::Channel)?;
+        match reply {
+            SetupReply::Ready { setup_us } => p.setup_inside = Duration::from_micros(setup_us),
+            SetupReply::Failed { error } => return Err(SandboxError::Setup(error)),
+        }
+        p.creation = started.elapsed();
+        Ok(p)
+    }
+}
+
+impl Prepared {
+    /// The sandbox's id (names its cgroups).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The init process's pid (host namespace).
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Run one job: files, then steps in order (a failing step ends the job). Consumes the
+    /// sandbox; it is destroyed when this returns.
+    pub fn run(mut self, files: &[JobFile], steps: &[Step]) -> Result<Vec<StepOutput>, SandboxError> {
+        if steps.len() > self.slots.len() {
+            return Err(SandboxError::InvalidJob(format!("{} steps, {} slots", steps.len(), self.slots.len())));
+        }
+        let mut blobs: Vec<&[u8]> = Vec::new();
+        let mut fspecs = Vec::new();
+        for f in files {
+            if !protocol::valid_file_name(&f.name) {
+                return Err(SandboxError::InvalidJob(format!("file name {:?}", f.name)));
+            }
+            fspecs.push(FileSpec { name: f.name.clone(), mode: f.mode, blob: blobs.len() });
+            blobs.push(&f.contents);
+        }
+        let mut sspecs = Vec::new();
+        for (slot, s) in steps.iter().enumerate() {
+            self.slots[slot].set_limits(&CgroupLimits {
+                memory_bytes: s.limits.memory_mb.saturating_mul(1 << 20),
+                pids: s.limits.pids,
+                cpu_millis: self.cpu_millis,
+            })?;
+            let stdin_blob = s.stdin.as_ref().map(|b| {
+                blobs.push(b);
+                blobs.len() - 1
+            });
+            sspecs.push(StepSpec {
+                name: s.name.clone(),
+                argv: s.argv.clone(),
+                env: s.env.clone(),
+                slot,
+                stdin_blob,
+                cpu_time_ms: s.limits.cpu_time_ms,
+                wall_time_ms: s.limits.wall_time_ms,
+                output_bytes: s.limits.output_bytes,
+                file_bytes: self.file_bytes,
+                open_files: self.open_files,
+                stack_bytes: self.stack_bytes.min(s.limits.memory_mb.saturating_mul(1 << 20)),
+                cpu_millis: self.cpu_millis,
+            });
+        }
+        let job = JobSpec { files: fspecs, steps: sspecs };
+        protocol::write_frame(&mut self.sock, &job, &blobs).map_err(SandboxError::Channel)?;
+        let max = steps.iter().map(|s| s.limits.output_bytes as usize * 2).sum::<usize>() + 4096;
+        let (report, mut out): (JobReport, Vec<Vec<u8>>) = protocol::read_frame(&mut self.sock, max).map_err(SandboxError::Channel)?;
+        if let Some(e) = report.error {
+            return Err(SandboxError::InvalidJob(e));
+        }
+        let mut take = |i: usize| out.get_mut(i).map(std::mem::take).unwrap_or_default();
+        Ok(report
+            .steps
+            .into_iter()
+            .map(|facts| {
+                let stdout = take(facts.stdout_blob);
+                let stderr = take(facts.stderr_blob);
+                StepOutput { facts, stdout, stderr }
+            })
+            .collect())
+    }
+
+    fn destroy(&mut self) {
+        if !self.reaped {
+            // Killing PID 1 of the namespace makes the kernel kill every process in it; waitpid
+            // returns once the namespace is empty (pid_namespaces(7)).
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+            self.reaped = true;
+        }
+        for s in &self.slots {
+            s.remove();
+        }
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}

@@ -1,0 +1,43 @@
+//! The `wolf` binary: `run` (one program through the sandbox, JSON out).
+//!
+//! The same executable is the sandbox's init process: [`wolf_sandbox::main_if_init`] must run
+//! before anything else (before any thread exists).
+
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Wolf: run untrusted code fast in a strict Linux sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "wolf", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compile and run one program in a fresh sandbox; print the result as JSON.
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    wolf_sandbox::main_if_init();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WOLF_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run::main(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wolf: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
