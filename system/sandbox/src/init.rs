@@ -54,47 +54,75 @@ pub fn main_if_init() {
     }
 }
 
-struct SlotFds {
-    procs: Vec<OwnedFd>,
+/// A step slot, prepared ahead: its supervisor `S` (PID 1 of the step's own pid namespace,
+/// already inside the step's cgroups) blocks on `go` until the job arrives.
+struct Slot {
+    pid: Pid,
     cpu: OwnedFd,
     peak: OwnedFd,
     oom: OwnedFd,
+    go: std::fs::File,
+    status: std::fs::File,
+    out: OwnedFd,
+    err: OwnedFd,
+    exec_err: OwnedFd,
+    stdin: OwnedFd,
 }
 
 fn run() -> std::io::Result<()> {
     let mut sock = UnixStream::from(crate::sys::own_inherited_fd(3));
     let mut fds = protocol::recv_fds(&sock)?.into_iter();
     let (setup, _): (Setup, _) = protocol::read_frame(&mut sock, 0)?;
+    let started = Instant::now();
+    if let Err(e) = rootfs::setup(&mut Linux, &setup.rootfs) {
+        let reply = SetupReply::Failed {
+            error: format!("{e}: {}", e.source),
+        };
+        protocol::write_frame(&mut sock, &reply, &[])?;
+        return Err(std::io::Error::other(e.to_string()));
+    }
+    // The host's stdin and stdout are not ours to keep; stderr stays for diagnostics.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in [0, 1] {
+        crate::sys::Sys::dup2(&mut Linux, null.as_raw_fd(), fd)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
+    drop(null);
+    // SIGCHLD arrives through a signalfd, so the supervisor loop is a single poll. Children
+    // unblock it again before exec (payload::enter resets the mask).
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().map_err(std::io::Error::from)?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     let mut slots = Vec::new();
     for n in &setup.slots {
         let procs: Vec<OwnedFd> = fds.by_ref().take(*n).collect();
         let (Some(cpu), Some(peak), Some(oom)) = (fds.next(), fds.next(), fds.next()) else {
             return Err(std::io::Error::other("missing cgroup descriptors"));
         };
-        slots.push(SlotFds { procs, cpu, peak, oom });
+        match prefork_slot(procs, cpu, peak, oom, &setup.rootfs) {
+            Ok(slot) => slots.push(slot),
+            Err(e) => {
+                protocol::write_frame(
+                    &mut sock,
+                    &SetupReply::Failed {
+                        error: e.to_string(),
+                    },
+                    &[],
+                )?;
+                return Err(e);
+            }
+        }
     }
-    let started = Instant::now();
-    if let Err(e) = rootfs::setup(&mut Linux, &setup.rootfs) {
-        let reply = SetupReply::Failed { error: format!("{e}: {}", e.source) };
-        protocol::write_frame(&mut sock, &reply, &[])?;
-        return Err(std::io::Error::other(e.to_string()));
-    }
-    // The host's stdin and stdout are not ours to keep; stderr stays for diagnostics.
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
-    for fd in [0, 1] {
-        crate::sys::Sys::dup2(&mut Linux, null.as_raw_fd(), fd).map_err(|e| std::io::Error::other(e.to_string()))?;
-    }
-    drop(null);
-    // SIGCHLD arrives through a signalfd, so the supervisor loop is a single poll.
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    mask.thread_block().map_err(std::io::Error::from)?;
-    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     let setup_us = started.elapsed().as_micros() as u64;
     protocol::write_frame(&mut sock, &SetupReply::Ready { setup_us }, &[])?;
 
     // Pre-warmed: wait for the one job. EOF means the host gave up on this sandbox.
-    let (job, blobs): (JobSpec, Vec<Vec<u8>>) = match protocol::read_frame(&mut sock, MAX_JOB_BYTES) {
+    let (job, blobs): (JobSpec, Vec<Vec<u8>>) = match protocol::read_frame(&mut sock, MAX_JOB_BYTES)
+    {
         Ok(j) => j,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
         Err(e) => return Err(e),
@@ -102,21 +130,28 @@ fn run() -> std::io::Result<()> {
     let work = Path::new(&setup.rootfs.work_dir);
     let mut report = JobReport::default();
     let mut out_blobs: Vec<Vec<u8>> = Vec::new();
+    let mut slots: Vec<Option<Slot>> = slots.into_iter().map(Some).collect();
     if let Err(e) = write_files(work, &job, &blobs, setup.rootfs.uid, setup.rootfs.gid) {
         report.error = Some(e);
     } else {
         for step in &job.steps {
-            let Some(slot) = slots.get(step.slot) else {
+            let Some(slot) = slots.get_mut(step.slot).and_then(Option::take) else {
                 report.error = Some(format!("no cgroup slot {}", step.slot));
                 break;
             };
-            let stdin = step.stdin_blob.and_then(|i| blobs.get(i)).map(Vec::as_slice);
-            let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, &setup.rootfs, stdin, &sigfd);
+            let stdin = step
+                .stdin_blob
+                .and_then(|i| blobs.get(i))
+                .map(Vec::as_slice);
+            let (mut facts, stdout, stderr) =
+                run_step(step, slot, setup.cgroup_version, stdin, &sigfd);
             facts.stdout_blob = out_blobs.len();
             out_blobs.push(stdout);
             facts.stderr_blob = out_blobs.len();
             out_blobs.push(stderr);
-            let ok = facts.exit_code == Some(0) && facts.start_error.is_none() && !facts.output_limit_hit;
+            let ok = facts.exit_code == Some(0)
+                && facts.start_error.is_none()
+                && !facts.output_limit_hit;
             report.steps.push(facts);
             if !ok {
                 break;
@@ -125,9 +160,187 @@ fn run() -> std::io::Result<()> {
     }
     let refs: Vec<&[u8]> = out_blobs.iter().map(Vec::as_slice).collect();
     protocol::write_frame(&mut sock, &report, &refs)
+    // Returning exits PID 1: the kernel kills whatever is left (unused slots included).
 }
 
-fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32) -> Result<(), String> {
+/// Fork the slot supervisor S into its own pid namespace and let it join the step's cgroups.
+fn prefork_slot(
+    procs: Vec<OwnedFd>,
+    cpu: OwnedFd,
+    peak: OwnedFd,
+    oom: OwnedFd,
+    rootfs: &rootfs::RootfsConfig,
+) -> std::io::Result<Slot> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (exec_r, exec_w) = pipe()?;
+    let (in_r, in_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    match crate::sys::fork_pid1()? {
+        None => {
+            let keep: Vec<i32> = procs
+                .iter()
+                .chain([&out_w, &err_w, &exec_w, &in_r, &go_r, &status_w])
+                .map(AsRawFd::as_raw_fd)
+                .collect();
+            close_all_but(&keep);
+            let code = slot_main(
+                procs,
+                SlotEnds {
+                    out_w,
+                    err_w,
+                    exec_w,
+                    in_r,
+                    go_r,
+                    status_w,
+                },
+                rootfs,
+            );
+            std::process::exit(code);
+        }
+        Some(pid) => {
+            drop((out_w, err_w, exec_w, in_r, go_r, status_w));
+            let mut status = std::fs::File::from(status_r);
+            let mut joined = [0u8; 1];
+            let n = status.read(&mut joined)?;
+            if n != 1 || joined[0] != b'J' {
+                let mut why = String::from_utf8_lossy(&joined[..n]).into_owned();
+                let _ = status.read_to_string(&mut why);
+                return Err(std::io::Error::other(format!(
+                    "step slot setup: {}",
+                    why.trim_start_matches('E')
+                )));
+            }
+            Ok(Slot {
+                pid,
+                cpu,
+                peak,
+                oom,
+                go: std::fs::File::from(go_w),
+                status,
+                out: out_r,
+                err: err_r,
+                exec_err: exec_r,
+                stdin: in_w,
+            })
+        }
+    }
+}
+
+/// Close every descriptor above 2 except `keep` (S must not hold other slots' pipe ends, or
+/// their readers would never see EOF).
+fn close_all_but(keep: &[i32]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+struct SlotEnds {
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+    exec_w: OwnedFd,
+    in_r: OwnedFd,
+    go_r: OwnedFd,
+    status_w: OwnedFd,
+}
+
+/// S: join the cgroups now (pre-warm), wait for the step, fork the program, reap, report its
+/// wait status, exit — which kills every process left in this pid namespace.
+fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig) -> i32 {
+    let mut status = std::fs::File::from(ends.status_w);
+    let raw: Vec<i32> = procs.iter().map(AsRawFd::as_raw_fd).collect();
+    if let Err(e) = payload::enter_slot(&mut Linux, &raw) {
+        let _ = write!(status, "E{e}: {}", e.source);
+        return 1;
+    }
+    drop(procs);
+    // Tell the init process we are in place: the sandbox is only Ready once every slot is.
+    if status.write_all(b"J").is_err() {
+        return 1;
+    }
+    let mut go = std::fs::File::from(ends.go_r);
+    let step: StepSpec = match protocol::read_frame(&mut go, 0) {
+        Ok((s, _)) => s,
+        Err(_) => return 0, // unused slot: the job did not need this step
+    };
+    let to_c = |s: &String| CString::new(s.as_bytes()).map_err(|e| e.to_string());
+    let argv: Result<Vec<CString>, String> = step.argv.iter().map(to_c).collect();
+    let env: Result<Vec<CString>, String> = step.env.iter().map(to_c).collect();
+    let (argv, env) = match (argv, env) {
+        (Ok(a), Ok(e)) => (a, e),
+        _ => {
+            let _ = write!(status, "Eargument contains NUL");
+            return 1;
+        }
+    };
+    let spec = PayloadSpec {
+        stdio: [
+            ends.in_r.as_raw_fd(),
+            ends.out_w.as_raw_fd(),
+            ends.err_w.as_raw_fd(),
+        ],
+        cwd: rootfs.work_dir.clone(),
+        cpu_seconds: step.cpu_time_ms.div_ceil(1000) + 1,
+        file_bytes: step.file_bytes,
+        open_files: step.open_files,
+        stack_bytes: step.stack_bytes,
+        uid: rootfs.uid,
+        gid: rootfs.gid,
+        landlock: LandlockPlan::standard(&rootfs.work_dir),
+        argv,
+        env,
+    };
+    let child = match crate::sys::fork() {
+        Ok(None) => {
+            let err = payload::enter(&mut Linux, &spec);
+            let msg = format!("{err}: {}", err.source);
+            let _ = nix::unistd::write(&ends.exec_w, msg.as_bytes());
+            std::process::exit(127);
+        }
+        Ok(Some(pid)) => pid,
+        Err(e) => {
+            let _ = write!(status, "Efork: {e}");
+            return 1;
+        }
+    };
+    drop((ends.in_r, ends.out_w, ends.err_w, ends.exec_w));
+    // As PID 1 here, orphans of the program are reparented to us: reap until the program
+    // itself is done.
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                let _ = write!(status, "X{code}");
+                return 0;
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                let _ = write!(status, "S{}", sig as i32);
+                return 0;
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => {
+                let _ = write!(status, "Ewaitpid: {e}");
+                return 1;
+            }
+        }
+    }
+}
+
+fn write_files(
+    work: &Path,
+    job: &JobSpec,
+    blobs: &[Vec<u8>],
+    uid: u32,
+    gid: u32,
+) -> Result<(), String> {
     for f in &job.files {
         if !protocol::valid_file_name(&f.name) {
             return Err(format!("invalid file name {:?}", f.name));
@@ -141,8 +354,10 @@ fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| format!("create {}: {e}", f.name))?;
-        file.write_all(data).map_err(|e| format!("write {}: {e}", f.name))?;
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", f.name))?;
+        file.write_all(data)
+            .map_err(|e| format!("write {}: {e}", f.name))?;
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {}: {e}", f.name))?;
     }
     Ok(())
 }
@@ -174,7 +389,12 @@ struct Capture {
 impl Capture {
     fn new(fd: OwnedFd, cap: u64) -> Self {
         set_nonblocking(&fd);
-        Self { fd: Some(fd), data: Vec::new(), cap: cap.min(usize::MAX as u64) as usize, over: false }
+        Self {
+            fd: Some(fd),
+            data: Vec::new(),
+            cap: cap.min(usize::MAX as u64) as usize,
+            over: false,
+        }
     }
 
     /// Read what is available; false once EOF was seen.
@@ -201,39 +421,15 @@ impl Capture {
     }
 }
 
-fn kill_everything() {
-    // From PID 1 of a pid namespace, kill(-1) reaches every other process in it (kill(2)).
-    let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-}
-
-/// Reap every child; returns the main child's status if it was among them.
-fn reap(main: Pid, block: bool) -> Option<WaitStatus> {
-    let mut main_status = None;
-    loop {
-        let flags = if block { None } else { Some(WaitPidFlag::WNOHANG) };
-        match waitpid(Pid::from_raw(-1), flags) {
-            Ok(WaitStatus::StillAlive) => return main_status,
-            Ok(st) => {
-                if st.pid() == Some(main) {
-                    main_status = Some(st);
-                }
-            }
-            Err(Errno::EINTR) => continue,
-            Err(_) => return main_status,
-        }
-    }
-}
-
 fn run_step(
     step: &StepSpec,
-    slot: &SlotFds,
+    slot: Slot,
     version: Version,
-    rootfs: &rootfs::RootfsConfig,
     stdin: Option<&[u8]>,
     sigfd: &SignalFd,
 ) -> (StepFacts, Vec<u8>, Vec<u8>) {
     let mut facts = StepFacts::default();
-    match run_step_inner(step, slot, version, rootfs, stdin, sigfd, &mut facts) {
+    match run_step_inner(step, slot, version, stdin, sigfd, &mut facts) {
         Ok((o, e)) => (facts, o, e),
         Err(e) => {
             facts.start_error = Some(e.to_string());
@@ -242,104 +438,77 @@ fn run_step(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_step_inner(
     step: &StepSpec,
-    slot: &SlotFds,
+    mut slot: Slot,
     version: Version,
-    rootfs: &rootfs::RootfsConfig,
     stdin: Option<&[u8]>,
     sigfd: &SignalFd,
     facts: &mut StepFacts,
 ) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (exec_r, exec_w) = pipe()?;
-    let (in_r, in_w) = match stdin {
-        Some(_) => {
-            let (r, w) = pipe()?;
-            (r, Some(w))
-        }
-        None => (OwnedFd::from(std::fs::File::open("/dev/null")?), None),
-    };
-    let to_c = |s: &String| CString::new(s.as_bytes()).map_err(std::io::Error::other);
-    let spec = PayloadSpec {
-        cgroup_procs: slot.procs.iter().map(AsRawFd::as_raw_fd).collect(),
-        stdio: [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-        cwd: rootfs.work_dir.clone(),
-        cpu_seconds: step.cpu_time_ms.div_ceil(1000) + 1,
-        file_bytes: step.file_bytes,
-        open_files: step.open_files,
-        stack_bytes: step.stack_bytes,
-        uid: rootfs.uid,
-        gid: rootfs.gid,
-        landlock: LandlockPlan::standard(&rootfs.work_dir),
-        argv: step.argv.iter().map(to_c).collect::<Result<_, _>>()?,
-        env: step.env.iter().map(to_c).collect::<Result<_, _>>()?,
-    };
     let cpu_before = cgroup::parse_cpu_ns(version, &pread_text(&slot.cpu));
     let start = Instant::now();
-    let child = match crate::sys::fork()? {
-        None => {
-            let err = payload::enter(&mut Linux, &spec);
-            let msg = format!("{err}: {}", err.source);
-            let _ = nix::unistd::write(&exec_w, msg.as_bytes());
-            std::process::exit(127);
-        }
-        Some(pid) => pid,
-    };
-    drop((out_w, err_w, exec_w, in_r));
-    let mut out = Capture::new(out_r, step.output_bytes);
-    let mut err = Capture::new(err_r, step.output_bytes);
+    protocol::write_frame(&mut slot.go, step, &[])?;
+    let mut out = Capture::new(slot.out, step.output_bytes);
+    let mut err = Capture::new(slot.err, step.output_bytes);
     let mut stdin_left: &[u8] = stdin.unwrap_or_default();
-    let mut in_w = in_w;
+    let mut in_w = if stdin_left.is_empty() {
+        None
+    } else {
+        Some(slot.stdin)
+    };
     if let Some(w) = &in_w {
         set_nonblocking(w);
     }
     let wall_limit = Duration::from_millis(step.wall_time_ms);
     let cpu_limit_ns = step.cpu_time_ms.saturating_mul(1_000_000);
-    let mut status: Option<WaitStatus> = None;
-    let mut end = start;
-    while status.is_none() {
-        // Drain SIGCHLD notifications, then reap.
+    let mut exited: Option<WaitStatus> = None;
+    let mut killed = false;
+    loop {
         while let Ok(Some(_)) = sigfd.read_signal() {}
-        if let Some(st) = reap(child, false) {
-            status = Some(st);
-            end = Instant::now();
-            break;
+        match waitpid(slot.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            Ok(st) => {
+                exited = Some(st);
+                break;
+            }
+            Err(e) => return Err(e.into()),
         }
         let elapsed = start.elapsed();
+        let used = cgroup::parse_cpu_ns(version, &pread_text(&slot.cpu)).saturating_sub(cpu_before);
         if elapsed >= wall_limit {
             facts.wall_limit_hit = true;
-            break;
-        }
-        let used = cgroup::parse_cpu_ns(version, &pread_text(&slot.cpu)).saturating_sub(cpu_before);
-        if used >= cpu_limit_ns {
+        } else if used >= cpu_limit_ns {
             facts.cpu_limit_hit = true;
-            break;
-        }
-        if out.over || err.over {
+        } else if out.over || err.over {
             facts.output_limit_hit = true;
+        }
+        if facts.wall_limit_hit || facts.cpu_limit_hit || facts.output_limit_hit {
+            // Killing S, PID 1 of the step's namespace, takes every process of the step.
+            let _ = nix::sys::signal::kill(slot.pid, Signal::SIGKILL);
+            killed = true;
             break;
         }
         // Sleep until the earliest moment a limit could be reached, or an event arrives.
         let cpus = step.cpu_millis.max(1) as u128;
-        let cpu_left = Duration::from_nanos(((cpu_limit_ns - used) as u128 * 1000 / cpus).min(u64::MAX as u128) as u64);
-        let wait = (wall_limit - elapsed).min(cpu_left).clamp(Duration::from_millis(1), Duration::from_millis(250));
+        let cpu_left = Duration::from_nanos(
+            ((cpu_limit_ns - used) as u128 * 1000 / cpus).min(u64::MAX as u128) as u64,
+        );
+        let wait = (wall_limit - elapsed)
+            .min(cpu_left)
+            .clamp(Duration::from_millis(1), Duration::from_millis(250));
         let mut pfds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-        let out_fd = out.fd.as_ref().map(|f| f.as_fd());
-        let err_fd = err.fd.as_ref().map(|f| f.as_fd());
-        if let Some(f) = out_fd {
-            pfds.push(PollFd::new(f, PollFlags::POLLIN));
+        if let Some(f) = out.fd.as_ref() {
+            pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
         }
-        if let Some(f) = err_fd {
-            pfds.push(PollFd::new(f, PollFlags::POLLIN));
+        if let Some(f) = err.fd.as_ref() {
+            pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
         }
-        let in_fd = in_w.as_ref().map(|f| f.as_fd());
-        if let Some(f) = in_fd {
-            pfds.push(PollFd::new(f, PollFlags::POLLOUT));
+        if let Some(f) = in_w.as_ref() {
+            pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
         }
-        let timeout = PollTimeout::try_from(wait.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
+        let timeout =
+            PollTimeout::try_from(wait.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
         match poll(&mut pfds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
@@ -358,12 +527,10 @@ fn run_step_inner(
             }
         }
     }
-    // The step is over (exit or limit): nothing of it may outlive it, orphans included.
-    kill_everything();
-    let late = reap(child, true);
-    if status.is_none() {
-        end = Instant::now();
-        status = late;
+    let end = Instant::now();
+    if killed {
+        // Returns once the step's namespace is empty (pid_namespaces(7)).
+        let _ = waitpid(slot.pid, None);
     }
     drop(in_w);
     out.pump();
@@ -380,13 +547,22 @@ fn run_step_inner(
     if out.over || err.over {
         facts.output_limit_hit = true;
     }
-    match status {
-        Some(WaitStatus::Exited(_, code)) => facts.exit_code = Some(code),
-        Some(WaitStatus::Signaled(_, sig, _)) => facts.signal = Some(sig as i32),
-        _ => {}
+    let mut status = String::new();
+    let _ = slot.status.read_to_string(&mut status);
+    match (status.split_at_checked(1), exited) {
+        (Some(("X", code)), _) => facts.exit_code = code.parse().ok(),
+        (Some(("S", sig)), _) => facts.signal = sig.parse().ok(),
+        (Some(("E", e)), _) => facts.start_error = Some(e.to_string()),
+        // No word from S: we killed it (limits), or it died some other way.
+        _ if killed => facts.signal = Some(Signal::SIGKILL as i32),
+        _ => {
+            facts.start_error = Some(format!(
+                "step supervisor ended without a status ({exited:?})"
+            ))
+        }
     }
     let mut exec_err = String::new();
-    let _ = std::fs::File::from(exec_r).read_to_string(&mut exec_err);
+    let _ = std::fs::File::from(slot.exec_err).read_to_string(&mut exec_err);
     if !exec_err.is_empty() {
         facts.start_error = Some(exec_err);
     }

@@ -150,7 +150,9 @@ pub struct Registry {
 }
 
 fn substitute(arg: &str, probe: Option<&Path>, cache: &Path, memory_mb: u64) -> String {
-    let mut s = arg.replace("{cache}", &cache.display().to_string()).replace("{memory_mb}", &memory_mb.to_string());
+    let mut s = arg
+        .replace("{cache}", &cache.display().to_string())
+        .replace("{memory_mb}", &memory_mb.to_string());
     if let Some(p) = probe {
         s = s.replace("{probe}", &p.display().to_string());
     }
@@ -168,14 +170,23 @@ impl Registry {
                 let compile_limits = spec.limits.compile.unwrap_or(file.defaults.compile);
                 let mut run_limits = spec.limits.run.unwrap_or(file.defaults.run);
                 run_limits.pids += spec.extra_pids;
-                let mut absent = spec.requires.iter().find(|p| !p.exists()).map(|p| format!("{} not found", p.display()));
+                let mut absent = spec
+                    .requires
+                    .iter()
+                    .find(|p| !p.exists())
+                    .map(|p| format!("{} not found", p.display()));
                 let mut probe_dir = None;
                 if absent.is_none()
                     && let Some(argv) = &spec.probe
                 {
                     match host_output(argv) {
-                        Ok(out) if Path::new(out.trim()).is_dir() => probe_dir = Some(PathBuf::from(out.trim())),
-                        Ok(out) => absent = Some(format!("probe printed {:?}, not a directory", out.trim())),
+                        Ok(out) if Path::new(out.trim()).is_dir() => {
+                            probe_dir = Some(PathBuf::from(out.trim()))
+                        }
+                        Ok(out) => {
+                            absent =
+                                Some(format!("probe printed {:?}, not a directory", out.trim()))
+                        }
                         Err(e) => absent = Some(format!("probe {}: {e}", argv.join(" "))),
                     }
                 }
@@ -187,7 +198,13 @@ impl Registry {
                         absent = Some(format!("{prog} not found"));
                     }
                 }
-                Language { spec, compile_limits, run_limits, probe_dir, absent }
+                Language {
+                    spec,
+                    compile_limits,
+                    run_limits,
+                    probe_dir,
+                    absent,
+                }
             })
             .collect();
         Ok(Self {
@@ -233,19 +250,29 @@ impl Registry {
         self.languages
             .iter()
             .find(|l| l.spec.name == n || l.spec.aliases.iter().any(|a| *a == n))
-            .ok_or_else(|| LanguageError::Unknown { name: name.to_string(), known: self.known().join(", ") })
+            .ok_or_else(|| LanguageError::Unknown {
+                name: name.to_string(),
+                known: self.known().join(", "),
+            })
     }
 
     /// Names of the engines present on this host.
     pub fn known(&self) -> Vec<String> {
-        self.languages.iter().filter(|l| l.absent.is_none()).map(|l| l.spec.name.clone()).collect()
+        self.languages
+            .iter()
+            .filter(|l| l.absent.is_none())
+            .map(|l| l.spec.name.clone())
+            .collect()
     }
 
     /// A present engine, prepared (precompiled header built) and ready to run.
     pub fn get(&self, name: &str) -> Result<&Language, LanguageError> {
         let lang = self.find(name)?;
         if let Some(reason) = &lang.absent {
-            return Err(LanguageError::Absent { name: lang.spec.name.clone(), reason: reason.clone() });
+            return Err(LanguageError::Absent {
+                name: lang.spec.name.clone(),
+                reason: reason.clone(),
+            });
         }
         self.prepare(lang)?;
         Ok(lang)
@@ -257,14 +284,25 @@ impl Registry {
         cache
             .entry(lang.spec.name.clone())
             .or_insert_with(|| {
-                let argv: Vec<String> = lang.spec.version.iter().map(|a| substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, 0)).collect();
-                host_output(&argv).ok().and_then(|s| s.lines().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
+                let argv: Vec<String> = lang
+                    .spec
+                    .version
+                    .iter()
+                    .map(|a| substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, 0))
+                    .collect();
+                host_output(&argv).ok().and_then(|s| {
+                    s.lines()
+                        .find(|l| !l.trim().is_empty())
+                        .map(|l| l.trim().to_string())
+                })
             })
             .clone()
     }
 
     fn prepare(&self, lang: &Language) -> Result<(), LanguageError> {
-        let Some(argv) = &lang.spec.prepare else { return Ok(()) };
+        let Some(argv) = &lang.spec.prepare else {
+            return Ok(());
+        };
         let mut done = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
         let result = done.entry(lang.spec.name.clone()).or_insert_with(|| {
             if let Some(marker) = &lang.spec.prepare_creates
@@ -281,39 +319,61 @@ impl Registry {
             }
             // Build into a temporary name and rename: a crash never leaves a half-written
             // artifact that later runs would trust.
-            let marker = lang.spec.prepare_creates.as_ref().map(|m| self.cache_dir.join(m));
-            let tmp = marker.as_ref().map(|m| m.with_extension(format!("tmp{}", std::process::id())));
+            let marker = lang
+                .spec
+                .prepare_creates
+                .as_ref()
+                .map(|m| self.cache_dir.join(m));
+            let tmp = marker
+                .as_ref()
+                .map(|m| m.with_extension(format!("tmp{}", std::process::id())));
             let argv: Vec<String> = argv
                 .iter()
                 .map(|a| {
                     let s = substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, 0);
                     match (&marker, &tmp) {
-                        (Some(m), Some(t)) if Path::new(&s) == m.as_path() => t.display().to_string(),
+                        (Some(m), Some(t)) if Path::new(&s) == m.as_path() => {
+                            t.display().to_string()
+                        }
                         _ => s,
                     }
                 })
                 .collect();
-            let out = Command::new(&argv[0]).args(&argv[1..]).output().map_err(|e| e.to_string())?;
+            let out = Command::new(&argv[0])
+                .args(&argv[1..])
+                .output()
+                .map_err(|e| e.to_string())?;
             if !out.status.success() {
-                return Err(String::from_utf8_lossy(&out.stderr).chars().take(2000).collect());
+                return Err(String::from_utf8_lossy(&out.stderr)
+                    .chars()
+                    .take(2000)
+                    .collect());
             }
             if let (Some(m), Some(t)) = (&marker, &tmp) {
                 std::fs::rename(t, m).map_err(|e| e.to_string())?;
             }
             Ok(())
         });
-        result.clone().map_err(|reason| LanguageError::Prepare { name: lang.spec.name.clone(), reason })
+        result.clone().map_err(|reason| LanguageError::Prepare {
+            name: lang.spec.name.clone(),
+            reason,
+        })
     }
 
     /// Substitute placeholders in an argv for a step with `memory_mb`.
     pub fn argv(&self, lang: &Language, argv: &[String], memory_mb: u64) -> Vec<String> {
-        argv.iter().map(|a| substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, memory_mb)).collect()
+        argv.iter()
+            .map(|a| substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, memory_mb))
+            .collect()
     }
 }
 
 fn host_output(argv: &[String]) -> Result<String, String> {
     let (prog, args) = argv.split_first().ok_or("empty command")?;
-    let out = Command::new(prog).args(args).output().map_err(|e| e.to_string())?;
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("exit {}", out.status));
     }
@@ -339,7 +399,11 @@ mod tests {
             assert!(l.run_limits.cpu_time_ms > 0);
         }
         assert_eq!(r.find("CPP").unwrap().spec.name, "c++");
-        assert_eq!(r.find("java").unwrap().run_limits.pids, 16 + 32, "extra pids for the JVM");
+        assert_eq!(
+            r.find("java").unwrap().run_limits.pids,
+            16 + 32,
+            "extra pids for the JVM"
+        );
     }
 
     #[test]

@@ -73,22 +73,46 @@ impl Limits {
 
     /// The effective limits: defaults (already within the cap) overridden by the request, which
     /// may go up to the cap but never past it.
-    pub fn resolve(defaults: &Limits, cap: &Limits, req: &LimitRequest) -> Result<Limits, LimitError> {
+    pub fn resolve(
+        defaults: &Limits,
+        cap: &Limits,
+        req: &LimitRequest,
+    ) -> Result<Limits, LimitError> {
         let base = defaults.min(cap);
-        let pick = |field: &'static str, d: u64, c: u64, r: Option<u64>| -> Result<u64, LimitError> {
-            match r {
-                None => Ok(d),
-                Some(0) => Err(LimitError::Zero { field }),
-                Some(v) if v > c => Err(LimitError::AboveCap { field, requested: v, cap: c }),
-                Some(v) => Ok(v),
-            }
-        };
+        let pick =
+            |field: &'static str, d: u64, c: u64, r: Option<u64>| -> Result<u64, LimitError> {
+                match r {
+                    None => Ok(d),
+                    Some(0) => Err(LimitError::Zero { field }),
+                    Some(v) if v > c => Err(LimitError::AboveCap {
+                        field,
+                        requested: v,
+                        cap: c,
+                    }),
+                    Some(v) => Ok(v),
+                }
+            };
         Ok(Limits {
-            cpu_time_ms: pick("cpuTimeMs", base.cpu_time_ms, cap.cpu_time_ms, req.cpu_time_ms)?,
-            wall_time_ms: pick("wallTimeMs", base.wall_time_ms, cap.wall_time_ms, req.wall_time_ms)?,
+            cpu_time_ms: pick(
+                "cpuTimeMs",
+                base.cpu_time_ms,
+                cap.cpu_time_ms,
+                req.cpu_time_ms,
+            )?,
+            wall_time_ms: pick(
+                "wallTimeMs",
+                base.wall_time_ms,
+                cap.wall_time_ms,
+                req.wall_time_ms,
+            )?,
             memory_mb: pick("memoryMb", base.memory_mb, cap.memory_mb, req.memory_mb)?,
             pids: pick("pids", base.pids, cap.pids, req.pids)?,
-            output_bytes: pick("outputBytes", base.output_bytes, cap.output_bytes, req.output_bytes)?,
+            output_bytes: pick(
+                "outputBytes",
+                base.output_bytes,
+                cap.output_bytes,
+                req.output_bytes,
+            )?,
         })
     }
 }
@@ -97,12 +121,28 @@ impl Limits {
 mod tests {
     use super::*;
 
-    const CAP: Limits = Limits { cpu_time_ms: 10_000, wall_time_ms: 20_000, memory_mb: 1024, pids: 128, output_bytes: 1 << 24 };
-    const DEF: Limits = Limits { cpu_time_ms: 2_000, wall_time_ms: 5_000, memory_mb: 256, pids: 16, output_bytes: 1 << 20 };
+    const CAP: Limits = Limits {
+        cpu_time_ms: 10_000,
+        wall_time_ms: 20_000,
+        memory_mb: 1024,
+        pids: 128,
+        output_bytes: 1 << 24,
+    };
+    const DEF: Limits = Limits {
+        cpu_time_ms: 2_000,
+        wall_time_ms: 5_000,
+        memory_mb: 256,
+        pids: 16,
+        output_bytes: 1 << 20,
+    };
 
     #[test]
     fn request_may_lower_and_raise_up_to_the_cap() {
-        let r = LimitRequest { cpu_time_ms: Some(500), memory_mb: Some(1024), ..Default::default() };
+        let r = LimitRequest {
+            cpu_time_ms: Some(500),
+            memory_mb: Some(1024),
+            ..Default::default()
+        };
         let l = Limits::resolve(&DEF, &CAP, &r).unwrap();
         assert_eq!(l.cpu_time_ms, 500);
         assert_eq!(l.memory_mb, 1024);
@@ -111,15 +151,34 @@ mod tests {
 
     #[test]
     fn request_past_the_cap_or_zero_is_refused() {
-        let r = LimitRequest { memory_mb: Some(4096), ..Default::default() };
-        assert_eq!(Limits::resolve(&DEF, &CAP, &r), Err(LimitError::AboveCap { field: "memoryMb", requested: 4096, cap: 1024 }));
-        let r = LimitRequest { pids: Some(0), ..Default::default() };
-        assert!(matches!(Limits::resolve(&DEF, &CAP, &r), Err(LimitError::Zero { field: "pids" })));
+        let r = LimitRequest {
+            memory_mb: Some(4096),
+            ..Default::default()
+        };
+        assert_eq!(
+            Limits::resolve(&DEF, &CAP, &r),
+            Err(LimitError::AboveCap {
+                field: "memoryMb",
+                requested: 4096,
+                cap: 1024
+            })
+        );
+        let r = LimitRequest {
+            pids: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Limits::resolve(&DEF, &CAP, &r),
+            Err(LimitError::Zero { field: "pids" })
+        ));
     }
 
     #[test]
     fn defaults_above_the_cap_are_cut_to_it() {
-        let small = Limits { memory_mb: 64, ..CAP };
+        let small = Limits {
+            memory_mb: 64,
+            ..CAP
+        };
         let l = Limits::resolve(&DEF, &small, &LimitRequest::default()).unwrap();
         assert_eq!(l.memory_mb, 64);
     }

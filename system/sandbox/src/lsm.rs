@@ -13,13 +13,18 @@ pub const APPARMOR_PROFILE_TEXT: &str = include_str!("../policy/apparmor/wolf-sa
 
 /// Whether the host kernel has AppArmor enabled.
 pub fn apparmor_enabled(sysfs: &Path) -> bool {
-    std::fs::read_to_string(sysfs.join("module/apparmor/parameters/enabled")).map(|s| s.trim() == "Y").unwrap_or(false)
+    std::fs::read_to_string(sysfs.join("module/apparmor/parameters/enabled"))
+        .map(|s| s.trim() == "Y")
+        .unwrap_or(false)
 }
 
 /// Whether our profile is loaded (then the payload pipeline asks for it on exec).
 pub fn apparmor_profile_loaded(sysfs: &Path) -> bool {
     std::fs::read_to_string(sysfs.join("kernel/security/apparmor/profiles"))
-        .map(|s| s.lines().any(|l| l.split_whitespace().next() == Some(APPARMOR_PROFILE)))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().next() == Some(APPARMOR_PROFILE))
+        })
         .unwrap_or(false)
 }
 
@@ -55,7 +60,11 @@ mod tests {
         std::fs::write(tmp.path().join("module/apparmor/parameters/enabled"), "Y\n").unwrap();
         assert!(apparmor_enabled(tmp.path()));
         std::fs::create_dir_all(tmp.path().join("kernel/security/apparmor")).unwrap();
-        std::fs::write(tmp.path().join("kernel/security/apparmor/profiles"), "wolf-sandbox (enforce)\n").unwrap();
+        std::fs::write(
+            tmp.path().join("kernel/security/apparmor/profiles"),
+            "wolf-sandbox (enforce)\n",
+        )
+        .unwrap();
         assert!(apparmor_profile_loaded(tmp.path()));
         assert!(APPARMOR_PROFILE_TEXT.contains("profile wolf-sandbox"));
     }

@@ -79,9 +79,9 @@ const PROC_MASKED: [&str; 5] = ["kcore", "keys", "timer_list", "sched_debug", "k
 /// Classify host paths (the real resolver; tests pass their own closure).
 pub fn resolve_host(path: &Path) -> HostEntry {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            std::fs::read_link(path).map(HostEntry::Symlink).unwrap_or(HostEntry::Missing)
-        }
+        Ok(m) if m.file_type().is_symlink() => std::fs::read_link(path)
+            .map(HostEntry::Symlink)
+            .unwrap_or(HostEntry::Missing),
         Ok(m) if m.is_dir() => HostEntry::Dir,
         Ok(m) if m.is_file() => HostEntry::File,
         _ => HostEntry::Missing,
@@ -97,7 +97,10 @@ pub fn binds_for(paths: &[PathBuf], classify: impl Fn(&Path) -> HostEntry) -> Ve
         }
         let entry = classify(p);
         if entry != HostEntry::Missing {
-            out.push(Bind { path: p.clone(), entry });
+            out.push(Bind {
+                path: p.clone(),
+                entry,
+            });
         }
     }
     // Parents before children, so a bind inside another bind's tree is mounted on top of it.
@@ -140,9 +143,21 @@ pub fn setup(sys: &mut impl Sys, cfg: &RootfsConfig) -> SysResult {
     let root = cfg.staging.as_path();
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     // 1. Stop mount propagation both ways before touching anything.
-    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
     // 2. The new root is a small tmpfs; it becomes read-only at the end.
-    sys.mount(Some(Path::new("wolf-root")), root, Some("tmpfs"), nosuid_nodev, Some("size=1m,mode=755"))?;
+    sys.mount(
+        Some(Path::new("wolf-root")),
+        root,
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some("size=1m,mode=755"),
+    )?;
     let mut made: Vec<PathBuf> = Vec::new();
 
     // 3. Host directories and files, read-only.
@@ -173,10 +188,18 @@ pub fn setup(sys: &mut impl Sys, cfg: &RootfsConfig) -> SysResult {
         sys.mkdir(&etc, 0o755)?;
         made.push(etc.clone());
     }
-    let passwd = format!("root:x:0:0:root:/root:/bin/false\nwolf:x:{}:{}:wolf:{}:/bin/false\n", cfg.uid, cfg.gid, cfg.work_dir);
+    let passwd = format!(
+        "root:x:0:0:root:/root:/bin/false\nwolf:x:{}:{}:wolf:{}:/bin/false\n",
+        cfg.uid, cfg.gid, cfg.work_dir
+    );
     let group = format!("root:x:0:\nwolf:x:{}:\n", cfg.gid);
     let hosts = format!("127.0.0.1 localhost {}\n::1 localhost\n", cfg.hostname);
-    for (name, contents) in [("passwd", passwd), ("group", group), ("hosts", hosts), ("hostname", format!("{}\n", cfg.hostname))] {
+    for (name, contents) in [
+        ("passwd", passwd),
+        ("group", group),
+        ("hosts", hosts),
+        ("hostname", format!("{}\n", cfg.hostname)),
+    ] {
         let p = etc.join(name);
         if !cfg.binds.iter().any(|b| inside(root, &b.path) == p) {
             sys.write_new_file(&p, contents.as_bytes(), 0o444)?;
@@ -186,25 +209,54 @@ pub fn setup(sys: &mut impl Sys, cfg: &RootfsConfig) -> SysResult {
     // 5. /dev: tmpfs with bound device nodes and the usual symlinks.
     let dev = root.join("dev");
     sys.mkdir(&dev, 0o755)?;
-    sys.mount(Some(Path::new("wolf-dev")), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("size=64k,mode=755"))?;
+    sys.mount(
+        Some(Path::new("wolf-dev")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=755"),
+    )?;
     for d in DEVICES {
         let target = dev.join(d);
         sys.write_new_file(&target, b"", 0o666)?;
         let host = PathBuf::from("/dev").join(d);
         sys.mount(Some(&host), &target, None, MsFlags::MS_BIND, None)?;
-        sys.mount(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, None)?;
+        sys.mount(
+            None,
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            None,
+        )?;
     }
-    for (link, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         sys.symlink(Path::new(to), &dev.join(link))?;
     }
     let shm = dev.join("shm");
     sys.mkdir(&shm, 0o755)?;
-    sys.mount(Some(Path::new("wolf-shm")), &shm, Some("tmpfs"), nosuid_nodev, Some(&tmpfs_data(cfg.shm_bytes, 0o1777, 0, 0)))?;
+    sys.mount(
+        Some(Path::new("wolf-shm")),
+        &shm,
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some(&tmpfs_data(cfg.shm_bytes, 0o1777, 0, 0)),
+    )?;
 
     // 6. /proc of the new pid namespace (we are its PID 1), with the host-facing knobs masked.
     let proc_dir = root.join("proc");
     sys.mkdir(&proc_dir, 0o555)?;
-    sys.mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nosuid_nodev | MsFlags::MS_NOEXEC, Some("hidepid=2"))?;
+    sys.mount(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        Some("hidepid=2"),
+    )?;
     for p in PROC_READONLY {
         let t = proc_dir.join(p);
         match sys.mount(Some(&t), &t, None, MsFlags::MS_BIND | MsFlags::MS_REC, None) {
@@ -221,16 +273,31 @@ pub fn setup(sys: &mut impl Sys, cfg: &RootfsConfig) -> SysResult {
     }
 
     // 7. The writable places, fresh per sandbox.
-    for (dir, bytes) in [("tmp", cfg.tmp_bytes), (cfg.work_dir.trim_start_matches('/'), cfg.work_bytes)] {
+    for (dir, bytes) in [
+        ("tmp", cfg.tmp_bytes),
+        (cfg.work_dir.trim_start_matches('/'), cfg.work_bytes),
+    ] {
         let t = root.join(dir);
         mkdir_parents(sys, root, &t, &mut made)?;
         sys.mkdir(&t, 0o755)?;
         let mode = if dir == "tmp" { 0o1777 } else { 0o755 };
-        sys.mount(Some(Path::new("wolf-tmp")), &t, Some("tmpfs"), nosuid_nodev, Some(&tmpfs_data(bytes, mode, cfg.uid, cfg.gid)))?;
+        sys.mount(
+            Some(Path::new("wolf-tmp")),
+            &t,
+            Some("tmpfs"),
+            nosuid_nodev,
+            Some(&tmpfs_data(bytes, mode, cfg.uid, cfg.gid)),
+        )?;
     }
 
     // 8. Seal the root and pivot into it; the old root is detached, leaving no path to the host.
-    sys.mount(None, root, None, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev, None)?;
+    sys.mount(
+        None,
+        root,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev,
+        None,
+    )?;
     sys.chdir(root)?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching "." then removes it
     // without needing a writable directory to put it in (pivot_root(2), NOTES).
@@ -247,7 +314,12 @@ mod tests {
 
     fn cfg() -> RootfsConfig {
         let binds = binds_for(
-            &[PathBuf::from("/usr"), PathBuf::from("/lib"), PathBuf::from("/etc/ld.so.cache"), PathBuf::from("/nope")],
+            &[
+                PathBuf::from("/usr"),
+                PathBuf::from("/lib"),
+                PathBuf::from("/etc/ld.so.cache"),
+                PathBuf::from("/nope"),
+            ],
             |p| match p.to_str().unwrap() {
                 "/usr" => HostEntry::Dir,
                 "/lib" => HostEntry::Symlink("usr/lib".into()),
@@ -281,13 +353,32 @@ mod tests {
         let mut r = Recorder::default();
         setup(&mut r, &cfg()).unwrap();
         let first = &r.calls[0];
-        assert!(first.starts_with("mount  / ") && first.contains("MS_PRIVATE") && first.contains("MS_REC"), "{first}");
-        let seal = r.calls.iter().position(|c| c.starts_with("mount  /mnt ") && c.contains("MS_RDONLY")).expect("root sealed");
+        assert!(
+            first.starts_with("mount  / ")
+                && first.contains("MS_PRIVATE")
+                && first.contains("MS_REC"),
+            "{first}"
+        );
+        let seal = r
+            .calls
+            .iter()
+            .position(|c| c.starts_with("mount  /mnt ") && c.contains("MS_RDONLY"))
+            .expect("root sealed");
         let pivot = r.position("pivot_root").unwrap();
         let umount = r.position("umount .").unwrap();
-        let last_mount_elsewhere = r.calls.iter().rposition(|c| c.starts_with("mount") && !c.contains(" /mnt ")).unwrap();
-        assert!(last_mount_elsewhere < seal, "every mount happens before the root is sealed");
-        assert!(seal < pivot && pivot < umount, "seal, pivot, then detach the old root");
+        let last_mount_elsewhere = r
+            .calls
+            .iter()
+            .rposition(|c| c.starts_with("mount") && !c.contains(" /mnt "))
+            .unwrap();
+        assert!(
+            last_mount_elsewhere < seal,
+            "every mount happens before the root is sealed"
+        );
+        assert!(
+            seal < pivot && pivot < umount,
+            "seal, pivot, then detach the old root"
+        );
         assert_eq!(r.calls.last().unwrap(), "hostname wolf");
     }
 
@@ -297,10 +388,19 @@ mod tests {
         setup(&mut r, &cfg()).unwrap();
         let bind = r.position("mount /usr /mnt/usr").unwrap();
         let remount = &r.calls[bind + 1];
-        for f in ["MS_RDONLY", "MS_REMOUNT", "MS_BIND", "MS_NOSUID", "MS_NODEV"] {
+        for f in [
+            "MS_RDONLY",
+            "MS_REMOUNT",
+            "MS_BIND",
+            "MS_NOSUID",
+            "MS_NODEV",
+        ] {
             assert!(remount.contains(f), "{remount} lacks {f}");
         }
-        assert!(!r.calls[bind].contains("MS_REC"), "host binds are not recursive: no submounts leak");
+        assert!(
+            !r.calls[bind].contains("MS_REC"),
+            "host binds are not recursive: no submounts leak"
+        );
         assert!(r.calls.contains(&"symlink /mnt/lib -> usr/lib".to_string()));
     }
 
@@ -309,21 +409,35 @@ mod tests {
         let mut r = Recorder::default();
         setup(&mut r, &cfg()).unwrap();
         for dir in ["/mnt/tmp", "/mnt/work", "/mnt/dev/shm"] {
-            let m = r.calls.iter().find(|c| c.contains(&format!(" {dir} tmpfs"))).unwrap_or_else(|| panic!("{dir} not mounted"));
+            let m = r
+                .calls
+                .iter()
+                .find(|c| c.contains(&format!(" {dir} tmpfs")))
+                .unwrap_or_else(|| panic!("{dir} not mounted"));
             assert!(m.contains("size="), "{m}");
             assert!(m.contains("MS_NOSUID") && m.contains("MS_NODEV"), "{m}");
         }
-        assert!(!r.calls.iter().any(|c| c.contains("/mnt/sys")), "no /sys inside");
+        assert!(
+            !r.calls.iter().any(|c| c.contains("/mnt/sys")),
+            "no /sys inside"
+        );
         let proc = r.calls.iter().find(|c| c.contains(" proc ")).unwrap();
         assert!(proc.contains("hidepid=2"));
-        let etc_files: Vec<_> = r.calls.iter().filter(|c| c.starts_with("file /mnt/etc/")).collect();
+        let etc_files: Vec<_> = r
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("file /mnt/etc/"))
+            .collect();
         assert!(etc_files.iter().any(|c| c.contains("passwd")));
         assert!(!r.calls.iter().any(|c| c.contains("shadow")));
     }
 
     #[test]
     fn a_failing_mount_stops_the_pipeline() {
-        let mut r = Recorder { fail_on: Some("pivot_root".into()), ..Default::default() };
+        let mut r = Recorder {
+            fail_on: Some("pivot_root".into()),
+            ..Default::default()
+        };
         assert!(setup(&mut r, &cfg()).is_err());
         assert!(r.position("umount").is_none());
     }

@@ -25,7 +25,13 @@ pub struct Caps {
 
 impl Default for Caps {
     fn default() -> Self {
-        let l = Limits { cpu_time_ms: 60_000, wall_time_ms: 120_000, memory_mb: 4096, pids: 512, output_bytes: 64 << 20 };
+        let l = Limits {
+            cpu_time_ms: 60_000,
+            wall_time_ms: 120_000,
+            memory_mb: 4096,
+            pids: 512,
+            output_bytes: 64 << 20,
+        };
         Self { compile: l, run: l }
     }
 }
@@ -135,22 +141,43 @@ impl Plan {
     pub fn new(reg: &Registry, caps: &Caps, req: &RunRequest) -> Result<Self, RequestError> {
         let lang: &Language = reg.get(&req.engine)?;
         let run_limits = Limits::resolve(&lang.run_limits, &caps.run, &req.limits)?;
-        let compile_limits = Limits::resolve(&lang.compile_limits, &caps.compile, &req.compile_limits)?;
-        let mut files = vec![JobFile { name: lang.spec.source.clone(), contents: req.code.clone(), mode: 0o644 }];
+        let compile_limits =
+            Limits::resolve(&lang.compile_limits, &caps.compile, &req.compile_limits)?;
+        let mut files = vec![JobFile {
+            name: lang.spec.source.clone(),
+            contents: req.code.clone(),
+            mode: 0o644,
+        }];
         for (name, contents) in &req.files {
             if !crate::protocol::valid_file_name(name) || files.iter().any(|f| f.name == *name) {
                 return Err(RequestError::FileName(name.clone()));
             }
-            files.push(JobFile { name: name.clone(), contents: contents.clone(), mode: 0o644 });
+            files.push(JobFile {
+                name: name.clone(),
+                contents: contents.clone(),
+                mode: 0o644,
+            });
         }
         let env = reg.sandbox.env.clone();
         let mut steps = Vec::new();
         if let Some(c) = &lang.spec.compile {
-            steps.push(Step { name: "compile".into(), argv: reg.argv(lang, c, compile_limits.memory_mb), env: env.clone(), stdin: None, limits: compile_limits });
+            steps.push(Step {
+                name: "compile".into(),
+                argv: reg.argv(lang, c, compile_limits.memory_mb),
+                env: env.clone(),
+                stdin: None,
+                limits: compile_limits,
+            });
         }
         let mut argv = reg.argv(lang, &lang.spec.run, run_limits.memory_mb);
         argv.extend(req.args.iter().cloned());
-        steps.push(Step { name: "run".into(), argv, env, stdin: req.stdin.clone(), limits: run_limits });
+        steps.push(Step {
+            name: "run".into(),
+            argv,
+            env,
+            stdin: req.stdin.clone(),
+            limits: run_limits,
+        });
         Ok(Self {
             files,
             has_compile: lang.spec.compile.is_some(),
@@ -166,7 +193,10 @@ impl Plan {
     pub fn run(&self, sandbox: Prepared, worker_creation_ms: f64) -> RunOutput {
         let started = Instant::now();
         let outputs = sandbox.run(&self.files, &self.steps);
-        let mut timings = Timings { worker_creation: worker_creation_ms, ..Default::default() };
+        let mut timings = Timings {
+            worker_creation: worker_creation_ms,
+            ..Default::default()
+        };
         let out = match outputs {
             Ok(o) => self.decide(o, &mut timings),
             Err(e) => internal(&e),
@@ -181,7 +211,9 @@ impl Plan {
         let mut it = outputs.into_iter();
         let mut compile_output = String::new();
         if self.has_compile {
-            let Some(c) = it.next() else { return internal(&SandboxError::Setup("no compile report".into())) };
+            let Some(c) = it.next() else {
+                return internal(&SandboxError::Setup("no compile report".into()));
+            };
             t.compile = c.facts.wall_time_us as f64 / 1000.0;
             let mut text = c.stdout.clone();
             text.extend_from_slice(&c.stderr);
@@ -195,18 +227,35 @@ impl Plan {
                 r.cpu_time_ms = 0;
                 r.wall_time_ms = 0;
                 r.memory_kb = 0;
-                return RunOutput { result: r, stdout: Vec::new() };
+                return RunOutput {
+                    result: r,
+                    stdout: Vec::new(),
+                };
             }
         }
-        let Some(run) = it.next() else { return internal(&SandboxError::Setup("no run report".into())) };
+        let Some(run) = it.next() else {
+            return internal(&SandboxError::Setup("no run report".into()));
+        };
         t.execution = run.facts.wall_time_us as f64 / 1000.0;
-        let judge = Judge { limits: &self.run_limits, expected: self.expected.as_deref(), oom_patterns: &self.oom_patterns };
+        let judge = Judge {
+            limits: &self.run_limits,
+            expected: self.expected.as_deref(),
+            oom_patterns: &self.oom_patterns,
+        };
         let v = verdict::run_verdict(&run.facts, &run.stdout, &run.stderr, &judge);
-        let mut r = result_from(v, &run, String::from_utf8_lossy(&run.stdout).into_owned(), compile_output);
+        let mut r = result_from(
+            v,
+            &run,
+            String::from_utf8_lossy(&run.stdout).into_owned(),
+            compile_output,
+        );
         if v == Verdict::InternalError {
             r.error = run.facts.start_error.clone();
         }
-        RunOutput { result: r, stdout: run.stdout }
+        RunOutput {
+            result: r,
+            stdout: run.stdout,
+        }
     }
 }
 

@@ -80,6 +80,10 @@ pub struct SandboxConfig {
     pub open_files: u64,
     /// RLIMIT_STACK cap, bytes.
     pub stack_bytes: u64,
+    /// Remount the cgroup2 hierarchy with `favordynmods` (host-wide; see
+    /// [`crate::cgroup::favor_dynmods`]) so that joining a step cgroup does not wait for an RCU
+    /// grace period. Root only.
+    pub favor_dynmods: bool,
 }
 
 impl Default for SandboxConfig {
@@ -87,7 +91,11 @@ impl Default for SandboxConfig {
         Self {
             init_exe: PathBuf::from("/proc/self/exe"),
             binds: Vec::new(),
-            staging: PathBuf::from(if std::path::Path::new("/mnt").is_dir() { "/mnt" } else { "/tmp" }),
+            staging: PathBuf::from(if std::path::Path::new("/mnt").is_dir() {
+                "/mnt"
+            } else {
+                "/tmp"
+            }),
             work_dir: "/work".into(),
             work_bytes: 64 << 20,
             tmp_bytes: 64 << 20,
@@ -97,6 +105,7 @@ impl Default for SandboxConfig {
             cpu_millis: 1000,
             open_files: 512,
             stack_bytes: 64 << 20,
+            favor_dynmods: true,
         }
     }
 }
@@ -176,6 +185,18 @@ impl Sandboxes {
             return Err(SandboxError::NoSeccomp);
         }
         let layout = Layout::from_host()?;
+        if cfg.favor_dynmods && nix::unistd::geteuid().is_root() {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            match crate::cgroup::favor_dynmods(&mountinfo) {
+                Ok(Some(point)) => {
+                    tracing::info!(mount = %point.display(), "remounted cgroup2 with favordynmods: cgroup migrations no longer wait for an RCU grace period")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not set favordynmods; each sandbox start may wait ~10-20 ms for cgroup migration")
+                }
+            }
+        }
         crate::lsm::log_host_lsms();
         let binds = rootfs::binds_for(&cfg.binds, rootfs::resolve_host);
         let rootfs = RootfsConfig {
@@ -197,7 +218,13 @@ impl Sandboxes {
         if !nix::unistd::geteuid().is_root() {
             flags |= CloneFlags::CLONE_NEWUSER;
         }
-        Ok(Self { cfg, layout, rootfs, counter: AtomicU64::new(0), flags })
+        Ok(Self {
+            cfg,
+            layout,
+            rootfs,
+            counter: AtomicU64::new(0),
+            flags,
+        })
     }
 
     /// The cgroup layout in use.
@@ -214,10 +241,20 @@ impl Sandboxes {
             .map(|i| StepCgroup::create(&self.layout, &format!("{id}-{i}")))
             .collect::<Result<Vec<_>, _>>()?;
         let (host_end, init_end) = UnixStream::pair().map_err(SandboxError::Channel)?;
-        let args = SpawnArgs::new(&self.cfg.init_exe, &["wolf-sandbox-init", crate::init::INIT_ARG])
-            .map_err(|source| SandboxError::Spawn { exe: self.cfg.init_exe.clone(), source })?;
+        let args = SpawnArgs::new(
+            &self.cfg.init_exe,
+            &["wolf-sandbox-init", crate::init::INIT_ARG],
+        )
+        .map_err(|source| SandboxError::Spawn {
+            exe: self.cfg.init_exe.clone(),
+            source,
+        })?;
         let init_fd = OwnedFd::from(init_end);
-        let pid = sys::spawn_init(self.flags, &init_fd, &args).map_err(|source| SandboxError::Spawn { exe: self.cfg.init_exe.clone(), source })?;
+        let pid =
+            sys::spawn_init(self.flags, &init_fd, &args).map_err(|source| SandboxError::Spawn {
+                exe: self.cfg.init_exe.clone(),
+                source,
+            })?;
         drop(init_fd);
         let mut p = Prepared {
             id,
@@ -236,7 +273,11 @@ impl Sandboxes {
             crate::userns::map_root_to_self(pid).map_err(SandboxError::Channel)?;
         }
         // Descriptors first (SCM_RIGHTS), then the setup frame.
-        let handles = p.slots.iter().map(StepCgroup::handles).collect::<Result<Vec<_>, _>>()?;
+        let handles = p
+            .slots
+            .iter()
+            .map(StepCgroup::handles)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut raw: Vec<RawFd> = Vec::new();
         let mut counts = Vec::new();
         for h in &handles {
@@ -246,9 +287,14 @@ impl Sandboxes {
         }
         protocol::send_fds(&p.sock, &raw).map_err(SandboxError::Channel)?;
         drop(handles);
-        let setup = Setup { rootfs: self.rootfs.clone(), cgroup_version: self.layout.version(), slots: counts };
+        let setup = Setup {
+            rootfs: self.rootfs.clone(),
+            cgroup_version: self.layout.version(),
+            slots: counts,
+        };
         protocol::write_frame(&mut p.sock, &setup, &[]).map_err(SandboxError::Channel)?;
-        let (reply, _): (SetupReply, _) = protocol::read_frame(&mut p.sock, 0).map_err(SandboxError::Channel)?;
+        let (reply, _): (SetupReply, _) =
+            protocol::read_frame(&mut p.sock, 0).map_err(SandboxError::Channel)?;
         match reply {
             SetupReply::Ready { setup_us } => p.setup_inside = Duration::from_micros(setup_us),
             SetupReply::Failed { error } => return Err(SandboxError::Setup(error)),
@@ -271,9 +317,17 @@ impl Prepared {
 
     /// Run one job: files, then steps in order (a failing step ends the job). Consumes the
     /// sandbox; it is destroyed when this returns.
-    pub fn run(mut self, files: &[JobFile], steps: &[Step]) -> Result<Vec<StepOutput>, SandboxError> {
+    pub fn run(
+        mut self,
+        files: &[JobFile],
+        steps: &[Step],
+    ) -> Result<Vec<StepOutput>, SandboxError> {
         if steps.len() > self.slots.len() {
-            return Err(SandboxError::InvalidJob(format!("{} steps, {} slots", steps.len(), self.slots.len())));
+            return Err(SandboxError::InvalidJob(format!(
+                "{} steps, {} slots",
+                steps.len(),
+                self.slots.len()
+            )));
         }
         let mut blobs: Vec<&[u8]> = Vec::new();
         let mut fspecs = Vec::new();
@@ -281,7 +335,11 @@ impl Prepared {
             if !protocol::valid_file_name(&f.name) {
                 return Err(SandboxError::InvalidJob(format!("file name {:?}", f.name)));
             }
-            fspecs.push(FileSpec { name: f.name.clone(), mode: f.mode, blob: blobs.len() });
+            fspecs.push(FileSpec {
+                name: f.name.clone(),
+                mode: f.mode,
+                blob: blobs.len(),
+            });
             blobs.push(&f.contents);
         }
         let mut sspecs = Vec::new();
@@ -306,14 +364,24 @@ impl Prepared {
                 output_bytes: s.limits.output_bytes,
                 file_bytes: self.file_bytes,
                 open_files: self.open_files,
-                stack_bytes: self.stack_bytes.min(s.limits.memory_mb.saturating_mul(1 << 20)),
+                stack_bytes: self
+                    .stack_bytes
+                    .min(s.limits.memory_mb.saturating_mul(1 << 20)),
                 cpu_millis: self.cpu_millis,
             });
         }
-        let job = JobSpec { files: fspecs, steps: sspecs };
+        let job = JobSpec {
+            files: fspecs,
+            steps: sspecs,
+        };
         protocol::write_frame(&mut self.sock, &job, &blobs).map_err(SandboxError::Channel)?;
-        let max = steps.iter().map(|s| s.limits.output_bytes as usize * 2).sum::<usize>() + 4096;
-        let (report, mut out): (JobReport, Vec<Vec<u8>>) = protocol::read_frame(&mut self.sock, max).map_err(SandboxError::Channel)?;
+        let max = steps
+            .iter()
+            .map(|s| s.limits.output_bytes as usize * 2)
+            .sum::<usize>()
+            + 4096;
+        let (report, mut out): (JobReport, Vec<Vec<u8>>) =
+            protocol::read_frame(&mut self.sock, max).map_err(SandboxError::Channel)?;
         if let Some(e) = report.error {
             return Err(SandboxError::InvalidJob(e));
         }
@@ -324,7 +392,11 @@ impl Prepared {
             .map(|facts| {
                 let stdout = take(facts.stdout_blob);
                 let stderr = take(facts.stderr_blob);
-                StepOutput { facts, stdout, stderr }
+                StepOutput {
+                    facts,
+                    stdout,
+                    stderr,
+                }
             })
             .collect())
     }

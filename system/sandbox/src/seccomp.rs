@@ -27,7 +27,9 @@ pub enum SeccompError {
 }
 
 fn program(raw: &[(u16, u8, u8, u32)]) -> BpfProgram {
-    raw.iter().map(|&(code, jt, jf, k)| sock_filter { code, jt, jf, k }).collect()
+    raw.iter()
+        .map(|&(code, jt, jf, k)| sock_filter { code, jt, jf, k })
+        .collect()
 }
 
 /// Whether this build carries a filter for the target architecture.
@@ -45,8 +47,16 @@ pub fn install() -> Result<(), SeccompError> {
     if !supported() {
         return Err(SeccompError::Unsupported);
     }
-    seccompiler::apply_filter(&program(compiled::ALLOW)).map_err(|source| SeccompError::Install { name: "allow", source })?;
-    seccompiler::apply_filter(&program(compiled::ENOSYS)).map_err(|source| SeccompError::Install { name: "enosys", source })
+    seccompiler::apply_filter(&program(compiled::ALLOW)).map_err(|source| {
+        SeccompError::Install {
+            name: "allow",
+            source,
+        }
+    })?;
+    seccompiler::apply_filter(&program(compiled::ENOSYS)).map_err(|source| SeccompError::Install {
+        name: "enosys",
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -70,16 +80,50 @@ mod tests {
     fn dangerous_calls_are_not_in_the_policy() {
         let text = include_str!("../policy/seccomp.toml");
         let policy: toml::Value = toml::from_str(text).unwrap();
-        let allowed: Vec<&str> = policy["allow"]["syscalls"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        let conditional: Vec<&str> =
-            policy["allow"]["conditional"].as_array().unwrap().iter().map(|v| v["syscall"].as_str().unwrap()).collect();
+        let allowed: Vec<&str> = policy["allow"]["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let conditional: Vec<&str> = policy["allow"]["conditional"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["syscall"].as_str().unwrap())
+            .collect();
         for bad in [
-            "ptrace", "mount", "umount2", "unshare", "setns", "chroot", "pivot_root", "io_uring_setup", "bpf",
-            "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "kexec_load", "init_module",
-            "finit_module", "open_by_handle_at", "process_vm_readv", "setuid", "capset", "mknod", "clone3",
-            "move_mount", "fsopen", "open_tree",
+            "ptrace",
+            "mount",
+            "umount2",
+            "unshare",
+            "setns",
+            "chroot",
+            "pivot_root",
+            "io_uring_setup",
+            "bpf",
+            "perf_event_open",
+            "userfaultfd",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "kexec_load",
+            "init_module",
+            "finit_module",
+            "open_by_handle_at",
+            "process_vm_readv",
+            "setuid",
+            "capset",
+            "mknod",
+            "clone3",
+            "move_mount",
+            "fsopen",
+            "open_tree",
         ] {
-            assert!(!allowed.contains(&bad) && !conditional.contains(&bad), "{bad} must not be allowed");
+            assert!(
+                !allowed.contains(&bad) && !conditional.contains(&bad),
+                "{bad} must not be allowed"
+            );
         }
     }
 }

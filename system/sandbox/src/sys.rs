@@ -33,8 +33,16 @@ pub struct SysError {
 }
 
 impl SysError {
-    pub(crate) fn new(op: &'static str, what: impl Into<String>, source: impl Into<io::Error>) -> Self {
-        Self { op, what: what.into(), source: source.into() }
+    pub(crate) fn new(
+        op: &'static str,
+        what: impl Into<String>,
+        source: impl Into<io::Error>,
+    ) -> Self {
+        Self {
+            op,
+            what: what.into(),
+            source: source.into(),
+        }
     }
 }
 
@@ -44,7 +52,14 @@ pub type SysResult<T = ()> = Result<T, SysError>;
 /// The calls made by the ordered pipelines in `rootfs` and `payload`.
 pub trait Sys {
     /// mount(2).
-    fn mount(&mut self, src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult;
+    fn mount(
+        &mut self,
+        src: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult;
     /// umount2(2) with MNT_DETACH.
     fn umount_detach(&mut self, target: &Path) -> SysResult;
     /// mkdir(2) with an explicit mode (no umask surprises: chmod after).
@@ -98,17 +113,30 @@ fn path_str(p: &Path) -> String {
 }
 
 impl Sys for Linux {
-    fn mount(&mut self, src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult {
-        nix::mount::mount(src, target, fstype, flags, data).map_err(|e| SysError::new("mount", path_str(target), e))
+    fn mount(
+        &mut self,
+        src: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult {
+        nix::mount::mount(src, target, fstype, flags, data)
+            .map_err(|e| SysError::new("mount", path_str(target), e))
     }
 
     fn umount_detach(&mut self, target: &Path) -> SysResult {
-        nix::mount::umount2(target, MntFlags::MNT_DETACH).map_err(|e| SysError::new("umount2", path_str(target), e))
+        nix::mount::umount2(target, MntFlags::MNT_DETACH)
+            .map_err(|e| SysError::new("umount2", path_str(target), e))
     }
 
     fn mkdir(&mut self, path: &Path, mode: u32) -> SysResult {
-        std::fs::DirBuilder::new().mode(mode).create(path).map_err(|e| SysError::new("mkdir", path_str(path), e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| SysError::new("chmod", path_str(path), e))
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .create(path)
+            .map_err(|e| SysError::new("mkdir", path_str(path), e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| SysError::new("chmod", path_str(path), e))
     }
 
     fn write_new_file(&mut self, path: &Path, contents: &[u8], mode: u32) -> SysResult {
@@ -120,12 +148,15 @@ impl Sys for Linux {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| SysError::new("create", path_str(path), e))?;
-        f.write_all(contents).map_err(|e| SysError::new("write", path_str(path), e))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| SysError::new("chmod", path_str(path), e))
+        f.write_all(contents)
+            .map_err(|e| SysError::new("write", path_str(path), e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| SysError::new("chmod", path_str(path), e))
     }
 
     fn symlink(&mut self, target: &Path, link: &Path) -> SysResult {
-        std::os::unix::fs::symlink(target, link).map_err(|e| SysError::new("symlink", path_str(link), e))
+        std::os::unix::fs::symlink(target, link)
+            .map_err(|e| SysError::new("symlink", path_str(link), e))
     }
 
     fn chdir(&mut self, path: &Path) -> SysResult {
@@ -133,30 +164,45 @@ impl Sys for Linux {
     }
 
     fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult {
-        nix::unistd::pivot_root(new_root, put_old).map_err(|e| SysError::new("pivot_root", path_str(new_root), e))
+        nix::unistd::pivot_root(new_root, put_old)
+            .map_err(|e| SysError::new("pivot_root", path_str(new_root), e))
     }
 
     fn set_hostname(&mut self, name: &str) -> SysResult {
         nix::unistd::sethostname(name).map_err(|e| SysError::new("sethostname", name, e))?;
-        let c = CString::new(name).map_err(|e| SysError::new("setdomainname", name, io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let c = CString::new(name).map_err(|e| {
+            SysError::new(
+                "setdomainname",
+                name,
+                io::Error::new(io::ErrorKind::InvalidInput, e),
+            )
+        })?;
         // SAFETY: `c` is a valid NUL-terminated buffer that outlives the call and `len` is its
         // length without the NUL, as setdomainname(2) expects; the kernel only reads it.
         let rc = unsafe { libc::setdomainname(c.as_ptr(), c.as_bytes().len()) };
         if rc != 0 {
-            return Err(SysError::new("setdomainname", name, io::Error::last_os_error()));
+            return Err(SysError::new(
+                "setdomainname",
+                name,
+                io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
 
     fn setsid(&mut self) -> SysResult {
-        nix::unistd::setsid().map(drop).map_err(|e| SysError::new("setsid", "", e))
+        nix::unistd::setsid()
+            .map(drop)
+            .map_err(|e| SysError::new("setsid", "", e))
     }
 
     fn join_cgroup(&mut self, procs: RawFd) -> SysResult {
         // SAFETY-free: the descriptor was opened by the host on `cgroup.procs` and passed in; a
         // borrowed view is enough for one write. "0" means "the writing process".
         let fd = borrow(procs);
-        nix::unistd::write(fd, b"0").map(drop).map_err(|e| SysError::new("join cgroup", procs.to_string(), e))
+        nix::unistd::write(fd, b"0")
+            .map(drop)
+            .map_err(|e| SysError::new("join cgroup", procs.to_string(), e))
     }
 
     fn unshare(&mut self, flags: CloneFlags) -> SysResult {
@@ -168,7 +214,11 @@ impl Sys for Linux {
         // single-threaded at this point, so no other thread can race on descriptor `to`.
         let rc = unsafe { libc::dup2(from, to) };
         if rc < 0 {
-            return Err(SysError::new("dup2", format!("{from}->{to}"), io::Error::last_os_error()));
+            return Err(SysError::new(
+                "dup2",
+                format!("{from}->{to}"),
+                io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -178,16 +228,26 @@ impl Sys for Linux {
         // the caller's descriptors; nothing is closed, so no Rust owner of a descriptor is
         // invalidated.
         let rc = unsafe {
-            libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_uint)
+            libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+            )
         };
         if rc != 0 {
-            return Err(SysError::new("close_range", first.to_string(), io::Error::last_os_error()));
+            return Err(SysError::new(
+                "close_range",
+                first.to_string(),
+                io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
 
     fn set_rlimit(&mut self, resource: Resource, limit: u64) -> SysResult {
-        nix::sys::resource::setrlimit(resource, limit, limit).map_err(|e| SysError::new("setrlimit", format!("{resource:?}"), e))
+        nix::sys::resource::setrlimit(resource, limit, limit)
+            .map_err(|e| SysError::new("setrlimit", format!("{resource:?}"), e))
     }
 
     fn reset_signals(&mut self) -> SysResult {
@@ -203,9 +263,11 @@ impl Sys for Linux {
             );
             // SAFETY: installing SIG_DFL never runs user code in signal context, so none of
             // sigaction's handler-safety requirements apply; the process is single-threaded.
-            unsafe { nix::sys::signal::sigaction(sig, &dfl) }.map_err(|e| SysError::new("sigaction", sig.as_str(), e))?;
+            unsafe { nix::sys::signal::sigaction(sig, &dfl) }
+                .map_err(|e| SysError::new("sigaction", sig.as_str(), e))?;
         }
-        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(|e| SysError::new("sigprocmask", "", e))
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+            .map_err(|e| SysError::new("sigprocmask", "", e))
     }
 
     fn drop_bounding_set(&mut self) -> SysResult {
@@ -224,9 +286,21 @@ impl Sys for Linux {
         }
         // Ambient capabilities would survive exec for an unprivileged uid: clear them too.
         // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers and affects the calling thread only.
-        let rc = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
         if rc != 0 {
-            return Err(SysError::new("cap_ambient_clear", "", io::Error::last_os_error()));
+            return Err(SysError::new(
+                "cap_ambient_clear",
+                "",
+                io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -234,7 +308,8 @@ impl Sys for Linux {
     fn set_ids(&mut self, uid: u32, gid: u32) -> SysResult {
         nix::unistd::setgroups(&[]).map_err(|e| SysError::new("setgroups", "", e))?;
         let g = Gid::from_raw(gid);
-        nix::unistd::setresgid(g, g, g).map_err(|e| SysError::new("setresgid", gid.to_string(), e))?;
+        nix::unistd::setresgid(g, g, g)
+            .map_err(|e| SysError::new("setresgid", gid.to_string(), e))?;
         let u = Uid::from_raw(uid);
         // Changing all three uids away from 0 clears the permitted and effective capability
         // sets (capabilities(7), "Effect of user ID changes on capabilities").
@@ -246,7 +321,9 @@ impl Sys for Linux {
     }
 
     fn landlock(&mut self, plan: &LandlockPlan) -> SysResult {
-        plan.apply().map(drop).map_err(|e| SysError::new("landlock", "", io::Error::other(e)))
+        plan.apply()
+            .map(drop)
+            .map_err(|e| SysError::new("landlock", "", io::Error::other(e)))
     }
 
     fn seccomp(&mut self) -> SysResult {
@@ -272,7 +349,10 @@ fn borrow(fd: RawFd) -> BorrowedFd<'static> {
 
 /// The highest capability number the running kernel knows.
 fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
 }
 
 /// Fork the (single-threaded) init process. Only the zygote calls this.
@@ -298,12 +378,21 @@ pub(crate) struct SpawnArgs {
 impl SpawnArgs {
     pub(crate) fn new(exe: &Path, argv: &[&str]) -> io::Result<Self> {
         use std::os::unix::ffi::OsStrExt;
-        let exe = CString::new(exe.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let argv: Vec<CString> =
-            argv.iter().map(|a| CString::new(*a)).collect::<Result<_, _>>().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let exe = CString::new(exe.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(*a))
+            .collect::<Result<_, _>>()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
-        Ok(Self { exe, argv, argv_ptrs, envp: vec![std::ptr::null()] })
+        Ok(Self {
+            exe,
+            argv,
+            argv_ptrs,
+            envp: vec![std::ptr::null()],
+        })
     }
 
     fn exe(&self) -> &CStr {
@@ -318,7 +407,11 @@ impl SpawnArgs {
 /// A raw clone(2) without a new stack behaves like fork(2) but lets us ask for CLONE_NEWPID,
 /// which makes the child itself (not only its children) PID 1 of the new namespace; std's
 /// Command cannot. The child makes only async-signal-safe calls: dup2, execve, _exit.
-pub(crate) fn spawn_init(flags: CloneFlags, channel: &OwnedFd, args: &SpawnArgs) -> io::Result<Pid> {
+pub(crate) fn spawn_init(
+    flags: CloneFlags,
+    channel: &OwnedFd,
+    args: &SpawnArgs,
+) -> io::Result<Pid> {
     let fd = channel.as_raw_fd();
     let exe = args.exe().as_ptr();
     let argv = args.argv_ptrs.as_ptr();
@@ -339,7 +432,12 @@ pub(crate) fn spawn_init(flags: CloneFlags, channel: &OwnedFd, args: &SpawnArgs)
 }
 
 /// In the child of [`spawn_init`]: descriptor `fd` becomes 3, then exec. Never returns.
-fn child_exec(fd: RawFd, exe: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> ! {
+fn child_exec(
+    fd: RawFd,
+    exe: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> ! {
     if fd != 3 {
         // SAFETY: dup2 on integers; async-signal-safe. dup2 clears FD_CLOEXEC on fd 3.
         let rc = unsafe { libc::dup2(fd, 3) };
@@ -375,10 +473,17 @@ pub struct Recorder {
 #[cfg(test)]
 impl Recorder {
     fn rec(&mut self, line: String) -> SysResult {
-        let fail = self.fail_on.as_ref().is_some_and(|p| line.starts_with(p.as_str()));
+        let fail = self
+            .fail_on
+            .as_ref()
+            .is_some_and(|p| line.starts_with(p.as_str()));
         self.calls.push(line.clone());
         if fail {
-            return Err(SysError::new("recorded", line, io::Error::from_raw_os_error(libc::EPERM)));
+            return Err(SysError::new(
+                "recorded",
+                line,
+                io::Error::from_raw_os_error(libc::EPERM),
+            ));
         }
         Ok(())
     }
@@ -391,8 +496,22 @@ impl Recorder {
 
 #[cfg(test)]
 impl Sys for Recorder {
-    fn mount(&mut self, src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> SysResult {
-        self.rec(format!("mount {} {} {} {:?} {}", src.map(path_str).unwrap_or_default(), path_str(target), fstype.unwrap_or(""), flags, data.unwrap_or("")))
+    fn mount(
+        &mut self,
+        src: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult {
+        self.rec(format!(
+            "mount {} {} {} {:?} {}",
+            src.map(path_str).unwrap_or_default(),
+            path_str(target),
+            fstype.unwrap_or(""),
+            flags,
+            data.unwrap_or("")
+        ))
     }
     fn umount_detach(&mut self, target: &Path) -> SysResult {
         self.rec(format!("umount {}", path_str(target)))
@@ -404,13 +523,21 @@ impl Sys for Recorder {
         self.rec(format!("file {} {mode:o}", path_str(path)))
     }
     fn symlink(&mut self, target: &Path, link: &Path) -> SysResult {
-        self.rec(format!("symlink {} -> {}", path_str(link), path_str(target)))
+        self.rec(format!(
+            "symlink {} -> {}",
+            path_str(link),
+            path_str(target)
+        ))
     }
     fn chdir(&mut self, path: &Path) -> SysResult {
         self.rec(format!("chdir {}", path_str(path)))
     }
     fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult {
-        self.rec(format!("pivot_root {} {}", path_str(new_root), path_str(put_old)))
+        self.rec(format!(
+            "pivot_root {} {}",
+            path_str(new_root),
+            path_str(put_old)
+        ))
     }
     fn set_hostname(&mut self, name: &str) -> SysResult {
         self.rec(format!("hostname {name}"))
@@ -452,7 +579,13 @@ impl Sys for Recorder {
         self.rec("seccomp".into())
     }
     fn exec(&mut self, argv: &[CString], _env: &[CString]) -> SysError {
-        let line = format!("exec {}", argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+        let line = format!(
+            "exec {}",
+            argv.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         self.calls.push(line.clone());
         SysError::new("recorded", line, io::Error::from_raw_os_error(libc::ENOENT))
     }
@@ -473,4 +606,19 @@ pub(crate) fn own_inherited_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: the host's spawn_init placed the control socket at this number for us and the
     // process has not wrapped it anywhere else; called once, at the start of the init process.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Fork the calling (single-threaded) process into a new pid namespace: the child is PID 1 of
+/// it, so when the child exits the kernel kills everything left in that namespace.
+pub(crate) fn fork_pid1() -> io::Result<Option<Pid>> {
+    let flags = (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: with a null stack clone(2) duplicates the caller like fork(2). The caller (the
+    // init process) is single-threaded, so the child's copy of the heap is consistent and it
+    // may allocate; no Rust object is shared between the two afterwards.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match rc {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
 }

@@ -72,7 +72,10 @@ pub fn run_verdict(f: &StepFacts, stdout: &[u8], stderr: &[u8], j: &Judge<'_>) -
     }
     if f.exit_code != Some(0) {
         let err = String::from_utf8_lossy(stderr);
-        if j.oom_patterns.iter().any(|p| !p.is_empty() && err.contains(p.as_str())) {
+        if j.oom_patterns
+            .iter()
+            .any(|p| !p.is_empty() && err.contains(p.as_str()))
+        {
             return Verdict::MemoryLimitExceeded;
         }
         return Verdict::RuntimeError;
@@ -86,7 +89,10 @@ pub fn run_verdict(f: &StepFacts, stdout: &[u8], stderr: &[u8], j: &Judge<'_>) -
 /// Compare outputs ignoring trailing whitespace on each line and at the end.
 pub fn same_output(got: &[u8], expected: &[u8]) -> bool {
     fn norm(b: &[u8]) -> Vec<&[u8]> {
-        let mut lines: Vec<&[u8]> = b.split(|&c| c == b'\n').map(|l| l.trim_ascii_end()).collect();
+        let mut lines: Vec<&[u8]> = b
+            .split(|&c| c == b'\n')
+            .map(|l| l.trim_ascii_end())
+            .collect();
         while lines.last().is_some_and(|l| l.is_empty()) {
             lines.pop();
         }
@@ -99,48 +105,109 @@ pub fn same_output(got: &[u8], expected: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const L: Limits = Limits { cpu_time_ms: 1000, wall_time_ms: 3000, memory_mb: 64, pids: 8, output_bytes: 100 };
+    const L: Limits = Limits {
+        cpu_time_ms: 1000,
+        wall_time_ms: 3000,
+        memory_mb: 64,
+        pids: 8,
+        output_bytes: 100,
+    };
 
     fn judge(f: &StepFacts, out: &[u8], err: &[u8], exp: Option<&[u8]>) -> Verdict {
         let pats = vec!["MemoryError".to_string()];
-        run_verdict(f, out, err, &Judge { limits: &L, expected: exp, oom_patterns: &pats })
+        run_verdict(
+            f,
+            out,
+            err,
+            &Judge {
+                limits: &L,
+                expected: exp,
+                oom_patterns: &pats,
+            },
+        )
     }
 
     fn exited(code: i32) -> StepFacts {
-        StepFacts { exit_code: Some(code), ..Default::default() }
+        StepFacts {
+            exit_code: Some(code),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn accepted_and_wrong_answer_only_with_expected_output() {
         assert_eq!(judge(&exited(0), b"42\n", b"", None), Verdict::Accepted);
-        assert_eq!(judge(&exited(0), b"42  \n\n", b"", Some(b"42")), Verdict::Accepted);
-        assert_eq!(judge(&exited(0), b"43\n", b"", Some(b"42\n")), Verdict::WrongAnswer);
-        assert_eq!(judge(&exited(0), b" 42", b"", Some(b"42")), Verdict::WrongAnswer, "leading space matters");
+        assert_eq!(
+            judge(&exited(0), b"42  \n\n", b"", Some(b"42")),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            judge(&exited(0), b"43\n", b"", Some(b"42\n")),
+            Verdict::WrongAnswer
+        );
+        assert_eq!(
+            judge(&exited(0), b" 42", b"", Some(b"42")),
+            Verdict::WrongAnswer,
+            "leading space matters"
+        );
     }
 
     #[test]
     fn kernel_facts_take_precedence_in_a_fixed_order() {
-        let oom = StepFacts { signal: Some(9), oom_kills: 1, ..Default::default() };
+        let oom = StepFacts {
+            signal: Some(9),
+            oom_kills: 1,
+            ..Default::default()
+        };
         assert_eq!(judge(&oom, b"", b"", None), Verdict::MemoryLimitExceeded);
-        let cpu = StepFacts { signal: Some(9), cpu_limit_hit: true, cpu_time_ms: 1001, ..Default::default() };
+        let cpu = StepFacts {
+            signal: Some(9),
+            cpu_limit_hit: true,
+            cpu_time_ms: 1001,
+            ..Default::default()
+        };
         assert_eq!(judge(&cpu, b"", b"", None), Verdict::TimeLimitExceeded);
-        let xcpu = StepFacts { signal: Some(libc::SIGXCPU), ..Default::default() };
+        let xcpu = StepFacts {
+            signal: Some(libc::SIGXCPU),
+            ..Default::default()
+        };
         assert_eq!(judge(&xcpu, b"", b"", None), Verdict::TimeLimitExceeded);
-        let wall = StepFacts { signal: Some(9), wall_limit_hit: true, ..Default::default() };
+        let wall = StepFacts {
+            signal: Some(9),
+            wall_limit_hit: true,
+            ..Default::default()
+        };
         assert_eq!(judge(&wall, b"", b"", None), Verdict::TimeLimitExceeded);
-        let ole = StepFacts { signal: Some(9), output_limit_hit: true, oom_kills: 1, ..Default::default() };
+        let ole = StepFacts {
+            signal: Some(9),
+            output_limit_hit: true,
+            oom_kills: 1,
+            ..Default::default()
+        };
         assert_eq!(judge(&ole, b"", b"", None), Verdict::OutputLimitExceeded);
-        let fsz = StepFacts { signal: Some(libc::SIGXFSZ), ..Default::default() };
+        let fsz = StepFacts {
+            signal: Some(libc::SIGXFSZ),
+            ..Default::default()
+        };
         assert_eq!(judge(&fsz, b"", b"", None), Verdict::OutputLimitExceeded);
     }
 
     #[test]
     fn runtime_errors_and_runtime_reported_oom() {
         assert_eq!(judge(&exited(3), b"", b"", None), Verdict::RuntimeError);
-        let segv = StepFacts { signal: Some(11), ..Default::default() };
+        let segv = StepFacts {
+            signal: Some(11),
+            ..Default::default()
+        };
         assert_eq!(judge(&segv, b"", b"", None), Verdict::RuntimeError);
-        assert_eq!(judge(&exited(1), b"", b"Traceback...\nMemoryError\n", None), Verdict::MemoryLimitExceeded);
-        let failed_start = StepFacts { start_error: Some("execve: ENOENT".into()), ..Default::default() };
+        assert_eq!(
+            judge(&exited(1), b"", b"Traceback...\nMemoryError\n", None),
+            Verdict::MemoryLimitExceeded
+        );
+        let failed_start = StepFacts {
+            start_error: Some("execve: ENOENT".into()),
+            ..Default::default()
+        };
         assert_eq!(judge(&failed_start, b"", b"", None), Verdict::InternalError);
     }
 
@@ -148,7 +215,11 @@ mod tests {
     fn compile_step() {
         assert_eq!(compile_verdict(&exited(0)), None);
         assert_eq!(compile_verdict(&exited(1)), Some(Verdict::CompileError));
-        let tle = StepFacts { signal: Some(9), cpu_limit_hit: true, ..Default::default() };
+        let tle = StepFacts {
+            signal: Some(9),
+            cpu_limit_hit: true,
+            ..Default::default()
+        };
         assert_eq!(compile_verdict(&tle), Some(Verdict::CompileError));
     }
 }

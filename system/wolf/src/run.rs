@@ -61,15 +61,21 @@ pub fn default_cache_dir() -> PathBuf {
 
 pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let code = std::fs::read(&args.file).with_context(|| format!("read {}", args.file.display()))?;
-    let stdin = args.stdin.as_ref().map(|p| std::fs::read(p).with_context(|| format!("read {}", p.display()))).transpose()?;
+    let code =
+        std::fs::read(&args.file).with_context(|| format!("read {}", args.file.display()))?;
+    let stdin = args
+        .stdin
+        .as_ref()
+        .map(|p| std::fs::read(p).with_context(|| format!("read {}", p.display())))
+        .transpose()?;
     let expected = args
         .expected_output
         .as_ref()
         .map(|p| std::fs::read(p).with_context(|| format!("read {}", p.display())))
         .transpose()?;
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
-    std::fs::create_dir_all(&cache).with_context(|| format!("create cache dir {}", cache.display()))?;
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("create cache dir {}", cache.display()))?;
     let reg = Registry::builtin(&cache)?;
     let req = RunRequest {
         engine: args.engine.clone(),
@@ -86,7 +92,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let plan = Plan::new(reg, &Caps::default(), &req)?;
-    let sandboxes = Sandboxes::new(SandboxConfig { binds: reg.bind_paths(), ..Default::default() })?;
+    let sandboxes = Sandboxes::new(SandboxConfig {
+        binds: reg.bind_paths(),
+        ..Default::default()
+    })?;
     let created = Instant::now();
     let out = match sandboxes.prepare() {
         Ok(sb) => plan.run(sb, created.elapsed().as_secs_f64() * 1000.0),

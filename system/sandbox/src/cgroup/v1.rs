@@ -12,21 +12,32 @@ pub(super) fn set_limits(dirs: &[PathBuf], l: &CgroupLimits) -> Result<(), Cgrou
     let mem = &dirs[0];
     // Swap off: swappiness 0, and memory+swap capped at the same value as memory.
     let _ = write(&mem.join("memory.swappiness"), "0");
-    write(&mem.join("memory.limit_in_bytes"), &l.memory_bytes.to_string())?;
+    write(
+        &mem.join("memory.limit_in_bytes"),
+        &l.memory_bytes.to_string(),
+    )?;
     let memsw = mem.join("memory.memsw.limit_in_bytes");
     if memsw.exists() {
         write(&memsw, &l.memory_bytes.to_string())?;
     }
     write(&dirs[1].join("pids.max"), &l.pids.to_string())?;
     write(&dirs[2].join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
-    write(&dirs[2].join("cpu.cfs_quota_us"), &(l.cpu_millis * PERIOD_US / 1000).max(1000).to_string())?;
+    write(
+        &dirs[2].join("cpu.cfs_quota_us"),
+        &(l.cpu_millis * PERIOD_US / 1000).max(1000).to_string(),
+    )?;
     Ok(())
 }
 
 /// v1 has no cgroup.kill: SIGKILL every listed task (the pid namespace normally got them first).
 pub(super) fn kill_all(dir: &Path) {
-    let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) else { return };
+    let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+        return;
+    };
     for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }

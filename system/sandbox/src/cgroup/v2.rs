@@ -13,11 +13,17 @@ const PERIOD_US: u64 = 100_000;
 /// cgroup is busy we move ourselves into a leaf `wolf-supervisor` first.
 pub(super) fn ensure_base(base: &Path) -> Result<(), CgroupError> {
     let parent = base.parent().unwrap_or(base);
-    fs::create_dir_all(base).map_err(|source| CgroupError::Create { path: base.to_path_buf(), source })?;
+    fs::create_dir_all(base).map_err(|source| CgroupError::Create {
+        path: base.to_path_buf(),
+        source,
+    })?;
     let want = "+memory +pids +cpu";
     if write(&parent.join("cgroup.subtree_control"), want).is_err() {
         let leaf = parent.join("wolf-supervisor");
-        fs::create_dir_all(&leaf).map_err(|source| CgroupError::Create { path: leaf.clone(), source })?;
+        fs::create_dir_all(&leaf).map_err(|source| CgroupError::Create {
+            path: leaf.clone(),
+            source,
+        })?;
         write(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
         write(&parent.join("cgroup.subtree_control"), want)?;
     }
