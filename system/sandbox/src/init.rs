@@ -82,13 +82,9 @@ fn run() -> std::io::Result<()> {
         return Err(std::io::Error::other(e.to_string()));
     }
     // The host's stdin and stdout are not ours to keep; stderr stays for diagnostics.
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     for fd in [0, 1] {
-        crate::sys::Sys::dup2(&mut Linux, null.as_raw_fd(), fd)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        crate::sys::Sys::dup2(&mut Linux, null.as_raw_fd(), fd).map_err(|e| std::io::Error::other(e.to_string()))?;
     }
     drop(null);
     // SIGCHLD arrives through a signalfd, so the supervisor loop is a single poll. Children
@@ -106,13 +102,7 @@ fn run() -> std::io::Result<()> {
         match prefork_slot(procs, cpu, peak, oom, &setup.rootfs) {
             Ok(slot) => slots.push(slot),
             Err(e) => {
-                protocol::write_frame(
-                    &mut sock,
-                    &SetupReply::Failed {
-                        error: e.to_string(),
-                    },
-                    &[],
-                )?;
+                protocol::write_frame(&mut sock, &SetupReply::Failed { error: e.to_string() }, &[])?;
                 return Err(e);
             }
         }
@@ -121,8 +111,7 @@ fn run() -> std::io::Result<()> {
     protocol::write_frame(&mut sock, &SetupReply::Ready { setup_us }, &[])?;
 
     // Pre-warmed: wait for the one job. EOF means the host gave up on this sandbox.
-    let (job, blobs): (JobSpec, Vec<Vec<u8>>) = match protocol::read_frame(&mut sock, MAX_JOB_BYTES)
-    {
+    let (job, blobs): (JobSpec, Vec<Vec<u8>>) = match protocol::read_frame(&mut sock, MAX_JOB_BYTES) {
         Ok(j) => j,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
         Err(e) => return Err(e),
@@ -139,19 +128,13 @@ fn run() -> std::io::Result<()> {
                 report.error = Some(format!("no cgroup slot {}", step.slot));
                 break;
             };
-            let stdin = step
-                .stdin_blob
-                .and_then(|i| blobs.get(i))
-                .map(Vec::as_slice);
-            let (mut facts, stdout, stderr) =
-                run_step(step, slot, setup.cgroup_version, stdin, &sigfd);
+            let stdin = step.stdin_blob.and_then(|i| blobs.get(i)).map(Vec::as_slice);
+            let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, stdin, &sigfd);
             facts.stdout_blob = out_blobs.len();
             out_blobs.push(stdout);
             facts.stderr_blob = out_blobs.len();
             out_blobs.push(stderr);
-            let ok = facts.exit_code == Some(0)
-                && facts.start_error.is_none()
-                && !facts.output_limit_hit;
+            let ok = facts.exit_code == Some(0) && facts.start_error.is_none() && !facts.output_limit_hit;
             report.steps.push(facts);
             if !ok {
                 break;
@@ -234,9 +217,7 @@ fn close_all_but(keep: &[i32]) {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
-    let fds: Vec<i32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let fds: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     for fd in fds {
         if fd > 2 && !keep.contains(&fd) {
             let _ = nix::unistd::close(fd);
@@ -283,11 +264,7 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
         }
     };
     let spec = PayloadSpec {
-        stdio: [
-            ends.in_r.as_raw_fd(),
-            ends.out_w.as_raw_fd(),
-            ends.err_w.as_raw_fd(),
-        ],
+        stdio: [ends.in_r.as_raw_fd(), ends.out_w.as_raw_fd(), ends.err_w.as_raw_fd()],
         cwd: rootfs.work_dir.clone(),
         cpu_seconds: step.cpu_time_ms.div_ceil(1000) + 1,
         file_bytes: step.file_bytes,
@@ -334,13 +311,7 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
     }
 }
 
-fn write_files(
-    work: &Path,
-    job: &JobSpec,
-    blobs: &[Vec<u8>],
-    uid: u32,
-    gid: u32,
-) -> Result<(), String> {
+fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32) -> Result<(), String> {
     for f in &job.files {
         if !protocol::valid_file_name(&f.name) {
             return Err(format!("invalid file name {:?}", f.name));
@@ -354,10 +325,8 @@ fn write_files(
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| format!("create {}: {e}", f.name))?;
-        file.write_all(data)
-            .map_err(|e| format!("write {}: {e}", f.name))?;
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {}: {e}", f.name))?;
+        file.write_all(data).map_err(|e| format!("write {}: {e}", f.name))?;
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", f.name))?;
     }
     Ok(())
 }
@@ -452,11 +421,7 @@ fn run_step_inner(
     let mut out = Capture::new(slot.out, step.output_bytes);
     let mut err = Capture::new(slot.err, step.output_bytes);
     let mut stdin_left: &[u8] = stdin.unwrap_or_default();
-    let mut in_w = if stdin_left.is_empty() {
-        None
-    } else {
-        Some(slot.stdin)
-    };
+    let mut in_w = if stdin_left.is_empty() { None } else { Some(slot.stdin) };
     if let Some(w) = &in_w {
         set_nonblocking(w);
     }
@@ -491,9 +456,7 @@ fn run_step_inner(
         }
         // Sleep until the earliest moment a limit could be reached, or an event arrives.
         let cpus = step.cpu_millis.max(1) as u128;
-        let cpu_left = Duration::from_nanos(
-            ((cpu_limit_ns - used) as u128 * 1000 / cpus).min(u64::MAX as u128) as u64,
-        );
+        let cpu_left = Duration::from_nanos(((cpu_limit_ns - used) as u128 * 1000 / cpus).min(u64::MAX as u128) as u64);
         let wait = (wall_limit - elapsed)
             .min(cpu_left)
             .clamp(Duration::from_millis(1), Duration::from_millis(250));
@@ -507,8 +470,7 @@ fn run_step_inner(
         if let Some(f) = in_w.as_ref() {
             pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
         }
-        let timeout =
-            PollTimeout::try_from(wait.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
+        let timeout = PollTimeout::try_from(wait.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
         match poll(&mut pfds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
@@ -555,11 +517,7 @@ fn run_step_inner(
         (Some(("E", e)), _) => facts.start_error = Some(e.to_string()),
         // No word from S: we killed it (limits), or it died some other way.
         _ if killed => facts.signal = Some(Signal::SIGKILL as i32),
-        _ => {
-            facts.start_error = Some(format!(
-                "step supervisor ended without a status ({exited:?})"
-            ))
-        }
+        _ => facts.start_error = Some(format!("step supervisor ended without a status ({exited:?})")),
     }
     let mut exec_err = String::new();
     let _ = std::fs::File::from(slot.exec_err).read_to_string(&mut exec_err);

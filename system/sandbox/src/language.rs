@@ -13,6 +13,17 @@ use serde::Deserialize;
 
 use crate::limits::Limits;
 
+/// Where the cache directory appears inside every sandbox.
+pub const CACHE_INSIDE: &str = "/opt/wolf/cache";
+
+/// Where a language's probed directory (e.g. the Rust sysroot) appears inside every sandbox:
+/// a neutral path, so that host directory names (`/root/.rustup/...`) do not show inside.
+pub fn probe_inside(lang: &Language) -> Option<PathBuf> {
+    lang.probe_dir.as_ref()?;
+    let safe: String = lang.spec.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    Some(PathBuf::from("/opt/wolf/probe").join(safe))
+}
+
 /// The registry shipped with Wolf.
 pub const BUILTIN: &str = include_str!("../languages.toml");
 
@@ -180,13 +191,8 @@ impl Registry {
                     && let Some(argv) = &spec.probe
                 {
                     match host_output(argv) {
-                        Ok(out) if Path::new(out.trim()).is_dir() => {
-                            probe_dir = Some(PathBuf::from(out.trim()))
-                        }
-                        Ok(out) => {
-                            absent =
-                                Some(format!("probe printed {:?}, not a directory", out.trim()))
-                        }
+                        Ok(out) if Path::new(out.trim()).is_dir() => probe_dir = Some(PathBuf::from(out.trim())),
+                        Ok(out) => absent = Some(format!("probe printed {:?}, not a directory", out.trim())),
                         Err(e) => absent = Some(format!("probe {}: {e}", argv.join(" "))),
                     }
                 }
@@ -236,11 +242,12 @@ impl Registry {
         &self.cache_dir
     }
 
-    /// Host paths to bind into every sandbox: the registry's list, probe dirs and the cache.
-    pub fn bind_paths(&self) -> Vec<PathBuf> {
-        let mut v = self.sandbox.binds.clone();
-        v.extend(self.languages.iter().filter_map(|l| l.probe_dir.clone()));
-        v.push(self.cache_dir.clone());
+    /// `(host, inside)` paths to bind read-only into every sandbox: the registry's list at the
+    /// same path, probe dirs at [`probe_inside`], the cache at [`CACHE_INSIDE`].
+    pub fn bind_paths(&self) -> Vec<(PathBuf, PathBuf)> {
+        let mut v: Vec<(PathBuf, PathBuf)> = self.sandbox.binds.iter().map(|p| (p.clone(), p.clone())).collect();
+        v.extend(self.languages.iter().filter_map(|l| Some((l.probe_dir.clone()?, probe_inside(l)?))));
+        v.push((self.cache_dir.clone(), PathBuf::from(CACHE_INSIDE)));
         v
     }
 
@@ -249,7 +256,7 @@ impl Registry {
         let n = name.trim().to_ascii_lowercase();
         self.languages
             .iter()
-            .find(|l| l.spec.name == n || l.spec.aliases.iter().any(|a| *a == n))
+            .find(|l| l.spec.name == n || l.spec.aliases.contains(&n))
             .ok_or_else(|| LanguageError::Unknown {
                 name: name.to_string(),
                 known: self.known().join(", "),
@@ -290,11 +297,9 @@ impl Registry {
                     .iter()
                     .map(|a| substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, 0))
                     .collect();
-                host_output(&argv).ok().and_then(|s| {
-                    s.lines()
-                        .find(|l| !l.trim().is_empty())
-                        .map(|l| l.trim().to_string())
-                })
+                host_output(&argv)
+                    .ok()
+                    .and_then(|s| s.lines().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
             })
             .clone()
     }
@@ -319,11 +324,7 @@ impl Registry {
             }
             // Build into a temporary name and rename: a crash never leaves a half-written
             // artifact that later runs would trust.
-            let marker = lang
-                .spec
-                .prepare_creates
-                .as_ref()
-                .map(|m| self.cache_dir.join(m));
+            let marker = lang.spec.prepare_creates.as_ref().map(|m| self.cache_dir.join(m));
             let tmp = marker
                 .as_ref()
                 .map(|m| m.with_extension(format!("tmp{}", std::process::id())));
@@ -332,9 +333,7 @@ impl Registry {
                 .map(|a| {
                     let s = substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, 0);
                     match (&marker, &tmp) {
-                        (Some(m), Some(t)) if Path::new(&s) == m.as_path() => {
-                            t.display().to_string()
-                        }
+                        (Some(m), Some(t)) if Path::new(&s) == m.as_path() => t.display().to_string(),
                         _ => s,
                     }
                 })
@@ -344,10 +343,7 @@ impl Registry {
                 .output()
                 .map_err(|e| e.to_string())?;
             if !out.status.success() {
-                return Err(String::from_utf8_lossy(&out.stderr)
-                    .chars()
-                    .take(2000)
-                    .collect());
+                return Err(String::from_utf8_lossy(&out.stderr).chars().take(2000).collect());
             }
             if let (Some(m), Some(t)) = (&marker, &tmp) {
                 std::fs::rename(t, m).map_err(|e| e.to_string())?;
@@ -360,20 +356,17 @@ impl Registry {
         })
     }
 
-    /// Substitute placeholders in an argv for a step with `memory_mb`.
+    /// Substitute placeholders in an argv run inside the sandbox, for a step with `memory_mb`.
     pub fn argv(&self, lang: &Language, argv: &[String], memory_mb: u64) -> Vec<String> {
         argv.iter()
-            .map(|a| substitute(a, lang.probe_dir.as_deref(), &self.cache_dir, memory_mb))
+            .map(|a| substitute(a, probe_inside(lang).as_deref(), Path::new(CACHE_INSIDE), memory_mb))
             .collect()
     }
 }
 
 fn host_output(argv: &[String]) -> Result<String, String> {
     let (prog, args) = argv.split_first().ok_or("empty command")?;
-    let out = Command::new(prog)
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
+    let out = Command::new(prog).args(args).output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("exit {}", out.status));
     }
@@ -435,6 +428,6 @@ mod tests {
         assert!(argv.contains(&"-Xmx300m".to_string()));
         let cpp = r.find("c++").unwrap();
         let argv = r.argv(cpp, cpp.spec.compile.as_ref().unwrap(), 0);
-        assert!(argv.contains(&format!("-I{}/pch", tmp.path().display())));
+        assert!(argv.contains(&format!("-I{CACHE_INSIDE}/pch")));
     }
 }

@@ -73,46 +73,26 @@ impl Limits {
 
     /// The effective limits: defaults (already within the cap) overridden by the request, which
     /// may go up to the cap but never past it.
-    pub fn resolve(
-        defaults: &Limits,
-        cap: &Limits,
-        req: &LimitRequest,
-    ) -> Result<Limits, LimitError> {
+    pub fn resolve(defaults: &Limits, cap: &Limits, req: &LimitRequest) -> Result<Limits, LimitError> {
         let base = defaults.min(cap);
-        let pick =
-            |field: &'static str, d: u64, c: u64, r: Option<u64>| -> Result<u64, LimitError> {
-                match r {
-                    None => Ok(d),
-                    Some(0) => Err(LimitError::Zero { field }),
-                    Some(v) if v > c => Err(LimitError::AboveCap {
-                        field,
-                        requested: v,
-                        cap: c,
-                    }),
-                    Some(v) => Ok(v),
-                }
-            };
+        let pick = |field: &'static str, d: u64, c: u64, r: Option<u64>| -> Result<u64, LimitError> {
+            match r {
+                None => Ok(d),
+                Some(0) => Err(LimitError::Zero { field }),
+                Some(v) if v > c => Err(LimitError::AboveCap {
+                    field,
+                    requested: v,
+                    cap: c,
+                }),
+                Some(v) => Ok(v),
+            }
+        };
         Ok(Limits {
-            cpu_time_ms: pick(
-                "cpuTimeMs",
-                base.cpu_time_ms,
-                cap.cpu_time_ms,
-                req.cpu_time_ms,
-            )?,
-            wall_time_ms: pick(
-                "wallTimeMs",
-                base.wall_time_ms,
-                cap.wall_time_ms,
-                req.wall_time_ms,
-            )?,
+            cpu_time_ms: pick("cpuTimeMs", base.cpu_time_ms, cap.cpu_time_ms, req.cpu_time_ms)?,
+            wall_time_ms: pick("wallTimeMs", base.wall_time_ms, cap.wall_time_ms, req.wall_time_ms)?,
             memory_mb: pick("memoryMb", base.memory_mb, cap.memory_mb, req.memory_mb)?,
             pids: pick("pids", base.pids, cap.pids, req.pids)?,
-            output_bytes: pick(
-                "outputBytes",
-                base.output_bytes,
-                cap.output_bytes,
-                req.output_bytes,
-            )?,
+            output_bytes: pick("outputBytes", base.output_bytes, cap.output_bytes, req.output_bytes)?,
         })
     }
 }
@@ -175,10 +155,7 @@ mod tests {
 
     #[test]
     fn defaults_above_the_cap_are_cut_to_it() {
-        let small = Limits {
-            memory_mb: 64,
-            ..CAP
-        };
+        let small = Limits { memory_mb: 64, ..CAP };
         let l = Limits::resolve(&DEF, &small, &LimitRequest::default()).unwrap();
         assert_eq!(l.memory_mb, 64);
     }

@@ -21,10 +21,7 @@ pub fn apparmor_enabled(sysfs: &Path) -> bool {
 /// Whether our profile is loaded (then the payload pipeline asks for it on exec).
 pub fn apparmor_profile_loaded(sysfs: &Path) -> bool {
     std::fs::read_to_string(sysfs.join("kernel/security/apparmor/profiles"))
-        .map(|s| {
-            s.lines()
-                .any(|l| l.split_whitespace().next() == Some(APPARMOR_PROFILE))
-        })
+        .map(|s| s.lines().any(|l| l.split_whitespace().next() == Some(APPARMOR_PROFILE)))
         .unwrap_or(false)
 }
 

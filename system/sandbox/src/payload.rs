@@ -124,10 +124,7 @@ mod tests {
         enter(&mut r, &spec());
         let bset = r.position("drop_bounding_set").unwrap();
         let ids = r.position("set_ids 65534 65534").unwrap();
-        assert!(
-            bset < ids,
-            "bounding set needs CAP_SETPCAP, lost at the uid change"
-        );
+        assert!(bset < ids, "bounding set needs CAP_SETPCAP, lost at the uid change");
         assert_eq!(r.calls[0], "setsid");
         assert!(r.position("cloexec_from 3").unwrap() > r.position("dup2 12 2").unwrap());
         assert!(r.position("rlimit RLIMIT_CORE 0").is_some());
@@ -139,7 +136,7 @@ mod tests {
         enter_slot(&mut r, &[7, 8]).unwrap();
         assert_eq!(
             r.calls,
-            vec!["join_cgroup 7", "join_cgroup 8", "unshare CLONE_NEWCGROUP"]
+            vec!["join_cgroup 7", "join_cgroup 8", "unshare CloneFlags(CLONE_NEWCGROUP)"]
         );
     }
 

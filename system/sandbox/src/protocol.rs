@@ -140,14 +140,9 @@ pub struct JobReport {
 }
 
 /// Write one frame.
-pub fn write_frame<T: Serialize>(
-    w: &mut impl Write,
-    header: &T,
-    blobs: &[&[u8]],
-) -> io::Result<()> {
+pub fn write_frame<T: Serialize>(w: &mut impl Write, header: &T, blobs: &[&[u8]]) -> io::Result<()> {
     let json = serde_json::to_vec(header).map_err(io::Error::other)?;
-    let mut buf =
-        Vec::with_capacity(8 + json.len() + blobs.iter().map(|b| b.len() + 4).sum::<usize>());
+    let mut buf = Vec::with_capacity(8 + json.len() + blobs.iter().map(|b| b.len() + 4).sum::<usize>());
     buf.extend_from_slice(&(json.len() as u32).to_le_bytes());
     buf.extend_from_slice(&json);
     buf.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
@@ -167,21 +162,14 @@ fn read_u32(r: &mut impl Read) -> io::Result<usize> {
 
 /// Read one frame; `max_blob_bytes` bounds the total blob size (the peer is not trusted to be
 /// reasonable).
-pub fn read_frame<T: DeserializeOwned>(
-    r: &mut impl Read,
-    max_blob_bytes: usize,
-) -> io::Result<(T, Vec<Vec<u8>>)> {
+pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read, max_blob_bytes: usize) -> io::Result<(T, Vec<Vec<u8>>)> {
     let n = read_u32(r)?;
     if n > MAX_HEADER {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame header too large",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame header too large"));
     }
     let mut json = vec![0u8; n];
     r.read_exact(&mut json)?;
-    let header =
-        serde_json::from_slice(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let header = serde_json::from_slice(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let count = read_u32(r)?;
     if count > 1024 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "too many blobs"));
@@ -192,10 +180,7 @@ pub fn read_frame<T: DeserializeOwned>(
         let len = read_u32(r)?;
         total = total.saturating_add(len);
         if total > max_blob_bytes {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "frame blobs too large",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "frame blobs too large"));
         }
         let mut b = vec![0u8; len];
         r.read_exact(&mut b)?;
@@ -217,12 +202,7 @@ pub fn recv_fds(sock: &UnixStream) -> io::Result<Vec<OwnedFd>> {
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut out = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
@@ -232,10 +212,7 @@ pub fn recv_fds(sock: &UnixStream) -> io::Result<Vec<OwnedFd>> {
         }
     }
     if msg.bytes != 1 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "no descriptor message",
-        ));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no descriptor message"));
     }
     Ok(out)
 }
@@ -246,11 +223,7 @@ fn own(fd: RawFd) -> OwnedFd {
 
 /// Whether `name` is acceptable as a work-dir file name.
 pub fn valid_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\0'])
+    !name.is_empty() && name.len() <= 128 && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
 #[cfg(test)]

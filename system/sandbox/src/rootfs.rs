@@ -36,14 +36,19 @@ pub enum HostEntry {
     Missing,
 }
 
-/// One read-only bind mount of a host path at the same path inside.
+/// One read-only bind mount of a host path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bind {
-    /// Absolute host path (also the path inside).
+    /// Absolute host path.
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox.
     pub path: PathBuf,
     /// Its type on the host.
     pub entry: HostEntry,
 }
+
+/// Paths inside the sandbox that Wolf itself provides; host binds may not land on or under them.
+pub const RESERVED: [&str; 5] = ["/tmp", "/dev", "/proc", "/sys", "/etc/passwd"];
 
 /// Sizes and identity for the writable places.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,16 +93,24 @@ pub fn resolve_host(path: &Path) -> HostEntry {
     }
 }
 
-/// Build the bind list for `paths`, classifying each with `classify`.
-pub fn binds_for(paths: &[PathBuf], classify: impl Fn(&Path) -> HostEntry) -> Vec<Bind> {
+/// Build the bind list for `(host, inside)` pairs, classifying each host path with `classify`.
+/// Pairs whose inside path is relative, already taken, or on or under a reserved place (the
+/// work dir included) are dropped with a warning.
+pub fn binds_for(paths: &[(PathBuf, PathBuf)], work_dir: &str, classify: impl Fn(&Path) -> HostEntry) -> Vec<Bind> {
     let mut out: Vec<Bind> = Vec::new();
-    for p in paths {
+    for (source, p) in paths {
+        let reserved = RESERVED.iter().copied().chain([work_dir]).any(|r| p.starts_with(r));
+        if !p.is_absolute() || reserved {
+            tracing::warn!(path = %p.display(), "not binding into the sandbox: the path is reserved or relative");
+            continue;
+        }
         if out.iter().any(|b| b.path == *p) {
             continue;
         }
-        let entry = classify(p);
+        let entry = classify(source);
         if entry != HostEntry::Missing {
             out.push(Bind {
+                source: source.clone(),
                 path: p.clone(),
                 entry,
             });
@@ -143,13 +156,7 @@ pub fn setup(sys: &mut impl Sys, cfg: &RootfsConfig) -> SysResult {
     let root = cfg.staging.as_path();
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     // 1. Stop mount propagation both ways before touching anything.
-    sys.mount(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )?;
+    sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     // 2. The new root is a small tmpfs; it becomes read-only at the end.
     sys.mount(
         Some(Path::new("wolf-root")),
@@ -178,7 +185,7 @@ pub fn setup(sys: &mut impl Sys, cfg: &RootfsConfig) -> SysResult {
             }
             HostEntry::Missing => continue,
         }
-        sys.mount(Some(&b.path), &target, None, MsFlags::MS_BIND, None)?;
+        sys.mount(Some(&b.source), &target, None, MsFlags::MS_BIND, None)?;
         sys.mount(None, &target, None, RO_BIND, None)?;
     }
 
@@ -313,17 +320,23 @@ mod tests {
     use crate::sys::Recorder;
 
     fn cfg() -> RootfsConfig {
+        let same = |p: &str| (PathBuf::from(p), PathBuf::from(p));
         let binds = binds_for(
             &[
-                PathBuf::from("/usr"),
-                PathBuf::from("/lib"),
-                PathBuf::from("/etc/ld.so.cache"),
-                PathBuf::from("/nope"),
+                same("/usr"),
+                same("/lib"),
+                same("/etc/ld.so.cache"),
+                same("/nope"),
+                same("/work/x"),
+                same("/tmp/y"),
+                same("rel"),
             ],
+            "/work",
             |p| match p.to_str().unwrap() {
                 "/usr" => HostEntry::Dir,
                 "/lib" => HostEntry::Symlink("usr/lib".into()),
                 "/etc/ld.so.cache" => HostEntry::File,
+                "/work/x" | "/tmp/y" | "rel" => HostEntry::Dir,
                 _ => HostEntry::Missing,
             },
         );
@@ -341,9 +354,9 @@ mod tests {
     }
 
     #[test]
-    fn missing_host_paths_are_skipped_and_parents_come_first() {
+    fn missing_reserved_and_relative_paths_are_skipped_and_parents_come_first() {
         let c = cfg();
-        assert_eq!(c.binds.len(), 3);
+        assert_eq!(c.binds.len(), 3, "{:?}", c.binds);
         assert!(c.binds.iter().all(|b| b.path != Path::new("/nope")));
         assert_eq!(c.binds.last().unwrap().path, Path::new("/etc/ld.so.cache"));
     }
@@ -354,9 +367,7 @@ mod tests {
         setup(&mut r, &cfg()).unwrap();
         let first = &r.calls[0];
         assert!(
-            first.starts_with("mount  / ")
-                && first.contains("MS_PRIVATE")
-                && first.contains("MS_REC"),
+            first.starts_with("mount  / ") && first.contains("MS_PRIVATE") && first.contains("MS_REC"),
             "{first}"
         );
         let seal = r
@@ -375,10 +386,7 @@ mod tests {
             last_mount_elsewhere < seal,
             "every mount happens before the root is sealed"
         );
-        assert!(
-            seal < pivot && pivot < umount,
-            "seal, pivot, then detach the old root"
-        );
+        assert!(seal < pivot && pivot < umount, "seal, pivot, then detach the old root");
         assert_eq!(r.calls.last().unwrap(), "hostname wolf");
     }
 
@@ -388,13 +396,7 @@ mod tests {
         setup(&mut r, &cfg()).unwrap();
         let bind = r.position("mount /usr /mnt/usr").unwrap();
         let remount = &r.calls[bind + 1];
-        for f in [
-            "MS_RDONLY",
-            "MS_REMOUNT",
-            "MS_BIND",
-            "MS_NOSUID",
-            "MS_NODEV",
-        ] {
+        for f in ["MS_RDONLY", "MS_REMOUNT", "MS_BIND", "MS_NOSUID", "MS_NODEV"] {
             assert!(remount.contains(f), "{remount} lacks {f}");
         }
         assert!(
@@ -417,17 +419,10 @@ mod tests {
             assert!(m.contains("size="), "{m}");
             assert!(m.contains("MS_NOSUID") && m.contains("MS_NODEV"), "{m}");
         }
-        assert!(
-            !r.calls.iter().any(|c| c.contains("/mnt/sys")),
-            "no /sys inside"
-        );
+        assert!(!r.calls.iter().any(|c| c.contains("/mnt/sys")), "no /sys inside");
         let proc = r.calls.iter().find(|c| c.contains(" proc ")).unwrap();
         assert!(proc.contains("hidepid=2"));
-        let etc_files: Vec<_> = r
-            .calls
-            .iter()
-            .filter(|c| c.starts_with("file /mnt/etc/"))
-            .collect();
+        let etc_files: Vec<_> = r.calls.iter().filter(|c| c.starts_with("file /mnt/etc/")).collect();
         assert!(etc_files.iter().any(|c| c.contains("passwd")));
         assert!(!r.calls.iter().any(|c| c.contains("shadow")));
     }

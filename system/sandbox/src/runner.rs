@@ -141,8 +141,7 @@ impl Plan {
     pub fn new(reg: &Registry, caps: &Caps, req: &RunRequest) -> Result<Self, RequestError> {
         let lang: &Language = reg.get(&req.engine)?;
         let run_limits = Limits::resolve(&lang.run_limits, &caps.run, &req.limits)?;
-        let compile_limits =
-            Limits::resolve(&lang.compile_limits, &caps.compile, &req.compile_limits)?;
+        let compile_limits = Limits::resolve(&lang.compile_limits, &caps.compile, &req.compile_limits)?;
         let mut files = vec![JobFile {
             name: lang.spec.source.clone(),
             contents: req.code.clone(),
@@ -218,8 +217,13 @@ impl Plan {
             let mut text = c.stdout.clone();
             text.extend_from_slice(&c.stderr);
             compile_output = lossy_capped(&text, DIAGNOSTIC_CAP);
+            if let Some(why) = limit_note(&c, &self.steps[0].limits) {
+                compile_output.push_str(&why);
+            }
             if let Some(v) = verdict::compile_verdict(&c.facts) {
                 let mut r = result_from(v, &c, String::new(), compile_output);
+                // The compiler's stderr is in compileOutput; stderr is the program's.
+                r.stderr = String::new();
                 if v == Verdict::InternalError {
                     r.error = c.facts.start_error.clone();
                 }
@@ -257,6 +261,23 @@ impl Plan {
             stdout: run.stdout,
         }
     }
+}
+
+/// A line saying which limit stopped a compile step (the compiler itself says nothing).
+fn limit_note(s: &StepOutput, l: &Limits) -> Option<String> {
+    let f = &s.facts;
+    let why = if f.cpu_limit_hit || f.signal == Some(libc::SIGXCPU) {
+        format!("CPU time limit of {} ms", l.cpu_time_ms)
+    } else if f.wall_limit_hit {
+        format!("wall time limit of {} ms", l.wall_time_ms)
+    } else if f.oom_kills > 0 {
+        format!("memory limit of {} MiB", l.memory_mb)
+    } else if f.output_limit_hit {
+        format!("output limit of {} bytes", l.output_bytes)
+    } else {
+        return None;
+    };
+    Some(format!("\nwolf: the compile step exceeded its {why}\n"))
 }
 
 fn ms(d: std::time::Duration) -> f64 {

@@ -58,8 +58,8 @@ pub enum SandboxError {
 pub struct SandboxConfig {
     /// Executable that runs [`crate::init::main_if_init`] first thing (default: this one).
     pub init_exe: PathBuf,
-    /// Host paths bound read-only at the same path.
-    pub binds: Vec<PathBuf>,
+    /// `(host, inside)` paths bound read-only.
+    pub binds: Vec<(PathBuf, PathBuf)>,
     /// Where the root is assembled inside the private mount namespace.
     pub staging: PathBuf,
     /// Work directory inside.
@@ -198,7 +198,7 @@ impl Sandboxes {
             }
         }
         crate::lsm::log_host_lsms();
-        let binds = rootfs::binds_for(&cfg.binds, rootfs::resolve_host);
+        let binds = rootfs::binds_for(&cfg.binds, &cfg.work_dir, rootfs::resolve_host);
         let rootfs = RootfsConfig {
             staging: cfg.staging.clone(),
             binds,
@@ -241,20 +241,18 @@ impl Sandboxes {
             .map(|i| StepCgroup::create(&self.layout, &format!("{id}-{i}")))
             .collect::<Result<Vec<_>, _>>()?;
         let (host_end, init_end) = UnixStream::pair().map_err(SandboxError::Channel)?;
-        let args = SpawnArgs::new(
-            &self.cfg.init_exe,
-            &["wolf-sandbox-init", crate::init::INIT_ARG],
-        )
-        .map_err(|source| SandboxError::Spawn {
+        let args =
+            SpawnArgs::new(&self.cfg.init_exe, &["wolf-sandbox-init", crate::init::INIT_ARG]).map_err(|source| {
+                SandboxError::Spawn {
+                    exe: self.cfg.init_exe.clone(),
+                    source,
+                }
+            })?;
+        let init_fd = OwnedFd::from(init_end);
+        let pid = sys::spawn_init(self.flags, &init_fd, &args).map_err(|source| SandboxError::Spawn {
             exe: self.cfg.init_exe.clone(),
             source,
         })?;
-        let init_fd = OwnedFd::from(init_end);
-        let pid =
-            sys::spawn_init(self.flags, &init_fd, &args).map_err(|source| SandboxError::Spawn {
-                exe: self.cfg.init_exe.clone(),
-                source,
-            })?;
         drop(init_fd);
         let mut p = Prepared {
             id,
@@ -273,11 +271,7 @@ impl Sandboxes {
             crate::userns::map_root_to_self(pid).map_err(SandboxError::Channel)?;
         }
         // Descriptors first (SCM_RIGHTS), then the setup frame.
-        let handles = p
-            .slots
-            .iter()
-            .map(StepCgroup::handles)
-            .collect::<Result<Vec<_>, _>>()?;
+        let handles = p.slots.iter().map(StepCgroup::handles).collect::<Result<Vec<_>, _>>()?;
         let mut raw: Vec<RawFd> = Vec::new();
         let mut counts = Vec::new();
         for h in &handles {
@@ -293,8 +287,7 @@ impl Sandboxes {
             slots: counts,
         };
         protocol::write_frame(&mut p.sock, &setup, &[]).map_err(SandboxError::Channel)?;
-        let (reply, _): (SetupReply, _) =
-            protocol::read_frame(&mut p.sock, 0).map_err(SandboxError::Channel)?;
+        let (reply, _): (SetupReply, _) = protocol::read_frame(&mut p.sock, 0).map_err(SandboxError::Channel)?;
         match reply {
             SetupReply::Ready { setup_us } => p.setup_inside = Duration::from_micros(setup_us),
             SetupReply::Failed { error } => return Err(SandboxError::Setup(error)),
@@ -317,11 +310,7 @@ impl Prepared {
 
     /// Run one job: files, then steps in order (a failing step ends the job). Consumes the
     /// sandbox; it is destroyed when this returns.
-    pub fn run(
-        mut self,
-        files: &[JobFile],
-        steps: &[Step],
-    ) -> Result<Vec<StepOutput>, SandboxError> {
+    pub fn run(mut self, files: &[JobFile], steps: &[Step]) -> Result<Vec<StepOutput>, SandboxError> {
         if steps.len() > self.slots.len() {
             return Err(SandboxError::InvalidJob(format!(
                 "{} steps, {} slots",
@@ -364,9 +353,7 @@ impl Prepared {
                 output_bytes: s.limits.output_bytes,
                 file_bytes: self.file_bytes,
                 open_files: self.open_files,
-                stack_bytes: self
-                    .stack_bytes
-                    .min(s.limits.memory_mb.saturating_mul(1 << 20)),
+                stack_bytes: self.stack_bytes.min(s.limits.memory_mb.saturating_mul(1 << 20)),
                 cpu_millis: self.cpu_millis,
             });
         }
@@ -375,11 +362,7 @@ impl Prepared {
             steps: sspecs,
         };
         protocol::write_frame(&mut self.sock, &job, &blobs).map_err(SandboxError::Channel)?;
-        let max = steps
-            .iter()
-            .map(|s| s.limits.output_bytes as usize * 2)
-            .sum::<usize>()
-            + 4096;
+        let max = steps.iter().map(|s| s.limits.output_bytes as usize * 2).sum::<usize>() + 4096;
         let (report, mut out): (JobReport, Vec<Vec<u8>>) =
             protocol::read_frame(&mut self.sock, max).map_err(SandboxError::Channel)?;
         if let Some(e) = report.error {
@@ -392,11 +375,7 @@ impl Prepared {
             .map(|facts| {
                 let stdout = take(facts.stdout_blob);
                 let stderr = take(facts.stderr_blob);
-                StepOutput {
-                    facts,
-                    stdout,
-                    stderr,
-                }
+                StepOutput { facts, stdout, stderr }
             })
             .collect())
     }

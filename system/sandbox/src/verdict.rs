@@ -72,10 +72,7 @@ pub fn run_verdict(f: &StepFacts, stdout: &[u8], stderr: &[u8], j: &Judge<'_>) -
     }
     if f.exit_code != Some(0) {
         let err = String::from_utf8_lossy(stderr);
-        if j.oom_patterns
-            .iter()
-            .any(|p| !p.is_empty() && err.contains(p.as_str()))
-        {
+        if j.oom_patterns.iter().any(|p| !p.is_empty() && err.contains(p.as_str())) {
             return Verdict::MemoryLimitExceeded;
         }
         return Verdict::RuntimeError;
@@ -89,10 +86,7 @@ pub fn run_verdict(f: &StepFacts, stdout: &[u8], stderr: &[u8], j: &Judge<'_>) -
 /// Compare outputs ignoring trailing whitespace on each line and at the end.
 pub fn same_output(got: &[u8], expected: &[u8]) -> bool {
     fn norm(b: &[u8]) -> Vec<&[u8]> {
-        let mut lines: Vec<&[u8]> = b
-            .split(|&c| c == b'\n')
-            .map(|l| l.trim_ascii_end())
-            .collect();
+        let mut lines: Vec<&[u8]> = b.split(|&c| c == b'\n').map(|l| l.trim_ascii_end()).collect();
         while lines.last().is_some_and(|l| l.is_empty()) {
             lines.pop();
         }
@@ -137,14 +131,8 @@ mod tests {
     #[test]
     fn accepted_and_wrong_answer_only_with_expected_output() {
         assert_eq!(judge(&exited(0), b"42\n", b"", None), Verdict::Accepted);
-        assert_eq!(
-            judge(&exited(0), b"42  \n\n", b"", Some(b"42")),
-            Verdict::Accepted
-        );
-        assert_eq!(
-            judge(&exited(0), b"43\n", b"", Some(b"42\n")),
-            Verdict::WrongAnswer
-        );
+        assert_eq!(judge(&exited(0), b"42  \n\n", b"", Some(b"42")), Verdict::Accepted);
+        assert_eq!(judge(&exited(0), b"43\n", b"", Some(b"42\n")), Verdict::WrongAnswer);
         assert_eq!(
             judge(&exited(0), b" 42", b"", Some(b"42")),
             Verdict::WrongAnswer,

@@ -28,10 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WOLF_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WOLF_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     let result = match cli.command {
         Command::Run(args) => run::main(args),

@@ -41,6 +41,19 @@ pub struct RunArgs {
     /// Expected stdout (enables WrongAnswer; trailing whitespace ignored).
     #[arg(long)]
     expected_output: Option<PathBuf>,
+    /// CPU time limit of the compile step, ms (extension; the run-step flags above are the
+    /// stable interface).
+    #[arg(long)]
+    compile_cpu_time_ms: Option<u64>,
+    /// Wall-clock limit of the compile step, ms.
+    #[arg(long)]
+    compile_wall_time_ms: Option<u64>,
+    /// Memory limit of the compile step, MiB.
+    #[arg(long)]
+    compile_memory_mb: Option<u64>,
+    /// Extra program arguments for the run step (repeatable).
+    #[arg(long = "arg")]
+    args: Vec<String>,
     /// Cache for prepared artifacts (precompiled headers).
     #[arg(long, env = "WOLF_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -61,8 +74,7 @@ pub fn default_cache_dir() -> PathBuf {
 
 pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let code =
-        std::fs::read(&args.file).with_context(|| format!("read {}", args.file.display()))?;
+    let code = std::fs::read(&args.file).with_context(|| format!("read {}", args.file.display()))?;
     let stdin = args
         .stdin
         .as_ref()
@@ -74,8 +86,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(|p| std::fs::read(p).with_context(|| format!("read {}", p.display())))
         .transpose()?;
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("create cache dir {}", cache.display()))?;
+    std::fs::create_dir_all(&cache).with_context(|| format!("create cache dir {}", cache.display()))?;
     let reg = Registry::builtin(&cache)?;
     let req = RunRequest {
         engine: args.engine.clone(),
@@ -88,6 +99,13 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
             pids: args.pids,
             output_bytes: args.output_bytes,
         },
+        compile_limits: LimitRequest {
+            cpu_time_ms: args.compile_cpu_time_ms,
+            wall_time_ms: args.compile_wall_time_ms,
+            memory_mb: args.compile_memory_mb,
+            ..Default::default()
+        },
+        args: args.args.clone(),
         expected_output: expected,
         ..Default::default()
     };

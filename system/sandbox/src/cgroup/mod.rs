@@ -202,10 +202,8 @@ impl Layout {
 
     /// Detect from this process's own files, and create the base directories.
     pub fn from_host() -> Result<Self, CgroupError> {
-        let cg = fs::read_to_string("/proc/self/cgroup")
-            .map_err(|e| CgroupError::NotFound(e.to_string()))?;
-        let mi = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| CgroupError::NotFound(e.to_string()))?;
+        let cg = fs::read_to_string("/proc/self/cgroup").map_err(|e| CgroupError::NotFound(e.to_string()))?;
+        let mi = fs::read_to_string("/proc/self/mountinfo").map_err(|e| CgroupError::NotFound(e.to_string()))?;
         let layout = Self::detect(&cg, &mi, |p| fs::read_to_string(p).ok())?;
         layout.ensure_base()?;
         Ok(layout)
@@ -252,10 +250,7 @@ impl Layout {
 /// Returns the mount point that was changed, if any.
 pub fn favor_dynmods(mountinfo: &str) -> Result<Option<PathBuf>, CgroupError> {
     use nix::mount::MsFlags;
-    let Some(m) = parse_mountinfo(mountinfo)
-        .into_iter()
-        .find(|m| m.fstype == "cgroup2")
-    else {
+    let Some(m) = parse_mountinfo(mountinfo).into_iter().find(|m| m.fstype == "cgroup2") else {
         return Ok(None);
     };
     if m.options.iter().any(|o| o == "favordynmods") {
@@ -280,17 +275,12 @@ pub fn favor_dynmods(mountinfo: &str) -> Result<Option<PathBuf>, CgroupError> {
             _ => MsFlags::empty(),
         };
     }
-    nix::mount::mount(
-        None::<&str>,
-        &m.point,
-        None::<&str>,
-        flags,
-        Some("favordynmods"),
-    )
-    .map_err(|e| CgroupError::Write {
-        path: m.point.clone(),
-        value: "remount,favordynmods".into(),
-        source: e.into(),
+    nix::mount::mount(None::<&str>, &m.point, None::<&str>, flags, Some("favordynmods")).map_err(|e| {
+        CgroupError::Write {
+            path: m.point.clone(),
+            value: "remount,favordynmods".into(),
+            source: e.into(),
+        }
     })?;
     Ok(Some(m.point))
 }
@@ -404,11 +394,7 @@ impl StepCgroup {
             }
             Version::V2 => {
                 let d = &self.dirs[0];
-                (
-                    d.join("cpu.stat"),
-                    d.join("memory.peak"),
-                    d.join("memory.events"),
-                )
+                (d.join("cpu.stat"), d.join("memory.peak"), d.join("memory.events"))
             }
         };
         Ok(StepHandles {

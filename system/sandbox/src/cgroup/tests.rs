@@ -5,8 +5,7 @@ use std::path::Path;
 
 use super::*;
 
-const HYBRID_CGROUP: &str =
-    "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n";
+const HYBRID_CGROUP: &str = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n";
 const HYBRID_MOUNTINFO: &str = "\
 30 25 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec - tmpfs tmpfs ro,mode=755
 31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec - cgroup2 cgroup2 rw,nsdelegate
@@ -89,10 +88,7 @@ fn v1_limits_swap_off_and_quota() {
     .unwrap();
     let read = |p: &Path| fs::read_to_string(p).unwrap();
     let mem = &step.dirs()[0];
-    assert_eq!(
-        read(&mem.join("memory.limit_in_bytes")),
-        (64u64 << 20).to_string()
-    );
+    assert_eq!(read(&mem.join("memory.limit_in_bytes")), (64u64 << 20).to_string());
     assert_eq!(
         read(&mem.join("memory.memsw.limit_in_bytes")),
         (64u64 << 20).to_string()
@@ -156,10 +152,7 @@ fn v2_limits_and_handles() {
     );
     assert_eq!(fs::read_to_string(d.join("memory.swap.max")).unwrap(), "0");
     assert_eq!(fs::read_to_string(d.join("memory.oom.group")).unwrap(), "1");
-    assert_eq!(
-        fs::read_to_string(d.join("cpu.max")).unwrap(),
-        "150000 100000"
-    );
+    assert_eq!(fs::read_to_string(d.join("cpu.max")).unwrap(), "150000 100000");
     let h = step.handles().unwrap();
     assert_eq!(h.procs.len(), 1);
     step.remove();
@@ -169,10 +162,7 @@ fn v2_limits_and_handles() {
 fn stat_parsing_for_both_versions() {
     assert_eq!(parse_cpu_ns(Version::V1, "123456789\n"), 123_456_789);
     assert_eq!(
-        parse_cpu_ns(
-            Version::V2,
-            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"
-        ),
+        parse_cpu_ns(Version::V2, "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"),
         1_500_000
     );
     assert_eq!(

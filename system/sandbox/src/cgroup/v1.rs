@@ -12,10 +12,7 @@ pub(super) fn set_limits(dirs: &[PathBuf], l: &CgroupLimits) -> Result<(), Cgrou
     let mem = &dirs[0];
     // Swap off: swappiness 0, and memory+swap capped at the same value as memory.
     let _ = write(&mem.join("memory.swappiness"), "0");
-    write(
-        &mem.join("memory.limit_in_bytes"),
-        &l.memory_bytes.to_string(),
-    )?;
+    write(&mem.join("memory.limit_in_bytes"), &l.memory_bytes.to_string())?;
     let memsw = mem.join("memory.memsw.limit_in_bytes");
     if memsw.exists() {
         write(&memsw, &l.memory_bytes.to_string())?;
@@ -35,9 +32,6 @@ pub(super) fn kill_all(dir: &Path) {
         return;
     };
     for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }

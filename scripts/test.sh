@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every check and test of the repository, installing first what they need on a fresh
+# Debian/Ubuntu machine (as root, or with sudo). Called by .ci/run; the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO="sudo"
+  echo "note: not root; the sandbox tests need root (cgroups) and will skip with a message" >&2
+fi
+
+# --- system packages -------------------------------------------------------------------
+missing=()
+command -v gcc >/dev/null || missing+=(gcc)
+command -v g++ >/dev/null || missing+=(g++)
+command -v bwrap >/dev/null || missing+=(bubblewrap)        # baseline of the sandbox benchmark
+[[ -x /usr/bin/python3 ]] || missing+=(python3)
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- rust tools ------------------------------------------------------------------------
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+
+# --- checks and tests ------------------------------------------------------------------
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo nextest run --workspace --locked --no-fail-fast
+# The benchmark table command runs briefly to prove it works; numbers are not judged here.
+cargo run --locked -q -p wolf -- bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
+echo "all checks passed"

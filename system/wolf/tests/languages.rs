@@ -1,0 +1,90 @@
+//! Every engine of the registry that is present on this host runs a program end to end.
+
+mod common;
+
+use common::*;
+
+fn hello(engine: &str) -> &'static str {
+    match engine {
+        "c" => "#include <stdio.h>\nint main(void){ char n[64]; if (scanf(\"%63s\", n) != 1) return 1; printf(\"hello %s\\n\", n); return 0; }\n",
+        "c++" => "#include <bits/stdc++.h>\nusing namespace std;\nint main(){ string n; cin >> n; cout << \"hello \" << n << endl; }\n",
+        "python" => "print('hello', input())\n",
+        "javascript" => "const n = require('fs').readFileSync(0, 'utf8').trim(); console.log('hello ' + n);\n",
+        "java" => "import java.util.*;\npublic class Main { public static void main(String[] a) { System.out.println(\"hello \" + new Scanner(System.in).next()); } }\n",
+        "rust" => "use std::io::Read;\nfn main(){ let mut s = String::new(); std::io::stdin().read_to_string(&mut s).unwrap(); println!(\"hello {}\", s.trim()); }\n",
+        "bash" => "read n; echo \"hello $n\"\n",
+        _ => unreachable!(),
+    }
+}
+
+fn present(engine: &str) -> bool {
+    let ok = match engine {
+        "rust" => std::process::Command::new("rustc").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "java" => std::path::Path::new("/usr/bin/javac").exists(),
+        "javascript" => std::path::Path::new("/usr/bin/node").exists(),
+        _ => true,
+    };
+    if !ok {
+        eprintln!("skipped {engine}: its toolchain is not installed on this host");
+    }
+    ok
+}
+
+#[test]
+fn every_engine_says_hello_with_stdin() {
+    if !privileged() {
+        return;
+    }
+    let (_d, input) = temp_file(b"wolf\n");
+    for engine in ["c", "c++", "python", "javascript", "java", "rust", "bash"] {
+        if !present(engine) {
+            continue;
+        }
+        let v = run(engine, hello(engine), &["--stdin", input.to_str().unwrap()]);
+        assert_eq!(verdict(&v), "Accepted", "{engine}: {v}");
+        assert_eq!(stdout(&v), "hello wolf\n", "{engine}: {v}");
+    }
+}
+
+#[test]
+fn compiled_engines_report_compile_errors() {
+    if !privileged() {
+        return;
+    }
+    for engine in ["c", "c++", "java", "rust"] {
+        if !present(engine) {
+            continue;
+        }
+        let v = run(engine, "this is not a program {", &[]);
+        assert_eq!(verdict(&v), "CompileError", "{engine}: {v}");
+        assert!(!v["compileOutput"].as_str().unwrap().is_empty(), "{engine}: diagnostics reported: {v}");
+    }
+}
+
+#[test]
+fn seed_hello_world_in_cpp_uses_the_precompiled_header() {
+    if !privileged() {
+        return;
+    }
+    let code = "#include <bits/stdc++.h>\nusing namespace std;\n\nint main() {\n    cout << \"Hello World\";\n    return 0;\n}";
+    let v = run("c++", code, &[]);
+    assert_eq!(verdict(&v), "Accepted", "{v}");
+    assert_eq!(stdout(&v), "Hello World");
+    assert!(cache_dir().join("pch/bits/stdc++.h.gch").exists(), "the header was precompiled into the cache");
+}
+
+#[test]
+fn unknown_engine_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.cob");
+    std::fs::write(&f, "DISPLAY 'HI'.").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wolf"))
+        .args(["run", "--engine", "cobol"])
+        .arg(&f)
+        .env("WOLF_CACHE_DIR", cache_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown execution engine") && err.contains("python"), "{err}");
+}
