@@ -120,6 +120,15 @@ fn run() -> std::io::Result<()> {
     let mut report = JobReport::default();
     let mut out_blobs: Vec<Vec<u8>> = Vec::new();
     let mut slots: Vec<Option<Slot>> = slots.into_iter().map(Some).collect();
+    // Slots this job does not use go away now, so the program never sees their supervisors.
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if !job.steps.iter().any(|st| st.slot == i)
+            && let Some(unused) = slot.take()
+        {
+            let _ = nix::sys::signal::kill(unused.pid, Signal::SIGKILL);
+            let _ = waitpid(unused.pid, None);
+        }
+    }
     if let Err(e) = write_files(work, &job, &blobs, setup.rootfs.uid, setup.rootfs.gid) {
         report.error = Some(e);
     } else {
@@ -234,16 +243,20 @@ struct SlotEnds {
     status_w: OwnedFd,
 }
 
-/// S: join the cgroups now (pre-warm), wait for the step, fork the program, reap, report its
-/// wait status, exit — which kills every process left in this pid namespace.
+/// S: confine itself now (pre-warm: cgroups, identity, Landlock, seccomp), wait for the step,
+/// fork the program, reap, report its wait status, exit — which kills every process left in
+/// this pid namespace.
 fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig) -> i32 {
     let mut status = std::fs::File::from(ends.status_w);
     let raw: Vec<i32> = procs.iter().map(AsRawFd::as_raw_fd).collect();
-    if let Err(e) = payload::enter_slot(&mut Linux, &raw) {
+    let landlock = LandlockPlan::standard(&rootfs.work_dir);
+    let slot = payload::SlotSpec { cgroup_procs: &raw, uid: rootfs.uid, gid: rootfs.gid, landlock: &landlock };
+    if let Err(e) = payload::enter_slot(&mut Linux, &slot) {
         let _ = write!(status, "E{e}: {}", e.source);
         return 1;
     }
     drop(procs);
+    // From here on S is unprivileged, Landlocked and under seccomp, like the program it forks.
     // Tell the init process we are in place: the sandbox is only Ready once every slot is.
     if status.write_all(b"J").is_err() {
         return 1;
@@ -270,9 +283,6 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
         file_bytes: step.file_bytes,
         open_files: step.open_files,
         stack_bytes: step.stack_bytes,
-        uid: rootfs.uid,
-        gid: rootfs.gid,
-        landlock: LandlockPlan::standard(&rootfs.work_dir),
         argv,
         env,
     };

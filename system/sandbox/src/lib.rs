@@ -17,8 +17,10 @@
 //! - [`rootfs`], [`payload`]: the ordered pipelines, run through [`sys::Sys`].
 //! - [`cgroup`], [`seccomp`], [`landlock_rules`], [`lsm`], [`userns`]: one kernel feature each.
 //! - [`language`], [`limits`], [`verdict`]: data and decisions, no syscalls.
+//! - [`bench`]: the overhead measurements behind `wolf bench` and the criterion bench.
 //! - [`sys`]: the only module with `unsafe`.
 
+pub mod bench;
 pub mod cgroup;
 pub mod init;
 pub mod landlock_rules;

@@ -187,9 +187,11 @@ impl Plan {
         })
     }
 
-    /// Run in `sandbox` (consumed) and decide the verdict. Sandbox failures become an
-    /// InternalError result, never a panic.
-    pub fn run(&self, sandbox: Prepared, worker_creation_ms: f64) -> RunOutput {
+    /// Run in `sandbox` and decide the verdict. Sandbox failures become an InternalError
+    /// result, never a panic.
+    /// The caller drops the sandbox afterwards: destroying it (kill, reap, rmdir) is not part
+    /// of the job's time.
+    pub fn run(&self, sandbox: &mut Prepared, worker_creation_ms: f64) -> RunOutput {
         let started = Instant::now();
         let outputs = sandbox.run(&self.files, &self.steps);
         let mut timings = Timings {

@@ -139,6 +139,7 @@ pub struct Prepared {
     open_files: u64,
     stack_bytes: u64,
     reaped: bool,
+    used: bool,
 }
 
 /// A file for the work dir.
@@ -266,6 +267,7 @@ impl Sandboxes {
             open_files: self.cfg.open_files,
             stack_bytes: self.cfg.stack_bytes,
             reaped: false,
+            used: false,
         };
         if self.flags.contains(CloneFlags::CLONE_NEWUSER) {
             crate::userns::map_root_to_self(pid).map_err(SandboxError::Channel)?;
@@ -308,9 +310,13 @@ impl Prepared {
         self.pid
     }
 
-    /// Run one job: files, then steps in order (a failing step ends the job). Consumes the
-    /// sandbox; it is destroyed when this returns.
-    pub fn run(mut self, files: &[JobFile], steps: &[Step]) -> Result<Vec<StepOutput>, SandboxError> {
+    /// Run one job: files, then steps in order (a failing step ends the job). A sandbox runs
+    /// one job only; drop it afterwards (off the critical path) to destroy it.
+    pub fn run(&mut self, files: &[JobFile], steps: &[Step]) -> Result<Vec<StepOutput>, SandboxError> {
+        if self.used {
+            return Err(SandboxError::InvalidJob("a prepared sandbox serves exactly one job".into()));
+        }
+        self.used = true;
         if steps.len() > self.slots.len() {
             return Err(SandboxError::InvalidJob(format!(
                 "{} steps, {} slots",

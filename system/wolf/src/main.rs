@@ -1,8 +1,10 @@
-//! The `wolf` binary: `run` (one program through the sandbox, JSON out).
+//! The `wolf` binary: `run` (one program through the sandbox, JSON out), `bench` (sandbox
+//! overhead table).
 //!
 //! The same executable is the sandbox's init process: [`wolf_sandbox::main_if_init`] must run
 //! before anything else (before any thread exists).
 
+mod bench;
 mod run;
 
 use std::process::ExitCode;
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Compile and run one program in a fresh sandbox; print the result as JSON.
     Run(run::RunArgs),
+    /// Measure sandbox overhead against a bare spawn and bubblewrap; print and save the table.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Bench(args) => bench::main(args),
     };
     match result {
         Ok(code) => code,

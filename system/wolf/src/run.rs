@@ -115,12 +115,13 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     })?;
     let created = Instant::now();
-    let out = match sandboxes.prepare() {
-        Ok(sb) => plan.run(sb, created.elapsed().as_secs_f64() * 1000.0),
-        Err(e) => wolf_sandbox::runner::internal(&e),
+    let (out, sandbox) = match sandboxes.prepare() {
+        Ok(mut sb) => (plan.run(&mut sb, created.elapsed().as_secs_f64() * 1000.0), Some(sb)),
+        Err(e) => (wolf_sandbox::runner::internal(&e), None),
     };
     let mut result = out.result;
     result.timings.total = started.elapsed().as_secs_f64() * 1000.0;
     println!("{}", serde_json::to_string(&result)?);
+    drop(sandbox);
     Ok(ExitCode::SUCCESS)
 }

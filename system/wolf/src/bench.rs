@@ -1,0 +1,63 @@
+//! `wolf bench [--runs N] [--out FILE]`: the sandbox overhead table, measured side by side in
+//! one run (bare spawn, pre-warmed and cold sandbox, bubblewrap, python), written as markdown
+//! with the machine and commit it ran on.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use wolf_sandbox::{SandboxConfig, Sandboxes, bench};
+
+/// Arguments of `wolf bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Rounds (each round samples every row once).
+    #[arg(long, default_value_t = 300)]
+    runs: usize,
+    /// Where to write the table (default: results/<UTC date>-sandbox.md).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn utc_date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "undated".into())
+}
+
+pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let sandboxes = Sandboxes::new(SandboxConfig {
+        binds: ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"].iter().map(|p| (p.into(), p.into())).collect(),
+        ..Default::default()
+    })?;
+    let rows = bench::measure(&sandboxes, args.runs);
+    let table = bench::table(&rows);
+    let doc = format!(
+        "# Sandbox overhead\n\nMachine: {}\nCommit: {}\nCommand: `cargo run --release -p wolf -- bench --runs {}`\n\
+         Each round samples every row once (interleaved). Pre-warmed rows exclude preparation, as in the\n\
+         engine's pool; cold rows include it. Times are wall clock around spawn-and-wait.\n\n{table}",
+        bench::machine(),
+        git_commit(),
+        args.runs
+    );
+    print!("{table}");
+    let out = args.out.unwrap_or_else(|| PathBuf::from(format!("results/{}-sandbox.md", utc_date())));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, doc)?;
+    eprintln!("written to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
