@@ -3,9 +3,13 @@
 //! Started by the host through [`crate::sys::spawn_init`] as `<exe> __wolf-sandbox-init` with the
 //! control socket on descriptor 3. It receives the step cgroups' descriptors and the root
 //! filesystem plan, builds the root and answers `Ready` (this is the pre-warmed state), then
-//! waits for one job: writes its files, runs each step (fork → payload pipeline → exec),
-//! enforces wall time, CPU time (from the cgroup), output caps, kills every process of the
-//! namespace after each step (`kill(-1)` from PID 1), reports, and exits.
+//! waits for one job: writes its files, runs each step, enforces wall time, CPU time (from the
+//! cgroup) and output caps, reports, and exits.
+//!
+//! Each step slot has a supervisor S, forked while pre-warming into its own pid namespace, in
+//! the step's cgroups and already confined (see `payload::enter_slot`). On the job's order S
+//! forks the program and reports its wait status; when S exits — or is killed for a limit —
+//! the kernel kills every process left in its namespace, so no orphan outlives its step.
 //!
 //! It is single-threaded (fork is safe here) and trusts nothing the program under test produces:
 //! output is read through bounded pipes, never through paths the program could plant.
@@ -120,13 +124,15 @@ fn run() -> std::io::Result<()> {
     let mut report = JobReport::default();
     let mut out_blobs: Vec<Vec<u8>> = Vec::new();
     let mut slots: Vec<Option<Slot>> = slots.into_iter().map(Some).collect();
-    // Slots this job does not use go away now, so the program never sees their supervisors.
+    // Supervisors that are done or unused; reaped off the critical path (their namespaces are
+    // torn down by the kernel meanwhile).
+    let mut to_reap: Vec<Pid> = Vec::new();
     for (i, slot) in slots.iter_mut().enumerate() {
         if !job.steps.iter().any(|st| st.slot == i)
             && let Some(unused) = slot.take()
         {
             let _ = nix::sys::signal::kill(unused.pid, Signal::SIGKILL);
-            let _ = waitpid(unused.pid, None);
+            to_reap.push(unused.pid);
         }
     }
     if let Err(e) = write_files(work, &job, &blobs, setup.rootfs.uid, setup.rootfs.gid) {
@@ -137,8 +143,12 @@ fn run() -> std::io::Result<()> {
                 report.error = Some(format!("no cgroup slot {}", step.slot));
                 break;
             };
+            // Nothing of an earlier step may still run when the next one starts.
+            reap_all(&mut to_reap);
             let stdin = step.stdin_blob.and_then(|i| blobs.get(i)).map(Vec::as_slice);
+            let pid = slot.pid;
             let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, stdin, &sigfd);
+            to_reap.push(pid);
             facts.stdout_blob = out_blobs.len();
             out_blobs.push(stdout);
             facts.stderr_blob = out_blobs.len();
@@ -151,8 +161,19 @@ fn run() -> std::io::Result<()> {
         }
     }
     let refs: Vec<&[u8]> = out_blobs.iter().map(Vec::as_slice).collect();
-    protocol::write_frame(&mut sock, &report, &refs)
-    // Returning exits PID 1: the kernel kills whatever is left (unused slots included).
+    protocol::write_frame(&mut sock, &report, &refs)?;
+    reap_all(&mut to_reap);
+    // Returning exits PID 1: the kernel kills whatever is left.
+    Ok(())
+}
+
+/// Wait for the given supervisors, which exit on their own once their program is done or were
+/// killed (each takes its pid namespace down with it). This process forks nothing after
+/// pre-warming, so a pid here can only be one of ours, reaped or not.
+fn reap_all(pids: &mut Vec<Pid>) {
+    for pid in pids.drain(..) {
+        while let Err(Errno::EINTR) = waitpid(pid, None) {}
+    }
 }
 
 /// Fork the slot supervisor S into its own pid namespace and let it join the step's cgroups.
@@ -252,7 +273,7 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
     let landlock = LandlockPlan::standard(&rootfs.work_dir);
     let slot = payload::SlotSpec { cgroup_procs: &raw, uid: rootfs.uid, gid: rootfs.gid, landlock: &landlock };
     if let Err(e) = payload::enter_slot(&mut Linux, &slot) {
-        let _ = write!(status, "E{e}: {}", e.source);
+        let _ = status.write_all(format!("E{e}: {}", e.source).as_bytes());
         return 1;
     }
     drop(procs);
@@ -272,7 +293,7 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
     let (argv, env) = match (argv, env) {
         (Ok(a), Ok(e)) => (a, e),
         _ => {
-            let _ = write!(status, "Eargument contains NUL");
+            let _ = status.write_all(b"Eargument contains NUL");
             return 1;
         }
     };
@@ -295,7 +316,7 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
         }
         Ok(Some(pid)) => pid,
         Err(e) => {
-            let _ = write!(status, "Efork: {e}");
+            let _ = status.write_all(format!("Efork: {e}").as_bytes());
             return 1;
         }
     };
@@ -305,16 +326,16 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
     loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == child => {
-                let _ = write!(status, "X{code}");
+                let _ = status.write_all(format!("X{code}").as_bytes());
                 return 0;
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
-                let _ = write!(status, "S{}", sig as i32);
+                let _ = status.write_all(format!("S{}", sig as i32).as_bytes());
                 return 0;
             }
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(e) => {
-                let _ = write!(status, "Ewaitpid: {e}");
+                let _ = status.write_all(format!("Ewaitpid: {e}").as_bytes());
                 return 1;
             }
         }
@@ -345,7 +366,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
-fn set_nonblocking(fd: &OwnedFd) {
+fn set_nonblocking(fd: impl AsFd) {
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
 }
 
@@ -374,6 +395,14 @@ impl Capture {
             cap: cap.min(usize::MAX as u64) as usize,
             over: false,
         }
+    }
+
+    /// Read until EOF (every writer is gone).
+    fn drain(&mut self) {
+        if let Some(fd) = &self.fd {
+            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+        }
+        while self.pump() {}
     }
 
     /// Read what is available; false once EOF was seen.
@@ -419,58 +448,81 @@ fn run_step(
 
 fn run_step_inner(
     step: &StepSpec,
-    mut slot: Slot,
+    slot: Slot,
     version: Version,
     stdin: Option<&[u8]>,
     sigfd: &SignalFd,
     facts: &mut StepFacts,
 ) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    let cpu_before = cgroup::parse_cpu_ns(version, &pread_text(&slot.cpu));
+    let Slot { pid, cpu, peak, oom, mut go, mut status, out, err, exec_err, stdin: in_w } = slot;
+    let cpu_before = cgroup::parse_cpu_ns(version, &pread_text(&cpu));
     let start = Instant::now();
-    protocol::write_frame(&mut slot.go, step, &[])?;
-    let mut out = Capture::new(slot.out, step.output_bytes);
-    let mut err = Capture::new(slot.err, step.output_bytes);
+    protocol::write_frame(&mut go, step, &[])?;
+    drop(go);
+    let mut out = Capture::new(out, step.output_bytes);
+    let mut err = Capture::new(err, step.output_bytes);
     let mut stdin_left: &[u8] = stdin.unwrap_or_default();
-    let mut in_w = if stdin_left.is_empty() { None } else { Some(slot.stdin) };
+    let mut in_w = if stdin_left.is_empty() { None } else { Some(in_w) };
     if let Some(w) = &in_w {
         set_nonblocking(w);
     }
+    set_nonblocking(status.as_fd());
+    let mut status_text = String::new();
     let wall_limit = Duration::from_millis(step.wall_time_ms);
     let cpu_limit_ns = step.cpu_time_ms.saturating_mul(1_000_000);
-    let mut exited: Option<WaitStatus> = None;
+    let mut supervisor_gone = false;
     let mut killed = false;
+    let mut end = start;
     loop {
+        // S writes the program's wait status in one write(2) (atomic: < PIPE_BUF), then exits.
+        let mut buf = [0u8; 512];
+        if status_text.is_empty()
+            && let Ok(n) = status.read(&mut buf)
+            && n > 0
+        {
+            status_text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            end = Instant::now();
+        }
         while let Ok(Some(_)) = sigfd.read_signal() {}
-        match waitpid(slot.pid, Some(WaitPidFlag::WNOHANG)) {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
-            Ok(st) => {
-                exited = Some(st);
-                break;
+            Ok(_) | Err(_) => supervisor_gone = true,
+        }
+        // Done: the program was reaped and its output is complete (EOF: nothing holds the
+        // pipes), or its supervisor is gone (which took the whole step namespace with it).
+        if (!status_text.is_empty() && out.fd.is_none() && err.fd.is_none()) || supervisor_gone {
+            if status_text.is_empty() {
+                end = Instant::now();
             }
-            Err(e) => return Err(e.into()),
+            break;
         }
         let elapsed = start.elapsed();
-        let used = cgroup::parse_cpu_ns(version, &pread_text(&slot.cpu)).saturating_sub(cpu_before);
-        if elapsed >= wall_limit {
-            facts.wall_limit_hit = true;
-        } else if used >= cpu_limit_ns {
-            facts.cpu_limit_hit = true;
-        } else if out.over || err.over {
+        let used = cgroup::parse_cpu_ns(version, &pread_text(&cpu)).saturating_sub(cpu_before);
+        if status_text.is_empty() {
+            if elapsed >= wall_limit {
+                facts.wall_limit_hit = true;
+            } else if used >= cpu_limit_ns {
+                facts.cpu_limit_hit = true;
+            }
+        }
+        if out.over || err.over {
             facts.output_limit_hit = true;
         }
         if facts.wall_limit_hit || facts.cpu_limit_hit || facts.output_limit_hit {
             // Killing S, PID 1 of the step's namespace, takes every process of the step.
-            let _ = nix::sys::signal::kill(slot.pid, Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             killed = true;
+            end = Instant::now();
             break;
         }
         // Sleep until the earliest moment a limit could be reached, or an event arrives.
         let cpus = step.cpu_millis.max(1) as u128;
-        let cpu_left = Duration::from_nanos(((cpu_limit_ns - used) as u128 * 1000 / cpus).min(u64::MAX as u128) as u64);
-        let wait = (wall_limit - elapsed)
-            .min(cpu_left)
-            .clamp(Duration::from_millis(1), Duration::from_millis(250));
+        let cpu_left = Duration::from_nanos(((cpu_limit_ns.saturating_sub(used)) as u128 * 1000 / cpus).min(u64::MAX as u128) as u64);
+        let wait = wall_limit.saturating_sub(elapsed).min(cpu_left).clamp(Duration::from_millis(1), Duration::from_millis(250));
         let mut pfds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+        if status_text.is_empty() {
+            pfds.push(PollFd::new(status.as_fd(), PollFlags::POLLIN));
+        }
         if let Some(f) = out.fd.as_ref() {
             pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
         }
@@ -499,40 +551,47 @@ fn run_step_inner(
             }
         }
     }
-    let end = Instant::now();
-    if killed {
-        // Returns once the step's namespace is empty (pid_namespaces(7)).
-        let _ = waitpid(slot.pid, None);
+    if killed || supervisor_gone {
+        // Returns once the step's namespace is empty (pid_namespaces(7)): the pipes reach EOF.
+        while let Err(Errno::EINTR) = waitpid(pid, None) {}
     }
     drop(in_w);
-    out.pump();
-    err.pump();
+    if !killed {
+        out.pump();
+        err.pump();
+    } else {
+        out.drain();
+        err.drain();
+    }
     let wall = end.duration_since(start);
-    let cpu_ns = cgroup::parse_cpu_ns(version, &pread_text(&slot.cpu)).saturating_sub(cpu_before);
+    let cpu_ns = cgroup::parse_cpu_ns(version, &pread_text(&cpu)).saturating_sub(cpu_before);
     facts.wall_time_us = wall.as_micros() as u64;
     facts.wall_time_ms = wall.as_millis() as u64;
     facts.cpu_time_us = cpu_ns / 1000;
     facts.cpu_time_ms = cpu_ns / 1_000_000;
-    facts.memory_kb = cgroup::parse_peak_bytes(version, &pread_text(&slot.peak)) / 1024;
-    facts.oom_kills = cgroup::parse_oom_kills(version, &pread_text(&slot.oom));
+    facts.memory_kb = cgroup::parse_peak_bytes(version, &pread_text(&peak)) / 1024;
+    facts.oom_kills = cgroup::parse_oom_kills(version, &pread_text(&oom));
     facts.truncated = out.over || err.over;
     if out.over || err.over {
         facts.output_limit_hit = true;
     }
-    let mut status = String::new();
-    let _ = slot.status.read_to_string(&mut status);
-    match (status.split_at_checked(1), exited) {
-        (Some(("X", code)), _) => facts.exit_code = code.parse().ok(),
-        (Some(("S", sig)), _) => facts.signal = sig.parse().ok(),
-        (Some(("E", e)), _) => facts.start_error = Some(e.to_string()),
+    if status_text.is_empty() {
+        let _ = status.read_to_string(&mut status_text);
+    }
+    match status_text.split_at_checked(1) {
+        Some(("X", code)) => facts.exit_code = code.parse().ok(),
+        Some(("S", sig)) => facts.signal = sig.parse().ok(),
+        Some(("E", e)) => facts.start_error = Some(e.to_string()),
         // No word from S: we killed it (limits), or it died some other way.
         _ if killed => facts.signal = Some(Signal::SIGKILL as i32),
-        _ => facts.start_error = Some(format!("step supervisor ended without a status ({exited:?})")),
+        _ => facts.start_error = Some(format!("step supervisor ended without a status ({status_text:?})")),
     }
-    let mut exec_err = String::new();
-    let _ = std::fs::File::from(slot.exec_err).read_to_string(&mut exec_err);
-    if !exec_err.is_empty() {
-        facts.start_error = Some(exec_err);
+    let mut exec_text = String::new();
+    let mut exec_file = std::fs::File::from(exec_err);
+    set_nonblocking(exec_file.as_fd());
+    let _ = exec_file.read_to_string(&mut exec_text);
+    if !exec_text.is_empty() {
+        facts.start_error = Some(exec_text);
     }
     Ok((out.data, err.data))
 }
