@@ -7,7 +7,10 @@ use wolf_sandbox::{SandboxConfig, Sandboxes, bench};
 
 fn sandboxes() -> Sandboxes {
     Sandboxes::new(SandboxConfig {
-        binds: ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"].iter().map(|p| (p.into(), p.into())).collect(),
+        binds: ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
+            .iter()
+            .map(|p| (p.into(), p.into()))
+            .collect(),
         ..Default::default()
     })
     .expect("sandboxes (run as root)")

@@ -24,7 +24,10 @@ pub struct Row {
 
 impl Row {
     fn new(name: &str) -> Self {
-        Self { name: name.to_string(), samples: Vec::new() }
+        Self {
+            name: name.to_string(),
+            samples: Vec::new(),
+        }
     }
 
     /// The q-quantile (nearest rank), ms.
@@ -63,7 +66,13 @@ fn step(argv: &[&str]) -> Step {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec!["PATH=/usr/bin:/bin".into()],
         stdin: None,
-        limits: Limits { cpu_time_ms: 5000, wall_time_ms: 10000, memory_mb: 256, pids: 16, output_bytes: 1 << 20 },
+        limits: Limits {
+            cpu_time_ms: 5000,
+            wall_time_ms: 10000,
+            memory_mb: 256,
+            pids: 16,
+            output_bytes: 1 << 20,
+        },
     }
 }
 
@@ -83,8 +92,21 @@ pub fn sandboxed(sb: &Sandboxes, argv: &[&str]) -> (Duration, Duration) {
 
 /// bubblewrap with every namespace unshared, if installed.
 pub fn bwrap(argv: &[&str]) -> Option<Duration> {
-    let bw = ["/usr/bin/bwrap", "/bin/bwrap"].into_iter().find(|p| Path::new(p).exists())?;
-    let mut full = vec![bw, "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--"];
+    let bw = ["/usr/bin/bwrap", "/bin/bwrap"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let mut full = vec![
+        bw,
+        "--unshare-all",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--",
+    ];
     full.extend_from_slice(argv);
     Some(bare(&full))
 }
@@ -130,15 +152,28 @@ pub fn measure(sb: &Sandboxes, runs: usize) -> Vec<Row> {
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cores} cores, {:.1} GiB, Linux {}", mem_kb as f64 / 1048576.0, kernel.trim())
+    format!(
+        "{cpu}, {cores} cores, {:.1} GiB, Linux {}",
+        mem_kb as f64 / 1048576.0,
+        kernel.trim()
+    )
 }
 
 /// Markdown table: p50/p95/p99 and the p50 ratio to the bare spawn of the same program.
@@ -146,7 +181,11 @@ pub fn table(rows: &[Row]) -> String {
     let p50 = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.quantile(0.5));
     let mut s = String::from("| Measurement | p50 (ms) | p95 (ms) | p99 (ms) | p50 vs bare |\n|---|---|---|---|---|\n");
     for r in rows {
-        let base = if r.name.contains("python") { p50("bare python3 -c pass") } else { p50("bare spawn /bin/true") };
+        let base = if r.name.contains("python") {
+            p50("bare python3 -c pass")
+        } else {
+            p50("bare spawn /bin/true")
+        };
         let ratio = base.map(|b| format!("{:.2}×", r.quantile(0.5) / b)).unwrap_or_default();
         s.push_str(&format!(
             "| {} | {:.3} | {:.3} | {:.3} | {} |\n",
@@ -166,11 +205,23 @@ mod tests {
 
     #[test]
     fn quantiles_are_nearest_rank() {
-        let r = Row { name: "x".into(), samples: (1..=100).map(f64::from).collect() };
+        let r = Row {
+            name: "x".into(),
+            samples: (1..=100).map(f64::from).collect(),
+        };
         assert_eq!(r.quantile(0.5), 50.0);
         assert_eq!(r.quantile(0.99), 99.0);
         assert_eq!(r.quantile(1.0), 100.0);
-        let t = table(&[Row { name: "bare spawn /bin/true".into(), samples: vec![1.0, 1.0] }, Row { name: "y".into(), samples: vec![2.0] }]);
+        let t = table(&[
+            Row {
+                name: "bare spawn /bin/true".into(),
+                samples: vec![1.0, 1.0],
+            },
+            Row {
+                name: "y".into(),
+                samples: vec![2.0],
+            },
+        ]);
         assert!(t.contains("| y | 2.000 | 2.000 | 2.000 | 2.00× |"), "{t}");
     }
 }

@@ -111,6 +111,13 @@ fn run() -> std::io::Result<()> {
             }
         }
     }
+    // The supervisors confine themselves in parallel; wait until every one is in place.
+    for slot in &mut slots {
+        if let Err(e) = await_joined(slot) {
+            protocol::write_frame(&mut sock, &SetupReply::Failed { error: e.to_string() }, &[])?;
+            return Err(e);
+        }
+    }
     let setup_us = started.elapsed().as_micros() as u64;
     protocol::write_frame(&mut sock, &SetupReply::Ready { setup_us }, &[])?;
 
@@ -176,7 +183,8 @@ fn reap_all(pids: &mut Vec<Pid>) {
     }
 }
 
-/// Fork the slot supervisor S into its own pid namespace and let it join the step's cgroups.
+/// Fork the slot supervisor S into its own pid namespace, where it joins the step's cgroups
+/// and confines itself (see [`await_joined`]).
 fn prefork_slot(
     procs: Vec<OwnedFd>,
     cpu: OwnedFd,
@@ -214,17 +222,7 @@ fn prefork_slot(
         }
         Some(pid) => {
             drop((out_w, err_w, exec_w, in_r, go_r, status_w));
-            let mut status = std::fs::File::from(status_r);
-            let mut joined = [0u8; 1];
-            let n = status.read(&mut joined)?;
-            if n != 1 || joined[0] != b'J' {
-                let mut why = String::from_utf8_lossy(&joined[..n]).into_owned();
-                let _ = status.read_to_string(&mut why);
-                return Err(std::io::Error::other(format!(
-                    "step slot setup: {}",
-                    why.trim_start_matches('E')
-                )));
-            }
+            let status = std::fs::File::from(status_r);
             Ok(Slot {
                 pid,
                 cpu,
@@ -239,6 +237,21 @@ fn prefork_slot(
             })
         }
     }
+}
+
+/// Wait for S's "J": it is in its cgroups and confined.
+fn await_joined(slot: &mut Slot) -> std::io::Result<()> {
+    let mut joined = [0u8; 1];
+    let n = slot.status.read(&mut joined)?;
+    if n != 1 || joined[0] != b'J' {
+        let mut why = String::from_utf8_lossy(&joined[..n]).into_owned();
+        let _ = slot.status.read_to_string(&mut why);
+        return Err(std::io::Error::other(format!(
+            "step slot setup: {}",
+            why.trim_start_matches('E')
+        )));
+    }
+    Ok(())
 }
 
 /// Close every descriptor above 2 except `keep` (S must not hold other slots' pipe ends, or
@@ -271,7 +284,12 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
     let mut status = std::fs::File::from(ends.status_w);
     let raw: Vec<i32> = procs.iter().map(AsRawFd::as_raw_fd).collect();
     let landlock = LandlockPlan::standard(&rootfs.work_dir);
-    let slot = payload::SlotSpec { cgroup_procs: &raw, uid: rootfs.uid, gid: rootfs.gid, landlock: &landlock };
+    let slot = payload::SlotSpec {
+        cgroup_procs: &raw,
+        uid: rootfs.uid,
+        gid: rootfs.gid,
+        landlock: &landlock,
+    };
     if let Err(e) = payload::enter_slot(&mut Linux, &slot) {
         let _ = status.write_all(format!("E{e}: {}", e.source).as_bytes());
         return 1;
@@ -454,7 +472,18 @@ fn run_step_inner(
     sigfd: &SignalFd,
     facts: &mut StepFacts,
 ) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    let Slot { pid, cpu, peak, oom, mut go, mut status, out, err, exec_err, stdin: in_w } = slot;
+    let Slot {
+        pid,
+        cpu,
+        peak,
+        oom,
+        mut go,
+        mut status,
+        out,
+        err,
+        exec_err,
+        stdin: in_w,
+    } = slot;
     let cpu_before = cgroup::parse_cpu_ns(version, &pread_text(&cpu));
     let start = Instant::now();
     protocol::write_frame(&mut go, step, &[])?;
@@ -517,8 +546,13 @@ fn run_step_inner(
         }
         // Sleep until the earliest moment a limit could be reached, or an event arrives.
         let cpus = step.cpu_millis.max(1) as u128;
-        let cpu_left = Duration::from_nanos(((cpu_limit_ns.saturating_sub(used)) as u128 * 1000 / cpus).min(u64::MAX as u128) as u64);
-        let wait = wall_limit.saturating_sub(elapsed).min(cpu_left).clamp(Duration::from_millis(1), Duration::from_millis(250));
+        let cpu_left = Duration::from_nanos(
+            ((cpu_limit_ns.saturating_sub(used)) as u128 * 1000 / cpus).min(u64::MAX as u128) as u64,
+        );
+        let wait = wall_limit
+            .saturating_sub(elapsed)
+            .min(cpu_left)
+            .clamp(Duration::from_millis(1), Duration::from_millis(250));
         let mut pfds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
         if status_text.is_empty() {
             pfds.push(PollFd::new(status.as_fd(), PollFlags::POLLIN));

@@ -20,7 +20,12 @@ pub const CACHE_INSIDE: &str = "/opt/wolf/cache";
 /// a neutral path, so that host directory names (`/root/.rustup/...`) do not show inside.
 pub fn probe_inside(lang: &Language) -> Option<PathBuf> {
     lang.probe_dir.as_ref()?;
-    let safe: String = lang.spec.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let safe: String = lang
+        .spec
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     Some(PathBuf::from("/opt/wolf/probe").join(safe))
 }
 
@@ -246,7 +251,11 @@ impl Registry {
     /// same path, probe dirs at [`probe_inside`], the cache at [`CACHE_INSIDE`].
     pub fn bind_paths(&self) -> Vec<(PathBuf, PathBuf)> {
         let mut v: Vec<(PathBuf, PathBuf)> = self.sandbox.binds.iter().map(|p| (p.clone(), p.clone())).collect();
-        v.extend(self.languages.iter().filter_map(|l| Some((l.probe_dir.clone()?, probe_inside(l)?))));
+        v.extend(
+            self.languages
+                .iter()
+                .filter_map(|l| Some((l.probe_dir.clone()?, probe_inside(l)?))),
+        );
         v.push((self.cache_dir.clone(), PathBuf::from(CACHE_INSIDE)));
         v
     }

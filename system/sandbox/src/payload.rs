@@ -116,7 +116,15 @@ mod tests {
 
     fn slot(r: &mut Recorder) -> Result<(), SysError> {
         let plan = LandlockPlan::standard("/work");
-        enter_slot(r, &SlotSpec { cgroup_procs: &[7, 8], uid: 65534, gid: 65534, landlock: &plan })
+        enter_slot(
+            r,
+            &SlotSpec {
+                cgroup_procs: &[7, 8],
+                uid: 65534,
+                gid: 65534,
+                landlock: &plan,
+            },
+        )
     }
 
     #[test]
@@ -140,7 +148,10 @@ mod tests {
 
     #[test]
     fn a_failed_slot_step_stops_before_the_rest() {
-        let mut r = Recorder { fail_on: Some("set_ids".into()), ..Default::default() };
+        let mut r = Recorder {
+            fail_on: Some("set_ids".into()),
+            ..Default::default()
+        };
         assert!(slot(&mut r).is_err());
         assert!(r.position("no_new_privs").is_none());
         assert!(r.position("seccomp").is_none());
@@ -160,7 +171,10 @@ mod tests {
 
     #[test]
     fn a_failed_job_step_never_execs() {
-        let mut r = Recorder { fail_on: Some("chdir".into()), ..Default::default() };
+        let mut r = Recorder {
+            fail_on: Some("chdir".into()),
+            ..Default::default()
+        };
         let err = enter(&mut r, &spec());
         assert_eq!(err.op, "recorded");
         assert!(r.position("exec").is_none());

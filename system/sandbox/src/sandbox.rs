@@ -84,6 +84,9 @@ pub struct SandboxConfig {
     /// [`crate::cgroup::favor_dynmods`]) so that joining a step cgroup does not wait for an RCU
     /// grace period. Root only.
     pub favor_dynmods: bool,
+    /// Limits written into each slot's cgroups while pre-warming (compile, run): a job whose
+    /// limits match pays no cgroup writes on its critical path.
+    pub prewarm_limits: [Limits; SLOTS],
 }
 
 impl Default for SandboxConfig {
@@ -106,6 +109,22 @@ impl Default for SandboxConfig {
             open_files: 512,
             stack_bytes: 64 << 20,
             favor_dynmods: true,
+            prewarm_limits: [
+                Limits {
+                    cpu_time_ms: 10_000,
+                    wall_time_ms: 20_000,
+                    memory_mb: 512,
+                    pids: 64,
+                    output_bytes: 65536,
+                },
+                Limits {
+                    cpu_time_ms: 2_000,
+                    wall_time_ms: 5_000,
+                    memory_mb: 256,
+                    pids: 16,
+                    output_bytes: 1 << 20,
+                },
+            ],
         }
     }
 }
@@ -140,6 +159,7 @@ pub struct Prepared {
     stack_bytes: u64,
     reaped: bool,
     used: bool,
+    applied: Vec<Option<CgroupLimits>>,
 }
 
 /// A file for the work dir.
@@ -268,9 +288,15 @@ impl Sandboxes {
             stack_bytes: self.cfg.stack_bytes,
             reaped: false,
             used: false,
+            applied: vec![None; SLOTS],
         };
         if self.flags.contains(CloneFlags::CLONE_NEWUSER) {
             crate::userns::map_root_to_self(pid).map_err(SandboxError::Channel)?;
+        }
+        for (i, l) in self.cfg.prewarm_limits.iter().enumerate() {
+            let want = cgroup_limits(l, self.cfg.cpu_millis);
+            p.slots[i].set_limits(&want)?;
+            p.applied[i] = Some(want);
         }
         // Descriptors first (SCM_RIGHTS), then the setup frame.
         let handles = p.slots.iter().map(StepCgroup::handles).collect::<Result<Vec<_>, _>>()?;
@@ -299,6 +325,16 @@ impl Sandboxes {
     }
 }
 
+/// The cgroup side of a step's limits. The step's supervisor is one task of the cgroup, hence
+/// the extra pid.
+fn cgroup_limits(l: &Limits, cpu_millis: u64) -> CgroupLimits {
+    CgroupLimits {
+        memory_bytes: l.memory_mb.saturating_mul(1 << 20),
+        pids: l.pids + 1,
+        cpu_millis,
+    }
+}
+
 impl Prepared {
     /// The sandbox's id (names its cgroups).
     pub fn id(&self) -> &str {
@@ -314,7 +350,9 @@ impl Prepared {
     /// one job only; drop it afterwards (off the critical path) to destroy it.
     pub fn run(&mut self, files: &[JobFile], steps: &[Step]) -> Result<Vec<StepOutput>, SandboxError> {
         if self.used {
-            return Err(SandboxError::InvalidJob("a prepared sandbox serves exactly one job".into()));
+            return Err(SandboxError::InvalidJob(
+                "a prepared sandbox serves exactly one job".into(),
+            ));
         }
         self.used = true;
         if steps.len() > self.slots.len() {
@@ -338,12 +376,16 @@ impl Prepared {
             blobs.push(&f.contents);
         }
         let mut sspecs = Vec::new();
-        for (slot, s) in steps.iter().enumerate() {
-            self.slots[slot].set_limits(&CgroupLimits {
-                memory_bytes: s.limits.memory_mb.saturating_mul(1 << 20),
-                pids: s.limits.pids,
-                cpu_millis: self.cpu_millis,
-            })?;
+        // The last step runs in the last slot ("run"), a compile step before it in slot 0.
+        let first_slot = self.slots.len() - steps.len();
+        for (i, s) in steps.iter().enumerate() {
+            let slot = first_slot + i;
+            let want = cgroup_limits(&s.limits, self.cpu_millis);
+            // Written while pre-warming with the usual values; only a difference costs writes now.
+            if self.applied[slot] != Some(want) {
+                self.slots[slot].set_limits(&want)?;
+                self.applied[slot] = Some(want);
+            }
             let stdin_blob = s.stdin.as_ref().map(|b| {
                 blobs.push(b);
                 blobs.len() - 1

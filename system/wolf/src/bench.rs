@@ -39,7 +39,10 @@ fn utc_date() -> String {
 
 pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let sandboxes = Sandboxes::new(SandboxConfig {
-        binds: ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"].iter().map(|p| (p.into(), p.into())).collect(),
+        binds: ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
+            .iter()
+            .map(|p| (p.into(), p.into()))
+            .collect(),
         ..Default::default()
     })?;
     let rows = bench::measure(&sandboxes, args.runs);
@@ -53,7 +56,9 @@ pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.runs
     );
     print!("{table}");
-    let out = args.out.unwrap_or_else(|| PathBuf::from(format!("results/{}-sandbox.md", utc_date())));
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("results/{}-sandbox.md", utc_date())));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -6,12 +6,20 @@ use common::*;
 
 fn hello(engine: &str) -> &'static str {
     match engine {
-        "c" => "#include <stdio.h>\nint main(void){ char n[64]; if (scanf(\"%63s\", n) != 1) return 1; printf(\"hello %s\\n\", n); return 0; }\n",
-        "c++" => "#include <bits/stdc++.h>\nusing namespace std;\nint main(){ string n; cin >> n; cout << \"hello \" << n << endl; }\n",
+        "c" => {
+            "#include <stdio.h>\nint main(void){ char n[64]; if (scanf(\"%63s\", n) != 1) return 1; printf(\"hello %s\\n\", n); return 0; }\n"
+        }
+        "c++" => {
+            "#include <bits/stdc++.h>\nusing namespace std;\nint main(){ string n; cin >> n; cout << \"hello \" << n << endl; }\n"
+        }
         "python" => "print('hello', input())\n",
         "javascript" => "const n = require('fs').readFileSync(0, 'utf8').trim(); console.log('hello ' + n);\n",
-        "java" => "import java.util.*;\npublic class Main { public static void main(String[] a) { System.out.println(\"hello \" + new Scanner(System.in).next()); } }\n",
-        "rust" => "use std::io::Read;\nfn main(){ let mut s = String::new(); std::io::stdin().read_to_string(&mut s).unwrap(); println!(\"hello {}\", s.trim()); }\n",
+        "java" => {
+            "import java.util.*;\npublic class Main { public static void main(String[] a) { System.out.println(\"hello \" + new Scanner(System.in).next()); } }\n"
+        }
+        "rust" => {
+            "use std::io::Read;\nfn main(){ let mut s = String::new(); std::io::stdin().read_to_string(&mut s).unwrap(); println!(\"hello {}\", s.trim()); }\n"
+        }
         "bash" => "read n; echo \"hello $n\"\n",
         _ => unreachable!(),
     }
@@ -19,7 +27,10 @@ fn hello(engine: &str) -> &'static str {
 
 fn present(engine: &str) -> bool {
     let ok = match engine {
-        "rust" => std::process::Command::new("rustc").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "rust" => std::process::Command::new("rustc")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
         "java" => std::path::Path::new("/usr/bin/javac").exists(),
         "javascript" => std::path::Path::new("/usr/bin/node").exists(),
         _ => true,
@@ -57,7 +68,10 @@ fn compiled_engines_report_compile_errors() {
         }
         let v = run(engine, "this is not a program {", &[]);
         assert_eq!(verdict(&v), "CompileError", "{engine}: {v}");
-        assert!(!v["compileOutput"].as_str().unwrap().is_empty(), "{engine}: diagnostics reported: {v}");
+        assert!(
+            !v["compileOutput"].as_str().unwrap().is_empty(),
+            "{engine}: diagnostics reported: {v}"
+        );
     }
 }
 
@@ -70,7 +84,10 @@ fn seed_hello_world_in_cpp_uses_the_precompiled_header() {
     let v = run("c++", code, &[]);
     assert_eq!(verdict(&v), "Accepted", "{v}");
     assert_eq!(stdout(&v), "Hello World");
-    assert!(cache_dir().join("pch/bits/stdc++.h.gch").exists(), "the header was precompiled into the cache");
+    assert!(
+        cache_dir().join("pch/bits/stdc++.h.gch").exists(),
+        "the header was precompiled into the cache"
+    );
 }
 
 #[test]
@@ -86,5 +103,8 @@ fn unknown_engine_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown execution engine") && err.contains("python"), "{err}");
+    assert!(
+        err.contains("unknown execution engine") && err.contains("python"),
+        "{err}"
+    );
 }

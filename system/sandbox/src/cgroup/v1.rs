@@ -12,10 +12,23 @@ pub(super) fn set_limits(dirs: &[PathBuf], l: &CgroupLimits) -> Result<(), Cgrou
     let mem = &dirs[0];
     // Swap off: swappiness 0, and memory+swap capped at the same value as memory.
     let _ = write(&mem.join("memory.swappiness"), "0");
-    write(&mem.join("memory.limit_in_bytes"), &l.memory_bytes.to_string())?;
+    // memory+swap may never be below memory: raise memsw first, lower it last.
+    let value = l.memory_bytes.to_string();
+    let limit = mem.join("memory.limit_in_bytes");
     let memsw = mem.join("memory.memsw.limit_in_bytes");
-    if memsw.exists() {
-        write(&memsw, &l.memory_bytes.to_string())?;
+    let current: u64 = std::fs::read_to_string(&limit)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    let has_memsw = memsw.exists();
+    if has_memsw && l.memory_bytes > current {
+        write(&memsw, &value)?;
+        write(&limit, &value)?;
+    } else {
+        write(&limit, &value)?;
+        if has_memsw {
+            write(&memsw, &value)?;
+        }
     }
     write(&dirs[1].join("pids.max"), &l.pids.to_string())?;
     write(&dirs[2].join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
