@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Compile and run one program in a fresh sandbox; print the result as JSON.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Measure sandbox overhead against a bare spawn and bubblewrap; print and save the table.
     Bench(bench::BenchArgs),
 }
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WOLF_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     let result = match cli.command {
-        Command::Run(args) => run::main(args),
+        Command::Run(args) => run::main(*args),
         Command::Bench(args) => bench::main(args),
     };
     match result {
