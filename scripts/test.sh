@@ -30,5 +30,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast
 # The benchmark table command runs briefly to prove it works; numbers are not judged here.
-cargo run --locked -q -p wolf -- bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
+cargo build --workspace --locked -q
+"${CARGO_TARGET_DIR:-target}/debug/wolf" bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
 echo "all checks passed"
