@@ -188,24 +188,22 @@ impl Plan {
     }
 
     /// Run in `sandbox` and decide the verdict. Sandbox failures become an InternalError
-    /// result, never a panic.
-    /// The caller drops the sandbox afterwards: destroying it (kill, reap, rmdir) is not part
-    /// of the job's time.
+    /// result, never a panic. The caller drops the sandbox afterwards: destroying it (kill,
+    /// reap, rmdir) is not part of the job's time.
     pub fn run(&self, sandbox: &mut Prepared, worker_creation_ms: f64) -> RunOutput {
+        self.try_run(sandbox, worker_creation_ms).unwrap_or_else(|e| internal(&e))
+    }
+
+    /// Like [`Plan::run`], but a failure of the sandbox itself (its init died, the channel
+    /// broke) is an error: the engine retries the job on another sandbox.
+    pub fn try_run(&self, sandbox: &mut Prepared, worker_creation_ms: f64) -> Result<RunOutput, SandboxError> {
         let started = Instant::now();
-        let outputs = sandbox.run(&self.files, &self.steps);
-        let mut timings = Timings {
-            worker_creation: worker_creation_ms,
-            ..Default::default()
-        };
-        let out = match outputs {
-            Ok(o) => self.decide(o, &mut timings),
-            Err(e) => internal(&e),
-        };
-        let mut out = out;
+        let outputs = sandbox.run(&self.files, &self.steps)?;
+        let mut timings = Timings { worker_creation: worker_creation_ms, ..Default::default() };
+        let mut out = self.decide(outputs, &mut timings);
         timings.total = ms(started.elapsed()) + worker_creation_ms;
         out.result.timings = timings;
-        out
+        Ok(out)
     }
 
     fn decide(&self, outputs: Vec<StepOutput>, t: &mut Timings) -> RunOutput {

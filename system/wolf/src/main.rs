@@ -1,11 +1,12 @@
-//! The `wolf` binary: `run` (one program through the sandbox, JSON out), `bench` (sandbox
-//! overhead table).
+//! The `wolf` binary: `serve` (the embedded mode: API, queue, workers), `run` (one program
+//! through the sandbox, JSON out), `bench` (sandbox overhead table).
 //!
 //! The same executable is the sandbox's init process: [`wolf_sandbox::main_if_init`] must run
 //! before anything else (before any thread exists).
 
 mod bench;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Compile and run one program in a fresh sandbox; print the result as JSON.
     Run(Box<run::RunArgs>),
+    /// API, durable queue and worker pool in one process (the embedded mode).
+    Serve(serve::ServeArgs),
     /// Measure sandbox overhead against a bare spawn and bubblewrap; print and save the table.
     Bench(bench::BenchArgs),
 }
@@ -32,11 +35,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WOLF_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WOLF_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let result = match cli.command {
         Command::Run(args) => run::main(*args),
         Command::Bench(args) => bench::main(args),
+        Command::Serve(args) => serve::main(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,118 @@
+//! The one error type at the HTTP edge: a status, a stable code, a message meant for the
+//! client. Internal causes are logged, never sent.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use wolf_store::StoreError;
+
+/// An API error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: the body is not valid JSON / multipart.
+    Malformed(String),
+    /// 404.
+    NotFound(String),
+    /// 409: idempotency key reused with another body, or output not ready.
+    Conflict(String),
+    /// 413.
+    TooLarge(String),
+    /// 415.
+    MediaType(String),
+    /// 422: a field is invalid (unknown engine, limits past caps...).
+    Invalid(String),
+    /// 429: too many requests in flight.
+    Overloaded,
+    /// 503: queue full, shutting down, or a dependency is down.
+    Unavailable(String),
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code and message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Malformed(_) => "malformed_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::MediaType(_) => "unsupported_media_type",
+            ApiError::Invalid(_) => "invalid_field",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Overloaded => "too many requests in flight; retry after the Retry-After delay".into(),
+            ApiError::Malformed(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::TooLarge(m)
+            | ApiError::MediaType(m)
+            | ApiError::Invalid(m)
+            | ApiError::Unavailable(m) => m.clone(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::QueueFull { .. } => {
+                metrics::counter!("wolf_refusals_total", "layer" => "queue").increment(1);
+                ApiError::Unavailable(e.to_string())
+            }
+            StoreError::IdempotencyConflict { .. } => ApiError::Conflict(e.to_string()),
+            StoreError::InvalidKey(_) => ApiError::Invalid(e.to_string()),
+            other => {
+                tracing::error!(error = %other, source = ?std::error::Error::source(&other), "storage error");
+                ApiError::Unavailable("storage is unavailable; retry later".into())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = ErrorBody { error: ErrorDetail { code: self.code(), message: self.message() } };
+        let mut resp = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Overloaded | ApiError::Unavailable(_)) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

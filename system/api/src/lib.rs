@@ -1,0 +1,138 @@
+//! # wolf-api
+//!
+//! The HTTP API (ARCHITECTURE §4), seed-compatible: `POST /job`, `GET /job/{id}`,
+//! `GET /job/{id}/output`, plus code, listing, languages, health, readiness, metrics and the
+//! OpenAPI document generated from these handlers.
+//!
+//! Backpressure: an in-flight cap answers 429 + Retry-After at once; the queue's pending bound
+//! answers 503. Bad input is a JSON error with the right status, never a 500.
+//!
+//! # Layout
+//! - [`AppState`], [`app`]: dependencies and the router.
+//! - [`routes`]: the handlers.
+//! - [`error`]: [`ApiError`], the one error type at the edge.
+
+pub mod error;
+pub mod routes;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+use wolf_sandbox::{Caps, Registry};
+use wolf_store::{Events, Metadata, Objects, Queue};
+
+pub use error::ApiError;
+
+/// API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Requests handled at once; more are refused with 429.
+    pub max_inflight: usize,
+    /// Jobs queued at most; more are refused with 503.
+    pub max_pending: u64,
+    /// Largest `code`, bytes (413 past it).
+    pub max_code_bytes: usize,
+    /// Largest request body, bytes (413 past it).
+    pub max_body_bytes: usize,
+    /// Default and maximum `?wait=true` timeout.
+    pub wait_default: Duration,
+    /// See `wait_default`.
+    pub wait_max: Duration,
+    /// Operator caps on limits.
+    pub caps: Caps,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_inflight: 512,
+            max_pending: 10_000,
+            max_code_bytes: 1 << 20,
+            max_body_bytes: 16 << 20,
+            wait_default: Duration::from_secs(30),
+            wait_max: Duration::from_secs(300),
+            caps: Caps::default(),
+        }
+    }
+}
+
+/// Everything the handlers need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Job records.
+    pub meta: Arc<dyn Metadata>,
+    /// Code and output.
+    pub objects: Arc<dyn Objects>,
+    /// The durable queue.
+    pub queue: Arc<dyn Queue>,
+    /// Languages.
+    pub registry: &'static Registry,
+    /// Settings.
+    pub cfg: Arc<ApiConfig>,
+    /// Queued/finished notifications.
+    pub events: Events,
+    /// Prometheus rendering.
+    pub prometheus: Option<PrometheusHandle>,
+    /// In-flight permits.
+    pub inflight: Arc<Semaphore>,
+    /// Set once workers are warm; cleared at shutdown.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State with the in-flight semaphore sized from `cfg`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        meta: Arc<dyn Metadata>,
+        objects: Arc<dyn Objects>,
+        queue: Arc<dyn Queue>,
+        registry: &'static Registry,
+        cfg: ApiConfig,
+        events: Events,
+        prometheus: Option<PrometheusHandle>,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        let inflight = Arc::new(Semaphore::new(cfg.max_inflight));
+        Self { meta, objects, queue, registry, cfg: Arc::new(cfg), events, prometheus, inflight, ready }
+    }
+}
+
+/// Refuse at once (429) when too many requests are in flight, instead of queueing them.
+async fn shed(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    match st.inflight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            metrics::counter!("wolf_refusals_total", "layer" => "ingress").increment(1);
+            ApiError::Overloaded.into_response()
+        }
+    }
+}
+
+/// The router.
+pub fn app(state: AppState) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    let jobs = Router::new()
+        .route("/job", get(routes::list).post(routes::submit))
+        .route("/job/{id}", get(routes::get_job))
+        .route("/job/{id}/output", get(routes::output))
+        .route("/job/{id}/code", get(routes::code))
+        .route("/languages", get(routes::languages))
+        .layer(middleware::from_fn_with_state(state.clone(), shed))
+        .layer(DefaultBodyLimit::max(limit));
+    Router::new()
+        .merge(jobs)
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .fallback(routes::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,344 @@
+//! Handlers.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use wolf_core::job::{code_key, output_key};
+use wolf_core::{JobRecord, Submission, Timings};
+use wolf_sandbox::Limits;
+use wolf_store::{Admission, Idempotency, Page};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+
+/// The OpenAPI document, generated from the handlers and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Wolf", description = "Run untrusted code in a strict sandbox."),
+    paths(submit, get_job, output, code, list, languages, healthz, readyz),
+    components(schemas(Submission, JobRecord, ErrorBody, JobPage, Language))
+)]
+pub struct ApiDoc;
+
+/// `POST /job` query.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SubmitQuery {
+    /// Answer once the job has finished (200 with the final record).
+    #[serde(default)]
+    pub wait: bool,
+    /// Seconds to wait at most (default 30, at most 300).
+    pub timeout: Option<f64>,
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => ApiError::Invalid(format!("invalid request: {e}")),
+        _ => ApiError::Malformed(format!("malformed JSON: {e}")),
+    }
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("the request body exceeds {limit} bytes")))
+}
+
+/// Parse a JSON or multipart submission; returns it with the bytes its idempotency hash covers.
+async fn parse_submission(st: &AppState, headers: &HeaderMap, req: Request) -> Result<(Submission, Vec<u8>), ApiError> {
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    if ctype.starts_with("application/json") {
+        let body = read_body(req, st.cfg.max_body_bytes).await?;
+        let sub: Submission = serde_json::from_slice(&body).map_err(json_error)?;
+        Ok((sub, body.to_vec()))
+    } else if ctype.starts_with("multipart/form-data") {
+        let mut mp = Multipart::from_request(req, &()).await.map_err(|e| ApiError::Malformed(format!("multipart: {e}")))?;
+        let mut metadata: Option<serde_json::Value> = None;
+        let mut code: Option<Vec<u8>> = None;
+        while let Some(field) = mp.next_field().await.map_err(|e| multipart_error(&e.to_string()))? {
+            match field.name().unwrap_or("") {
+                "metadata" => {
+                    let b = field.bytes().await.map_err(|e| multipart_error(&e.to_string()))?;
+                    metadata = Some(serde_json::from_slice(&b).map_err(json_error)?);
+                }
+                "code" => code = Some(field.bytes().await.map_err(|e| multipart_error(&e.to_string()))?.to_vec()),
+                other => return Err(ApiError::Invalid(format!("unknown multipart part {other:?}; expected metadata and code"))),
+            }
+        }
+        let mut meta = metadata.ok_or_else(|| ApiError::Invalid("multipart part \"metadata\" is missing".into()))?;
+        let code = code.ok_or_else(|| ApiError::Invalid("multipart part \"code\" is missing".into()))?;
+        let code_text = String::from_utf8(code).map_err(|_| ApiError::Invalid("code must be UTF-8 text".into()))?;
+        let obj = meta.as_object_mut().ok_or_else(|| ApiError::Invalid("metadata must be a JSON object".into()))?;
+        obj.insert("code".into(), serde_json::Value::String(code_text));
+        let canonical = serde_json::to_vec(&meta).unwrap_or_default();
+        let sub: Submission = serde_json::from_value(meta).map_err(json_error)?;
+        Ok((sub, canonical))
+    } else {
+        Err(ApiError::MediaType(format!(
+            "Content-Type {:?} is not supported; use application/json or multipart/form-data",
+            if ctype.is_empty() { "(none)" } else { ctype.as_str() }
+        )))
+    }
+}
+
+fn multipart_error(msg: &str) -> ApiError {
+    if msg.contains("limit") {
+        ApiError::TooLarge(format!("multipart: {msg}"))
+    } else {
+        ApiError::Malformed(format!("multipart: {msg}"))
+    }
+}
+
+/// Check a submission against the registry and caps before anything is stored.
+fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
+    if sub.code.len() > st.cfg.max_code_bytes {
+        return Err(ApiError::TooLarge(format!("code is {} bytes; the limit is {}", sub.code.len(), st.cfg.max_code_bytes)));
+    }
+    if sub.code.trim().is_empty() {
+        return Err(ApiError::Invalid("code is empty".into()));
+    }
+    let lang = st.registry.find(&sub.execution_engine).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if let Some(reason) = &lang.absent {
+        return Err(ApiError::Invalid(format!(
+            "execution engine {} is not available on this deployment ({reason}); available: {}",
+            lang.spec.name,
+            st.registry.known().join(", ")
+        )));
+    }
+    let req = sub.limits.unwrap_or_default().into();
+    Limits::resolve(&lang.run_limits, &st.cfg.caps.run, &req).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    for f in &sub.files {
+        if !wolf_sandbox::protocol::valid_file_name(&f.name) || f.name == lang.spec.source {
+            return Err(ApiError::Invalid(format!("invalid file name {:?}", f.name)));
+        }
+    }
+    if sub.args.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::Invalid("args may not contain NUL".into()));
+    }
+    Ok(())
+}
+
+/// Submit a job.
+#[utoipa::path(post, path = "/job", params(SubmitQuery),
+    request_body(content = Submission, description = "JSON, or multipart with parts `metadata` (JSON) and `code`"),
+    responses(
+        (status = 200, description = "The job record (Pending; or final with wait=true)", body = JobRecord),
+        (status = 202, description = "wait=true timed out; the record as it is", body = JobRecord),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn submit(State(st): State<AppState>, Query(q): Query<SubmitQuery>, headers: HeaderMap, req: Request) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    if !st.ready.load(Ordering::Relaxed) {
+        return Err(ApiError::Unavailable("Wolf is starting or shutting down".into()));
+    }
+    let (sub, hashed) = parse_submission(&st, &headers, req).await?;
+    validate(&st, &sub)?;
+    let idem = match headers.get("idempotency-key") {
+        Some(v) => {
+            let key = v.to_str().map_err(|_| ApiError::Invalid("Idempotency-Key must be ASCII".into()))?;
+            if key.is_empty() || key.len() > 200 {
+                return Err(ApiError::Invalid("Idempotency-Key must be 1 to 200 characters".into()));
+            }
+            Some(Idempotency { key: key.to_string(), body_hash: wolf_core::hash::sha256_hex(&hashed) })
+        }
+        None => None,
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut record = JobRecord::new(id.clone(), &sub, Utc::now());
+    // Code first: a queued job always finds its code.
+    st.objects.put(&code_key(&id), sub.code.clone().into_bytes()).await?;
+    record.timings = Some(Timings { server: started.elapsed().as_secs_f64() * 1000.0, ..Default::default() });
+    let record = match st.queue.admit(&record, &sub, idem.as_ref(), st.cfg.max_pending).await? {
+        Admission::New => {
+            st.events.queued();
+            record
+        }
+        Admission::Existing(existing) => *existing,
+    };
+    let server_ms = started.elapsed().as_secs_f64() * 1000.0;
+    metrics::histogram!("wolf_stage_duration_seconds", "stage" => "server").record(server_ms / 1000.0);
+    if !q.wait {
+        return Ok((StatusCode::OK, Json(record)).into_response());
+    }
+    let timeout = q.timeout.map(|s| Duration::from_secs_f64(s.clamp(0.0, st.cfg.wait_max.as_secs_f64()))).unwrap_or(st.cfg.wait_default);
+    let rec = wait_final(&st, &record.id, timeout).await?;
+    let status = if rec.status.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(rec)).into_response())
+}
+
+/// Wait until `id` is final or `timeout` passes; returns the record as it is then.
+async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRecord, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut rx = st.events.subscribe();
+    loop {
+        let rec = st.meta.get(id).await?.ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+        if rec.status.is_final() {
+            return Ok(rec);
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return Ok(st.meta.get(id).await?.unwrap_or(rec)),
+                Ok(Ok(done)) if done == id => break,
+                Ok(Ok(_)) => continue,
+                // Lagged or closed: look at the record again.
+                Ok(Err(_)) => {
+                    rx = st.events.subscribe();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A job record.
+#[utoipa::path(get, path = "/job/{id}", responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)))]
+pub async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+    st.meta.get(&id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
+}
+
+/// The program's stdout (409 while the job has not finished).
+#[utoipa::path(get, path = "/job/{id}/output", responses((status = 200, content_type = "text/plain", body = String),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn output(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let rec = st.meta.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    if !rec.status.is_final() {
+        return Err(ApiError::Conflict(format!("job {id} is {}; its output is not ready", rec.status.as_str())));
+    }
+    let Some(path) = rec.output_path.clone().or_else(|| (rec.status == wolf_core::Status::Completed).then(|| output_key(&id))) else {
+        return Err(ApiError::NotFound(format!("job {id} failed and has no output: {}", rec.failure_reason.unwrap_or_default())));
+    };
+    let data = st.objects.get(&path).await?.ok_or_else(|| ApiError::NotFound(format!("output of job {id} not found")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
+}
+
+/// The submitted source.
+#[utoipa::path(get, path = "/job/{id}/code", responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
+pub async fn code(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let data = st.objects.get(&code_key(&id)).await?;
+    match (data, st.meta.get(&id).await?) {
+        (Some(d), Some(_)) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], d).into_response()),
+        _ => Err(ApiError::NotFound(format!("job {id} not found"))),
+    }
+}
+
+/// Listing query.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// A number skips that many; a job id (the previous page's `nextOffset`) continues after it.
+    pub offset: Option<String>,
+    /// Page size, 1..=100 (default 20).
+    pub limit: Option<u64>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<JobRecord>,
+    /// Pass as `offset` for the next page; null at the end.
+    pub next_offset: Option<String>,
+}
+
+/// Jobs, newest first, with cursor paging.
+#[utoipa::path(get, path = "/job", params(ListQuery), responses((status = 200, body = JobPage), (status = 422, body = ErrorBody)))]
+pub async fn list(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<JobPage>, ApiError> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::Invalid("limit must be between 1 and 100".into()));
+    }
+    let mut page = Page { before: None, offset: 0, limit };
+    if let Some(o) = q.offset.as_deref().filter(|o| !o.is_empty()) {
+        match o.parse::<u64>() {
+            Ok(n) => page.offset = n,
+            Err(_) => page.before = Some(o),
+        }
+    }
+    let jobs = st.meta.list(page).await?;
+    let next_offset = (jobs.len() as u64 == limit).then(|| jobs.last().map(|j| j.id.clone())).flatten();
+    Ok(Json(JobPage { jobs, next_offset }))
+}
+
+/// An execution engine of this deployment.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Language {
+    /// `executionEngine` value.
+    pub name: String,
+    /// Other accepted names.
+    pub aliases: Vec<String>,
+    /// Toolchain version.
+    pub version: Option<String>,
+    /// Source file name in the work dir.
+    pub source_file: String,
+    /// Whether it compiles.
+    pub compiled: bool,
+}
+
+/// Engines available on this deployment, with versions.
+#[utoipa::path(get, path = "/languages", responses((status = 200, body = [Language])))]
+pub async fn languages(State(st): State<AppState>) -> Json<Vec<Language>> {
+    let reg = st.registry;
+    let list = tokio::task::spawn_blocking(move || {
+        reg.all()
+            .iter()
+            .filter(|l| l.absent.is_none())
+            .map(|l| Language {
+                name: l.spec.name.clone(),
+                aliases: l.spec.aliases.clone(),
+                version: reg.version(l),
+                source_file: l.spec.source.clone(),
+                compiled: l.spec.compile.is_some(),
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    Json(list)
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers and workers are warm.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
+pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let depth = st.queue.depth().await?;
+    if !st.ready.load(Ordering::Relaxed) {
+        return Err(ApiError::Unavailable("not ready".into()));
+    }
+    Ok(Json(serde_json::json!({"status": "ready", "queueDepth": depth})))
+}
+
+/// Prometheus metrics.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    if let Ok(depth) = st.queue.depth().await {
+        metrics::gauge!("wolf_queue_depth").set(depth as f64);
+    }
+    match &st.prometheus {
+        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+/// The OpenAPI 3 document.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}

@@ -1,0 +1,293 @@
+//! Submissions and job records.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use wolf_sandbox::{LimitRequest, Verdict};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum Status {
+    /// Accepted, waiting in the queue.
+    Pending,
+    /// Handed to a worker.
+    Dispatched,
+    /// Running in a sandbox.
+    Running,
+    /// Finished with a result (whatever the verdict).
+    Completed,
+    /// Could not be run (poison job, every attempt's worker died); see `failureReason`.
+    Failed,
+}
+
+impl Status {
+    /// Completed or Failed: nothing will change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed)
+    }
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "Pending",
+            Status::Dispatched => "Dispatched",
+            Status::Running => "Running",
+            Status::Completed => "Completed",
+            Status::Failed => "Failed",
+        }
+    }
+
+    /// Parse the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Pending" => Status::Pending,
+            "Dispatched" => Status::Dispatched,
+            "Running" => Status::Running,
+            "Completed" => Status::Completed,
+            "Failed" => Status::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// An extra file for the work dir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileInput {
+    /// Plain file name (no `/`).
+    pub name: String,
+    /// Contents (UTF-8 text).
+    pub content: String,
+}
+
+/// Limits a submission asks for (run step); each may only go up to the operator's cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsInput {
+    /// CPU time, ms.
+    pub cpu_time_ms: Option<u64>,
+    /// Wall time, ms.
+    pub wall_time_ms: Option<u64>,
+    /// Memory, MiB.
+    pub memory_mb: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+    /// Cap on stdout and stderr, bytes.
+    pub output_bytes: Option<u64>,
+}
+
+impl From<LimitsInput> for LimitRequest {
+    fn from(l: LimitsInput) -> Self {
+        LimitRequest {
+            cpu_time_ms: l.cpu_time_ms,
+            wall_time_ms: l.wall_time_ms,
+            memory_mb: l.memory_mb,
+            pids: l.pids,
+            output_bytes: l.output_bytes,
+        }
+    }
+}
+
+/// What a client submits (`POST /job`). Only `code` and `executionEngine` are required, so the
+/// seed's requests work unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Submission {
+    /// Source code.
+    pub code: String,
+    /// Engine name (`c`, `c++`, `python`, `javascript`, `java`, `rust`, `bash`, ...).
+    pub execution_engine: String,
+    /// stdin of the program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// Extra arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra files for the work dir.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileInput>,
+    /// Limits of the run step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsInput>,
+    /// Expected stdout: enables the WrongAnswer verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_output: Option<String>,
+    /// Free-form labels, echoed in the record.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// Per-stage durations, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    /// API handler, request in to answer out.
+    pub server: f64,
+    /// Accepted until a worker leased it.
+    pub queue_wait: f64,
+    /// Preparing the sandbox that ran it (done ahead, off the job's path).
+    pub worker_creation: f64,
+    /// Lease until the job was handed to the worker.
+    pub worker_acquire: f64,
+    /// Compile step, wall.
+    pub compile: f64,
+    /// Run step, wall.
+    pub execution: f64,
+    /// Persisting output and the result.
+    pub storage: f64,
+    /// Accepted until the result was persisted.
+    pub total: f64,
+}
+
+/// The outcome of the run, in the record (stdout is the job's output object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    /// Verdict.
+    #[schema(value_type = String)]
+    pub verdict: Verdict,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Killing signal.
+    pub signal: Option<i32>,
+    /// CPU time, ms.
+    pub cpu_time_ms: u64,
+    /// Wall time, ms.
+    pub wall_time_ms: u64,
+    /// Peak memory, KiB.
+    pub memory_kb: u64,
+    /// stderr (capped).
+    pub stderr: String,
+    /// Compiler output (capped).
+    pub compile_output: String,
+    /// Output was cut at a cap.
+    pub truncated: bool,
+    /// InternalError detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<&wolf_sandbox::RunResult> for JobResult {
+    fn from(r: &wolf_sandbox::RunResult) -> Self {
+        JobResult {
+            verdict: r.verdict,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            cpu_time_ms: r.cpu_time_ms,
+            wall_time_ms: r.wall_time_ms,
+            memory_kb: r.memory_kb,
+            stderr: r.stderr.clone(),
+            compile_output: r.compile_output.clone(),
+            truncated: r.truncated,
+            error: r.error.clone(),
+        }
+    }
+}
+
+/// What Wolf records about a job (`GET /job/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    /// UUIDv7.
+    pub id: String,
+    /// Engine as submitted.
+    pub execution_engine: String,
+    /// `jobs/<id>/code.bin`.
+    pub code_path: String,
+    /// sha256 hex of the code.
+    pub code_hash: String,
+    /// Status.
+    pub status: Status,
+    /// Accepted at.
+    pub creation_time: DateTime<Utc>,
+    /// Started running at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    /// Finished at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<DateTime<Utc>>,
+    /// Executions beyond the first (at-least-once: a worker died, the process restarted).
+    pub retry_count: u32,
+    /// `jobs/<id>/output.log` once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_path: Option<String>,
+    /// sha256 hex of the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_hash: Option<String>,
+    /// Tags as submitted.
+    pub tags: Option<Vec<String>>,
+    /// The result, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+    /// Stage timings, filled as the job progresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+    /// Why the job failed, when `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+impl JobRecord {
+    /// A new Pending record for `submission`.
+    pub fn new(id: String, submission: &Submission, now: DateTime<Utc>) -> Self {
+        JobRecord {
+            code_path: code_key(&id),
+            code_hash: crate::hash::sha256_hex(submission.code.as_bytes()),
+            id,
+            execution_engine: submission.execution_engine.clone(),
+            status: Status::Pending,
+            creation_time: now,
+            start_time: None,
+            end_time: None,
+            retry_count: 0,
+            output_path: None,
+            output_hash: None,
+            tags: submission.tags.clone(),
+            result: None,
+            timings: None,
+            failure_reason: None,
+        }
+    }
+}
+
+/// Object key of a job's code.
+pub fn code_key(id: &str) -> String {
+    format!("jobs/{id}/code.bin")
+}
+
+/// Object key of a job's stdout.
+pub fn output_key(id: &str) -> String {
+    format!("jobs/{id}/output.log")
+}
+
+/// Object key of a job's stderr.
+pub fn stderr_key(id: &str) -> String {
+    format!("jobs/{id}/stderr.log")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_submission_parses_and_record_serializes_like_the_seed() {
+        let body = r##"{"code": "#include <bits/stdc++.h>\nint main(){}", "executionEngine": "c++"}"##;
+        let s: Submission = serde_json::from_str(body).unwrap();
+        assert_eq!(s.execution_engine, "c++");
+        let r = JobRecord::new("0190-x".into(), &s, Utc::now());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["status"], "Pending");
+        assert_eq!(v["codePath"], "jobs/0190-x/code.bin");
+        assert_eq!(v["retryCount"], 0);
+        assert!(v["tags"].is_null());
+        assert!(v.get("endTime").is_none() && v.get("result").is_none());
+        assert_eq!(v["codeHash"].as_str().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn status_round_trips() {
+        for s in [Status::Pending, Status::Dispatched, Status::Running, Status::Completed, Status::Failed] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert!(Status::Completed.is_final() && !Status::Running.is_final());
+    }
+}

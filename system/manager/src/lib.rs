@@ -1,0 +1,348 @@
+//! # wolf-manager
+//!
+//! The worker pool and the dispatch loop. Each of the N workers keeps one pre-warmed sandbox;
+//! only a worker holding an idle sandbox leases a job from the queue (pull-based dispatch), runs
+//! it, persists the output and the result, and only then acks. A sandbox serves one job and is
+//! destroyed off the critical path while the worker warms its next one.
+//!
+//! At-least-once: a job whose sandbox died mid-run is released and retried (its `retryCount`
+//! grows) up to `max_attempts`, then marked Failed with the reason. A lease left by a crashed
+//! process is voided at startup. A job whose record is already final is acked without running
+//! again, so a duplicate delivery never produces a second result.
+//!
+//! # Layout
+//! - [`Manager`]: configuration, the pool, [`Manager::run`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::watch;
+use wolf_core::job::{code_key, output_key, stderr_key};
+use wolf_core::{JobRecord, JobResult, Status, Timings};
+use wolf_sandbox::runner::Plan;
+use wolf_sandbox::{Caps, Prepared, Registry, RunRequest, Sandboxes};
+use wolf_store::{Delivery, Events, Metadata, Objects, Queue, StoreError};
+
+/// Manager settings.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Workers (pre-warmed sandboxes, jobs in parallel).
+    pub workers: usize,
+    /// How long a lease holds a job before it may be redelivered.
+    pub lease: Duration,
+    /// Deliveries before a job is Failed.
+    pub max_attempts: u32,
+    /// Delay before a released job is offered again.
+    pub retry_delay: Duration,
+    /// Operator caps on limits.
+    pub caps: Caps,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            lease: Duration::from_secs(600),
+            max_attempts: 3,
+            retry_delay: Duration::from_millis(100),
+            caps: Caps::default(),
+        }
+    }
+}
+
+/// Workers by state, for `/metrics` and `/readyz`.
+#[derive(Debug, Default)]
+pub struct PoolGauges {
+    /// Holding a pre-warmed sandbox, waiting for a job.
+    pub idle: AtomicUsize,
+    /// Running a job.
+    pub busy: AtomicUsize,
+    /// Preparing a sandbox.
+    pub warming: AtomicUsize,
+    /// Jobs currently leased and not yet acked (tests read it).
+    pub inflight: AtomicI64,
+}
+
+/// The manager.
+pub struct Manager {
+    meta: Arc<dyn Metadata>,
+    objects: Arc<dyn Objects>,
+    queue: Arc<dyn Queue>,
+    sandboxes: Arc<Sandboxes>,
+    registry: &'static Registry,
+    cfg: ManagerConfig,
+    events: Events,
+    /// Pool state.
+    pub gauges: Arc<PoolGauges>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn stage(name: &'static str, d_ms: f64) {
+    metrics::histogram!("wolf_stage_duration_seconds", "stage" => name).record(d_ms / 1000.0);
+}
+
+impl Manager {
+    /// A manager over these stores and sandboxes.
+    pub fn new(
+        meta: Arc<dyn Metadata>,
+        objects: Arc<dyn Objects>,
+        queue: Arc<dyn Queue>,
+        sandboxes: Arc<Sandboxes>,
+        registry: &'static Registry,
+        cfg: ManagerConfig,
+        events: Events,
+    ) -> Self {
+        Self { meta, objects, queue, sandboxes, registry, cfg, events, gauges: Arc::new(PoolGauges::default()) }
+    }
+
+    /// Run the pool until `shutdown` turns true; running jobs finish and are persisted first.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        match self.queue.recover().await {
+            Ok(n) if n > 0 => tracing::info!(jobs = n, "voided the leases of a previous process; those jobs run again"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not void old leases"),
+        }
+        let mut handles = Vec::new();
+        for i in 0..self.cfg.workers.max(1) {
+            let me = self.clone();
+            let sd = shutdown.clone();
+            handles.push(tokio::spawn(async move { me.worker(i, sd).await }));
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+
+    fn set_gauges(&self) {
+        let g = &self.gauges;
+        metrics::gauge!("wolf_workers", "state" => "idle").set(g.idle.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("wolf_workers", "state" => "busy").set(g.busy.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("wolf_workers", "state" => "warming").set(g.warming.load(Ordering::Relaxed) as f64);
+    }
+
+    async fn prepare(&self) -> Option<(Prepared, f64)> {
+        self.gauges.warming.fetch_add(1, Ordering::Relaxed);
+        self.set_gauges();
+        let sb = self.sandboxes.clone();
+        let started = Instant::now();
+        let r = tokio::task::spawn_blocking(move || sb.prepare()).await;
+        self.gauges.warming.fetch_sub(1, Ordering::Relaxed);
+        match r {
+            Ok(Ok(p)) => {
+                let creation = ms(started.elapsed());
+                stage("worker_creation", creation);
+                Some((p, creation))
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not prepare a sandbox");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sandbox preparation panicked");
+                None
+            }
+        }
+    }
+
+    /// Worker `i`: warm a sandbox, wait for a job, run it, repeat.
+    ///
+    /// Waiting for a job may be dropped at shutdown; running and persisting a job must finish.
+    async fn worker(&self, i: usize, mut shutdown: watch::Receiver<bool>) {
+        let mut warm: Option<(Prepared, f64)> = None;
+        while !*shutdown.borrow() {
+            if warm.is_none() {
+                warm = self.prepare().await;
+                if warm.is_none() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            self.gauges.idle.fetch_add(1, Ordering::Relaxed);
+            self.set_gauges();
+            let delivery = loop {
+                match self.queue.lease(self.cfg.lease).await {
+                    Ok(Some(d)) => break Some(d),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(worker = i, error = %e, "queue unavailable"),
+                }
+                tokio::select! {
+                    _ = self.events.wait_queued() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = shutdown.changed() => break None,
+                }
+                if *shutdown.borrow() {
+                    break None;
+                }
+            };
+            self.gauges.idle.fetch_sub(1, Ordering::Relaxed);
+            let Some(d) = delivery else { break };
+            let leased_at = Instant::now();
+            self.gauges.busy.fetch_add(1, Ordering::Relaxed);
+            self.gauges.inflight.fetch_add(1, Ordering::Relaxed);
+            self.set_gauges();
+            let (sandbox, creation) = warm.take().expect("a warm sandbox");
+            // Must finish: the job is leased; its result is persisted before the ack.
+            let unused = self.process(d, sandbox, creation, leased_at).await;
+            warm = unused.map(|s| (s, creation));
+            self.gauges.busy.fetch_sub(1, Ordering::Relaxed);
+            self.gauges.inflight.fetch_sub(1, Ordering::Relaxed);
+            self.set_gauges();
+        }
+        if let Some((sb, _)) = warm {
+            let _ = tokio::task::spawn_blocking(move || drop(sb)).await;
+        }
+    }
+
+    /// Handle one delivery. Returns the sandbox if it was not used (the job needed no run).
+    async fn process(&self, d: Delivery, mut sandbox: Prepared, creation_ms: f64, leased_at: Instant) -> Option<Prepared> {
+        let id = d.job_id.clone();
+        let record = match self.meta.get(&id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::warn!(job = %id, "queued job has no record; dropping it");
+                let _ = self.queue.ack(&id).await;
+                return Some(sandbox);
+            }
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "metadata unavailable; releasing the job");
+                let _ = self.queue.release(&id, self.cfg.retry_delay).await;
+                return Some(sandbox);
+            }
+        };
+        if record.status.is_final() {
+            // A duplicate delivery of a job whose result is already persisted.
+            metrics::counter!("wolf_redeliveries_total", "outcome" => "already_final").increment(1);
+            let _ = self.queue.ack(&id).await;
+            self.events.finished(&id);
+            return Some(sandbox);
+        }
+        if d.attempt > 1 {
+            metrics::counter!("wolf_redeliveries_total", "outcome" => "retried").increment(1);
+        }
+        let submission = self.meta.submission(&id).await.ok().flatten();
+        let code = self.objects.get(&code_key(&id)).await.ok().flatten();
+        let (Some(sub), Some(code)) = (submission, code) else {
+            let _ = self.queue.release(&id, self.cfg.retry_delay).await;
+            return Some(sandbox);
+        };
+        let req = RunRequest {
+            engine: sub.execution_engine.clone(),
+            code,
+            stdin: sub.stdin.clone().map(String::into_bytes),
+            args: sub.args.clone(),
+            files: sub.files.iter().map(|f| (f.name.clone(), f.content.clone().into_bytes())).collect(),
+            limits: sub.limits.unwrap_or_default().into(),
+            compile_limits: Default::default(),
+            expected_output: sub.expected_output.clone().map(String::into_bytes),
+        };
+        let engine = self.registry.find(&sub.execution_engine).map(|l| l.spec.name.clone()).unwrap_or_else(|_| "unknown".into());
+        // Plan::new may build a language's artifacts once (the C++ precompiled header): blocking.
+        let (registry, caps) = (self.registry, self.cfg.caps);
+        let plan = match tokio::task::spawn_blocking(move || Plan::new(registry, &caps, &req)).await.expect("plan thread") {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail(record, format!("cannot run: {e}"), &engine).await;
+                return Some(sandbox);
+            }
+        };
+        let mut timings = record.timings.unwrap_or_default();
+        timings.queue_wait = ms((Utc::now() - record.creation_time).to_std().unwrap_or_default()) - ms(leased_at.elapsed());
+        timings.worker_creation = creation_ms;
+        stage("queue_wait", timings.queue_wait);
+        let started = Utc::now();
+        if let Err(e) = self.meta.mark_running(&id, d.attempt, started, timings).await {
+            tracing::warn!(job = %id, error = %e, "could not mark running");
+        }
+        timings.worker_acquire = ms(leased_at.elapsed());
+        stage("worker_acquire", timings.worker_acquire);
+        let (outcome, sandbox) = tokio::task::spawn_blocking(move || {
+            let r = plan.try_run(&mut sandbox, creation_ms);
+            (r, sandbox)
+        })
+        .await
+        .expect("sandbox thread");
+        // Destroying the sandbox is off the critical path.
+        tokio::task::spawn_blocking(move || drop(sandbox));
+        let out = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(job = %id, attempt = d.attempt, error = %e, "worker died mid-job");
+                if d.attempt >= self.cfg.max_attempts {
+                    let mut rec = record;
+                    rec.retry_count = d.attempt.saturating_sub(1);
+                    self.fail(rec, format!("the sandbox failed on each of {} attempts: {e}", d.attempt), &engine).await;
+                } else if let Err(e) = self.queue.release(&id, self.cfg.retry_delay).await {
+                    tracing::warn!(job = %id, error = %e, "could not release; the lease will expire");
+                }
+                return None;
+            }
+        };
+        timings.compile = out.result.timings.compile;
+        timings.execution = out.result.timings.execution;
+        stage("compile", timings.compile);
+        stage("execution", timings.execution);
+        // Persist output, then the result, then ack.
+        let storage_started = Instant::now();
+        let stdout = out.stdout;
+        let output_hash = wolf_core::hash::sha256_hex(&stdout);
+        let mut rec = record;
+        let puts = async {
+            self.objects.put(&output_key(&id), stdout).await?;
+            self.objects.put(&stderr_key(&id), out.result.stderr.clone().into_bytes()).await?;
+            Ok::<(), StoreError>(())
+        };
+        if let Err(e) = puts.await {
+            tracing::warn!(job = %id, error = %e, "could not store output; the job will run again");
+            let _ = self.queue.release(&id, self.cfg.retry_delay).await;
+            return None;
+        }
+        let end = Utc::now();
+        rec.status = Status::Completed;
+        rec.start_time = Some(started);
+        rec.end_time = Some(end);
+        rec.retry_count = d.attempt.saturating_sub(1);
+        rec.output_path = Some(output_key(&id));
+        rec.output_hash = Some(output_hash);
+        rec.result = Some(JobResult::from(&out.result));
+        timings.storage = ms(storage_started.elapsed());
+        timings.total = ms((end - rec.creation_time).to_std().unwrap_or_default());
+        rec.timings = Some(timings);
+        match self.meta.finish(&rec).await {
+            Ok(_) => {
+                let _ = self.queue.ack(&id).await;
+            }
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not persist the result; the job will run again");
+                let _ = self.queue.release(&id, self.cfg.retry_delay).await;
+                return None;
+            }
+        }
+        stage("storage", timings.storage);
+        stage("end_to_end", timings.total);
+        let verdict = format!("{:?}", out.result.verdict);
+        metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine).increment(1);
+        self.events.finished(&id);
+        None
+    }
+
+    async fn fail(&self, mut rec: JobRecord, reason: String, engine: &str) {
+        let id = rec.id.clone();
+        rec.status = Status::Failed;
+        rec.end_time = Some(Utc::now());
+        rec.failure_reason = Some(reason);
+        let mut t: Timings = rec.timings.unwrap_or_default();
+        t.total = ms((Utc::now() - rec.creation_time).to_std().unwrap_or_default());
+        rec.timings = Some(t);
+        if self.meta.finish(&rec).await.is_ok() {
+            let _ = self.queue.ack(&id).await;
+            metrics::counter!("wolf_dead_letters_total").increment(1);
+            metrics::counter!("wolf_jobs_total", "status" => "Failed", "verdict" => "none", "engine" => engine.to_string()).increment(1);
+        }
+        self.events.finished(&id);
+    }
+}

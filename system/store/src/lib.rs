@@ -1,0 +1,22 @@
+//! # wolf-store
+//!
+//! Where Wolf keeps jobs: a metadata store (records), an object store (code, output) and the
+//! durable queue, each a trait with an embedded implementation here (one SQLite file and a
+//! directory in the data dir). The distributed implementations (PostgreSQL, S3, JetStream)
+//! implement the same traits.
+//!
+//! # Layout
+//! - [`traits`]: [`Metadata`], [`Objects`], [`Queue`] and their error type.
+//! - [`sqlite`]: embedded metadata + queue in one SQLite database (WAL), atomic admission.
+//! - [`local`]: objects as files under the data dir, written by rename.
+//! - [`events`]: in-process "queued" and "finished" notifications.
+
+pub mod events;
+pub mod local;
+pub mod sqlite;
+pub mod traits;
+
+pub use events::Events;
+pub use local::LocalObjects;
+pub use sqlite::SqliteStore;
+pub use traits::{Admission, Delivery, Idempotency, Metadata, Objects, Page, Queue, StoreError};

@@ -1,0 +1,333 @@
+//! Embedded metadata and queue in one SQLite database (WAL, synchronous=NORMAL: a committed
+//! transaction survives a kill -9 of the process).
+//!
+//! Admission is one transaction (record + queue entry + idempotency key), so a 2xx answer means
+//! the job is durable. Leases are a timestamp on the queue row; after a restart every lease of
+//! the previous process is voided ([`Queue::recover`]). The final result is written once:
+//! [`Metadata::finish`] only updates a record that is not final yet.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use wolf_core::{JobRecord, Status, Submission, Timings};
+
+use crate::traits::{Admission, Delivery, Idempotency, Metadata, Page, Queue, StoreError};
+
+/// The embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        record TEXT NOT NULL,
+        submission TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS queue (
+        job_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        available_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        enqueued_ms INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS queue_available ON queue (available_at, seq)",
+    "CREATE TABLE IF NOT EXISTS idempotency (
+        key TEXT PRIMARY KEY,
+        body_hash TEXT NOT NULL,
+        job_id TEXT NOT NULL
+    )",
+];
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn parse_record(id: &str, text: &str) -> Result<JobRecord, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt { what: format!("job {id}"), source })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("domain types serialize")
+}
+
+impl SqliteStore {
+    /// Open (creating) `path` and its schema.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(db)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db)?;
+        for stmt in SCHEMA {
+            sqlx::query(*stmt).execute(&pool).await.map_err(db)?;
+        }
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Metadata for SqliteStore {
+    async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query("SELECT record FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await.map_err(db)?;
+        row.map(|r| parse_record(id, r.get::<&str, _>(0))).transpose()
+    }
+
+    async fn submission(&self, id: &str) -> Result<Option<Submission>, StoreError> {
+        let row = sqlx::query("SELECT submission FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await.map_err(db)?;
+        row.map(|r| {
+            serde_json::from_str(r.get::<&str, _>(0)).map_err(|source| StoreError::Corrupt { what: format!("submission {id}"), source })
+        })
+        .transpose()
+    }
+
+    async fn list(&self, page: Page<'_>) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = match page.before {
+            Some(before) => {
+                sqlx::query("SELECT id, record FROM jobs WHERE id < ? ORDER BY id DESC LIMIT ?")
+                    .bind(before)
+                    .bind(page.limit as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("SELECT id, record FROM jobs ORDER BY id DESC LIMIT ? OFFSET ?")
+                    .bind(page.limit as i64)
+                    .bind(page.offset as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db)?;
+        rows.iter().map(|r| parse_record(r.get::<&str, _>(0), r.get::<&str, _>(1))).collect()
+    }
+
+    async fn mark_running(&self, id: &str, attempt: u32, at: DateTime<Utc>, timings: Timings) -> Result<(), StoreError> {
+        let Some(mut rec) = Metadata::get(self, id).await? else { return Ok(()) };
+        if rec.status.is_final() {
+            return Ok(());
+        }
+        rec.status = Status::Running;
+        rec.start_time = Some(at);
+        rec.retry_count = attempt.saturating_sub(1);
+        rec.timings = Some(timings);
+        sqlx::query("UPDATE jobs SET status = ?, record = ? WHERE id = ? AND status NOT IN ('Completed', 'Failed')")
+            .bind(rec.status.as_str())
+            .bind(to_json(&rec))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE jobs SET status = ?, record = ? WHERE id = ? AND status NOT IN ('Completed', 'Failed')")
+            .bind(record.status.as_str())
+            .bind(to_json(record))
+            .bind(&record.id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteStore {
+    async fn admit(
+        &self,
+        record: &JobRecord,
+        submission: &Submission,
+        idempotency: Option<&Idempotency>,
+        max_pending: u64,
+    ) -> Result<Admission, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if let Some(idem) = idempotency {
+            let row = sqlx::query("SELECT body_hash, job_id FROM idempotency WHERE key = ?")
+                .bind(&idem.key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            if let Some(row) = row {
+                let (hash, job_id): (String, String) = (row.get(0), row.get(1));
+                if hash != idem.body_hash {
+                    return Err(StoreError::IdempotencyConflict { key: idem.key.clone() });
+                }
+                let rec = sqlx::query("SELECT record FROM jobs WHERE id = ?").bind(&job_id).fetch_one(&mut *tx).await.map_err(db)?;
+                return Ok(Admission::Existing(Box::new(parse_record(&job_id, rec.get::<&str, _>(0))?)));
+            }
+        }
+        let pending: i64 = sqlx::query("SELECT COUNT(*) FROM queue").fetch_one(&mut *tx).await.map_err(db)?.get(0);
+        if pending as u64 >= max_pending {
+            return Err(StoreError::QueueFull { pending: pending as u64 });
+        }
+        sqlx::query("INSERT INTO jobs (id, status, record, submission) VALUES (?, ?, ?, ?)")
+            .bind(&record.id)
+            .bind(record.status.as_str())
+            .bind(to_json(record))
+            .bind(to_json(submission))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let now = now_ms();
+        sqlx::query("INSERT INTO queue (job_id, seq, available_at, attempts, enqueued_ms) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue), ?, 0, ?)")
+            .bind(&record.id)
+            .bind(now)
+            .bind(record.creation_time.timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if let Some(idem) = idempotency {
+            sqlx::query("INSERT INTO idempotency (key, body_hash, job_id) VALUES (?, ?, ?)")
+                .bind(&idem.key)
+                .bind(&idem.body_hash)
+                .bind(&record.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Admission::New)
+    }
+
+    async fn lease(&self, hold: Duration) -> Result<Option<Delivery>, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE queue SET available_at = ?, attempts = attempts + 1
+             WHERE job_id = (SELECT job_id FROM queue WHERE available_at <= ? ORDER BY seq LIMIT 1)
+             RETURNING job_id, attempts, enqueued_ms",
+        )
+        .bind(now + hold.as_millis() as i64)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|r| Delivery {
+            job_id: r.get(0),
+            attempt: r.get::<i64, _>(1) as u32,
+            enqueued_at: DateTime::from_timestamp_millis(r.get(2)).unwrap_or_else(Utc::now),
+        }))
+    }
+
+    async fn ack(&self, job_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM queue WHERE job_id = ?").bind(job_id).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn release(&self, job_id: &str, delay: Duration) -> Result<(), StoreError> {
+        sqlx::query("UPDATE queue SET available_at = ? WHERE job_id = ?")
+            .bind(now_ms() + delay.as_millis() as i64)
+            .bind(job_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM queue").fetch_one(&self.pool).await.map_err(db)?.get(0);
+        Ok(n as u64)
+    }
+
+    async fn recover(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE queue SET available_at = 0 WHERE available_at > ?")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(code: &str) -> Submission {
+        serde_json::from_value(serde_json::json!({"code": code, "executionEngine": "python"})).unwrap()
+    }
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("wolf.db")).await.unwrap();
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn admit_lease_ack_and_the_pending_bound() {
+        let (_d, s) = store().await;
+        for i in 0..3 {
+            let rec = JobRecord::new(format!("job-{i}"), &sub("print(1)"), Utc::now());
+            assert!(matches!(s.admit(&rec, &sub("print(1)"), None, 3).await.unwrap(), Admission::New));
+        }
+        let rec = JobRecord::new("job-9".into(), &sub("x"), Utc::now());
+        assert!(matches!(s.admit(&rec, &sub("x"), None, 3).await, Err(StoreError::QueueFull { pending: 3 })));
+        let d = s.lease(Duration::from_secs(60)).await.unwrap().unwrap();
+        assert_eq!((d.job_id.as_str(), d.attempt), ("job-0", 1), "oldest first");
+        assert_eq!(s.lease(Duration::from_secs(60)).await.unwrap().unwrap().job_id, "job-1", "a leased job is not handed out twice");
+        s.ack("job-0").await.unwrap();
+        assert_eq!(s.depth().await.unwrap(), 2);
+        assert_eq!(s.recover().await.unwrap(), 1, "job-1's lease is voided after a restart");
+        let again = s.lease(Duration::from_secs(60)).await.unwrap().unwrap();
+        assert_eq!((again.job_id.as_str(), again.attempt), ("job-1", 2), "redelivered with its attempt counted");
+    }
+
+    #[tokio::test]
+    async fn idempotency_same_body_same_job_different_body_conflict() {
+        let (_d, s) = store().await;
+        let idem = Idempotency { key: "k1".into(), body_hash: "h1".into() };
+        let rec = JobRecord::new("job-a".into(), &sub("a"), Utc::now());
+        assert!(matches!(s.admit(&rec, &sub("a"), Some(&idem), 10).await.unwrap(), Admission::New));
+        let rec2 = JobRecord::new("job-b".into(), &sub("a"), Utc::now());
+        match s.admit(&rec2, &sub("a"), Some(&idem), 10).await.unwrap() {
+            Admission::Existing(r) => assert_eq!(r.id, "job-a"),
+            other => panic!("{other:?}"),
+        }
+        let other = Idempotency { key: "k1".into(), body_hash: "h2".into() };
+        assert!(matches!(s.admit(&rec2, &sub("b"), Some(&other), 10).await, Err(StoreError::IdempotencyConflict { .. })));
+        assert_eq!(s.depth().await.unwrap(), 1, "run once");
+    }
+
+    #[tokio::test]
+    async fn the_final_result_is_written_once() {
+        let (_d, s) = store().await;
+        let rec = JobRecord::new("job-f".into(), &sub("a"), Utc::now());
+        s.admit(&rec, &sub("a"), None, 10).await.unwrap();
+        let mut done = rec.clone();
+        done.status = Status::Completed;
+        done.output_hash = Some("first".into());
+        assert!(s.finish(&done).await.unwrap());
+        done.output_hash = Some("second".into());
+        assert!(!s.finish(&done).await.unwrap(), "a duplicate execution cannot overwrite the result");
+        assert_eq!(Metadata::get(&s, "job-f").await.unwrap().unwrap().output_hash.as_deref(), Some("first"));
+        s.mark_running("job-f", 2, Utc::now(), Timings::default()).await.unwrap();
+        assert_eq!(Metadata::get(&s, "job-f").await.unwrap().unwrap().status, Status::Completed);
+    }
+
+    #[tokio::test]
+    async fn listing_is_newest_first_with_a_cursor() {
+        let (_d, s) = store().await;
+        for i in 0..5 {
+            let rec = JobRecord::new(format!("job-{i}"), &sub("a"), Utc::now());
+            s.admit(&rec, &sub("a"), None, 10).await.unwrap();
+        }
+        let first = s.list(Page { before: None, offset: 0, limit: 2 }).await.unwrap();
+        assert_eq!(first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["job-4", "job-3"]);
+        let next = s.list(Page { before: Some("job-3"), offset: 0, limit: 2 }).await.unwrap();
+        assert_eq!(next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["job-2", "job-1"]);
+    }
+}

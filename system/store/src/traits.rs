@@ -1,0 +1,128 @@
+//! The storage traits shared by the embedded and distributed modes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use wolf_core::{JobRecord, Submission, Timings};
+
+/// Storage failures. `Unavailable` is the only one a caller retries.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The queue holds its maximum of pending jobs.
+    #[error("the queue is full ({pending} pending jobs)")]
+    QueueFull {
+        /// Pending jobs now.
+        pending: u64,
+    },
+    /// The Idempotency-Key was used before with a different body.
+    #[error("idempotency key {key:?} was used with a different request body")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+    },
+    /// The backend is down or timed out.
+    #[error("storage unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Stored data does not parse.
+    #[error("corrupt stored data for {what}")]
+    Corrupt {
+        /// Which item.
+        what: String,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An object key that would leave the store.
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+}
+
+/// Idempotency of a submission.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// The client's key.
+    pub key: String,
+    /// sha256 of the request body.
+    pub body_hash: String,
+}
+
+/// Outcome of an admission.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// A new job was queued.
+    New,
+    /// The same key and body were submitted before: this is that job.
+    Existing(Box<JobRecord>),
+}
+
+/// A page of the job listing: newest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Page<'a> {
+    /// Only jobs older than this id (cursor).
+    pub before: Option<&'a str>,
+    /// Or skip this many (numeric offset).
+    pub offset: u64,
+    /// At most this many.
+    pub limit: u64,
+}
+
+/// A leased job.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The job.
+    pub job_id: String,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    /// When it was queued.
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// Job records.
+#[async_trait]
+pub trait Metadata: Send + Sync {
+    /// One record.
+    async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// The submission of a job (its code is in the object store).
+    async fn submission(&self, id: &str) -> Result<Option<Submission>, StoreError>;
+    /// Newest first.
+    async fn list(&self, page: Page<'_>) -> Result<Vec<JobRecord>, StoreError>;
+    /// The job started its `attempt`-th execution.
+    async fn mark_running(&self, id: &str, attempt: u32, at: DateTime<Utc>, timings: Timings) -> Result<(), StoreError>;
+    /// Write the final record (Completed or Failed) unless one was written already: the final
+    /// result is written once. Returns whether this call wrote it.
+    async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError>;
+}
+
+/// Code and output objects.
+#[async_trait]
+pub trait Objects: Send + Sync {
+    /// Store `data` under `key` (atomically replaced).
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError>;
+    /// Read `key`.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// The durable work queue.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Durably accept a job (its code object is stored first): record, queue entry and
+    /// idempotency key together. Refuses past the pending bound.
+    async fn admit(
+        &self,
+        record: &JobRecord,
+        submission: &Submission,
+        idempotency: Option<&Idempotency>,
+        max_pending: u64,
+    ) -> Result<Admission, StoreError>;
+    /// Lease the oldest available job for `hold`; it comes back if not acked by then.
+    async fn lease(&self, hold: Duration) -> Result<Option<Delivery>, StoreError>;
+    /// Remove a job whose result is persisted.
+    async fn ack(&self, job_id: &str) -> Result<(), StoreError>;
+    /// Make a leased job available again after `delay` (its worker died).
+    async fn release(&self, job_id: &str, delay: Duration) -> Result<(), StoreError>;
+    /// Jobs queued (leased or not).
+    async fn depth(&self) -> Result<u64, StoreError>;
+    /// After a restart: every lease of the previous process is void.
+    async fn recover(&self) -> Result<u64, StoreError>;
+}
