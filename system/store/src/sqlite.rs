@@ -22,6 +22,10 @@ use crate::traits::{Admission, Delivery, Idempotency, Metadata, Page, Queue, Sto
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// SQLite has one writer at a time; queueing writers here (instead of on SQLite's busy
+    /// handler, which a read-then-write transaction cannot wait on) keeps writes fair and
+    /// never fails them with SQLITE_BUSY.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 const SCHEMA: &[&str] = &[
@@ -75,7 +79,7 @@ impl SqliteStore {
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await.map_err(db)?;
         }
-        Ok(Self { pool })
+        Ok(Self { pool, writer: Default::default() })
     }
 }
 
@@ -116,6 +120,7 @@ impl Metadata for SqliteStore {
     }
 
     async fn mark_running(&self, id: &str, attempt: u32, at: DateTime<Utc>, timings: Timings) -> Result<(), StoreError> {
+        let _w = self.writer.lock().await;
         let Some(mut rec) = Metadata::get(self, id).await? else { return Ok(()) };
         if rec.status.is_final() {
             return Ok(());
@@ -135,6 +140,7 @@ impl Metadata for SqliteStore {
     }
 
     async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError> {
+        let _w = self.writer.lock().await;
         let done = sqlx::query("UPDATE jobs SET status = ?, record = ? WHERE id = ? AND status NOT IN ('Completed', 'Failed')")
             .bind(record.status.as_str())
             .bind(to_json(record))
@@ -155,6 +161,7 @@ impl Queue for SqliteStore {
         idempotency: Option<&Idempotency>,
         max_pending: u64,
     ) -> Result<Admission, StoreError> {
+        let _w = self.writer.lock().await;
         let mut tx = self.pool.begin().await.map_err(db)?;
         if let Some(idem) = idempotency {
             let row = sqlx::query("SELECT body_hash, job_id FROM idempotency WHERE key = ?")
@@ -205,6 +212,7 @@ impl Queue for SqliteStore {
     }
 
     async fn lease(&self, hold: Duration) -> Result<Option<Delivery>, StoreError> {
+        let _w = self.writer.lock().await;
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE queue SET available_at = ?, attempts = attempts + 1
@@ -224,11 +232,13 @@ impl Queue for SqliteStore {
     }
 
     async fn ack(&self, job_id: &str) -> Result<(), StoreError> {
+        let _w = self.writer.lock().await;
         sqlx::query("DELETE FROM queue WHERE job_id = ?").bind(job_id).execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 
     async fn release(&self, job_id: &str, delay: Duration) -> Result<(), StoreError> {
+        let _w = self.writer.lock().await;
         sqlx::query("UPDATE queue SET available_at = ? WHERE job_id = ?")
             .bind(now_ms() + delay.as_millis() as i64)
             .bind(job_id)
@@ -244,6 +254,7 @@ impl Queue for SqliteStore {
     }
 
     async fn recover(&self) -> Result<u64, StoreError> {
+        let _w = self.writer.lock().await;
         let done = sqlx::query("UPDATE queue SET available_at = 0 WHERE available_at > ?")
             .bind(now_ms())
             .execute(&self.pool)

@@ -54,6 +54,8 @@ pub struct Config {
     pub max_attempts: u32,
     /// Operator caps on the compile and run limits.
     pub caps: wolf_sandbox::Caps,
+    /// Prepared artifacts (precompiled headers); default `<data_dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             max_code_bytes: 1 << 20,
             max_attempts: 3,
             caps: wolf_sandbox::Caps::default(),
+            cache_dir: None,
         }
     }
 }
@@ -88,6 +91,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(w) = args.workers {
         cfg.workers = w.max(1);
     }
+    if let Some(c) = std::env::var_os("WOLF_CACHE_DIR") {
+        cfg.cache_dir = Some(PathBuf::from(c));
+    }
     Ok(cfg)
 }
 
@@ -104,7 +110,11 @@ async fn shutdown_signal() {
 pub fn main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = load(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(serve(cfg))
+    let code = rt.block_on(serve(cfg));
+    // Do not wait for background preparation (a compiler building a header writes to a
+    // temporary name and renames, so abandoning it is safe).
+    rt.shutdown_background();
+    code
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
@@ -120,7 +130,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         .context("install the metrics recorder")?;
     let store = Arc::new(SqliteStore::open(&data_dir.join("wolf.db")).await?);
     let objects = Arc::new(LocalObjects::new(&data_dir));
-    let cache = data_dir.join("cache");
+    let cache = cfg.cache_dir.clone().unwrap_or_else(|| data_dir.join("cache"));
     std::fs::create_dir_all(&cache)?;
     let registry = Registry::builtin(&cache)?;
     let sandboxes = Arc::new(

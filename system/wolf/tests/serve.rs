@@ -1,0 +1,492 @@
+//! Black-box tests of `wolf serve`: the built binary, over HTTP.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::privileged;
+
+/// A running `wolf serve` on a free port; killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into()
+}
+
+impl Server {
+    fn start(config: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut s = Server::start_on(&data, config, None);
+        s._dir = Some(dir);
+        s
+    }
+
+    fn start_on(data: &Path, config: &str, port: Option<u16>) -> Server {
+        std::fs::create_dir_all(data).unwrap();
+        let cfg = data.parent().unwrap().join("wolf.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wolf"))
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(data)
+            .arg("--config")
+            .arg(&cfg)
+            .env("WOLF_LOG", "warn")
+            .env("WOLF_CACHE_DIR", common::cache_dir())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wolf serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut base = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("wolf: listening on ") {
+                base = Some(rest.split_whitespace().next().unwrap().to_string());
+                break;
+            }
+            eprintln!("serve: {line}");
+        }
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                eprintln!("serve: {l}");
+            }
+        });
+        let base = base.expect("wolf serve printed its address");
+        let s = Server { child, base, data: data.to_path_buf(), _dir: None };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.get("/healthz").0 != 200 {
+            assert!(Instant::now() < deadline, "healthz never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        match agent().get(format!("{}{path}", self.base)).call() {
+            Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    fn get_json(&self, path: &str) -> (u16, Value) {
+        let (s, b) = self.get(path);
+        (s, serde_json::from_str(&b).unwrap_or(Value::Null))
+    }
+
+    fn post(&self, path: &str, ctype: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = agent().post(format!("{}{path}", self.base)).header("Content-Type", ctype);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        match req.send(&body[..]) {
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                let text = r.body_mut().with_config().limit(64 << 20).read_to_string().unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            }
+            Err(e) => panic!("POST {path}: {e}"),
+        }
+    }
+
+    fn submit(&self, body: &Value) -> (u16, Value) {
+        self.post("/job", "application/json", body.to_string().into_bytes(), &[])
+    }
+
+    /// Poll until the job is final.
+    fn wait(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (s, v) = self.get_json(&format!("/job/{id}"));
+            if s == 200 && matches!(v["status"].as_str(), Some("Completed" | "Failed")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "job {id} not final in time: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let out = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(data)?;
+        c.wait_with_output()
+    });
+    String::from_utf8_lossy(&out.unwrap().stdout).split_whitespace().next().unwrap().to_string()
+}
+
+const SEED_CODE: &str = "#include <bits/stdc++.h>\nusing namespace std;\n\nint main() {\n    cout << \"Hello World\";\n    return 0;\n}";
+
+#[test]
+fn seed_flow_works_unchanged() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("");
+    let (status, rec) = s.submit(&json!({"code": SEED_CODE, "executionEngine": "c++"}));
+    assert_eq!(status, 200, "{rec}");
+    assert_eq!(rec["status"], "Pending");
+    assert_eq!(rec["retryCount"], 0);
+    assert!(rec["tags"].is_null());
+    let id = rec["id"].as_str().unwrap();
+    assert_eq!(rec["codePath"], format!("jobs/{id}/code.bin"));
+    assert_eq!(rec["codeHash"], sha256_hex(SEED_CODE.as_bytes()));
+    let done = s.wait(id, Duration::from_secs(60));
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(done["outputPath"], format!("jobs/{id}/output.log"));
+    assert_eq!(done["outputHash"], sha256_hex(b"Hello World"));
+    assert_eq!(done["result"]["verdict"], "Accepted");
+    assert!(done["endTime"].is_string() && done["startTime"].is_string());
+    for k in ["server", "queueWait", "workerCreation", "workerAcquire", "compile", "execution", "storage", "total"] {
+        assert!(done["timings"][k].is_number(), "timings.{k}: {done}");
+    }
+    assert_eq!(s.get(&format!("/job/{id}/output")), (200, "Hello World".to_string()));
+    assert_eq!(s.get(&format!("/job/{id}/code")), (200, SEED_CODE.to_string()));
+    assert!(s.data.join(format!("jobs/{id}/code.bin")).exists() && s.data.join(format!("jobs/{id}/output.log")).exists());
+}
+
+#[test]
+fn every_field_of_a_submission_is_honoured() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("");
+    let code = "import sys\nextra = open('data.txt').read().strip()\nprint(sys.stdin.read().strip(), ' '.join(sys.argv[1:]), extra)\n";
+    let body = json!({
+        "code": code, "executionEngine": "python", "stdin": "in", "args": ["a", "b"],
+        "files": [{"name": "data.txt", "content": "file"}],
+        "limits": {"cpuTimeMs": 1000, "wallTimeMs": 3000, "memoryMb": 128, "pids": 8, "outputBytes": 1000},
+        "expectedOutput": "in a b file\n", "tags": ["t1", "t2"]
+    });
+    let (status, rec) = s.post("/job?wait=true&timeout=30", "application/json", body.to_string().into_bytes(), &[]);
+    assert_eq!(status, 200, "{rec}");
+    assert_eq!(rec["status"], "Completed");
+    assert_eq!(rec["result"]["verdict"], "Accepted", "{rec}");
+    assert_eq!(rec["tags"], json!(["t1", "t2"]));
+    assert_eq!(s.get(&format!("/job/{}/output", rec["id"].as_str().unwrap())).1, "in a b file\n");
+    let mut wrong = body.clone();
+    wrong["expectedOutput"] = json!("something else");
+    let (_, rec) = s.post("/job?wait=true", "application/json", wrong.to_string().into_bytes(), &[]);
+    assert_eq!(rec["result"]["verdict"], "WrongAnswer", "{rec}");
+    let (_, rec) = s.post(
+        "/job?wait=true",
+        "application/json",
+        json!({"code": "while True: pass", "executionEngine": "python", "limits": {"cpuTimeMs": 300}}).to_string().into_bytes(),
+        &[],
+    );
+    assert_eq!(rec["result"]["verdict"], "TimeLimitExceeded", "{rec}");
+}
+
+#[test]
+fn idempotency_key_same_body_same_job_other_body_conflict() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("");
+    let body = json!({"code": "print('once')", "executionEngine": "python"}).to_string().into_bytes();
+    let (a, ra) = s.post("/job", "application/json", body.clone(), &[("Idempotency-Key", "key-1")]);
+    let (b, rb) = s.post("/job", "application/json", body, &[("Idempotency-Key", "key-1")]);
+    assert_eq!((a, b), (200, 200));
+    assert_eq!(ra["id"], rb["id"], "same key, same body: same job");
+    let other = json!({"code": "print('twice')", "executionEngine": "python"}).to_string().into_bytes();
+    let (c, rc) = s.post("/job", "application/json", other, &[("Idempotency-Key", "key-1")]);
+    assert_eq!(c, 409, "{rc}");
+    assert_eq!(rc["error"]["code"], "conflict");
+    let done = s.wait(ra["id"].as_str().unwrap(), Duration::from_secs(30));
+    assert_eq!(done["retryCount"], 0);
+    let (_, page) = s.get_json("/job?limit=100");
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1, "it ran once: {page}");
+}
+
+#[test]
+fn multipart_submission_with_metadata_and_code_parts() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("");
+    let boundary = "wolfboundary42";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n{}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"code\"; filename=\"main.sh\"\r\n\r\necho multipart $1\r\n--{boundary}--\r\n",
+        json!({"executionEngine": "bash", "args": ["ok"]})
+    );
+    let (status, rec) =
+        s.post("/job?wait=true", &format!("multipart/form-data; boundary={boundary}"), body.into_bytes(), &[]);
+    assert_eq!(status, 200, "{rec}");
+    assert_eq!(rec["result"]["verdict"], "Accepted", "{rec}");
+    assert_eq!(s.get(&format!("/job/{}/output", rec["id"].as_str().unwrap())).1, "multipart ok\n");
+}
+
+#[test]
+fn each_error_class_has_its_status_and_a_json_body() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("");
+    let check = |(status, v): (u16, Value), want: u16, code: &str| {
+        assert_eq!(status, want, "{v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    };
+    check(s.post("/job", "application/json", b"{not json".to_vec(), &[]), 400, "malformed_request");
+    check(s.get_json("/job/does-not-exist"), 404, "not_found");
+    check(s.get_json("/job/does-not-exist/output"), 404, "not_found");
+    check(s.get_json("/no/such/route"), 404, "not_found");
+    let big = "x".repeat((1 << 20) + 1);
+    check(s.submit(&json!({"code": big, "executionEngine": "python"})), 413, "too_large");
+    check(s.post("/job", "text/plain", b"print(1)".to_vec(), &[]), 415, "unsupported_media_type");
+    let (status, v) = s.submit(&json!({"code": "x", "executionEngine": "cobol"}));
+    check((status, v.clone()), 422, "invalid_field");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("cobol") && msg.contains("python") && msg.contains("c++"), "lists the known engines: {msg}");
+    check(s.submit(&json!({"executionEngine": "python"})), 422, "invalid_field");
+    check(s.submit(&json!({"code": "x", "executionEngine": "python", "limits": {"memoryMb": 1_000_000}})), 422, "invalid_field");
+    check(s.submit(&json!({"code": "x", "executionEngine": "python", "files": [{"name": "../x", "content": ""}]})), 422, "invalid_field");
+    check(s.get_json("/job?limit=0"), 422, "invalid_field");
+    // Output of an unfinished job: 409.
+    let (_, rec) = s.submit(&json!({"code": "import time; time.sleep(2)", "executionEngine": "python"}));
+    check(s.get_json(&format!("/job/{}/output", rec["id"].as_str().unwrap())), 409, "conflict");
+}
+
+#[test]
+fn listing_languages_health_metrics_and_openapi() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_, r) = s.submit(&json!({"code": format!("print({i})"), "executionEngine": "python"}));
+        ids.push(r["id"].as_str().unwrap().to_string());
+    }
+    let (status, page) = s.get_json("/job?limit=2");
+    assert_eq!(status, 200);
+    let got: Vec<&str> = page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "newest first");
+    let (_, next) = s.get_json(&format!("/job?limit=2&offset={}", page["nextOffset"].as_str().unwrap()));
+    assert_eq!(next["jobs"][0]["id"], ids[0]);
+    let (_, langs) = s.get_json("/languages");
+    let names: Vec<&str> = langs.as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    for want in ["c", "c++", "python", "bash"] {
+        assert!(names.contains(&want), "{langs}");
+    }
+    assert!(langs[0]["version"].is_string(), "{langs}");
+    assert_eq!(s.get("/readyz").0, 200);
+    for id in &ids {
+        s.wait(id, Duration::from_secs(30));
+    }
+    let (status, metrics) = s.get("/metrics");
+    assert_eq!(status, 200);
+    for stage in ["server", "queue_wait", "worker_creation", "execution", "storage", "end_to_end"] {
+        assert!(metrics.contains(&format!("wolf_stage_duration_seconds_bucket{{stage=\"{stage}\",le=\"0.0001\"}}")), "stage {stage}:\n{metrics}");
+    }
+    assert!(metrics.contains("wolf_jobs_total"), "{metrics}");
+    let (status, doc) = s.get_json("/openapi.json");
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/job"]["post"].is_object() && doc["components"]["schemas"]["JobRecord"].is_object(), "{doc}");
+}
+
+#[test]
+fn many_jobs_in_parallel_all_correct() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("");
+    let n = 40;
+    let ids: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                let s = &s;
+                sc.spawn(move || {
+                    let (st, r) = s.submit(&json!({"code": format!("print({i} * {i})"), "executionEngine": "python"}));
+                    assert_eq!(st, 200, "{r}");
+                    r["id"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, id) in ids.iter().enumerate() {
+        let done = s.wait(id, Duration::from_secs(120));
+        assert_eq!(done["result"]["verdict"], "Accepted", "{done}");
+        assert_eq!(s.get(&format!("/job/{id}/output")).1, format!("{}\n", i * i));
+    }
+}
+
+#[test]
+fn overload_gets_only_fast_refusals_and_every_accepted_job_completes() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("max_inflight = 4\nmax_pending = 20\nworkers = 2\n");
+    let results: Vec<(u16, Value, Duration)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..16)
+            .map(|t| {
+                let s = &s;
+                sc.spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            let started = Instant::now();
+                            let (st, v) = s.submit(&json!({"code": format!("print({t} * 1000 + {i})"), "executionEngine": "python"}));
+                            (st, v, started.elapsed())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for (st, v, _) in &results {
+        match st {
+            200 => accepted.push((v["id"].as_str().unwrap().to_string(), v.clone())),
+            429 | 503 => refused += 1,
+            other => panic!("only 2xx/429/503 under overload, got {other}: {v}"),
+        }
+    }
+    assert!(refused > 0, "a burst of 400 against 4 in flight and 20 pending is refused in part");
+    assert!(!accepted.is_empty());
+    for (id, _) in &accepted {
+        let done = s.wait(id, Duration::from_secs(180));
+        assert_eq!(done["status"], "Completed", "{done}");
+    }
+    eprintln!("overload: {} accepted, {refused} refused", accepted.len());
+}
+
+#[test]
+fn kill_9_under_load_then_restart_loses_no_accepted_job() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start_on(&data, "workers = 2\n", None);
+    let port = s.port();
+    let mut accepted = Vec::new();
+    for i in 0..30 {
+        let (st, r) = s.submit(&json!({"code": format!("import time\ntime.sleep(0.05)\nprint({i} + 1000)"), "executionEngine": "python"}));
+        assert_eq!(st, 200);
+        accepted.push((r["id"].as_str().unwrap().to_string(), i));
+        if i == 20 {
+            s.kill9();
+            break;
+        }
+    }
+    let s = Server::start_on(&data, "workers = 2\n", Some(port));
+    for (id, i) in &accepted {
+        let done = s.wait(id, Duration::from_secs(120));
+        assert_eq!(done["status"], "Completed", "{done}");
+        assert_eq!(done["result"]["verdict"], "Accepted", "{done}");
+        assert_eq!(s.get(&format!("/job/{id}/output")).1, format!("{}\n", i + 1000), "job {id}");
+        assert_eq!(done["outputHash"], sha256_hex(format!("{}\n", i + 1000).as_bytes()));
+    }
+}
+
+/// The sandbox init process whose tree runs a process with `marker` in its command line.
+fn init_running(marker: &str) -> Option<i32> {
+    let ppid = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+    };
+    let cmdline = |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if !cmdline(pid).contains(marker) || cmdline(pid).contains("wolf serve") {
+            continue;
+        }
+        // program -> step supervisor -> init
+        let mut p = pid;
+        for _ in 0..4 {
+            p = ppid(p)?;
+            if cmdline(p).contains("__wolf-sandbox-init") && !cmdline(ppid(p)?).contains("__wolf-sandbox-init") {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_worker_killed_mid_job_is_retried_and_the_pool_heals() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("workers = 2\n");
+    let marker = format!("marker{}", std::process::id());
+    let (_, rec) = s.submit(&json!({"code": "import time, sys\ntime.sleep(1.5)\nprint('survived', sys.argv[1][:6])", "executionEngine": "python", "args": [marker]}));
+    let id = rec["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let init = loop {
+        if let Some(p) = init_running(&marker) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = Command::new("kill").args(["-9", &init.to_string()]).status();
+    let done = s.wait(id, Duration::from_secs(60));
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert!(done["retryCount"].as_u64().unwrap() >= 1, "{done}");
+    assert_eq!(s.get(&format!("/job/{id}/output")).1, "survived marker\n");
+    // The pool healed: more jobs run.
+    let (_, after) = s.post("/job?wait=true", "application/json", json!({"code": "print('next')", "executionEngine": "python"}).to_string().into_bytes(), &[]);
+    assert_eq!(after["result"]["verdict"], "Accepted", "{after}");
+}
+
+#[test]
+fn sigterm_stops_intake_and_finishes_running_jobs() {
+    if !privileged() {
+        return;
+    }
+    let mut s = Server::start("workers = 1\n");
+    let (_, rec) = s.submit(&json!({"code": "import time\ntime.sleep(1)\nprint('finished')", "executionEngine": "python"}));
+    let id = rec["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.get_json(&format!("/job/{id}")).1["status"] != "Running" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    // Restart on the same data: the job finished before the exit.
+    let data = s.data.clone();
+    let s2 = Server::start_on(&data, "workers = 1\n", None);
+    let done = s2.get_json(&format!("/job/{id}")).1;
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(done["retryCount"], 0, "finished once, not re-run: {done}");
+}
