@@ -108,10 +108,16 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = ErrorBody { error: ErrorDetail { code: self.code(), message: self.message() } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.message(),
+            },
+        };
         let mut resp = (status, Json(body)).into_response();
         if matches!(self, ApiError::Overloaded | ApiError::Unavailable(_)) {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }

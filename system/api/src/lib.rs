@@ -101,7 +101,17 @@ impl AppState {
         ready: Arc<AtomicBool>,
     ) -> Self {
         let inflight = Arc::new(Semaphore::new(cfg.max_inflight));
-        Self { meta, objects, queue, registry, cfg: Arc::new(cfg), events, prometheus, inflight, ready }
+        Self {
+            meta,
+            objects,
+            queue,
+            registry,
+            cfg: Arc::new(cfg),
+            events,
+            prometheus,
+            inflight,
+            ready,
+        }
     }
 }
 

@@ -54,13 +54,19 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
 
 /// Parse a JSON or multipart submission; returns it with the bytes its idempotency hash covers.
 async fn parse_submission(st: &AppState, headers: &HeaderMap, req: Request) -> Result<(Submission, Vec<u8>), ApiError> {
-    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ctype.starts_with("application/json") {
         let body = read_body(req, st.cfg.max_body_bytes).await?;
         let sub: Submission = serde_json::from_slice(&body).map_err(json_error)?;
         Ok((sub, body.to_vec()))
     } else if ctype.starts_with("multipart/form-data") {
-        let mut mp = Multipart::from_request(req, &()).await.map_err(|e| ApiError::Malformed(format!("multipart: {e}")))?;
+        let mut mp = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::Malformed(format!("multipart: {e}")))?;
         let mut metadata: Option<serde_json::Value> = None;
         let mut code: Option<Vec<u8>> = None;
         while let Some(field) = mp.next_field().await.map_err(|e| multipart_error(&e.to_string()))? {
@@ -69,14 +75,28 @@ async fn parse_submission(st: &AppState, headers: &HeaderMap, req: Request) -> R
                     let b = field.bytes().await.map_err(|e| multipart_error(&e.to_string()))?;
                     metadata = Some(serde_json::from_slice(&b).map_err(json_error)?);
                 }
-                "code" => code = Some(field.bytes().await.map_err(|e| multipart_error(&e.to_string()))?.to_vec()),
-                other => return Err(ApiError::Invalid(format!("unknown multipart part {other:?}; expected metadata and code"))),
+                "code" => {
+                    code = Some(
+                        field
+                            .bytes()
+                            .await
+                            .map_err(|e| multipart_error(&e.to_string()))?
+                            .to_vec(),
+                    )
+                }
+                other => {
+                    return Err(ApiError::Invalid(format!(
+                        "unknown multipart part {other:?}; expected metadata and code"
+                    )));
+                }
             }
         }
         let mut meta = metadata.ok_or_else(|| ApiError::Invalid("multipart part \"metadata\" is missing".into()))?;
         let code = code.ok_or_else(|| ApiError::Invalid("multipart part \"code\" is missing".into()))?;
         let code_text = String::from_utf8(code).map_err(|_| ApiError::Invalid("code must be UTF-8 text".into()))?;
-        let obj = meta.as_object_mut().ok_or_else(|| ApiError::Invalid("metadata must be a JSON object".into()))?;
+        let obj = meta
+            .as_object_mut()
+            .ok_or_else(|| ApiError::Invalid("metadata must be a JSON object".into()))?;
         obj.insert("code".into(), serde_json::Value::String(code_text));
         let canonical = serde_json::to_vec(&meta).unwrap_or_default();
         let sub: Submission = serde_json::from_value(meta).map_err(json_error)?;
@@ -100,12 +120,19 @@ fn multipart_error(msg: &str) -> ApiError {
 /// Check a submission against the registry and caps before anything is stored.
 fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
     if sub.code.len() > st.cfg.max_code_bytes {
-        return Err(ApiError::TooLarge(format!("code is {} bytes; the limit is {}", sub.code.len(), st.cfg.max_code_bytes)));
+        return Err(ApiError::TooLarge(format!(
+            "code is {} bytes; the limit is {}",
+            sub.code.len(),
+            st.cfg.max_code_bytes
+        )));
     }
     if sub.code.trim().is_empty() {
         return Err(ApiError::Invalid("code is empty".into()));
     }
-    let lang = st.registry.find(&sub.execution_engine).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let lang = st
+        .registry
+        .find(&sub.execution_engine)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     if let Some(reason) = &lang.absent {
         return Err(ApiError::Invalid(format!(
             "execution engine {} is not available on this deployment ({reason}); available: {}",
@@ -135,7 +162,12 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
-pub async fn submit(State(st): State<AppState>, Query(q): Query<SubmitQuery>, headers: HeaderMap, req: Request) -> Result<Response, ApiError> {
+pub async fn submit(
+    State(st): State<AppState>,
+    Query(q): Query<SubmitQuery>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     if !st.ready.load(Ordering::Relaxed) {
         return Err(ApiError::Unavailable("Wolf is starting or shutting down".into()));
@@ -144,11 +176,16 @@ pub async fn submit(State(st): State<AppState>, Query(q): Query<SubmitQuery>, he
     validate(&st, &sub)?;
     let idem = match headers.get("idempotency-key") {
         Some(v) => {
-            let key = v.to_str().map_err(|_| ApiError::Invalid("Idempotency-Key must be ASCII".into()))?;
+            let key = v
+                .to_str()
+                .map_err(|_| ApiError::Invalid("Idempotency-Key must be ASCII".into()))?;
             if key.is_empty() || key.len() > 200 {
                 return Err(ApiError::Invalid("Idempotency-Key must be 1 to 200 characters".into()));
             }
-            Some(Idempotency { key: key.to_string(), body_hash: wolf_core::hash::sha256_hex(&hashed) })
+            Some(Idempotency {
+                key: key.to_string(),
+                body_hash: wolf_core::hash::sha256_hex(&hashed),
+            })
         }
         None => None,
     };
@@ -156,7 +193,10 @@ pub async fn submit(State(st): State<AppState>, Query(q): Query<SubmitQuery>, he
     let mut record = JobRecord::new(id.clone(), &sub, Utc::now());
     // Code first: a queued job always finds its code.
     st.objects.put(&code_key(&id), sub.code.clone().into_bytes()).await?;
-    record.timings = Some(Timings { server: started.elapsed().as_secs_f64() * 1000.0, ..Default::default() });
+    record.timings = Some(Timings {
+        server: started.elapsed().as_secs_f64() * 1000.0,
+        ..Default::default()
+    });
     let record = match st.queue.admit(&record, &sub, idem.as_ref(), st.cfg.max_pending).await? {
         Admission::New => {
             st.events.queued();
@@ -169,9 +209,16 @@ pub async fn submit(State(st): State<AppState>, Query(q): Query<SubmitQuery>, he
     if !q.wait {
         return Ok((StatusCode::OK, Json(record)).into_response());
     }
-    let timeout = q.timeout.map(|s| Duration::from_secs_f64(s.clamp(0.0, st.cfg.wait_max.as_secs_f64()))).unwrap_or(st.cfg.wait_default);
+    let timeout = q
+        .timeout
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, st.cfg.wait_max.as_secs_f64())))
+        .unwrap_or(st.cfg.wait_default);
     let rec = wait_final(&st, &record.id, timeout).await?;
-    let status = if rec.status.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if rec.status.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(rec)).into_response())
 }
 
@@ -180,7 +227,11 @@ async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRec
     let deadline = tokio::time::Instant::now() + timeout;
     let mut rx = st.events.subscribe();
     loop {
-        let rec = st.meta.get(id).await?.ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+        let rec = st
+            .meta
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
         if rec.status.is_final() {
             return Ok(rec);
         }
@@ -202,21 +253,43 @@ async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRec
 /// A job record.
 #[utoipa::path(get, path = "/job/{id}", responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)))]
 pub async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
-    st.meta.get(&id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
+    st.meta
+        .get(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
 }
 
 /// The program's stdout (409 while the job has not finished).
 #[utoipa::path(get, path = "/job/{id}/output", responses((status = 200, content_type = "text/plain", body = String),
     (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn output(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let rec = st.meta.get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let rec = st
+        .meta
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
     if !rec.status.is_final() {
-        return Err(ApiError::Conflict(format!("job {id} is {}; its output is not ready", rec.status.as_str())));
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}; its output is not ready",
+            rec.status.as_str()
+        )));
     }
-    let Some(path) = rec.output_path.clone().or_else(|| (rec.status == wolf_core::Status::Completed).then(|| output_key(&id))) else {
-        return Err(ApiError::NotFound(format!("job {id} failed and has no output: {}", rec.failure_reason.unwrap_or_default())));
+    let Some(path) = rec
+        .output_path
+        .clone()
+        .or_else(|| (rec.status == wolf_core::Status::Completed).then(|| output_key(&id)))
+    else {
+        return Err(ApiError::NotFound(format!(
+            "job {id} failed and has no output: {}",
+            rec.failure_reason.unwrap_or_default()
+        )));
     };
-    let data = st.objects.get(&path).await?.ok_or_else(|| ApiError::NotFound(format!("output of job {id} not found")))?;
+    let data = st
+        .objects
+        .get(&path)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("output of job {id} not found")))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
 }
 
@@ -256,7 +329,11 @@ pub async fn list(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Res
     if !(1..=100).contains(&limit) {
         return Err(ApiError::Invalid("limit must be between 1 and 100".into()));
     }
-    let mut page = Page { before: None, offset: 0, limit };
+    let mut page = Page {
+        before: None,
+        offset: 0,
+        limit,
+    };
     if let Some(o) = q.offset.as_deref().filter(|o| !o.is_empty()) {
         match o.parse::<u64>() {
             Ok(n) => page.offset = n,
@@ -264,7 +341,9 @@ pub async fn list(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Res
         }
     }
     let jobs = st.meta.list(page).await?;
-    let next_offset = (jobs.len() as u64 == limit).then(|| jobs.last().map(|j| j.id.clone())).flatten();
+    let next_offset = (jobs.len() as u64 == limit)
+        .then(|| jobs.last().map(|j| j.id.clone()))
+        .flatten();
     Ok(Json(JobPage { jobs, next_offset }))
 }
 

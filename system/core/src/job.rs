@@ -285,7 +285,13 @@ mod tests {
 
     #[test]
     fn status_round_trips() {
-        for s in [Status::Pending, Status::Dispatched, Status::Running, Status::Completed, Status::Failed] {
+        for s in [
+            Status::Pending,
+            Status::Dispatched,
+            Status::Running,
+            Status::Completed,
+            Status::Failed,
+        ] {
             assert_eq!(Status::parse(s.as_str()), Some(s));
         }
         assert!(Status::Completed.is_final() && !Status::Running.is_final());

@@ -97,13 +97,25 @@ impl Manager {
         cfg: ManagerConfig,
         events: Events,
     ) -> Self {
-        Self { meta, objects, queue, sandboxes, registry, cfg, events, gauges: Arc::new(PoolGauges::default()) }
+        Self {
+            meta,
+            objects,
+            queue,
+            sandboxes,
+            registry,
+            cfg,
+            events,
+            gauges: Arc::new(PoolGauges::default()),
+        }
     }
 
     /// Run the pool until `shutdown` turns true; running jobs finish and are persisted first.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         match self.queue.recover().await {
-            Ok(n) if n > 0 => tracing::info!(jobs = n, "voided the leases of a previous process; those jobs run again"),
+            Ok(n) if n > 0 => tracing::info!(
+                jobs = n,
+                "voided the leases of a previous process; those jobs run again"
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not void old leases"),
         }
@@ -199,7 +211,13 @@ impl Manager {
     }
 
     /// Handle one delivery. Returns the sandbox if it was not used (the job needed no run).
-    async fn process(&self, d: Delivery, mut sandbox: Prepared, creation_ms: f64, leased_at: Instant) -> Option<Prepared> {
+    async fn process(
+        &self,
+        d: Delivery,
+        mut sandbox: Prepared,
+        creation_ms: f64,
+        leased_at: Instant,
+    ) -> Option<Prepared> {
         let id = d.job_id.clone();
         let record = match self.meta.get(&id).await {
             Ok(Some(r)) => r,
@@ -235,15 +253,26 @@ impl Manager {
             code,
             stdin: sub.stdin.clone().map(String::into_bytes),
             args: sub.args.clone(),
-            files: sub.files.iter().map(|f| (f.name.clone(), f.content.clone().into_bytes())).collect(),
+            files: sub
+                .files
+                .iter()
+                .map(|f| (f.name.clone(), f.content.clone().into_bytes()))
+                .collect(),
             limits: sub.limits.unwrap_or_default().into(),
             compile_limits: Default::default(),
             expected_output: sub.expected_output.clone().map(String::into_bytes),
         };
-        let engine = self.registry.find(&sub.execution_engine).map(|l| l.spec.name.clone()).unwrap_or_else(|_| "unknown".into());
+        let engine = self
+            .registry
+            .find(&sub.execution_engine)
+            .map(|l| l.spec.name.clone())
+            .unwrap_or_else(|_| "unknown".into());
         // Plan::new may build a language's artifacts once (the C++ precompiled header): blocking.
         let (registry, caps) = (self.registry, self.cfg.caps);
-        let plan = match tokio::task::spawn_blocking(move || Plan::new(registry, &caps, &req)).await.expect("plan thread") {
+        let plan = match tokio::task::spawn_blocking(move || Plan::new(registry, &caps, &req))
+            .await
+            .expect("plan thread")
+        {
             Ok(p) => p,
             Err(e) => {
                 self.fail(record, format!("cannot run: {e}"), &engine).await;
@@ -251,7 +280,8 @@ impl Manager {
             }
         };
         let mut timings = record.timings.unwrap_or_default();
-        timings.queue_wait = ms((Utc::now() - record.creation_time).to_std().unwrap_or_default()) - ms(leased_at.elapsed());
+        timings.queue_wait =
+            ms((Utc::now() - record.creation_time).to_std().unwrap_or_default()) - ms(leased_at.elapsed());
         timings.worker_creation = creation_ms;
         stage("queue_wait", timings.queue_wait);
         let started = Utc::now();
@@ -275,7 +305,12 @@ impl Manager {
                 if d.attempt >= self.cfg.max_attempts {
                     let mut rec = record;
                     rec.retry_count = d.attempt.saturating_sub(1);
-                    self.fail(rec, format!("the sandbox failed on each of {} attempts: {e}", d.attempt), &engine).await;
+                    self.fail(
+                        rec,
+                        format!("the sandbox failed on each of {} attempts: {e}", d.attempt),
+                        &engine,
+                    )
+                    .await;
                 } else if let Err(e) = self.queue.release(&id, self.cfg.retry_delay).await {
                     tracing::warn!(job = %id, error = %e, "could not release; the lease will expire");
                 }
@@ -293,7 +328,9 @@ impl Manager {
         let mut rec = record;
         let puts = async {
             self.objects.put(&output_key(&id), stdout).await?;
-            self.objects.put(&stderr_key(&id), out.result.stderr.clone().into_bytes()).await?;
+            self.objects
+                .put(&stderr_key(&id), out.result.stderr.clone().into_bytes())
+                .await?;
             Ok::<(), StoreError>(())
         };
         if let Err(e) = puts.await {
@@ -325,7 +362,8 @@ impl Manager {
         stage("storage", timings.storage);
         stage("end_to_end", timings.total);
         let verdict = format!("{:?}", out.result.verdict);
-        metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine).increment(1);
+        metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine)
+            .increment(1);
         self.events.finished(&id);
         None
     }

@@ -191,7 +191,8 @@ impl Plan {
     /// result, never a panic. The caller drops the sandbox afterwards: destroying it (kill,
     /// reap, rmdir) is not part of the job's time.
     pub fn run(&self, sandbox: &mut Prepared, worker_creation_ms: f64) -> RunOutput {
-        self.try_run(sandbox, worker_creation_ms).unwrap_or_else(|e| internal(&e))
+        self.try_run(sandbox, worker_creation_ms)
+            .unwrap_or_else(|e| internal(&e))
     }
 
     /// Like [`Plan::run`], but a failure of the sandbox itself (its init died, the channel
@@ -199,7 +200,10 @@ impl Plan {
     pub fn try_run(&self, sandbox: &mut Prepared, worker_creation_ms: f64) -> Result<RunOutput, SandboxError> {
         let started = Instant::now();
         let outputs = sandbox.run(&self.files, &self.steps)?;
-        let mut timings = Timings { worker_creation: worker_creation_ms, ..Default::default() };
+        let mut timings = Timings {
+            worker_creation: worker_creation_ms,
+            ..Default::default()
+        };
         let mut out = self.decide(outputs, &mut timings);
         timings.total = ms(started.elapsed()) + worker_creation_ms;
         out.result.timings = timings;

@@ -15,7 +15,10 @@ pub struct Events {
 
 impl Default for Events {
     fn default() -> Self {
-        Self { finished: broadcast::channel(1024).0, queued: Arc::new(Notify::new()) }
+        Self {
+            finished: broadcast::channel(1024).0,
+            queued: Arc::new(Notify::new()),
+        }
     }
 }
 

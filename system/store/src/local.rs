@@ -38,7 +38,11 @@ impl Objects for LocalObjects {
         let path = self.path(key)?;
         let dir = path.parent().expect("keys have a directory").to_path_buf();
         tokio::fs::create_dir_all(&dir).await.map_err(unavailable)?;
-        let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("o"), uuid::Uuid::now_v7()));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("o"),
+            uuid::Uuid::now_v7()
+        ));
         tokio::fs::write(&tmp, data).await.map_err(unavailable)?;
         tokio::fs::rename(&tmp, &path).await.map_err(unavailable)
     }
@@ -64,7 +68,10 @@ mod tests {
         assert_eq!(o.get("jobs/a/code.bin").await.unwrap().unwrap(), b"x");
         assert!(o.get("jobs/b/code.bin").await.unwrap().is_none());
         for bad in ["../x", "/etc/passwd", "jobs/../../x", ""] {
-            assert!(matches!(o.put(bad, vec![]).await, Err(StoreError::InvalidKey(_))), "{bad}");
+            assert!(
+                matches!(o.put(bad, vec![]).await, Err(StoreError::InvalidKey(_))),
+                "{bad}"
+            );
         }
     }
 }

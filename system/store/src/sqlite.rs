@@ -59,7 +59,10 @@ fn now_ms() -> i64 {
 }
 
 fn parse_record(id: &str, text: &str) -> Result<JobRecord, StoreError> {
-    serde_json::from_str(text).map_err(|source| StoreError::Corrupt { what: format!("job {id}"), source })
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
+        what: format!("job {id}"),
+        source,
+    })
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -75,25 +78,43 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(db)?;
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await.map_err(db)?;
         }
-        Ok(Self { pool, writer: Default::default() })
+        Ok(Self {
+            pool,
+            writer: Default::default(),
+        })
     }
 }
 
 #[async_trait]
 impl Metadata for SqliteStore {
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query("SELECT record FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         row.map(|r| parse_record(id, r.get::<&str, _>(0))).transpose()
     }
 
     async fn submission(&self, id: &str) -> Result<Option<Submission>, StoreError> {
-        let row = sqlx::query("SELECT submission FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query("SELECT submission FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         row.map(|r| {
-            serde_json::from_str(r.get::<&str, _>(0)).map_err(|source| StoreError::Corrupt { what: format!("submission {id}"), source })
+            serde_json::from_str(r.get::<&str, _>(0)).map_err(|source| StoreError::Corrupt {
+                what: format!("submission {id}"),
+                source,
+            })
         })
         .transpose()
     }
@@ -116,12 +137,22 @@ impl Metadata for SqliteStore {
             }
         }
         .map_err(db)?;
-        rows.iter().map(|r| parse_record(r.get::<&str, _>(0), r.get::<&str, _>(1))).collect()
+        rows.iter()
+            .map(|r| parse_record(r.get::<&str, _>(0), r.get::<&str, _>(1)))
+            .collect()
     }
 
-    async fn mark_running(&self, id: &str, attempt: u32, at: DateTime<Utc>, timings: Timings) -> Result<(), StoreError> {
+    async fn mark_running(
+        &self,
+        id: &str,
+        attempt: u32,
+        at: DateTime<Utc>,
+        timings: Timings,
+    ) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
-        let Some(mut rec) = Metadata::get(self, id).await? else { return Ok(()) };
+        let Some(mut rec) = Metadata::get(self, id).await? else {
+            return Ok(());
+        };
         if rec.status.is_final() {
             return Ok(());
         }
@@ -141,13 +172,15 @@ impl Metadata for SqliteStore {
 
     async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError> {
         let _w = self.writer.lock().await;
-        let done = sqlx::query("UPDATE jobs SET status = ?, record = ? WHERE id = ? AND status NOT IN ('Completed', 'Failed')")
-            .bind(record.status.as_str())
-            .bind(to_json(record))
-            .bind(&record.id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?, record = ? WHERE id = ? AND status NOT IN ('Completed', 'Failed')",
+        )
+        .bind(record.status.as_str())
+        .bind(to_json(record))
+        .bind(&record.id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -174,13 +207,26 @@ impl Queue for SqliteStore {
                 if hash != idem.body_hash {
                     return Err(StoreError::IdempotencyConflict { key: idem.key.clone() });
                 }
-                let rec = sqlx::query("SELECT record FROM jobs WHERE id = ?").bind(&job_id).fetch_one(&mut *tx).await.map_err(db)?;
-                return Ok(Admission::Existing(Box::new(parse_record(&job_id, rec.get::<&str, _>(0))?)));
+                let rec = sqlx::query("SELECT record FROM jobs WHERE id = ?")
+                    .bind(&job_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                return Ok(Admission::Existing(Box::new(parse_record(
+                    &job_id,
+                    rec.get::<&str, _>(0),
+                )?)));
             }
         }
-        let pending: i64 = sqlx::query("SELECT COUNT(*) FROM queue").fetch_one(&mut *tx).await.map_err(db)?.get(0);
+        let pending: i64 = sqlx::query("SELECT COUNT(*) FROM queue")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .get(0);
         if pending as u64 >= max_pending {
-            return Err(StoreError::QueueFull { pending: pending as u64 });
+            return Err(StoreError::QueueFull {
+                pending: pending as u64,
+            });
         }
         sqlx::query("INSERT INTO jobs (id, status, record, submission) VALUES (?, ?, ?, ?)")
             .bind(&record.id)
@@ -233,7 +279,11 @@ impl Queue for SqliteStore {
 
     async fn ack(&self, job_id: &str) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
-        sqlx::query("DELETE FROM queue WHERE job_id = ?").bind(job_id).execute(&self.pool).await.map_err(db)?;
+        sqlx::query("DELETE FROM queue WHERE job_id = ?")
+            .bind(job_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -249,7 +299,11 @@ impl Queue for SqliteStore {
     }
 
     async fn depth(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM queue").fetch_one(&self.pool).await.map_err(db)?.get(0);
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM queue")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .get(0);
         Ok(n as u64)
     }
 
@@ -283,33 +337,59 @@ mod tests {
         let (_d, s) = store().await;
         for i in 0..3 {
             let rec = JobRecord::new(format!("job-{i}"), &sub("print(1)"), Utc::now());
-            assert!(matches!(s.admit(&rec, &sub("print(1)"), None, 3).await.unwrap(), Admission::New));
+            assert!(matches!(
+                s.admit(&rec, &sub("print(1)"), None, 3).await.unwrap(),
+                Admission::New
+            ));
         }
         let rec = JobRecord::new("job-9".into(), &sub("x"), Utc::now());
-        assert!(matches!(s.admit(&rec, &sub("x"), None, 3).await, Err(StoreError::QueueFull { pending: 3 })));
+        assert!(matches!(
+            s.admit(&rec, &sub("x"), None, 3).await,
+            Err(StoreError::QueueFull { pending: 3 })
+        ));
         let d = s.lease(Duration::from_secs(60)).await.unwrap().unwrap();
         assert_eq!((d.job_id.as_str(), d.attempt), ("job-0", 1), "oldest first");
-        assert_eq!(s.lease(Duration::from_secs(60)).await.unwrap().unwrap().job_id, "job-1", "a leased job is not handed out twice");
+        assert_eq!(
+            s.lease(Duration::from_secs(60)).await.unwrap().unwrap().job_id,
+            "job-1",
+            "a leased job is not handed out twice"
+        );
         s.ack("job-0").await.unwrap();
         assert_eq!(s.depth().await.unwrap(), 2);
         assert_eq!(s.recover().await.unwrap(), 1, "job-1's lease is voided after a restart");
         let again = s.lease(Duration::from_secs(60)).await.unwrap().unwrap();
-        assert_eq!((again.job_id.as_str(), again.attempt), ("job-1", 2), "redelivered with its attempt counted");
+        assert_eq!(
+            (again.job_id.as_str(), again.attempt),
+            ("job-1", 2),
+            "redelivered with its attempt counted"
+        );
     }
 
     #[tokio::test]
     async fn idempotency_same_body_same_job_different_body_conflict() {
         let (_d, s) = store().await;
-        let idem = Idempotency { key: "k1".into(), body_hash: "h1".into() };
+        let idem = Idempotency {
+            key: "k1".into(),
+            body_hash: "h1".into(),
+        };
         let rec = JobRecord::new("job-a".into(), &sub("a"), Utc::now());
-        assert!(matches!(s.admit(&rec, &sub("a"), Some(&idem), 10).await.unwrap(), Admission::New));
+        assert!(matches!(
+            s.admit(&rec, &sub("a"), Some(&idem), 10).await.unwrap(),
+            Admission::New
+        ));
         let rec2 = JobRecord::new("job-b".into(), &sub("a"), Utc::now());
         match s.admit(&rec2, &sub("a"), Some(&idem), 10).await.unwrap() {
             Admission::Existing(r) => assert_eq!(r.id, "job-a"),
             other => panic!("{other:?}"),
         }
-        let other = Idempotency { key: "k1".into(), body_hash: "h2".into() };
-        assert!(matches!(s.admit(&rec2, &sub("b"), Some(&other), 10).await, Err(StoreError::IdempotencyConflict { .. })));
+        let other = Idempotency {
+            key: "k1".into(),
+            body_hash: "h2".into(),
+        };
+        assert!(matches!(
+            s.admit(&rec2, &sub("b"), Some(&other), 10).await,
+            Err(StoreError::IdempotencyConflict { .. })
+        ));
         assert_eq!(s.depth().await.unwrap(), 1, "run once");
     }
 
@@ -323,10 +403,26 @@ mod tests {
         done.output_hash = Some("first".into());
         assert!(s.finish(&done).await.unwrap());
         done.output_hash = Some("second".into());
-        assert!(!s.finish(&done).await.unwrap(), "a duplicate execution cannot overwrite the result");
-        assert_eq!(Metadata::get(&s, "job-f").await.unwrap().unwrap().output_hash.as_deref(), Some("first"));
-        s.mark_running("job-f", 2, Utc::now(), Timings::default()).await.unwrap();
-        assert_eq!(Metadata::get(&s, "job-f").await.unwrap().unwrap().status, Status::Completed);
+        assert!(
+            !s.finish(&done).await.unwrap(),
+            "a duplicate execution cannot overwrite the result"
+        );
+        assert_eq!(
+            Metadata::get(&s, "job-f")
+                .await
+                .unwrap()
+                .unwrap()
+                .output_hash
+                .as_deref(),
+            Some("first")
+        );
+        s.mark_running("job-f", 2, Utc::now(), Timings::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            Metadata::get(&s, "job-f").await.unwrap().unwrap().status,
+            Status::Completed
+        );
     }
 
     #[tokio::test]
@@ -336,9 +432,29 @@ mod tests {
             let rec = JobRecord::new(format!("job-{i}"), &sub("a"), Utc::now());
             s.admit(&rec, &sub("a"), None, 10).await.unwrap();
         }
-        let first = s.list(Page { before: None, offset: 0, limit: 2 }).await.unwrap();
-        assert_eq!(first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["job-4", "job-3"]);
-        let next = s.list(Page { before: Some("job-3"), offset: 0, limit: 2 }).await.unwrap();
-        assert_eq!(next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["job-2", "job-1"]);
+        let first = s
+            .list(Page {
+                before: None,
+                offset: 0,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["job-4", "job-3"]
+        );
+        let next = s
+            .list(Page {
+                before: Some("job-3"),
+                offset: 0,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["job-2", "job-1"]
+        );
     }
 }

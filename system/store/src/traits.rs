@@ -88,7 +88,8 @@ pub trait Metadata: Send + Sync {
     /// Newest first.
     async fn list(&self, page: Page<'_>) -> Result<Vec<JobRecord>, StoreError>;
     /// The job started its `attempt`-th execution.
-    async fn mark_running(&self, id: &str, attempt: u32, at: DateTime<Utc>, timings: Timings) -> Result<(), StoreError>;
+    async fn mark_running(&self, id: &str, attempt: u32, at: DateTime<Utc>, timings: Timings)
+    -> Result<(), StoreError>;
     /// Write the final record (Completed or Failed) unless one was written already: the final
     /// result is written once. Returns whether this call wrote it.
     async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError>;

@@ -14,9 +14,12 @@ pub struct BenchArgs {
     /// Rounds (each round samples every row once).
     #[arg(long, default_value_t = 300)]
     runs: usize,
-    /// Where to write the table (default: results/<UTC date>-sandbox.md).
+    /// Where to write the table (default: results/<UTC date>-sandbox.md, or -serve.md).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure the engine end to end (`wolf serve`, ?wait=true jobs) instead of the sandbox.
+    #[arg(long)]
+    serve: bool,
 }
 
 fn git_commit() -> String {
@@ -38,6 +41,27 @@ fn utc_date() -> String {
 }
 
 pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.serve {
+        let table = crate::bench_serve::run(args.runs)?;
+        let doc = format!(
+            "# Engine overhead (wolf serve, embedded mode)\n\nMachine: {}\nCommit: {}\nCommand: `cargo run --release -p wolf -- bench --serve --runs {}`\n\
+             Sequential `POST /job?wait=true` of python `pass` (client-side latency, HTTP included), interleaved\n\
+             with bare spawns of `/usr/bin/python3 -c pass`.\n\n{table}",
+            bench::machine(),
+            git_commit(),
+            args.runs
+        );
+        print!("{table}");
+        let out = args
+            .out
+            .unwrap_or_else(|| PathBuf::from(format!("results/{}-serve.md", utc_date())));
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, doc)?;
+        eprintln!("written to {}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let sandboxes = Sandboxes::new(SandboxConfig {
         binds: ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
             .iter()

@@ -5,6 +5,7 @@
 //! before anything else (before any thread exists).
 
 mod bench;
+mod bench_serve;
 mod run;
 mod serve;
 

@@ -121,8 +121,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&cfg.data_dir)?;
     let buckets = [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-        120.0, 300.0,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        60.0, 120.0, 300.0,
     ];
     let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full("wolf_stage_duration_seconds".into()), &buckets)?
@@ -134,8 +134,11 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cache)?;
     let registry = Registry::builtin(&cache)?;
     let sandboxes = Arc::new(
-        Sandboxes::new(SandboxConfig { binds: registry.bind_paths(), ..Default::default() })
-            .context("the sandbox cannot start on this host (Wolf needs root, or a delegated cgroup)")?,
+        Sandboxes::new(SandboxConfig {
+            binds: registry.bind_paths(),
+            ..Default::default()
+        })
+        .context("the sandbox cannot start on this host (Wolf needs root, or a delegated cgroup)")?,
     );
     // Build per-language artifacts (the C++ precompiled header) before the first job needs them.
     tokio::task::spawn_blocking(move || {
@@ -152,7 +155,12 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         store.clone(),
         sandboxes,
         registry,
-        ManagerConfig { workers: cfg.workers, max_attempts: cfg.max_attempts, caps: cfg.caps, ..Default::default() },
+        ManagerConfig {
+            workers: cfg.workers,
+            max_attempts: cfg.max_attempts,
+            caps: cfg.caps,
+            ..Default::default()
+        },
         events.clone(),
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -165,11 +173,26 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         caps: cfg.caps,
         ..Default::default()
     };
-    let state = AppState::new(store.clone(), objects, store, registry, api_cfg, events, Some(prometheus), ready.clone());
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
+    let state = AppState::new(
+        store.clone(),
+        objects,
+        store,
+        registry,
+        api_cfg,
+        events,
+        Some(prometheus),
+        ready.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     ready.store(true, Ordering::Relaxed);
-    eprintln!("wolf: listening on http://{addr} (data dir {}, {} workers)", data_dir.display(), cfg.workers);
+    eprintln!(
+        "wolf: listening on http://{addr} (data dir {}, {} workers)",
+        data_dir.display(),
+        cfg.workers
+    );
     tracing::info!(%addr, "listening");
     let app = wolf_api::app(state);
     let ready_on_stop = ready.clone();

@@ -20,7 +20,11 @@ struct Server {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
 }
 
 impl Server {
@@ -64,7 +68,12 @@ impl Server {
             }
         });
         let base = base.expect("wolf serve printed its address");
-        let s = Server { child, base, data: data.to_path_buf(), _dir: None };
+        let s = Server {
+            child,
+            base,
+            data: data.to_path_buf(),
+            _dir: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while s.get("/healthz").0 != 200 {
             assert!(Instant::now() < deadline, "healthz never answered");
@@ -90,14 +99,21 @@ impl Server {
     }
 
     fn post(&self, path: &str, ctype: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = agent().post(format!("{}{path}", self.base)).header("Content-Type", ctype);
+        let mut req = agent()
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", ctype);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         match req.send(&body[..]) {
             Ok(mut r) => {
                 let status = r.status().as_u16();
-                let text = r.body_mut().with_config().limit(64 << 20).read_to_string().unwrap_or_default();
+                let text = r
+                    .body_mut()
+                    .with_config()
+                    .limit(64 << 20)
+                    .read_to_string()
+                    .unwrap_or_default();
                 (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
             }
             Err(e) => panic!("POST {path}: {e}"),
@@ -127,7 +143,10 @@ impl Server {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.child.wait().unwrap()
     }
 }
@@ -140,15 +159,24 @@ impl Drop for Server {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    let out = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
-        use std::io::Write;
-        c.stdin.take().unwrap().write_all(data)?;
-        c.wait_with_output()
-    });
-    String::from_utf8_lossy(&out.unwrap().stdout).split_whitespace().next().unwrap().to_string()
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        });
+    String::from_utf8_lossy(&out.unwrap().stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
-const SEED_CODE: &str = "#include <bits/stdc++.h>\nusing namespace std;\n\nint main() {\n    cout << \"Hello World\";\n    return 0;\n}";
+const SEED_CODE: &str =
+    "#include <bits/stdc++.h>\nusing namespace std;\n\nint main() {\n    cout << \"Hello World\";\n    return 0;\n}";
 
 #[test]
 fn seed_flow_works_unchanged() {
@@ -170,12 +198,23 @@ fn seed_flow_works_unchanged() {
     assert_eq!(done["outputHash"], sha256_hex(b"Hello World"));
     assert_eq!(done["result"]["verdict"], "Accepted");
     assert!(done["endTime"].is_string() && done["startTime"].is_string());
-    for k in ["server", "queueWait", "workerCreation", "workerAcquire", "compile", "execution", "storage", "total"] {
+    for k in [
+        "server",
+        "queueWait",
+        "workerCreation",
+        "workerAcquire",
+        "compile",
+        "execution",
+        "storage",
+        "total",
+    ] {
         assert!(done["timings"][k].is_number(), "timings.{k}: {done}");
     }
     assert_eq!(s.get(&format!("/job/{id}/output")), (200, "Hello World".to_string()));
     assert_eq!(s.get(&format!("/job/{id}/code")), (200, SEED_CODE.to_string()));
-    assert!(s.data.join(format!("jobs/{id}/code.bin")).exists() && s.data.join(format!("jobs/{id}/output.log")).exists());
+    assert!(
+        s.data.join(format!("jobs/{id}/code.bin")).exists() && s.data.join(format!("jobs/{id}/output.log")).exists()
+    );
 }
 
 #[test]
@@ -191,20 +230,35 @@ fn every_field_of_a_submission_is_honoured() {
         "limits": {"cpuTimeMs": 1000, "wallTimeMs": 3000, "memoryMb": 128, "pids": 8, "outputBytes": 1000},
         "expectedOutput": "in a b file\n", "tags": ["t1", "t2"]
     });
-    let (status, rec) = s.post("/job?wait=true&timeout=30", "application/json", body.to_string().into_bytes(), &[]);
+    let (status, rec) = s.post(
+        "/job?wait=true&timeout=30",
+        "application/json",
+        body.to_string().into_bytes(),
+        &[],
+    );
     assert_eq!(status, 200, "{rec}");
     assert_eq!(rec["status"], "Completed");
     assert_eq!(rec["result"]["verdict"], "Accepted", "{rec}");
     assert_eq!(rec["tags"], json!(["t1", "t2"]));
-    assert_eq!(s.get(&format!("/job/{}/output", rec["id"].as_str().unwrap())).1, "in a b file\n");
+    assert_eq!(
+        s.get(&format!("/job/{}/output", rec["id"].as_str().unwrap())).1,
+        "in a b file\n"
+    );
     let mut wrong = body.clone();
     wrong["expectedOutput"] = json!("something else");
-    let (_, rec) = s.post("/job?wait=true", "application/json", wrong.to_string().into_bytes(), &[]);
+    let (_, rec) = s.post(
+        "/job?wait=true",
+        "application/json",
+        wrong.to_string().into_bytes(),
+        &[],
+    );
     assert_eq!(rec["result"]["verdict"], "WrongAnswer", "{rec}");
     let (_, rec) = s.post(
         "/job?wait=true",
         "application/json",
-        json!({"code": "while True: pass", "executionEngine": "python", "limits": {"cpuTimeMs": 300}}).to_string().into_bytes(),
+        json!({"code": "while True: pass", "executionEngine": "python", "limits": {"cpuTimeMs": 300}})
+            .to_string()
+            .into_bytes(),
         &[],
     );
     assert_eq!(rec["result"]["verdict"], "TimeLimitExceeded", "{rec}");
@@ -216,12 +270,21 @@ fn idempotency_key_same_body_same_job_other_body_conflict() {
         return;
     }
     let s = Server::start("");
-    let body = json!({"code": "print('once')", "executionEngine": "python"}).to_string().into_bytes();
-    let (a, ra) = s.post("/job", "application/json", body.clone(), &[("Idempotency-Key", "key-1")]);
+    let body = json!({"code": "print('once')", "executionEngine": "python"})
+        .to_string()
+        .into_bytes();
+    let (a, ra) = s.post(
+        "/job",
+        "application/json",
+        body.clone(),
+        &[("Idempotency-Key", "key-1")],
+    );
     let (b, rb) = s.post("/job", "application/json", body, &[("Idempotency-Key", "key-1")]);
     assert_eq!((a, b), (200, 200));
     assert_eq!(ra["id"], rb["id"], "same key, same body: same job");
-    let other = json!({"code": "print('twice')", "executionEngine": "python"}).to_string().into_bytes();
+    let other = json!({"code": "print('twice')", "executionEngine": "python"})
+        .to_string()
+        .into_bytes();
     let (c, rc) = s.post("/job", "application/json", other, &[("Idempotency-Key", "key-1")]);
     assert_eq!(c, 409, "{rc}");
     assert_eq!(rc["error"]["code"], "conflict");
@@ -243,11 +306,18 @@ fn multipart_submission_with_metadata_and_code_parts() {
          --{boundary}\r\nContent-Disposition: form-data; name=\"code\"; filename=\"main.sh\"\r\n\r\necho multipart $1\r\n--{boundary}--\r\n",
         json!({"executionEngine": "bash", "args": ["ok"]})
     );
-    let (status, rec) =
-        s.post("/job?wait=true", &format!("multipart/form-data; boundary={boundary}"), body.into_bytes(), &[]);
+    let (status, rec) = s.post(
+        "/job?wait=true",
+        &format!("multipart/form-data; boundary={boundary}"),
+        body.into_bytes(),
+        &[],
+    );
     assert_eq!(status, 200, "{rec}");
     assert_eq!(rec["result"]["verdict"], "Accepted", "{rec}");
-    assert_eq!(s.get(&format!("/job/{}/output", rec["id"].as_str().unwrap())).1, "multipart ok\n");
+    assert_eq!(
+        s.get(&format!("/job/{}/output", rec["id"].as_str().unwrap())).1,
+        "multipart ok\n"
+    );
 }
 
 #[test]
@@ -261,24 +331,51 @@ fn each_error_class_has_its_status_and_a_json_body() {
         assert_eq!(v["error"]["code"], code, "{v}");
         assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     };
-    check(s.post("/job", "application/json", b"{not json".to_vec(), &[]), 400, "malformed_request");
+    check(
+        s.post("/job", "application/json", b"{not json".to_vec(), &[]),
+        400,
+        "malformed_request",
+    );
     check(s.get_json("/job/does-not-exist"), 404, "not_found");
     check(s.get_json("/job/does-not-exist/output"), 404, "not_found");
     check(s.get_json("/no/such/route"), 404, "not_found");
     let big = "x".repeat((1 << 20) + 1);
-    check(s.submit(&json!({"code": big, "executionEngine": "python"})), 413, "too_large");
-    check(s.post("/job", "text/plain", b"print(1)".to_vec(), &[]), 415, "unsupported_media_type");
+    check(
+        s.submit(&json!({"code": big, "executionEngine": "python"})),
+        413,
+        "too_large",
+    );
+    check(
+        s.post("/job", "text/plain", b"print(1)".to_vec(), &[]),
+        415,
+        "unsupported_media_type",
+    );
     let (status, v) = s.submit(&json!({"code": "x", "executionEngine": "cobol"}));
     check((status, v.clone()), 422, "invalid_field");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("cobol") && msg.contains("python") && msg.contains("c++"), "lists the known engines: {msg}");
+    assert!(
+        msg.contains("cobol") && msg.contains("python") && msg.contains("c++"),
+        "lists the known engines: {msg}"
+    );
     check(s.submit(&json!({"executionEngine": "python"})), 422, "invalid_field");
-    check(s.submit(&json!({"code": "x", "executionEngine": "python", "limits": {"memoryMb": 1_000_000}})), 422, "invalid_field");
-    check(s.submit(&json!({"code": "x", "executionEngine": "python", "files": [{"name": "../x", "content": ""}]})), 422, "invalid_field");
+    check(
+        s.submit(&json!({"code": "x", "executionEngine": "python", "limits": {"memoryMb": 1_000_000}})),
+        422,
+        "invalid_field",
+    );
+    check(
+        s.submit(&json!({"code": "x", "executionEngine": "python", "files": [{"name": "../x", "content": ""}]})),
+        422,
+        "invalid_field",
+    );
     check(s.get_json("/job?limit=0"), 422, "invalid_field");
     // Output of an unfinished job: 409.
     let (_, rec) = s.submit(&json!({"code": "import time; time.sleep(2)", "executionEngine": "python"}));
-    check(s.get_json(&format!("/job/{}/output", rec["id"].as_str().unwrap())), 409, "conflict");
+    check(
+        s.get_json(&format!("/job/{}/output", rec["id"].as_str().unwrap())),
+        409,
+        "conflict",
+    );
 }
 
 #[test]
@@ -294,12 +391,22 @@ fn listing_languages_health_metrics_and_openapi() {
     }
     let (status, page) = s.get_json("/job?limit=2");
     assert_eq!(status, 200);
-    let got: Vec<&str> = page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "newest first");
     let (_, next) = s.get_json(&format!("/job?limit=2&offset={}", page["nextOffset"].as_str().unwrap()));
     assert_eq!(next["jobs"][0]["id"], ids[0]);
     let (_, langs) = s.get_json("/languages");
-    let names: Vec<&str> = langs.as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = langs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
     for want in ["c", "c++", "python", "bash"] {
         assert!(names.contains(&want), "{langs}");
     }
@@ -310,14 +417,29 @@ fn listing_languages_health_metrics_and_openapi() {
     }
     let (status, metrics) = s.get("/metrics");
     assert_eq!(status, 200);
-    for stage in ["server", "queue_wait", "worker_creation", "execution", "storage", "end_to_end"] {
-        assert!(metrics.contains(&format!("wolf_stage_duration_seconds_bucket{{stage=\"{stage}\",le=\"0.0001\"}}")), "stage {stage}:\n{metrics}");
+    for stage in [
+        "server",
+        "queue_wait",
+        "worker_creation",
+        "execution",
+        "storage",
+        "end_to_end",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "wolf_stage_duration_seconds_bucket{{stage=\"{stage}\",le=\"0.0001\"}}"
+            )),
+            "stage {stage}:\n{metrics}"
+        );
     }
     assert!(metrics.contains("wolf_jobs_total"), "{metrics}");
     let (status, doc) = s.get_json("/openapi.json");
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    assert!(doc["paths"]["/job"]["post"].is_object() && doc["components"]["schemas"]["JobRecord"].is_object(), "{doc}");
+    assert!(
+        doc["paths"]["/job"]["post"].is_object() && doc["components"]["schemas"]["JobRecord"].is_object(),
+        "{doc}"
+    );
 }
 
 #[test]
@@ -361,7 +483,9 @@ fn overload_gets_only_fast_refusals_and_every_accepted_job_completes() {
                     (0..25)
                         .map(|i| {
                             let started = Instant::now();
-                            let (st, v) = s.submit(&json!({"code": format!("print({t} * 1000 + {i})"), "executionEngine": "python"}));
+                            let (st, v) = s.submit(
+                                &json!({"code": format!("print({t} * 1000 + {i})"), "executionEngine": "python"}),
+                            );
                             (st, v, started.elapsed())
                         })
                         .collect::<Vec<_>>()
@@ -379,7 +503,10 @@ fn overload_gets_only_fast_refusals_and_every_accepted_job_completes() {
             other => panic!("only 2xx/429/503 under overload, got {other}: {v}"),
         }
     }
-    assert!(refused > 0, "a burst of 400 against 4 in flight and 20 pending is refused in part");
+    assert!(
+        refused > 0,
+        "a burst of 400 against 4 in flight and 20 pending is refused in part"
+    );
     assert!(!accepted.is_empty());
     for (id, _) in &accepted {
         let done = s.wait(id, Duration::from_secs(180));
@@ -399,7 +526,9 @@ fn kill_9_under_load_then_restart_loses_no_accepted_job() {
     let port = s.port();
     let mut accepted = Vec::new();
     for i in 0..30 {
-        let (st, r) = s.submit(&json!({"code": format!("import time\ntime.sleep(0.05)\nprint({i} + 1000)"), "executionEngine": "python"}));
+        let (st, r) = s.submit(
+            &json!({"code": format!("import time\ntime.sleep(0.05)\nprint({i} + 1000)"), "executionEngine": "python"}),
+        );
         assert_eq!(st, 200);
         accepted.push((r["id"].as_str().unwrap().to_string(), i));
         if i == 20 {
@@ -412,7 +541,11 @@ fn kill_9_under_load_then_restart_loses_no_accepted_job() {
         let done = s.wait(id, Duration::from_secs(120));
         assert_eq!(done["status"], "Completed", "{done}");
         assert_eq!(done["result"]["verdict"], "Accepted", "{done}");
-        assert_eq!(s.get(&format!("/job/{id}/output")).1, format!("{}\n", i + 1000), "job {id}");
+        assert_eq!(
+            s.get(&format!("/job/{id}/output")).1,
+            format!("{}\n", i + 1000),
+            "job {id}"
+        );
         assert_eq!(done["outputHash"], sha256_hex(format!("{}\n", i + 1000).as_bytes()));
     }
 }
@@ -423,9 +556,15 @@ fn init_running(marker: &str) -> Option<i32> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
     };
-    let cmdline = |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+    let cmdline = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default()
+    };
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if !cmdline(pid).contains(marker) || cmdline(pid).contains("wolf serve") {
             continue;
         }
@@ -464,7 +603,14 @@ fn a_worker_killed_mid_job_is_retried_and_the_pool_heals() {
     assert!(done["retryCount"].as_u64().unwrap() >= 1, "{done}");
     assert_eq!(s.get(&format!("/job/{id}/output")).1, "survived marker\n");
     // The pool healed: more jobs run.
-    let (_, after) = s.post("/job?wait=true", "application/json", json!({"code": "print('next')", "executionEngine": "python"}).to_string().into_bytes(), &[]);
+    let (_, after) = s.post(
+        "/job?wait=true",
+        "application/json",
+        json!({"code": "print('next')", "executionEngine": "python"})
+            .to_string()
+            .into_bytes(),
+        &[],
+    );
     assert_eq!(after["result"]["verdict"], "Accepted", "{after}");
 }
 
@@ -474,7 +620,8 @@ fn sigterm_stops_intake_and_finishes_running_jobs() {
         return;
     }
     let mut s = Server::start("workers = 1\n");
-    let (_, rec) = s.submit(&json!({"code": "import time\ntime.sleep(1)\nprint('finished')", "executionEngine": "python"}));
+    let (_, rec) =
+        s.submit(&json!({"code": "import time\ntime.sleep(1)\nprint('finished')", "executionEngine": "python"}));
     let id = rec["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
     while s.get_json(&format!("/job/{id}")).1["status"] != "Running" {
