@@ -46,16 +46,25 @@ const MAX_JOB_BYTES: usize = 256 << 20;
 /// If this process was started as a sandbox init, run it and never return. Call this first in
 /// `main` of every binary used as the sandbox's init executable.
 pub fn main_if_init() {
-    if std::env::args_os().nth(1).is_some_and(|a| a == INIT_ARG) {
-        let code = match run() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("wolf-sandbox init: {e}");
-                1
-            }
-        };
-        std::process::exit(code);
+    let arg = std::env::args_os().nth(1);
+    if arg.as_deref().is_some_and(|a| a == INIT_ARG) {
+        run_and_exit(UnixStream::from(crate::sys::own_inherited_fd(3)));
     }
+    if arg.as_deref().is_some_and(|a| a == crate::template::TEMPLATE_ARG) {
+        crate::template::main();
+    }
+}
+
+/// Be the init process on `sock` (after an exec, or forked by the template), then exit.
+pub(crate) fn run_and_exit(sock: UnixStream) -> ! {
+    let code = match run(sock) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("wolf-sandbox init: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
 }
 
 /// A step slot, prepared ahead: its supervisor `S` (PID 1 of the step's own pid namespace,
@@ -73,8 +82,7 @@ struct Slot {
     stdin: OwnedFd,
 }
 
-fn run() -> std::io::Result<()> {
-    let mut sock = UnixStream::from(crate::sys::own_inherited_fd(3));
+fn run(mut sock: UnixStream) -> std::io::Result<()> {
     let mut fds = protocol::recv_fds(&sock)?.into_iter();
     let (setup, _): (Setup, _) = protocol::read_frame(&mut sock, 0)?;
     let started = Instant::now();

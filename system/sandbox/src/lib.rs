@@ -18,6 +18,7 @@
 //! - [`cgroup`], [`seccomp`], [`landlock_rules`], [`lsm`], [`userns`]: one kernel feature each.
 //! - [`language`], [`limits`], [`verdict`]: data and decisions, no syscalls.
 //! - [`bench`]: the overhead measurements behind `wolf bench` and the criterion bench.
+//! - [`template`]: the fork server that starts init processes without an exec.
 //! - [`sys`]: the only module with `unsafe`.
 
 pub mod bench;
@@ -34,6 +35,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod seccomp;
 pub mod sys;
+pub mod template;
 pub mod userns;
 pub mod verdict;
 

@@ -199,6 +199,12 @@ pub fn send_fds(sock: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
 
 /// Receive the descriptors sent by [`send_fds`].
 pub fn recv_fds(sock: &UnixStream) -> io::Result<Vec<OwnedFd>> {
+    recv_byte_with_fds(sock).map(|(_, fds)| fds)
+}
+
+/// Receive one byte and any descriptors that came with it (a plain read(2) of that byte would
+/// silently drop them).
+pub fn recv_byte_with_fds(sock: &UnixStream) -> io::Result<(u8, Vec<OwnedFd>)> {
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
@@ -212,9 +218,9 @@ pub fn recv_fds(sock: &UnixStream) -> io::Result<Vec<OwnedFd>> {
         }
     }
     if msg.bytes != 1 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no descriptor message"));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "channel closed"));
     }
-    Ok(out)
+    Ok((byte[0], out))
 }
 
 fn own(fd: RawFd) -> OwnedFd {

@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use crate::limits::Limits;
 use crate::protocol::{self, FileSpec, JobReport, JobSpec, Setup, SetupReply, StepFacts, StepSpec};
 use crate::rootfs::{self, RootfsConfig};
 use crate::sys::{self, SpawnArgs};
+use crate::template::Template;
 
 /// Errors of the host side.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,9 @@ pub struct SandboxConfig {
     /// Limits written into each slot's cgroups while pre-warming (compile, run): a job whose
     /// limits match pays no cgroup writes on its critical path.
     pub prewarm_limits: [Limits; SLOTS],
+    /// Fork init processes from a template process instead of executing `init_exe` for each
+    /// sandbox (saves the exec; see [`crate::template`]).
+    pub use_template: bool,
 }
 
 impl Default for SandboxConfig {
@@ -109,6 +114,7 @@ impl Default for SandboxConfig {
             open_files: 512,
             stack_bytes: 64 << 20,
             favor_dynmods: true,
+            use_template: true,
             prewarm_limits: [
                 Limits {
                     cpu_time_ms: 10_000,
@@ -140,6 +146,7 @@ pub struct Sandboxes {
     rootfs: RootfsConfig,
     counter: AtomicU64,
     flags: CloneFlags,
+    template: Option<Arc<Template>>,
 }
 
 /// A sandbox ready for one job.
@@ -148,6 +155,7 @@ pub struct Prepared {
     id: String,
     pid: Pid,
     sock: UnixStream,
+    template: Option<Arc<Template>>,
     slots: Vec<StepCgroup>,
     /// Time to create it (clone, root, cgroups), host-measured.
     pub creation: Duration,
@@ -239,7 +247,19 @@ impl Sandboxes {
         if !nix::unistd::geteuid().is_root() {
             flags |= CloneFlags::CLONE_NEWUSER;
         }
+        let template = if cfg.use_template {
+            match Template::start(&cfg.init_exe) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no sandbox template; every sandbox will exec its init");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Self {
+            template,
             cfg,
             layout,
             rootfs,
@@ -270,15 +290,17 @@ impl Sandboxes {
                 }
             })?;
         let init_fd = OwnedFd::from(init_end);
-        let pid = sys::spawn_init(self.flags, &init_fd, &args).map_err(|source| SandboxError::Spawn {
-            exe: self.cfg.init_exe.clone(),
-            source,
-        })?;
+        let spawned = match &self.template {
+            Some(t) => t.spawn(self.flags, &init_fd),
+            None => sys::spawn_init(self.flags, &init_fd, &args),
+        };
+        let pid = spawned.map_err(|source| SandboxError::Spawn { exe: self.cfg.init_exe.clone(), source })?;
         drop(init_fd);
         let mut p = Prepared {
             id,
             pid,
             sock: host_end,
+            template: self.template.clone(),
             slots,
             creation: Duration::ZERO,
             setup_inside: Duration::ZERO,
@@ -433,7 +455,16 @@ impl Prepared {
             // Killing PID 1 of the namespace makes the kernel kill every process in it; waitpid
             // returns once the namespace is empty (pid_namespaces(7)).
             let _ = kill(self.pid, Signal::SIGKILL);
-            let _ = waitpid(self.pid, None);
+            match &self.template {
+                Some(t) => {
+                    if let Err(e) = t.reap(self.pid) {
+                        tracing::warn!(error = %e, "the sandbox template did not reap an init process");
+                    }
+                }
+                None => {
+                    let _ = waitpid(self.pid, None);
+                }
+            }
             self.reaped = true;
         }
         for s in &self.slots {

@@ -568,6 +568,22 @@ pub(crate) fn own_inherited_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// Fork the calling single-threaded process into fresh namespaces (`flags`): the child is PID 1
+/// of its new pid namespace and continues running this program, without an exec. Only the
+/// sandbox template process calls this.
+pub(crate) fn fork_into(flags: CloneFlags) -> io::Result<Option<Pid>> {
+    let clone_flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: with a null stack clone(2) duplicates the caller like fork(2). The caller (the
+    // template) is single-threaded, so the child's copy of the heap is consistent and it may
+    // allocate and run Rust code; nothing is shared between the two afterwards.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, clone_flags, 0usize, 0usize, 0usize, 0usize) };
+    match rc {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
 /// Fork the calling (single-threaded) process into a new pid namespace: the child is PID 1 of
 /// it, so when the child exits the kernel kills everything left in that namespace.
 pub(crate) fn fork_pid1() -> io::Result<Option<Pid>> {

@@ -568,13 +568,16 @@ fn init_running(marker: &str) -> Option<i32> {
         if !cmdline(pid).contains(marker) || cmdline(pid).contains("wolf serve") {
             continue;
         }
-        // program -> step supervisor -> init
+        // program -> step supervisor -> init -> (template ->) wolf serve
         let mut p = pid;
-        for _ in 0..4 {
-            p = ppid(p)?;
-            if cmdline(p).contains("__wolf-sandbox-init") && !cmdline(ppid(p)?).contains("__wolf-sandbox-init") {
+        for _ in 0..5 {
+            let parent = ppid(p)?;
+            let via_exec = cmdline(parent).contains("wolf serve");
+            let via_template = cmdline(parent).contains("__wolf-sandbox-template") && cmdline(ppid(parent)?).contains("wolf serve");
+            if via_exec || via_template {
                 return Some(p);
             }
+            p = parent;
         }
     }
     None
