@@ -328,9 +328,10 @@ impl Manager {
         let mut rec = record;
         let puts = async {
             self.objects.put(&output_key(&id), stdout).await?;
-            self.objects
-                .put(&stderr_key(&id), out.result.stderr.clone().into_bytes())
-                .await?;
+            // stderr is also in the record; the object exists only when there is some.
+            if !out.result.stderr.is_empty() {
+                self.objects.put(&stderr_key(&id), out.result.stderr.clone().into_bytes()).await?;
+            }
             Ok::<(), StoreError>(())
         };
         if let Err(e) = puts.await {
