@@ -290,12 +290,30 @@ impl Manager {
         }
         timings.worker_acquire = ms(leased_at.elapsed());
         stage("worker_acquire", timings.worker_acquire);
-        let (outcome, sandbox) = tokio::task::spawn_blocking(move || {
-            let r = plan.try_run(&mut sandbox, creation_ms);
-            (r, sandbox)
-        })
-        .await
-        .expect("sandbox thread");
+        let (outcome, sandbox) = match sandbox.socket().map(ToOwned::to_owned) {
+            // The worker serves the job over gRPC on its Unix socket.
+            Some(socket) => {
+                let started = Instant::now();
+                let (files, steps) = plan.parts();
+                let outcome = match sandbox.job_spec(files, steps) {
+                    Ok((spec, blobs)) => {
+                        match wolf_worker::client::run(&socket, sandbox.token(), &id, spec, blobs).await {
+                            Ok((report, out)) => wolf_sandbox::sandbox::outputs_from_report(report, out)
+                                .map(|o| plan.finish(o, creation_ms, ms(started.elapsed()))),
+                            Err(e) => Err(wolf_sandbox::SandboxError::Setup(e.to_string())),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                (outcome, sandbox)
+            }
+            None => tokio::task::spawn_blocking(move || {
+                let r = plan.try_run(&mut sandbox, creation_ms);
+                (r, sandbox)
+            })
+            .await
+            .expect("sandbox thread"),
+        };
         // Destroying the sandbox is off the critical path.
         tokio::task::spawn_blocking(move || drop(sandbox));
         let out = match outcome {
@@ -330,7 +348,9 @@ impl Manager {
             self.objects.put(&output_key(&id), stdout).await?;
             // stderr is also in the record; the object exists only when there is some.
             if !out.result.stderr.is_empty() {
-                self.objects.put(&stderr_key(&id), out.result.stderr.clone().into_bytes()).await?;
+                self.objects
+                    .put(&stderr_key(&id), out.result.stderr.clone().into_bytes())
+                    .await?;
             }
             Ok::<(), StoreError>(())
         };

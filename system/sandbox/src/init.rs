@@ -129,41 +129,117 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
     let setup_us = started.elapsed().as_micros() as u64;
     protocol::write_frame(&mut sock, &SetupReply::Ready { setup_us }, &[])?;
 
-    // Pre-warmed: wait for the one job. EOF means the host gave up on this sandbox.
-    let (job, blobs): (JobSpec, Vec<Vec<u8>>) = match protocol::read_frame(&mut sock, MAX_JOB_BYTES) {
-        Ok(j) => j,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-        Err(e) => return Err(e),
+    let job_listener = if setup.job_listener { fds.next() } else { None };
+    let mut exec = Executor {
+        slots: slots.into_iter().map(Some).collect(),
+        to_reap: Vec::new(),
+        setup: &setup,
+        sigfd: &sigfd,
+        used: false,
     };
-    let work = Path::new(&setup.rootfs.work_dir);
-    let mut report = JobReport::default();
-    let mut out_blobs: Vec<Vec<u8>> = Vec::new();
-    let mut slots: Vec<Option<Slot>> = slots.into_iter().map(Some).collect();
-    // Supervisors that are done or unused; reaped off the critical path (their namespaces are
-    // torn down by the kernel meanwhile).
-    let mut to_reap: Vec<Pid> = Vec::new();
-    for (i, slot) in slots.iter_mut().enumerate() {
-        if !job.steps.iter().any(|st| st.slot == i)
-            && let Some(unused) = slot.take()
-        {
-            let _ = nix::sys::signal::kill(unused.pid, Signal::SIGKILL);
-            to_reap.push(unused.pid);
+    match job_listener {
+        // The embedding binary serves the one job over its own protocol (gRPC in `wolf`).
+        Some(listener) => {
+            let server = JOB_SERVER
+                .get()
+                .ok_or_else(|| std::io::Error::other("no job server registered in this binary"))?;
+            let ctx = JobServerContext {
+                listener: std::os::unix::net::UnixListener::from(listener),
+                host_uid: setup.host_uid,
+                token: setup.job_token.clone(),
+            };
+            server(ctx, &mut |job, blobs| exec.execute(job, blobs))?;
+        }
+        // Pre-warmed: wait for the one job. EOF means the host gave up on this sandbox.
+        None => {
+            let (job, blobs): (JobSpec, Vec<Vec<u8>>) = match protocol::read_frame(&mut sock, MAX_JOB_BYTES) {
+                Ok(j) => j,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let (report, out_blobs) = exec.execute(job, blobs);
+            let refs: Vec<&[u8]> = out_blobs.iter().map(Vec::as_slice).collect();
+            protocol::write_frame(&mut sock, &report, &refs)?;
         }
     }
-    if let Err(e) = write_files(work, &job, &blobs, setup.rootfs.uid, setup.rootfs.gid) {
-        report.error = Some(e);
-    } else {
+    reap_all(&mut exec.to_reap);
+    // Returning exits PID 1: the kernel kills whatever is left.
+    Ok(())
+}
+
+/// What a registered job server gets: the listening socket the host passed in, and who may
+/// call it. SO_PEERCRED reports a peer outside this sandbox's pid namespace as pid 0 (the kernel
+/// translates pids into the reader's namespace), so the allowed peer is: uid `host_uid`, pid 0.
+/// Every process of the sandbox has a visible pid and an unprivileged uid.
+#[derive(Debug)]
+pub struct JobServerContext {
+    /// The listening Unix socket (bound by the host outside the sandbox).
+    pub listener: std::os::unix::net::UnixListener,
+    /// The uid of the host (the manager).
+    pub host_uid: u32,
+    /// The secret the manager presents with its call.
+    pub token: String,
+}
+
+/// Runs one job inside the init process: `(files and steps, blobs) -> (report, blobs)`.
+pub type Execute<'a> = dyn FnMut(JobSpec, Vec<Vec<u8>>) -> (JobReport, Vec<Vec<u8>>) + 'a;
+
+/// A job server: serves exactly one job on `ctx.listener` through `execute`, then returns.
+pub type JobServer = fn(ctx: JobServerContext, execute: &mut Execute<'_>) -> std::io::Result<()>;
+
+static JOB_SERVER: std::sync::OnceLock<JobServer> = std::sync::OnceLock::new();
+
+/// Register the job server used when the host prepares sandboxes with a worker socket (see
+/// `SandboxConfig::worker_socket_dir`). Call before [`main_if_init`].
+pub fn register_job_server(server: JobServer) {
+    let _ = JOB_SERVER.set(server);
+}
+
+/// The job phase of the init process.
+struct Executor<'a> {
+    slots: Vec<Option<Slot>>,
+    to_reap: Vec<Pid>,
+    setup: &'a Setup,
+    sigfd: &'a SignalFd,
+    used: bool,
+}
+
+impl Executor<'_> {
+    fn execute(&mut self, job: JobSpec, blobs: Vec<Vec<u8>>) -> (JobReport, Vec<Vec<u8>>) {
+        let mut report = JobReport::default();
+        let mut out_blobs: Vec<Vec<u8>> = Vec::new();
+        if self.used {
+            report.error = Some("this sandbox already ran its job".into());
+            return (report, out_blobs);
+        }
+        self.used = true;
+        let setup = self.setup;
+        let work = Path::new(&setup.rootfs.work_dir);
+        // Supervisors that are done or unused are reaped off the critical path (their
+        // namespaces are torn down by the kernel meanwhile).
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !job.steps.iter().any(|st| st.slot == i)
+                && let Some(unused) = slot.take()
+            {
+                let _ = nix::sys::signal::kill(unused.pid, Signal::SIGKILL);
+                self.to_reap.push(unused.pid);
+            }
+        }
+        if let Err(e) = write_files(work, &job, &blobs, setup.rootfs.uid, setup.rootfs.gid) {
+            report.error = Some(e);
+            return (report, out_blobs);
+        }
         for step in &job.steps {
-            let Some(slot) = slots.get_mut(step.slot).and_then(Option::take) else {
+            let Some(slot) = self.slots.get_mut(step.slot).and_then(Option::take) else {
                 report.error = Some(format!("no cgroup slot {}", step.slot));
                 break;
             };
             // Nothing of an earlier step may still run when the next one starts.
-            reap_all(&mut to_reap);
+            reap_all(&mut self.to_reap);
             let stdin = step.stdin_blob.and_then(|i| blobs.get(i)).map(Vec::as_slice);
             let pid = slot.pid;
-            let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, stdin, &sigfd);
-            to_reap.push(pid);
+            let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, stdin, self.sigfd);
+            self.to_reap.push(pid);
             facts.stdout_blob = out_blobs.len();
             out_blobs.push(stdout);
             facts.stderr_blob = out_blobs.len();
@@ -174,12 +250,8 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
                 break;
             }
         }
+        (report, out_blobs)
     }
-    let refs: Vec<&[u8]> = out_blobs.iter().map(Vec::as_slice).collect();
-    protocol::write_frame(&mut sock, &report, &refs)?;
-    reap_all(&mut to_reap);
-    // Returning exits PID 1: the kernel kills whatever is left.
-    Ok(())
 }
 
 /// Wait for the given supervisors, which exit on their own once their program is done or were

@@ -29,6 +29,18 @@ pub struct Setup {
     /// For each step slot, how many `cgroup.procs` descriptors it has; each slot's descriptors
     /// are `procs..., cpu, peak, oom` in the SCM_RIGHTS message, slot after slot.
     pub slots: Vec<usize>,
+    /// A listening socket follows the slots' descriptors: the job arrives through the
+    /// registered job server instead of this channel.
+    #[serde(default)]
+    pub job_listener: bool,
+    /// The host's uid: the only allowed peer of the job server is a process of this uid
+    /// outside the sandbox's pid namespace.
+    #[serde(default)]
+    pub host_uid: u32,
+    /// A secret the job server's caller must present: SO_PEERCRED tells a process of the
+    /// sandbox from the host, this tells the manager from other host processes of its uid.
+    #[serde(default)]
+    pub job_token: String,
 }
 
 /// Answer to [`Setup`].

@@ -200,14 +200,25 @@ impl Plan {
     pub fn try_run(&self, sandbox: &mut Prepared, worker_creation_ms: f64) -> Result<RunOutput, SandboxError> {
         let started = Instant::now();
         let outputs = sandbox.run(&self.files, &self.steps)?;
+        Ok(self.finish(outputs, worker_creation_ms, ms(started.elapsed())))
+    }
+
+    /// The files and steps, for a caller that sends the job over its own transport (the
+    /// engine's gRPC workers); it then hands the outputs to [`Plan::finish`].
+    pub fn parts(&self) -> (&[JobFile], &[Step]) {
+        (&self.files, &self.steps)
+    }
+
+    /// Decide the verdict from the steps' outputs; `elapsed_ms` is the time the job took.
+    pub fn finish(&self, outputs: Vec<StepOutput>, worker_creation_ms: f64, elapsed_ms: f64) -> RunOutput {
         let mut timings = Timings {
             worker_creation: worker_creation_ms,
             ..Default::default()
         };
         let mut out = self.decide(outputs, &mut timings);
-        timings.total = ms(started.elapsed()) + worker_creation_ms;
+        timings.total = elapsed_ms + worker_creation_ms;
         out.result.timings = timings;
-        Ok(out)
+        out
     }
 
     fn decide(&self, outputs: Vec<StepOutput>, t: &mut Timings) -> RunOutput {

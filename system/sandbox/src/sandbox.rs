@@ -92,6 +92,9 @@ pub struct SandboxConfig {
     /// Fork init processes from a template process instead of executing `init_exe` for each
     /// sandbox (saves the exec; see [`crate::template`]).
     pub use_template: bool,
+    /// Serve each sandbox's job on a Unix socket in this directory (through the job server the
+    /// binary registered, see [`crate::init::register_job_server`]) instead of the channel.
+    pub worker_socket_dir: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -115,6 +118,7 @@ impl Default for SandboxConfig {
             stack_bytes: 64 << 20,
             favor_dynmods: true,
             use_template: true,
+            worker_socket_dir: None,
             prewarm_limits: [
                 Limits {
                     cpu_time_ms: 10_000,
@@ -156,6 +160,8 @@ pub struct Prepared {
     pid: Pid,
     sock: UnixStream,
     template: Option<Arc<Template>>,
+    socket: Option<PathBuf>,
+    token: String,
     slots: Vec<StepCgroup>,
     /// Time to create it (clone, root, cgroups), host-measured.
     pub creation: Duration,
@@ -294,13 +300,18 @@ impl Sandboxes {
             Some(t) => t.spawn(self.flags, &init_fd),
             None => sys::spawn_init(self.flags, &init_fd, &args),
         };
-        let pid = spawned.map_err(|source| SandboxError::Spawn { exe: self.cfg.init_exe.clone(), source })?;
+        let pid = spawned.map_err(|source| SandboxError::Spawn {
+            exe: self.cfg.init_exe.clone(),
+            source,
+        })?;
         drop(init_fd);
         let mut p = Prepared {
             id,
             pid,
             sock: host_end,
             template: self.template.clone(),
+            socket: None,
+            token: random_token(),
             slots,
             creation: Duration::ZERO,
             setup_inside: Duration::ZERO,
@@ -329,13 +340,33 @@ impl Sandboxes {
             raw.extend(h.procs.iter().map(AsRawFd::as_raw_fd));
             raw.extend([h.cpu.as_raw_fd(), h.peak.as_raw_fd(), h.oom.as_raw_fd()]);
         }
+        // With a worker socket dir, the job comes over a socket the manager connects to (gRPC in
+        // `wolf`); it lives outside the sandbox and only this process may use it.
+        let listener = match &self.cfg.worker_socket_dir {
+            Some(dir) => {
+                let path = dir.join(format!("{}.sock", p.id));
+                let _ = std::fs::remove_file(&path);
+                let l = std::os::unix::net::UnixListener::bind(&path).map_err(SandboxError::Channel)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(SandboxError::Channel)?;
+                p.socket = Some(path);
+                raw.push(l.as_raw_fd());
+                Some(l)
+            }
+            None => None,
+        };
         protocol::send_fds(&p.sock, &raw).map_err(SandboxError::Channel)?;
         drop(handles);
         let setup = Setup {
             rootfs: self.rootfs.clone(),
             cgroup_version: self.layout.version(),
             slots: counts,
+            job_listener: listener.is_some(),
+            host_uid: nix::unistd::geteuid().as_raw(),
+            job_token: p.token.clone(),
         };
+        drop(listener);
         protocol::write_frame(&mut p.sock, &setup, &[]).map_err(SandboxError::Channel)?;
         let (reply, _): (SetupReply, _) = protocol::read_frame(&mut p.sock, 0).map_err(SandboxError::Channel)?;
         match reply {
@@ -345,6 +376,33 @@ impl Sandboxes {
         p.creation = started.elapsed();
         Ok(p)
     }
+}
+
+/// 128 random bits, hex.
+fn random_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Pair each step's facts with its output blobs.
+pub fn outputs_from_report(report: JobReport, mut out: Vec<Vec<u8>>) -> Result<Vec<StepOutput>, SandboxError> {
+    if let Some(e) = report.error {
+        return Err(SandboxError::InvalidJob(e));
+    }
+    let mut take = |i: usize| out.get_mut(i).map(std::mem::take).unwrap_or_default();
+    Ok(report
+        .steps
+        .into_iter()
+        .map(|facts| {
+            let stdout = take(facts.stdout_blob);
+            let stderr = take(facts.stderr_blob);
+            StepOutput { facts, stdout, stderr }
+        })
+        .collect())
 }
 
 /// The cgroup side of a step's limits. The step's supervisor is one task of the cgroup, hence
@@ -376,7 +434,22 @@ impl Prepared {
                 "a prepared sandbox serves exactly one job".into(),
             ));
         }
+        if self.socket.is_some() {
+            return Err(SandboxError::InvalidJob(
+                "this sandbox takes its job on its worker socket".into(),
+            ));
+        }
         self.used = true;
+        let (job, blobs) = self.spec(files, steps)?;
+        protocol::write_frame(&mut self.sock, &job, &blobs).map_err(SandboxError::Channel)?;
+        let max = steps.iter().map(|s| s.limits.output_bytes as usize * 2).sum::<usize>() + 4096;
+        let (report, out): (JobReport, Vec<Vec<u8>>) =
+            protocol::read_frame(&mut self.sock, max).map_err(SandboxError::Channel)?;
+        outputs_from_report(report, out)
+    }
+
+    /// Validate the job and apply its cgroup limits; the frame the init process executes.
+    fn spec<'a>(&mut self, files: &'a [JobFile], steps: &'a [Step]) -> Result<(JobSpec, Vec<&'a [u8]>), SandboxError> {
         if steps.len() > self.slots.len() {
             return Err(SandboxError::InvalidJob(format!(
                 "{} steps, {} slots",
@@ -427,27 +500,13 @@ impl Prepared {
                 cpu_millis: self.cpu_millis,
             });
         }
-        let job = JobSpec {
-            files: fspecs,
-            steps: sspecs,
-        };
-        protocol::write_frame(&mut self.sock, &job, &blobs).map_err(SandboxError::Channel)?;
-        let max = steps.iter().map(|s| s.limits.output_bytes as usize * 2).sum::<usize>() + 4096;
-        let (report, mut out): (JobReport, Vec<Vec<u8>>) =
-            protocol::read_frame(&mut self.sock, max).map_err(SandboxError::Channel)?;
-        if let Some(e) = report.error {
-            return Err(SandboxError::InvalidJob(e));
-        }
-        let mut take = |i: usize| out.get_mut(i).map(std::mem::take).unwrap_or_default();
-        Ok(report
-            .steps
-            .into_iter()
-            .map(|facts| {
-                let stdout = take(facts.stdout_blob);
-                let stderr = take(facts.stderr_blob);
-                StepOutput { facts, stdout, stderr }
-            })
-            .collect())
+        Ok((
+            JobSpec {
+                files: fspecs,
+                steps: sspecs,
+            },
+            blobs,
+        ))
     }
 
     fn destroy(&mut self) {
@@ -470,6 +529,32 @@ impl Prepared {
         for s in &self.slots {
             s.remove();
         }
+        if let Some(path) = self.socket.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The secret a job server's caller presents (see [`crate::init::JobServerContext`]).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The worker socket the job server listens on (with `SandboxConfig::worker_socket_dir`).
+    pub fn socket(&self) -> Option<&std::path::Path> {
+        self.socket.as_deref()
+    }
+
+    /// The files and steps as the init process executes them, for a job server's client.
+    /// Marks the sandbox used, like [`Prepared::run`].
+    pub fn job_spec(&mut self, files: &[JobFile], steps: &[Step]) -> Result<(JobSpec, Vec<Vec<u8>>), SandboxError> {
+        if self.used {
+            return Err(SandboxError::InvalidJob(
+                "a prepared sandbox serves exactly one job".into(),
+            ));
+        }
+        self.used = true;
+        let (spec, blobs) = self.spec(files, steps)?;
+        Ok((spec, blobs.into_iter().map(<[u8]>::to_vec).collect()))
     }
 }
 

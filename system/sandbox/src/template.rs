@@ -51,7 +51,10 @@ impl Template {
             .stdout(Stdio::null())
             .spawn()?;
         drop(theirs);
-        Ok(Self { child, sock: Mutex::new(ours) })
+        Ok(Self {
+            child,
+            sock: Mutex::new(ours),
+        })
     }
 
     /// Fork a new init process into `flags` namespaces, serving `channel`.
@@ -105,7 +108,9 @@ pub(crate) fn main() -> ! {
         let reply: Vec<u8> = match op {
             // send_fds' marker byte carries the new sandbox's channel; the request follows.
             b'F' => {
-                let Some(channel) = fds.pop() else { std::process::exit(1) };
+                let Some(channel) = fds.pop() else {
+                    std::process::exit(1)
+                };
                 let mut req = [0u8; 9];
                 if sock.read_exact(&mut req).is_err() || req[0] != b'S' {
                     std::process::exit(1);

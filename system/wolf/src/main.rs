@@ -32,6 +32,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Sandboxes prepared by `wolf serve` take their job over gRPC on a Unix socket.
+    wolf_sandbox::init::register_job_server(wolf_worker::server::serve_one);
     wolf_sandbox::main_if_init();
     let cli = Cli::parse();
     tracing_subscriber::fmt()

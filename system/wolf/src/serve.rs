@@ -133,9 +133,17 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let cache = cfg.cache_dir.clone().unwrap_or_else(|| data_dir.join("cache"));
     std::fs::create_dir_all(&cache)?;
     let registry = Registry::builtin(&cache)?;
+    let workers_dir = data_dir.join("workers");
+    std::fs::create_dir_all(&workers_dir)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&workers_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     let sandboxes = Arc::new(
         Sandboxes::new(SandboxConfig {
             binds: registry.bind_paths(),
+            // Each worker serves its job over gRPC on a socket here (outside every sandbox).
+            worker_socket_dir: Some(workers_dir.clone()),
             ..Default::default()
         })
         .context("the sandbox cannot start on this host (Wolf needs root, or a delegated cgroup)")?,

@@ -573,7 +573,8 @@ fn init_running(marker: &str) -> Option<i32> {
         for _ in 0..5 {
             let parent = ppid(p)?;
             let via_exec = cmdline(parent).contains("wolf serve");
-            let via_template = cmdline(parent).contains("__wolf-sandbox-template") && cmdline(ppid(parent)?).contains("wolf serve");
+            let via_template =
+                cmdline(parent).contains("__wolf-sandbox-template") && cmdline(ppid(parent)?).contains("wolf serve");
             if via_exec || via_template {
                 return Some(p);
             }
@@ -639,4 +640,60 @@ fn sigterm_stops_intake_and_finishes_running_jobs() {
     let done = s2.get_json(&format!("/job/{id}")).1;
     assert_eq!(done["status"], "Completed", "{done}");
     assert_eq!(done["retryCount"], 0, "finished once, not re-run: {done}");
+}
+
+#[test]
+fn a_worker_socket_serves_only_its_manager() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("workers = 1\n");
+    let dir = s.data.join("workers");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sock = loop {
+        let found = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "sock"));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no worker socket appeared in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let spec = wolf_sandbox::protocol::JobSpec {
+        files: vec![],
+        steps: vec![],
+    };
+    for token in ["", "not-the-token"] {
+        // Same uid as the manager, outside the sandbox: SO_PEERCRED passes, the token does not.
+        match rt.block_on(wolf_worker::client::run(&sock, token, "rogue", spec.clone(), vec![])) {
+            Err(wolf_worker::client::ClientError::Call(st)) => {
+                assert_eq!(st.code(), tonic::Code::PermissionDenied, "{st:?}")
+            }
+            other => panic!("a rogue caller must be refused, got {other:?}"),
+        }
+    }
+    // The refused calls did not consume the worker: the manager's job still runs on it.
+    let (_, rec) = s.post(
+        "/job?wait=true",
+        "application/json",
+        json!({"code": "print('mine')", "executionEngine": "python"})
+            .to_string()
+            .into_bytes(),
+        &[],
+    );
+    assert_eq!(rec["result"]["verdict"], "Accepted", "{rec}");
+    assert_eq!(rec["retryCount"], 0, "{rec}");
 }
