@@ -147,6 +147,7 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
                 listener: std::os::unix::net::UnixListener::from(listener),
                 host_uid: setup.host_uid,
                 token: setup.job_token.clone(),
+                host: sock.try_clone()?,
             };
             server(ctx, &mut |job, blobs| exec.execute(job, blobs))?;
         }
@@ -179,6 +180,8 @@ pub struct JobServerContext {
     pub host_uid: u32,
     /// The secret the manager presents with its call.
     pub token: String,
+    /// The host's setup channel: EOF on it means the host is gone, and the server must stop.
+    pub host: UnixStream,
 }
 
 /// Runs one job inside the init process: `(files and steps, blobs) -> (report, blobs)`.

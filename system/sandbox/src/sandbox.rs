@@ -220,6 +220,10 @@ impl Sandboxes {
             return Err(SandboxError::NoSeccomp);
         }
         let layout = Layout::from_host()?;
+        let stale = layout.sweep_stale();
+        if stale > 0 {
+            tracing::info!(cgroups = stale, "removed step cgroups left by dead processes");
+        }
         if cfg.favor_dynmods && nix::unistd::geteuid().is_root() {
             let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
             match crate::cgroup::favor_dynmods(&mountinfo) {

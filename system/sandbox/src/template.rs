@@ -120,6 +120,11 @@ pub(crate) fn main() -> ! {
                 match crate::sys::fork_into(flags) {
                     Ok(None) => {
                         drop(sock);
+                        // The template is single-threaded, so "parent death" means the template
+                        // exited (it does when the host goes away): take the sandbox down too.
+                        // (Should the template die before this line, the host is gone too and
+                        // the init process ends on its closed channel.)
+                        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
                         crate::init::run_and_exit(UnixStream::from(channel));
                     }
                     Ok(Some(pid)) => pid.as_raw().to_le_bytes().to_vec(),

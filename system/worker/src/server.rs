@@ -85,8 +85,12 @@ pub fn serve_one(ctx: JobServerContext, execute: &mut Execute<'_>) -> io::Result
                 let _ = stop_rx.await;
             });
         tokio::pin!(server);
+        ctx.host.set_nonblocking(true)?;
+        let host = tokio::net::UnixStream::from_std(ctx.host)?;
         tokio::select! {
             r = &mut server => return r.map_err(io::Error::other),
+            // The host never writes on this channel again: readable means EOF, it is gone.
+            _ = host.readable() => return Ok(()),
             job = jobs_rx.recv() => {
                 if let Some((req, reply)) = job {
                     let (spec, blobs) = crate::convert::job(req);

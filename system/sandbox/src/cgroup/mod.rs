@@ -217,6 +217,40 @@ impl Layout {
         }
     }
 
+    /// Remove step cgroups left by processes that died without cleaning up (a kill -9 of the
+    /// host): their names start with the owner's pid. Returns how many were removed.
+    pub fn sweep_stale(&self) -> usize {
+        let bases: Vec<&PathBuf> = match self {
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuacct,
+            } => vec![memory, pids, cpu, cpuacct],
+            Layout::V2 { base } => vec![base],
+        };
+        let mut removed = 0;
+        for base in bases {
+            let Ok(dir) = fs::read_dir(base) else { continue };
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(owner) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if !entry.path().is_dir() || Path::new(&format!("/proc/{owner}")).exists() {
+                    continue;
+                }
+                let step = StepCgroup {
+                    version: self.version(),
+                    dirs: vec![entry.path()],
+                };
+                step.remove();
+                removed += usize::from(!entry.path().exists());
+            }
+        }
+        removed
+    }
+
     /// Create the base directories (idempotent).
     pub fn ensure_base(&self) -> Result<(), CgroupError> {
         match self {
