@@ -536,6 +536,16 @@ fn kill_9_under_load_then_restart_loses_no_accepted_job() {
             break;
         }
     }
+    // Nothing of the killed process survives it: no sandbox process is left orphaned.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let orphans: Vec<i32> = orphaned_sandbox_processes();
+        if orphans.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sandbox processes outlived their host: {orphans:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let s = Server::start_on(&data, "workers = 2\n", Some(port));
     for (id, i) in &accepted {
         let done = s.wait(id, Duration::from_secs(120));
@@ -548,6 +558,24 @@ fn kill_9_under_load_then_restart_loses_no_accepted_job() {
         );
         assert_eq!(done["outputHash"], sha256_hex(format!("{}\n", i + 1000).as_bytes()));
     }
+}
+
+/// Sandbox processes (template, init, supervisors) whose parent is PID 1: their host is gone.
+fn orphaned_sandbox_processes() -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmd).contains("__wolf-sandbox") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid: i32 = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == 1 {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// The sandbox init process whose tree runs a process with `marker` in its command line.
