@@ -543,7 +543,10 @@ fn kill_9_under_load_then_restart_loses_no_accepted_job() {
         if orphans.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "sandbox processes outlived their host: {orphans:?}");
+        assert!(
+            Instant::now() < deadline,
+            "sandbox processes outlived their host: {orphans:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let s = Server::start_on(&data, "workers = 2\n", Some(port));
@@ -564,13 +567,20 @@ fn kill_9_under_load_then_restart_loses_no_accepted_job() {
 fn orphaned_sandbox_processes() -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if !String::from_utf8_lossy(&cmd).contains("__wolf-sandbox") {
             continue;
         }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid: i32 = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let ppid: i32 = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         if ppid == 1 {
             out.push(pid);
         }
