@@ -408,14 +408,17 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
         argv,
         env,
     };
-    let child = match crate::sys::fork() {
-        Ok(None) => {
-            let err = payload::enter(&mut Linux, &spec);
-            let msg = format!("{err}: {}", err.source);
-            let _ = nix::unistd::write(&ends.exec_w, msg.as_bytes());
-            std::process::exit(127);
-        }
-        Ok(Some(pid)) => pid,
+    // vfork-style: the program's process borrows S's memory until its exec, so starting it
+    // copies no page tables; S waits meanwhile. The pipeline only makes system calls.
+    let mut stack = vec![0u8; 256 << 10];
+    let exec_w = ends.exec_w.as_raw_fd();
+    let child = match crate::sys::vfork_spawn(&mut stack, || {
+        let err = payload::enter(&mut Linux, &spec);
+        let msg = format!("{err}: {}", err.source);
+        let _ = nix::unistd::write(unsafe_free_borrow(exec_w), msg.as_bytes());
+        127
+    }) {
+        Ok(pid) => pid,
         Err(e) => {
             let _ = status.write_all(format!("Efork: {e}").as_bytes());
             return 1;
@@ -441,6 +444,11 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
             }
         }
     }
+}
+
+/// A borrowed view of a descriptor S keeps open until after the program's process is gone.
+fn unsafe_free_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    crate::sys::borrow_fd(fd)
 }
 
 fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32) -> Result<(), String> {

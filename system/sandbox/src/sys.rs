@@ -319,6 +319,11 @@ impl Sys for Linux {
     }
 }
 
+/// A borrowed view of `fd` (see [`borrow`]).
+pub(crate) fn borrow_fd(fd: RawFd) -> BorrowedFd<'static> {
+    borrow(fd)
+}
+
 fn borrow(fd: RawFd) -> BorrowedFd<'static> {
     // SAFETY: used only on descriptors that the caller keeps open for the rest of the process's
     // life (the payload child execs or exits right after); the borrow never outlives them.
@@ -331,17 +336,6 @@ fn last_cap() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40)
-}
-
-/// Fork the (single-threaded) init process. Only the zygote calls this.
-pub(crate) fn fork() -> io::Result<Option<Pid>> {
-    // SAFETY: the zygote is single-threaded (it never spawns threads), so the child inherits a
-    // consistent heap and no lock can be held by a vanished thread; the child may allocate.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Some(child)),
-        Ok(nix::unistd::ForkResult::Child) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Everything the child of [`spawn_init`] needs, built before the clone so that the child only
@@ -582,6 +576,18 @@ pub(crate) fn fork_into(flags: CloneFlags) -> io::Result<Option<Pid>> {
         0 => Ok(None),
         pid => Ok(Some(Pid::from_raw(pid as i32))),
     }
+}
+
+/// Start `child` in a vfork-style process: it shares the caller's memory on its own `stack`,
+/// and the caller is suspended until it execs or exits (clone(2) with CLONE_VM|CLONE_VFORK, as
+/// posix_spawn does). Its return value is its exit status.
+pub(crate) fn vfork_spawn(stack: &mut [u8], child: impl FnMut() -> isize) -> io::Result<Pid> {
+    let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
+    // SAFETY: the caller (a step supervisor) is single-threaded and stays suspended until the
+    // child execs or exits, so nothing else touches the shared memory meanwhile: no lock can be
+    // held (the child may allocate; its allocations stay valid in the caller's heap). `stack`
+    // outlives the child's use of it, since the caller cannot run before the child is done.
+    unsafe { nix::sched::clone(Box::new(child), stack, flags, Some(libc::SIGCHLD)) }.map_err(io::Error::from)
 }
 
 /// Fork the calling (single-threaded) process into a new pid namespace: the child is PID 1 of
