@@ -133,6 +133,7 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
     let mut exec = Executor {
         slots: slots.into_iter().map(Some).collect(),
         to_reap: Vec::new(),
+        unused: Vec::new(),
         setup: &setup,
         sigfd: &sigfd,
         used: false,
@@ -164,6 +165,7 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
         }
     }
     reap_all(&mut exec.to_reap);
+    reap_all(&mut exec.unused);
     // Returning exits PID 1: the kernel kills whatever is left.
     Ok(())
 }
@@ -201,7 +203,10 @@ pub fn register_job_server(server: JobServer) {
 /// The job phase of the init process.
 struct Executor<'a> {
     slots: Vec<Option<Slot>>,
+    /// Supervisors of finished steps: reaped before the next step starts.
     to_reap: Vec<Pid>,
+    /// Supervisors of slots this job does not use: killed at once, reaped after the report.
+    unused: Vec<Pid>,
     setup: &'a Setup,
     sigfd: &'a SignalFd,
     used: bool,
@@ -225,7 +230,7 @@ impl Executor<'_> {
                 && let Some(unused) = slot.take()
             {
                 let _ = nix::sys::signal::kill(unused.pid, Signal::SIGKILL);
-                self.to_reap.push(unused.pid);
+                self.unused.push(unused.pid);
             }
         }
         if let Err(e) = write_files(work, &job, &blobs, setup.rootfs.uid, setup.rootfs.gid) {
