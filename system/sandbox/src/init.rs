@@ -111,7 +111,7 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
         let (Some(cpu), Some(peak), Some(oom)) = (fds.next(), fds.next(), fds.next()) else {
             return Err(std::io::Error::other("missing cgroup descriptors"));
         };
-        match prefork_slot(procs, cpu, peak, oom, &setup.rootfs) {
+        match prefork_slot(procs, cpu, peak, oom, &setup.rootfs, setup.apparmor_profile.as_deref()) {
             Ok(slot) => slots.push(slot),
             Err(e) => {
                 protocol::write_frame(&mut sock, &SetupReply::Failed { error: e.to_string() }, &[])?;
@@ -279,6 +279,7 @@ fn prefork_slot(
     peak: OwnedFd,
     oom: OwnedFd,
     rootfs: &rootfs::RootfsConfig,
+    apparmor: Option<&str>,
 ) -> std::io::Result<Slot> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -305,6 +306,7 @@ fn prefork_slot(
                     status_w,
                 },
                 rootfs,
+                apparmor,
             );
             std::process::exit(code);
         }
@@ -368,7 +370,7 @@ struct SlotEnds {
 /// S: confine itself now (pre-warm: cgroups, identity, Landlock, seccomp), wait for the step,
 /// fork the program, reap, report its wait status, exit — which kills every process left in
 /// this pid namespace.
-fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig) -> i32 {
+fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig, apparmor: Option<&str>) -> i32 {
     let mut status = std::fs::File::from(ends.status_w);
     let raw: Vec<i32> = procs.iter().map(AsRawFd::as_raw_fd).collect();
     let landlock = LandlockPlan::standard(&rootfs.work_dir);
@@ -377,6 +379,7 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig)
         uid: rootfs.uid,
         gid: rootfs.gid,
         landlock: &landlock,
+        apparmor,
     };
     if let Err(e) = payload::enter_slot(&mut Linux, &slot) {
         let _ = status.write_all(format!("E{e}: {}", e.source).as_bytes());

@@ -34,6 +34,8 @@ pub struct SlotSpec<'a> {
     pub gid: u32,
     /// Landlock rules.
     pub landlock: &'a LandlockPlan,
+    /// AppArmor profile for the program's exec, where the host has AppArmor.
+    pub apparmor: Option<&'a str>,
 }
 
 /// Pre-warm a step supervisor (see the module docs).
@@ -43,6 +45,11 @@ pub fn enter_slot(sys: &mut impl Sys, spec: &SlotSpec<'_>) -> Result<(), SysErro
     }
     // Inside its step cgroup, the program sees that cgroup as "/" and nothing of the host's tree.
     sys.unshare(CloneFlags::CLONE_NEWCGROUP)?;
+    // The onexec label is per task and inherited across fork: set it while still privileged,
+    // before Landlock makes /proc read-only for us; the program's exec applies it.
+    if let Some(profile) = spec.apparmor {
+        sys.apparmor_onexec(profile)?;
+    }
     sys.drop_bounding_set()?;
     sys.set_ids(spec.uid, spec.gid)?;
     sys.no_new_privs()?;
@@ -123,6 +130,7 @@ mod tests {
                 uid: 65534,
                 gid: 65534,
                 landlock: &plan,
+                apparmor: None,
             },
         )
     }
@@ -144,6 +152,22 @@ mod tests {
                 "seccomp",
             ]
         );
+    }
+
+    #[test]
+    fn apparmor_is_requested_before_privileges_go_where_the_host_has_it() {
+        let mut r = Recorder::default();
+        let plan = LandlockPlan::standard("/work");
+        let spec = SlotSpec {
+            cgroup_procs: &[7],
+            uid: 65534,
+            gid: 65534,
+            landlock: &plan,
+            apparmor: Some("wolf-sandbox"),
+        };
+        enter_slot(&mut r, &spec).unwrap();
+        let aa = r.position("apparmor wolf-sandbox").expect("profile requested");
+        assert!(aa < r.position("set_ids").unwrap() && aa < r.position("landlock").unwrap());
     }
 
     #[test]

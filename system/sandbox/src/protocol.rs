@@ -41,6 +41,10 @@ pub struct Setup {
     /// sandbox from the host, this tells the manager from other host processes of its uid.
     #[serde(default)]
     pub job_token: String,
+    /// AppArmor profile to apply to programs (only where the host has AppArmor and the
+    /// profile is loaded).
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
 }
 
 /// Answer to [`Setup`].

@@ -369,6 +369,7 @@ impl Sandboxes {
             job_listener: listener.is_some(),
             host_uid: nix::unistd::geteuid().as_raw(),
             job_token: p.token.clone(),
+            apparmor_profile: crate::lsm::apparmor_profile().map(str::to_string),
         };
         drop(listener);
         protocol::write_frame(&mut p.sock, &setup, &[]).map_err(SandboxError::Channel)?;

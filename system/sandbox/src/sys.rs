@@ -96,6 +96,8 @@ pub trait Sys {
     fn landlock(&mut self, plan: &LandlockPlan) -> SysResult;
     /// Install the compiled seccomp filters.
     fn seccomp(&mut self) -> SysResult;
+    /// Ask AppArmor to confine the next exec with `profile` (aa_change_onexec).
+    fn apparmor_onexec(&mut self, profile: &str) -> SysResult;
     /// execve(2): only returns on failure.
     fn exec(&mut self, argv: &[CString], env: &[CString]) -> SysError;
 }
@@ -306,6 +308,14 @@ impl Sys for Linux {
 
     fn seccomp(&mut self) -> SysResult {
         crate::seccomp::install().map_err(|e| SysError::new("seccomp", "", io::Error::other(e)))
+    }
+
+    fn apparmor_onexec(&mut self, profile: &str) -> SysResult {
+        let value = format!("exec {profile}");
+        // The LSM-specific file (Linux 5.8+), else the shared one.
+        std::fs::write("/proc/self/attr/apparmor/exec", &value)
+            .or_else(|_| std::fs::write("/proc/self/attr/exec", &value))
+            .map_err(|e| SysError::new("apparmor onexec", profile, e))
     }
 
     fn exec(&mut self, argv: &[CString], env: &[CString]) -> SysError {
@@ -534,6 +544,9 @@ impl Sys for Recorder {
     }
     fn seccomp(&mut self) -> SysResult {
         self.rec("seccomp".into())
+    }
+    fn apparmor_onexec(&mut self, profile: &str) -> SysResult {
+        self.rec(format!("apparmor {profile}"))
     }
     fn exec(&mut self, argv: &[CString], _env: &[CString]) -> SysError {
         let line = format!(
