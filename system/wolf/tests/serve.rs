@@ -512,7 +512,25 @@ fn overload_gets_only_fast_refusals_and_every_accepted_job_completes() {
         let done = s.wait(id, Duration::from_secs(180));
         assert_eq!(done["status"], "Completed", "{done}");
     }
-    eprintln!("overload: {} accepted, {refused} refused", accepted.len());
+    let slowest_refusal = results
+        .iter()
+        .filter(|(st, _, _)| *st != 200)
+        .map(|(_, _, d)| *d)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "overload: {} accepted, {refused} refused, slowest refusal {slowest_refusal:?}",
+        accepted.len()
+    );
+    // Memory stays bounded: nothing is buffered per refused request.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(rss_kb < 256 * 1024, "wolf serve grew to {rss_kb} KiB under the burst");
 }
 
 #[test]
