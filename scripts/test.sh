@@ -16,6 +16,8 @@ command -v gcc >/dev/null || missing+=(gcc)
 command -v g++ >/dev/null || missing+=(g++)
 command -v bwrap >/dev/null || missing+=(bubblewrap)        # baseline of the sandbox benchmark
 [[ -x /usr/bin/python3 ]] || missing+=(python3)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)   # testkit: real PostgreSQL
+command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   $SUDO apt-get update -qq

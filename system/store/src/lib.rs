@@ -9,14 +9,17 @@
 //! - [`traits`]: [`Metadata`], [`Objects`], [`Queue`] and their error type.
 //! - [`sqlite`]: embedded metadata + queue in one SQLite database (WAL), atomic admission.
 //! - [`local`]: objects as files under the data dir, written by rename.
+//! - [`postgres`]: metadata in PostgreSQL (distributed mode), idempotent writes, migrations.
 //! - [`events`]: in-process "queued" and "finished" notifications.
 
 pub mod events;
 pub mod local;
+pub mod postgres;
 pub mod sqlite;
 pub mod traits;
 
 pub use events::Events;
 pub use local::LocalObjects;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use traits::{Admission, Delivery, Idempotency, Metadata, Objects, Page, Queue, StoreError};

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_serve;
+mod migrate;
 mod run;
 mod serve;
 
@@ -27,6 +28,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// API, durable queue and worker pool in one process (the embedded mode).
     Serve(serve::ServeArgs),
+    /// Apply the PostgreSQL schema of the distributed mode.
+    Migrate(migrate::MigrateArgs),
     /// Measure sandbox overhead against a bare spawn and bubblewrap; print and save the table.
     Bench(bench::BenchArgs),
 }
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(*args),
         Command::Bench(args) => bench::main(args),
         Command::Serve(args) => serve::main(args),
+        Command::Migrate(args) => migrate::main(args),
     };
     match result {
         Ok(code) => code,

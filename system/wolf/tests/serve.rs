@@ -753,3 +753,24 @@ fn a_worker_socket_serves_only_its_manager() {
     assert_eq!(rec["result"]["verdict"], "Accepted", "{rec}");
     assert_eq!(rec["retryCount"], 0, "{rec}");
 }
+
+#[test]
+fn wolf_migrate_applies_the_postgres_schema_idempotently() {
+    if !privileged() {
+        return;
+    }
+    let pg = wolf_testkit::Postgres::start().unwrap();
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_wolf"))
+            .args(["migrate", "--database-url", &pg.url()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("schema at version 1"));
+    }
+    let out = Command::new("psql")
+        .args([&pg.url(), "-tAc", "SELECT count(*) FROM wolf_jobs"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+}

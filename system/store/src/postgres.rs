@@ -1,0 +1,191 @@
+//! Metadata in PostgreSQL (the distributed mode). The queue there is JetStream and objects are
+//! in S3; this store holds records only.
+//!
+//! Writes are idempotent: inserting a record that exists does nothing, and [`Metadata::finish`]
+//! only updates a record that is not final yet, so a duplicate delivery can never replace a
+//! final result. Every statement is a single round trip, so a database that comes back after an
+//! outage needs no session state.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use wolf_core::{JobRecord, Status, Submission, Timings};
+
+use crate::traits::{Metadata, Page, StoreError};
+
+/// The schema, versioned.
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_jobs.sql"))];
+
+/// PostgreSQL metadata.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+fn parse_record(id: &str, v: serde_json::Value) -> Result<JobRecord, StoreError> {
+    serde_json::from_value(v).map_err(|source| StoreError::Corrupt {
+        what: format!("job {id}"),
+        source,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("domain types serialize")
+}
+
+impl PgStore {
+    /// Connect lazily (the database may be down at start; calls fail with `Unavailable` until
+    /// it answers).
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy(url)
+            .map_err(db)?;
+        Ok(Self { pool })
+    }
+
+    /// Apply the migrations not applied yet; returns the schema version.
+    pub async fn migrate(&self) -> Result<i32, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // One migrator at a time, across processes.
+        sqlx::query("SELECT pg_advisory_xact_lock(7123001)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS wolf_schema_version (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let current: i32 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM wolf_schema_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .get(0);
+        let mut version = current;
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query("INSERT INTO wolf_schema_version (version) VALUES ($1)")
+                .bind(v)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            version = *v;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(version)
+    }
+
+    /// Insert a new record (idempotent: an existing id is left as it is). Returns whether it
+    /// was inserted.
+    pub async fn insert(&self, record: &JobRecord, submission: &Submission) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO wolf_jobs (id, status, record, submission) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&record.id)
+        .bind(record.status.as_str())
+        .bind(json(record))
+        .bind(json(submission))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl Metadata for PgStore {
+    async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query("SELECT record FROM wolf_jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| parse_record(id, r.get(0))).transpose()
+    }
+
+    async fn submission(&self, id: &str) -> Result<Option<Submission>, StoreError> {
+        let row = sqlx::query("SELECT submission FROM wolf_jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            serde_json::from_value(r.get(0)).map_err(|source| StoreError::Corrupt {
+                what: format!("submission {id}"),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    async fn list(&self, page: Page<'_>) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = match page.before {
+            Some(before) => {
+                sqlx::query("SELECT id, record FROM wolf_jobs WHERE id < $1 ORDER BY id DESC LIMIT $2")
+                    .bind(before)
+                    .bind(page.limit as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("SELECT id, record FROM wolf_jobs ORDER BY id DESC LIMIT $1 OFFSET $2")
+                    .bind(page.limit as i64)
+                    .bind(page.offset as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| parse_record(r.get::<&str, _>(0), r.get(1)))
+            .collect()
+    }
+
+    async fn mark_running(
+        &self,
+        id: &str,
+        attempt: u32,
+        at: DateTime<Utc>,
+        timings: Timings,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE wolf_jobs SET status = 'Running', updated_at = now(),
+               record = record || jsonb_build_object('status', 'Running', 'startTime', $2::text, 'retryCount', $3::int, 'timings', $4::jsonb)
+             WHERE id = $1 AND status NOT IN ('Completed', 'Failed')",
+        )
+        .bind(id)
+        .bind(at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .bind(attempt.saturating_sub(1) as i32)
+        .bind(json(&timings))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError> {
+        debug_assert!(record.status.is_final() || record.status == Status::Running);
+        let done = sqlx::query(
+            "UPDATE wolf_jobs SET status = $2, record = $3, updated_at = now()
+             WHERE id = $1 AND status NOT IN ('Completed', 'Failed')",
+        )
+        .bind(&record.id)
+        .bind(record.status.as_str())
+        .bind(json(record))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,135 @@
+//! PostgreSQL metadata against a real server from the testkit (fresh cluster per test).
+
+use chrono::Utc;
+use wolf_core::{JobRecord, Status, Submission, Timings};
+use wolf_store::{Metadata, Page, PgStore, StoreError};
+use wolf_testkit::Postgres;
+
+fn root() -> bool {
+    let ok = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !ok {
+        eprintln!("skipped: the testkit starts PostgreSQL as the postgres user, which needs root");
+    }
+    ok
+}
+
+fn sub(code: &str) -> Submission {
+    serde_json::from_value(serde_json::json!({"code": code, "executionEngine": "python", "tags": ["t"]})).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_round_trip_and_the_final_result_is_written_once() {
+    if !root() {
+        return;
+    }
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap().unwrap();
+    let store = PgStore::connect(&pg.url()).unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(store.migrate().await.unwrap(), 1, "migrations are idempotent");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let rec = JobRecord::new(format!("0190-{i}"), &sub("print(1)"), Utc::now());
+        assert!(store.insert(&rec, &sub("print(1)")).await.unwrap());
+        assert!(
+            !store.insert(&rec, &sub("print(1)")).await.unwrap(),
+            "a second insert of the same id is a no-op"
+        );
+        ids.push(rec.id);
+    }
+    let got = store.get("0190-2").await.unwrap().unwrap();
+    assert_eq!(got.status, Status::Pending);
+    assert_eq!(got.tags, Some(vec!["t".to_string()]));
+    assert_eq!(store.submission("0190-2").await.unwrap().unwrap().code, "print(1)");
+    let page = store
+        .list(Page {
+            before: None,
+            offset: 0,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["0190-4", "0190-3"]
+    );
+    let next = store
+        .list(Page {
+            before: Some("0190-3"),
+            offset: 0,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["0190-2", "0190-1"]
+    );
+
+    store
+        .mark_running(
+            "0190-2",
+            2,
+            Utc::now(),
+            Timings {
+                queue_wait: 1.5,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let running = store.get("0190-2").await.unwrap().unwrap();
+    assert_eq!((running.status, running.retry_count), (Status::Running, 1));
+    assert!(running.start_time.is_some());
+    assert_eq!(running.timings.unwrap().queue_wait, 1.5);
+
+    let mut done = running.clone();
+    done.status = Status::Completed;
+    done.output_hash = Some("first".into());
+    assert!(store.finish(&done).await.unwrap());
+    done.output_hash = Some("second".into());
+    assert!(
+        !store.finish(&done).await.unwrap(),
+        "a duplicate execution cannot replace the result"
+    );
+    store
+        .mark_running("0190-2", 3, Utc::now(), Timings::default())
+        .await
+        .unwrap();
+    let final_rec = store.get("0190-2").await.unwrap().unwrap();
+    assert_eq!(
+        (final_rec.status, final_rec.output_hash.as_deref()),
+        (Status::Completed, Some("first"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_unavailable_then_the_store_reconnects_with_its_data() {
+    if !root() {
+        return;
+    }
+    let mut pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap().unwrap();
+    let store = PgStore::connect(&pg.url()).unwrap();
+    store.migrate().await.unwrap();
+    let rec = JobRecord::new("0190-a".into(), &sub("x"), Utc::now());
+    store.insert(&rec, &sub("x")).await.unwrap();
+    pg.kill9();
+    assert!(
+        matches!(store.get("0190-a").await, Err(StoreError::Unavailable(_))),
+        "down means Unavailable, not a panic"
+    );
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        store.get("0190-a").await.unwrap().unwrap().id,
+        "0190-a",
+        "committed data survived the kill"
+    );
+    drop(pg);
+}
