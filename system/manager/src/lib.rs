@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::watch;
-use wolf_core::job::{code_key, output_key, stderr_key};
+use wolf_core::job::{output_key, stderr_key};
 use wolf_core::{JobRecord, JobResult, Status, Timings};
 use wolf_sandbox::runner::Plan;
 use wolf_sandbox::{Caps, Prepared, Registry, RunRequest, Sandboxes};
@@ -219,14 +219,29 @@ impl Manager {
         leased_at: Instant,
     ) -> Option<Prepared> {
         let id = d.job_id.clone();
-        let record = match self.meta.get(&id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => {
+        // The record: from the metadata store, or — when the queue carries it and the store
+        // has not seen it yet (its API persists in the background) or is down — from the queue.
+        let (record, sub) = match (self.meta.get(&id).await, d.payload.as_deref()) {
+            (Ok(Some(r)), payload) => {
+                let sub = match payload {
+                    Some((_, s)) => Some(s.clone()),
+                    None => self.meta.submission(&id).await.ok().flatten(),
+                };
+                (r, sub)
+            }
+            (Ok(None) | Err(_), Some((rec, sub))) => {
+                // Idempotent: the API's background write may land before or after this one.
+                if let Err(e) = self.meta.insert(rec, sub).await {
+                    tracing::warn!(job = %id, error = %e, "metadata unavailable; running from the queued copy");
+                }
+                (rec.clone(), Some(sub.clone()))
+            }
+            (Ok(None), None) => {
                 tracing::warn!(job = %id, "queued job has no record; dropping it");
                 let _ = self.queue.ack(&id).await;
                 return Some(sandbox);
             }
-            Err(e) => {
+            (Err(e), None) => {
                 tracing::warn!(job = %id, error = %e, "metadata unavailable; releasing the job");
                 let _ = self.queue.release(&id, self.cfg.retry_delay).await;
                 return Some(sandbox);
@@ -242,12 +257,11 @@ impl Manager {
         if d.attempt > 1 {
             metrics::counter!("wolf_redeliveries_total", "outcome" => "retried").increment(1);
         }
-        let submission = self.meta.submission(&id).await.ok().flatten();
-        let code = self.objects.get(&code_key(&id)).await.ok().flatten();
-        let (Some(sub), Some(code)) = (submission, code) else {
+        let Some(sub) = sub else {
             let _ = self.queue.release(&id, self.cfg.retry_delay).await;
             return Some(sandbox);
         };
+        let code = sub.code.clone().into_bytes();
         let req = RunRequest {
             engine: sub.execution_engine.clone(),
             code,
@@ -344,21 +358,18 @@ impl Manager {
         let stdout = out.stdout;
         let output_hash = wolf_core::hash::sha256_hex(&stdout);
         let mut rec = record;
-        let puts = async {
-            self.objects.put(&output_key(&id), stdout).await?;
+        // The result is in hand: storage outages are waited out here (with in-progress acks so
+        // the queue does not redeliver), never by running the job again.
+        let stderr_bytes = out.result.stderr.clone().into_bytes();
+        self.persist(&id, "output", || async {
+            self.objects.put(&output_key(&id), stdout.clone()).await?;
             // stderr is also in the record; the object exists only when there is some.
-            if !out.result.stderr.is_empty() {
-                self.objects
-                    .put(&stderr_key(&id), out.result.stderr.clone().into_bytes())
-                    .await?;
+            if !stderr_bytes.is_empty() {
+                self.objects.put(&stderr_key(&id), stderr_bytes.clone()).await?;
             }
-            Ok::<(), StoreError>(())
-        };
-        if let Err(e) = puts.await {
-            tracing::warn!(job = %id, error = %e, "could not store output; the job will run again");
-            let _ = self.queue.release(&id, self.cfg.retry_delay).await;
-            return None;
-        }
+            Ok(())
+        })
+        .await;
         let end = Utc::now();
         rec.status = Status::Completed;
         rec.start_time = Some(started);
@@ -370,15 +381,11 @@ impl Manager {
         timings.storage = ms(storage_started.elapsed());
         timings.total = ms((end - rec.creation_time).to_std().unwrap_or_default());
         rec.timings = Some(timings);
-        match self.meta.finish(&rec).await {
-            Ok(_) => {
-                let _ = self.queue.ack(&id).await;
-            }
-            Err(e) => {
-                tracing::warn!(job = %id, error = %e, "could not persist the result; the job will run again");
-                let _ = self.queue.release(&id, self.cfg.retry_delay).await;
-                return None;
-            }
+        self.persist(&id, "result", || async { self.meta.finish(&rec).await.map(drop) })
+            .await;
+        if let Err(e) = self.queue.ack(&id).await {
+            // The result is stored; a redelivery will find it final and only ack.
+            tracing::warn!(job = %id, error = %e, "ack failed after the result was stored");
         }
         stage("storage", timings.storage);
         stage("end_to_end", timings.total);
@@ -389,6 +396,27 @@ impl Manager {
         None
     }
 
+    /// Retry `write` until it succeeds, with backoff, telling the queue the job is in progress.
+    async fn persist<F, Fut>(&self, id: &str, what: &str, write: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match write().await {
+                Ok(()) => return,
+                Err(e) => {
+                    metrics::counter!("wolf_persistence_retries_total", "what" => what.to_string()).increment(1);
+                    tracing::warn!(job = %id, error = %e, "storing the {what} failed; retrying");
+                    let _ = self.queue.progress(id).await;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
     async fn fail(&self, mut rec: JobRecord, reason: String, engine: &str) {
         let id = rec.id.clone();
         rec.status = Status::Failed;
@@ -397,11 +425,16 @@ impl Manager {
         let mut t: Timings = rec.timings.unwrap_or_default();
         t.total = ms((Utc::now() - rec.creation_time).to_std().unwrap_or_default());
         rec.timings = Some(t);
-        if self.meta.finish(&rec).await.is_ok() {
-            let _ = self.queue.ack(&id).await;
-            metrics::counter!("wolf_dead_letters_total").increment(1);
-            metrics::counter!("wolf_jobs_total", "status" => "Failed", "verdict" => "none", "engine" => engine.to_string()).increment(1);
+        let reason = rec.failure_reason.clone().unwrap_or_default();
+        self.persist(&id, "failure", || async { self.meta.finish(&rec).await.map(drop) })
+            .await;
+        // Kept, inspectable, in the dead-letter store; never silently dropped.
+        if let Err(e) = self.queue.dead_letter(&id, &reason).await {
+            tracing::warn!(job = %id, error = %e, "could not dead-letter the job");
         }
+        metrics::counter!("wolf_dead_letters_total").increment(1);
+        metrics::counter!("wolf_jobs_total", "status" => "Failed", "verdict" => "none", "engine" => engine.to_string())
+            .increment(1);
         self.events.finished(&id);
     }
 }

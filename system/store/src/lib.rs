@@ -10,16 +10,22 @@
 //! - [`sqlite`]: embedded metadata + queue in one SQLite database (WAL), atomic admission.
 //! - [`local`]: objects as files under the data dir, written by rename.
 //! - [`postgres`]: metadata in PostgreSQL (distributed mode), idempotent writes, migrations.
+//! - [`jetstream`]: the distributed queue on NATS JetStream, with a dead-letter stream.
+//! - [`s3`]: objects in any S3-compatible store.
 //! - [`events`]: in-process "queued" and "finished" notifications.
 
 pub mod events;
+pub mod jetstream;
 pub mod local;
 pub mod postgres;
+pub mod s3;
 pub mod sqlite;
 pub mod traits;
 
 pub use events::Events;
+pub use jetstream::{JetStreamConfig, JetStreamQueue};
 pub use local::LocalObjects;
 pub use postgres::PgStore;
+pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
 pub use traits::{Admission, Delivery, Idempotency, Metadata, Objects, Page, Queue, StoreError};

@@ -85,10 +85,11 @@ impl PgStore {
         tx.commit().await.map_err(db)?;
         Ok(version)
     }
+}
 
-    /// Insert a new record (idempotent: an existing id is left as it is). Returns whether it
-    /// was inserted.
-    pub async fn insert(&self, record: &JobRecord, submission: &Submission) -> Result<bool, StoreError> {
+#[async_trait]
+impl Metadata for PgStore {
+    async fn insert(&self, record: &JobRecord, submission: &Submission) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO wolf_jobs (id, status, record, submission) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
         )
@@ -101,10 +102,7 @@ impl PgStore {
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
-}
 
-#[async_trait]
-impl Metadata for PgStore {
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let row = sqlx::query("SELECT record FROM wolf_jobs WHERE id = $1")
             .bind(id)

@@ -104,6 +104,19 @@ impl Metadata for SqliteStore {
         row.map(|r| parse_record(id, r.get::<&str, _>(0))).transpose()
     }
 
+    async fn insert(&self, record: &JobRecord, submission: &Submission) -> Result<bool, StoreError> {
+        let _w = self.writer.lock().await;
+        let done = sqlx::query("INSERT OR IGNORE INTO jobs (id, status, record, submission) VALUES (?, ?, ?, ?)")
+            .bind(&record.id)
+            .bind(record.status.as_str())
+            .bind(to_json(record))
+            .bind(to_json(submission))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn submission(&self, id: &str) -> Result<Option<Submission>, StoreError> {
         let row = sqlx::query("SELECT submission FROM jobs WHERE id = ?")
             .bind(id)
@@ -274,6 +287,7 @@ impl Queue for SqliteStore {
             job_id: r.get(0),
             attempt: r.get::<i64, _>(1) as u32,
             enqueued_at: DateTime::from_timestamp_millis(r.get(2)).unwrap_or_else(Utc::now),
+            payload: None,
         }))
     }
 

@@ -76,6 +76,9 @@ pub struct Delivery {
     pub attempt: u32,
     /// When it was queued.
     pub enqueued_at: DateTime<Utc>,
+    /// The record and submission as queued, when the queue carries them (JetStream): the
+    /// manager can run the job before its metadata reached the database.
+    pub payload: Option<Box<(JobRecord, Submission)>>,
 }
 
 /// Job records.
@@ -83,6 +86,9 @@ pub struct Delivery {
 pub trait Metadata: Send + Sync {
     /// One record.
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// Insert a new record; an existing id is left as it is (idempotent). Returns whether it
+    /// was inserted.
+    async fn insert(&self, record: &JobRecord, submission: &Submission) -> Result<bool, StoreError>;
     /// The submission of a job (its code is in the object store).
     async fn submission(&self, id: &str) -> Result<Option<Submission>, StoreError>;
     /// Newest first.
@@ -126,4 +132,13 @@ pub trait Queue: Send + Sync {
     async fn depth(&self) -> Result<u64, StoreError>;
     /// After a restart: every lease of the previous process is void.
     async fn recover(&self) -> Result<u64, StoreError>;
+    /// The job is still being worked on: extend its lease.
+    async fn progress(&self, _job_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The job cannot run: keep it in the dead-letter store with `reason`, and remove it from
+    /// the queue.
+    async fn dead_letter(&self, job_id: &str, _reason: &str) -> Result<(), StoreError> {
+        self.ack(job_id).await
+    }
 }
