@@ -13,6 +13,7 @@
 //! - [`error`]: [`ApiError`], the one error type at the edge.
 
 pub mod error;
+pub mod persist;
 pub mod routes;
 
 use std::sync::Arc;
@@ -48,6 +49,9 @@ pub struct ApiConfig {
     pub wait_max: Duration,
     /// Operator caps on limits.
     pub caps: Caps,
+    /// Distributed mode: answer once the queue holds the job, then write the record and the
+    /// code object in the background with retries (embedded: both before the answer).
+    pub background_persistence: bool,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +64,7 @@ impl Default for ApiConfig {
             wait_default: Duration::from_secs(30),
             wait_max: Duration::from_secs(300),
             caps: Caps::default(),
+            background_persistence: false,
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct AppState {
     pub inflight: Arc<Semaphore>,
     /// Set once workers are warm; cleared at shutdown.
     pub ready: Arc<AtomicBool>,
+    /// Jobs accepted here whose record is not in the metadata store yet.
+    pub pending_writes: Arc<std::sync::Mutex<std::collections::HashMap<String, wolf_core::JobRecord>>>,
 }
 
 impl AppState {
@@ -111,7 +118,19 @@ impl AppState {
             prometheus,
             inflight,
             ready,
+            pending_writes: Default::default(),
         }
+    }
+}
+
+impl AppState {
+    /// A record accepted here and not yet in the metadata store.
+    pub fn recent(&self, id: &str) -> Option<wolf_core::JobRecord> {
+        self.pending_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 }
 

@@ -191,8 +191,10 @@ pub async fn submit(
     };
     let id = uuid::Uuid::now_v7().to_string();
     let mut record = JobRecord::new(id.clone(), &sub, Utc::now());
-    // Code first: a queued job always finds its code.
-    st.objects.put(&code_key(&id), sub.code.clone().into_bytes()).await?;
+    if !st.cfg.background_persistence {
+        // Embedded: code first, then one transaction; a queued job always finds its code.
+        st.objects.put(&code_key(&id), sub.code.clone().into_bytes()).await?;
+    }
     record.timings = Some(Timings {
         server: started.elapsed().as_secs_f64() * 1000.0,
         ..Default::default()
@@ -200,6 +202,11 @@ pub async fn submit(
     let record = match st.queue.admit(&record, &sub, idem.as_ref(), st.cfg.max_pending).await? {
         Admission::New => {
             st.events.queued();
+            if st.cfg.background_persistence {
+                // Distributed: the queue holds the job durably (code included); the record and
+                // the code object follow in the background, retried until stored.
+                crate::persist::spawn(&st, record.clone(), sub.clone());
+            }
             record
         }
         Admission::Existing(existing) => *existing,
@@ -226,18 +233,19 @@ pub async fn submit(
 async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRecord, ApiError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut rx = st.events.subscribe();
+    let current = |rec: Option<JobRecord>| rec.or_else(|| st.recent(id));
     loop {
-        let rec = st
-            .meta
-            .get(id)
-            .await?
+        // In the distributed mode the manager is another process: no event arrives, so the
+        // record is also polled (every 200 ms).
+        let rec = current(st.meta.get(id).await.ok().flatten())
             .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
-        if rec.status.is_final() {
+        if rec.status.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(rec);
         }
+        let poll = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
         loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => return Ok(st.meta.get(id).await?.unwrap_or(rec)),
+            match tokio::time::timeout_at(poll, rx.recv()).await {
+                Err(_) => break,
                 Ok(Ok(done)) if done == id => break,
                 Ok(Ok(_)) => continue,
                 // Lagged or closed: look at the record again.
@@ -253,11 +261,16 @@ async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRec
 /// A job record.
 #[utoipa::path(get, path = "/job/{id}", responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)))]
 pub async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
-    st.meta
-        .get(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
+    // Read your writes: a job this API accepted is found even before (or while) the metadata
+    // store has it.
+    match st.meta.get(&id).await {
+        Ok(Some(r)) => Ok(Json(r)),
+        Ok(None) => st
+            .recent(&id)
+            .map(Json)
+            .ok_or_else(|| ApiError::NotFound(format!("job {id} not found"))),
+        Err(e) => st.recent(&id).map(Json).ok_or_else(|| e.into()),
+    }
 }
 
 /// The program's stdout (409 while the job has not finished).

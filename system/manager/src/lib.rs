@@ -38,6 +38,9 @@ pub struct ManagerConfig {
     pub retry_delay: Duration,
     /// Operator caps on limits.
     pub caps: Caps,
+    /// Send the queue an in-progress ack this often while a job runs (JetStream's ack_wait / 3),
+    /// so a long job is not redelivered to another manager.
+    pub progress_every: Option<Duration>,
 }
 
 impl Default for ManagerConfig {
@@ -48,6 +51,7 @@ impl Default for ManagerConfig {
             max_attempts: 3,
             retry_delay: Duration::from_millis(100),
             caps: Caps::default(),
+            progress_every: None,
         }
     }
 }
@@ -304,6 +308,17 @@ impl Manager {
         }
         timings.worker_acquire = ms(leased_at.elapsed());
         stage("worker_acquire", timings.worker_acquire);
+        // Keep the lease alive while the job runs.
+        let ticker = self.cfg.progress_every.map(|every| {
+            let queue = self.queue.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let _ = queue.progress(&id).await;
+                }
+            })
+        });
         let (outcome, sandbox) = match sandbox.socket().map(ToOwned::to_owned) {
             // The worker serves the job over gRPC on its Unix socket.
             Some(socket) => {
@@ -328,6 +343,9 @@ impl Manager {
             .await
             .expect("sandbox thread"),
         };
+        if let Some(t) = ticker {
+            t.abort();
+        }
         // Destroying the sandbox is off the critical path.
         tokio::task::spawn_blocking(move || drop(sandbox));
         let out = match outcome {

@@ -66,7 +66,12 @@ impl Nats {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();
         std::fs::create_dir_all(&self.store)?;
+        // A job message carries its code (up to 1 MiB) and submission: raise max_payload.
+        let conf = self.store.with_extension("conf");
+        std::fs::write(&conf, "max_payload: 8388608\n")?;
         let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&conf)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store)
             .stdout(Stdio::null())

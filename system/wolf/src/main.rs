@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_serve;
+mod distributed;
 mod migrate;
 mod run;
 mod serve;
@@ -28,6 +29,10 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// API, durable queue and worker pool in one process (the embedded mode).
     Serve(serve::ServeArgs),
+    /// Distributed mode: the HTTP API on NATS JetStream, PostgreSQL and S3.
+    Api(Box<distributed::ApiArgs>),
+    /// Distributed mode: a worker pool consuming the JetStream queue.
+    Manager(Box<distributed::ManagerArgs>),
     /// Apply the PostgreSQL schema of the distributed mode.
     Migrate(migrate::MigrateArgs),
     /// Measure sandbox overhead against a bare spawn and bubblewrap; print and save the table.
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::main(args),
         Command::Serve(args) => serve::main(args),
         Command::Migrate(args) => migrate::main(args),
+        Command::Api(args) => distributed::api(*args),
+        Command::Manager(args) => distributed::manager(*args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,44 @@
+//! Background persistence (distributed mode): after the queue acknowledged a job, write its
+//! record to the metadata store and its code to the object store, retrying with backoff until
+//! both succeed, so a brief database or object-store outage costs no accepted job.
+
+use std::time::Duration;
+
+use wolf_core::job::code_key;
+use wolf_core::{JobRecord, Submission};
+
+use crate::AppState;
+
+/// Start persisting `record` and its code; the record stays readable from this API meanwhile.
+pub fn spawn(st: &AppState, record: JobRecord, submission: Submission) {
+    st.pending_writes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(record.id.clone(), record.clone());
+    let st = st.clone();
+    // Must finish: it is the only writer of this record's first version.
+    tokio::spawn(async move {
+        let id = record.id.clone();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let code = st
+                .objects
+                .put(&code_key(&id), submission.code.clone().into_bytes())
+                .await;
+            let meta = match code {
+                Ok(()) => st.meta.insert(&record, &submission).await.map(drop),
+                Err(e) => Err(e),
+            };
+            match meta {
+                Ok(()) => break,
+                Err(e) => {
+                    metrics::counter!("wolf_persistence_retries_total", "what" => "admission").increment(1);
+                    tracing::warn!(job = %id, error = %e, "persisting the accepted job failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        st.pending_writes.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    });
+}

@@ -1,0 +1,65 @@
+//! `testbed up [--api N] [--managers M] [--dir DIR]`: the distributed mode on this machine.
+//!
+//! Starts nats-server (JetStream), PostgreSQL, the S3 server, `wolf migrate`, N `wolf api` and M
+//! `wolf manager` processes on free loopback ports, prints one JSON line describing them, keeps
+//! running without restarting anything, and stops everything on SIGINT or SIGTERM. The `wolf`
+//! binary is taken from next to this one (or `$WOLF_BIN`); it is built if missing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use wolf_testkit::Stack;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some("up") {
+        eprintln!("usage: testbed up [--api N] [--managers M] [--dir DIR]");
+        std::process::exit(2);
+    }
+    let apis: usize = arg(&args, "--api").map(|v| v.parse()).transpose()?.unwrap_or(1);
+    let managers: usize = arg(&args, "--managers").map(|v| v.parse()).transpose()?.unwrap_or(1);
+    if wolf_testkit::stack::wolf_binary().is_err() {
+        // `cargo build --release -p wolf-testkit` builds this binary only: build `wolf` beside it.
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+        eprintln!("testbed: building the wolf binary ({profile})");
+        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--profile", profile, "-p", "wolf"])
+            .current_dir(&root)
+            .status()?;
+        anyhow::ensure!(st.success(), "cargo build -p wolf failed");
+    }
+    // Handlers (not a blocked mask, which the children would inherit) for the stop signals.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut int, mut term) = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, std::io::Error>((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+    })?;
+    let tmp;
+    let dir = match arg(&args, "--dir") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            tmp = tempfile::Builder::new().prefix("wolf-testbed-").tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    let stack = Stack::up(&dir, apis, managers)?;
+    println!("{}", stack.json());
+    rt.block_on(async {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    });
+    eprintln!("testbed: stopping");
+    drop(stack);
+    Ok(())
+}

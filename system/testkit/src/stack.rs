@@ -1,0 +1,188 @@
+//! The whole distributed mode on one machine: nats-server, PostgreSQL, the S3 server, N
+//! `wolf api` and M `wolf manager` processes, each on free loopback ports, each killable.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::port::{free_port, wait_tcp};
+use crate::{Nats, Postgres, S3};
+
+/// A running stack.
+#[derive(Debug)]
+pub struct Stack {
+    /// NATS JetStream.
+    pub nats: Nats,
+    /// PostgreSQL.
+    pub postgres: Postgres,
+    /// The S3 server.
+    pub s3: S3,
+    /// `wolf api` processes and their base URLs.
+    pub apis: Vec<(Child, String)>,
+    /// `wolf manager` processes.
+    pub managers: Vec<Child>,
+    wolf: PathBuf,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// The `wolf` binary: `$WOLF_BIN`, else next to this executable or one directory up.
+pub fn wolf_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("WOLF_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .skip(1)
+        .take(3)
+        .map(|d| d.join("wolf"))
+        .find(|p| p.is_file())
+        .context("the wolf binary is not next to this executable: cargo build --workspace (or set WOLF_BIN)")
+}
+
+impl Stack {
+    /// Start everything under `dir` with `apis` API and `managers` manager processes.
+    pub fn up(dir: &Path, apis: usize, managers: usize) -> anyhow::Result<Self> {
+        Self::up_with(dir, apis, managers, &[])
+    }
+
+    /// Like [`Stack::up`], with extra environment for the Wolf processes (`WOLF_MAX_PENDING`,
+    /// `WOLF_ACK_WAIT_SECS`, `WOLF_WORKERS`...).
+    pub fn up_with(dir: &Path, apis: usize, managers: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let wolf = wolf_binary()?;
+        let nats = Nats::start(dir)?;
+        let postgres = Postgres::start()?;
+        let s3 = S3::start(dir)?;
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut stack = Stack {
+            nats,
+            postgres,
+            s3,
+            apis: Vec::new(),
+            managers: Vec::new(),
+            wolf,
+            dir: dir.to_path_buf(),
+            env,
+        };
+        let out = stack.wolf_cmd().args(["migrate"]).output().context("wolf migrate")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "wolf migrate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for _ in 0..apis {
+            stack.start_api()?;
+        }
+        for i in 0..managers {
+            stack.start_manager(i)?;
+        }
+        Ok(stack)
+    }
+
+    /// A `wolf` command with the services' environment.
+    pub fn wolf_cmd(&self) -> Command {
+        let mut c = Command::new(&self.wolf);
+        c.env("WOLF_NATS_URL", self.nats.url())
+            .env("WOLF_DATABASE_URL", self.postgres.url())
+            .env("WOLF_S3_ENDPOINT", self.s3.endpoint())
+            .env("WOLF_S3_BUCKET", &self.s3.bucket)
+            .env("WOLF_S3_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", &self.s3.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.s3.secret_access_key)
+            .env("WOLF_LOG", std::env::var("WOLF_LOG").unwrap_or_else(|_| "warn".into()));
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Start one more `wolf api`; returns its base URL once /healthz answers.
+    pub fn start_api(&mut self) -> anyhow::Result<String> {
+        let port = free_port();
+        let child = self
+            .wolf_cmd()
+            .args(["api", "--listen", &format!("127.0.0.1:{port}")])
+            .env("WOLF_CACHE_DIR", self.dir.join("api-cache"))
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start wolf api")?;
+        let url = format!("http://127.0.0.1:{port}");
+        self.apis.push((child, url.clone()));
+        wait_tcp(port, Duration::from_secs(30))?;
+        Ok(url)
+    }
+
+    /// Start manager number `i` (its data dir is `<dir>/manager-<i>`).
+    pub fn start_manager(&mut self, i: usize) -> anyhow::Result<()> {
+        let child = self
+            .wolf_cmd()
+            .args(["manager", "--data-dir"])
+            .arg(self.dir.join(format!("manager-{i}")))
+            .env("WOLF_CACHE_DIR", self.dir.join("cache"))
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start wolf manager")?;
+        self.managers.push(child);
+        Ok(())
+    }
+
+    /// The testbed's JSON line (interface relied on by outside checks).
+    pub fn json(&self) -> String {
+        let apis: Vec<String> = self.apis.iter().map(|(_, u)| format!("\"{u}\"")).collect();
+        let api_pids: Vec<String> = self.apis.iter().map(|(c, _)| c.id().to_string()).collect();
+        let manager_pids: Vec<String> = self.managers.iter().map(|c| c.id().to_string()).collect();
+        format!(
+            "{{\"api\": [{}], \"nats\": \"{}\", \"database\": \"{}\", \"s3\": {{\"endpoint\": \"{}\", \"bucket\": \"{}\", \
+             \"accessKeyId\": \"{}\", \"secretAccessKey\": \"{}\"}}, \"pids\": {{\"api\": [{}], \"manager\": [{}], \"nats\": {}, \
+             \"postgres\": {}, \"s3\": {}}}}}",
+            apis.join(", "),
+            self.nats.url(),
+            self.postgres.url(),
+            self.s3.endpoint(),
+            self.s3.bucket,
+            self.s3.access_key_id,
+            self.s3.secret_access_key,
+            api_pids.join(", "),
+            manager_pids.join(", "),
+            self.nats.pid().unwrap_or(0),
+            self.postgres.pid().unwrap_or(0),
+            self.s3.pid().unwrap_or(0),
+        )
+    }
+
+    /// Stop the Wolf processes gracefully (SIGTERM, then SIGKILL after `grace`); the servers
+    /// stop when the stack is dropped.
+    pub fn stop_wolf(&mut self, grace: Duration) {
+        let mut children: Vec<Child> = self
+            .apis
+            .drain(..)
+            .map(|(c, _)| c)
+            .chain(self.managers.drain(..))
+            .collect();
+        for c in &children {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + grace;
+        for c in &mut children {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop_wolf(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,259 @@
+//! The distributed mode end to end against real nats-server, PostgreSQL and the S3 server: the
+//! `wolf api` and `wolf manager` binaries started by the testkit's [`Stack`].
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wolf_testkit::Stack;
+
+fn root() -> bool {
+    let ok = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !ok {
+        eprintln!("skipped: sandboxes and the testkit's PostgreSQL need root");
+    }
+    ok
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn submit(api: &str, body: &Value) -> (u16, Value) {
+    let mut r = agent()
+        .post(format!("{api}/job"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+fn get(api: &str, path: &str) -> (u16, String) {
+    match agent().get(format!("{api}{path}")).call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+fn wait_final(api: &str, id: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (s, b) = get(api, &format!("/job/{id}"));
+        if s == 200 {
+            let v: Value = serde_json::from_str(&b).unwrap();
+            if matches!(v["status"].as_str(), Some("Completed" | "Failed")) {
+                return v;
+            }
+        }
+        assert!(Instant::now() < deadline, "job {id} not final in time: {s} {b}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stack(apis: usize, managers: usize, env: &[(&str, &str)]) -> (tempfile::TempDir, Stack) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Stack::up_with(dir.path(), apis, managers, env).unwrap();
+    (dir, s)
+}
+
+const SEED: &str =
+    "#include <bits/stdc++.h>\nusing namespace std;\n\nint main() {\n    cout << \"Hello World\";\n    return 0;\n}";
+
+#[test]
+fn the_seed_flow_through_jetstream_postgres_and_s3() {
+    if !root() {
+        return;
+    }
+    let (_d, s) = stack(1, 1, &[]);
+    let api = &s.apis[0].1;
+    let (status, rec) = submit(api, &json!({"code": SEED, "executionEngine": "c++"}));
+    assert_eq!(status, 200, "{rec}");
+    assert_eq!(rec["status"], "Pending");
+    let id = rec["id"].as_str().unwrap();
+    // Read your writes: found at once, whether PostgreSQL has it yet or not.
+    assert_eq!(get(api, &format!("/job/{id}")).0, 200);
+    let done = wait_final(api, id, Duration::from_secs(120));
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(done["result"]["verdict"], "Accepted");
+    assert_eq!(get(api, &format!("/job/{id}/output")), (200, "Hello World".to_string()));
+    assert_eq!(get(api, &format!("/job/{id}/code")).1, SEED.replace("\\n", "\n"));
+}
+
+#[test]
+fn two_apis_and_two_managers_share_one_stream_and_run_each_job_once() {
+    if !root() {
+        return;
+    }
+    let (_d, s) = stack(2, 2, &[("WOLF_WORKERS", "1")]);
+    let mut jobs = Vec::new();
+    for i in 0..16 {
+        let api = &s.apis[i % 2].1;
+        let (st, rec) = submit(
+            api,
+            &json!({"code": format!("print({i} * 3)"), "executionEngine": "python"}),
+        );
+        assert_eq!(st, 200, "{rec}");
+        jobs.push((rec["id"].as_str().unwrap().to_string(), i));
+    }
+    for (id, i) in &jobs {
+        // Either API serves any job: they share PostgreSQL and S3.
+        let api = &s.apis[(i + 1) % 2].1;
+        let done = wait_final(api, id, Duration::from_secs(120));
+        assert_eq!(done["result"]["verdict"], "Accepted", "{done}");
+        assert_eq!(done["retryCount"], 0, "no fault, so each job ran once: {done}");
+        assert_eq!(get(api, &format!("/job/{id}/output")).1, format!("{}\n", i * 3));
+    }
+}
+
+#[test]
+fn the_pending_bound_refuses_then_admission_resumes_after_the_drain() {
+    if !root() {
+        return;
+    }
+    let (_d, mut s) = stack(1, 0, &[("WOLF_MAX_PENDING", "5")]);
+    let api = s.apis[0].1.clone();
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..8 {
+        match submit(
+            &api,
+            &json!({"code": format!("print({i})"), "executionEngine": "python"}),
+        ) {
+            (200, rec) => accepted.push(rec["id"].as_str().unwrap().to_string()),
+            (503, err) => {
+                assert_eq!(err["error"]["code"], "unavailable", "{err}");
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        (accepted.len(), refused),
+        (5, 3),
+        "the stream holds at most 5 pending jobs"
+    );
+    s.start_manager(0).unwrap();
+    for id in &accepted {
+        assert_eq!(wait_final(&api, id, Duration::from_secs(120))["status"], "Completed");
+    }
+    let (st, _) = submit(&api, &json!({"code": "print('again')", "executionEngine": "python"}));
+    assert_eq!(st, 200, "admission resumes once the queue drained");
+}
+
+/// Kill the sandbox running a program whose command line contains `marker`, whenever it appears.
+fn kill_workers_running(marker: String, until: Instant) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut kills = 0;
+        while Instant::now() < until {
+            for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmd).contains(&marker) && !String::from_utf8_lossy(&cmd).contains("wolf") {
+                    // program -> supervisor -> init: kill the init (the worker).
+                    let ppid = |p: i32| -> i32 {
+                        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                        stat.rsplit(')')
+                            .next()
+                            .and_then(|r| r.split_whitespace().nth(1))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0)
+                    };
+                    let init = ppid(ppid(pid));
+                    if init > 1 {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-9", &init.to_string()])
+                            .status();
+                        kills += 1;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kills
+    })
+}
+
+#[test]
+fn a_poison_job_ends_failed_and_in_the_dead_letter_stream() {
+    if !root() {
+        return;
+    }
+    let (_d, s) = stack(1, 1, &[("WOLF_WORKERS", "1"), ("WOLF_MAX_ATTEMPTS", "3")]);
+    let api = &s.apis[0].1;
+    let marker = format!("poison{}", std::process::id());
+    let killer = kill_workers_running(marker.clone(), Instant::now() + Duration::from_secs(60));
+    let (_, rec) = submit(
+        api,
+        &json!({"code": "import time\ntime.sleep(30)", "executionEngine": "python", "args": [marker]}),
+    );
+    let id = rec["id"].as_str().unwrap();
+    let done = wait_final(api, id, Duration::from_secs(60));
+    assert_eq!(done["status"], "Failed", "{done}");
+    assert!(done["failureReason"].as_str().unwrap().contains("3 attempts"), "{done}");
+    assert_eq!(done["retryCount"], 2, "{done}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dead = rt.block_on(async {
+        let q = wolf_store::JetStreamQueue::connect(&s.nats.url(), Default::default())
+            .await
+            .unwrap();
+        q.dead_letters().await.unwrap()
+    });
+    assert_eq!(dead, 1, "the job is kept in WOLF_DLQ");
+    drop(killer);
+    // The pool healed: a normal job still runs.
+    let (_, ok) = submit(api, &json!({"code": "print('fine')", "executionEngine": "python"}));
+    assert_eq!(
+        wait_final(api, ok["id"].as_str().unwrap(), Duration::from_secs(60))["result"]["verdict"],
+        "Accepted"
+    );
+}
+
+#[test]
+fn a_manager_killed_mid_job_is_redelivered_to_another() {
+    if !root() {
+        return;
+    }
+    let (_d, mut s) = stack(1, 1, &[("WOLF_WORKERS", "1"), ("WOLF_ACK_WAIT_SECS", "2")]);
+    let api = s.apis[0].1.clone();
+    let marker = format!("longjob{}", std::process::id());
+    let (_, rec) = submit(
+        &api,
+        &json!({"code": "import time, sys\ntime.sleep(1)\nprint('done', sys.argv[1][:7])", "executionEngine": "python", "args": [marker.clone()]}),
+    );
+    let id = rec["id"].as_str().unwrap().to_string();
+    // Wait until the job runs, then kill -9 the manager running it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).contains(&marker)
+        });
+        if running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut m = s.managers.remove(0);
+    let _ = m.kill();
+    let _ = m.wait();
+    s.start_manager(1).unwrap();
+    let done = wait_final(&api, &id, Duration::from_secs(120));
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert!(done["retryCount"].as_u64().unwrap() >= 1, "redelivered: {done}");
+    assert_eq!(get(&api, &format!("/job/{id}/output")).1, "done longjob\n");
+}
