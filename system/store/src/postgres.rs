@@ -174,9 +174,12 @@ impl Metadata for PgStore {
 
     async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError> {
         debug_assert!(record.status.is_final() || record.status == Status::Running);
+        // An upsert: when the database was down at admission, the final result may arrive
+        // before the record's first version; the API's later insert then does nothing.
         let done = sqlx::query(
-            "UPDATE wolf_jobs SET status = $2, record = $3, updated_at = now()
-             WHERE id = $1 AND status NOT IN ('Completed', 'Failed')",
+            "INSERT INTO wolf_jobs (id, status, record, submission) VALUES ($1, $2, $3, '{}'::jsonb)
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, record = EXCLUDED.record, updated_at = now()
+             WHERE wolf_jobs.status NOT IN ('Completed', 'Failed')",
         )
         .bind(&record.id)
         .bind(record.status.as_str())

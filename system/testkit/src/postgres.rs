@@ -108,13 +108,25 @@ impl Postgres {
         self.child.as_ref().map(Child::id)
     }
 
-    /// SIGKILL the whole process group, as a crash would.
+    /// SIGKILL the postmaster and every backend at once, as a crash would. Backends call
+    /// setsid(), so they are not in the postmaster's process group: they are found by parent.
+    /// Returns once all of them are gone (a surviving backend could still write WAL while the
+    /// next postmaster recovers).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            let postmaster = c.id() as i32;
+            let children = children_of(postmaster);
+            let _ = killpg(Pid::from_raw(postmaster), Signal::SIGKILL);
+            for pid in &children {
+                let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
             let _ = c.wait();
-            // Backends are in the group too; give the kernel a moment to release the port.
-            std::thread::sleep(Duration::from_millis(50));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while children.iter().any(|p| Path::new(&format!("/proc/{p}")).exists())
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 
@@ -163,6 +175,22 @@ impl Postgres {
         }
         anyhow::bail!("postgres did not become ready")
     }
+}
+
+/// Pids whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok())
+                == Some(parent)
+        })
+        .collect()
 }
 
 impl Drop for Postgres {

@@ -257,3 +257,96 @@ fn a_manager_killed_mid_job_is_redelivered_to_another() {
     assert!(done["retryCount"].as_u64().unwrap() >= 1, "redelivered: {done}");
     assert_eq!(get(&api, &format!("/job/{id}/output")).1, "done longjob\n");
 }
+
+fn submit_batch(api: &str, n: usize, tag: &str) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let out = format!("{tag}-{i}");
+            let (st, rec) = submit(
+                api,
+                &json!({"code": format!("print('{out}')"), "executionEngine": "python"}),
+            );
+            assert_eq!(st, 200, "accepted while a dependency is down: {rec}");
+            (rec["id"].as_str().unwrap().to_string(), out)
+        })
+        .collect()
+}
+
+fn all_complete(api: &str, jobs: &[(String, String)]) {
+    for (id, out) in jobs {
+        let done = wait_final(api, id, Duration::from_secs(120));
+        assert_eq!(done["status"], "Completed", "{done}");
+        assert_eq!(done["result"]["verdict"], "Accepted", "{done}");
+        assert_eq!(get(api, &format!("/job/{id}/output")).1, format!("{out}\n"), "job {id}");
+    }
+}
+
+#[test]
+fn a_postgres_outage_loses_nothing_and_metadata_catches_up() {
+    if !root() {
+        return;
+    }
+    let (_d, mut s) = stack(1, 1, &[("WOLF_WORKERS", "1")]);
+    let api = s.apis[0].1.clone();
+    let before = submit_batch(&api, 3, "before");
+    s.postgres.kill9();
+    let during = submit_batch(&api, 5, "during");
+    for (id, _) in &during {
+        assert_eq!(
+            get(&api, &format!("/job/{id}")).0,
+            200,
+            "read your writes while PostgreSQL is down"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    s.postgres.restart().unwrap();
+    all_complete(&api, &before);
+    all_complete(&api, &during);
+}
+
+#[test]
+fn an_s3_outage_holds_acks_until_everything_is_stored() {
+    if !root() {
+        return;
+    }
+    let (_d, mut s) = stack(1, 1, &[("WOLF_WORKERS", "1"), ("WOLF_ACK_WAIT_SECS", "3")]);
+    let api = s.apis[0].1.clone();
+    s.s3.kill9();
+    let during = submit_batch(&api, 4, "s3down");
+    std::thread::sleep(Duration::from_secs(10));
+    s.s3.restart().unwrap();
+    all_complete(&api, &during);
+    // The API's background writer retries with backoff (at most 2 s apart): the code objects
+    // arrive soon after the store is back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (id, _) in &during {
+        while get(&api, &format!("/job/{id}/code")).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the code object of {id} was never stored after the outage"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn nats_kill_9_and_restart_loses_no_accepted_job_and_gives_none_two_results() {
+    if !root() {
+        return;
+    }
+    let (_d, mut s) = stack(1, 1, &[("WOLF_WORKERS", "2")]);
+    let api = s.apis[0].1.clone();
+    let jobs = submit_batch(&api, 10, "natskill");
+    s.nats.kill9();
+    s.nats.restart().unwrap();
+    all_complete(&api, &jobs);
+    // One final result each: the record is final and its output hash matches its output.
+    for (id, out) in &jobs {
+        let (_, body) = get(&api, &format!("/job/{id}"));
+        let rec: Value = serde_json::from_str(&body).unwrap();
+        let (_, got) = get(&api, &format!("/job/{id}/output"));
+        assert_eq!(got, format!("{out}\n"));
+        assert!(rec["outputHash"].is_string());
+    }
+}
