@@ -233,16 +233,25 @@ pub async fn submit(
 async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRecord, ApiError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut rx = st.events.subscribe();
-    let current = |rec: Option<JobRecord>| rec.or_else(|| st.recent(id));
+    // Poll interval: short at first (most jobs take milliseconds), growing to 200 ms.
+    let mut every = Duration::from_millis(2);
     loop {
         // In the distributed mode the manager is another process: no event arrives, so the
-        // record is also polled (every 200 ms).
-        let rec = current(st.meta.get(id).await.ok().flatten())
-            .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+        // record is also polled. A store that is briefly down is waited out.
+        let rec = match lookup(st, id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(ApiError::NotFound(format!("job {id} not found"))),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => {
+                tokio::time::sleep(every).await;
+                continue;
+            }
+        };
         if rec.status.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(rec);
         }
-        let poll = (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
+        let poll = (tokio::time::Instant::now() + every).min(deadline);
+        every = (every * 2).min(Duration::from_millis(200));
         loop {
             match tokio::time::timeout_at(poll, rx.recv()).await {
                 Err(_) => break,
@@ -261,15 +270,21 @@ async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRec
 /// A job record.
 #[utoipa::path(get, path = "/job/{id}", responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)))]
 pub async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
-    // Read your writes: a job this API accepted is found even before (or while) the metadata
-    // store has it.
-    match st.meta.get(&id).await {
-        Ok(Some(r)) => Ok(Json(r)),
-        Ok(None) => st
-            .recent(&id)
-            .map(Json)
-            .ok_or_else(|| ApiError::NotFound(format!("job {id} not found"))),
-        Err(e) => st.recent(&id).map(Json).ok_or_else(|| e.into()),
+    lookup(&st, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
+}
+
+/// Read your writes: a job this API accepted is found even before (or while) the metadata
+/// store has it. The local copy is read first: if it is gone by then, its record was already
+/// committed, so the store's answer that follows includes it.
+async fn lookup(st: &AppState, id: &str) -> Result<Option<JobRecord>, ApiError> {
+    let local = st.recent(id);
+    match st.meta.get(id).await {
+        Ok(Some(r)) => Ok(Some(r)),
+        Ok(None) => Ok(local),
+        Err(e) => local.map(Some).ok_or_else(|| e.into()),
     }
 }
 

@@ -20,6 +20,9 @@ pub struct BenchArgs {
     /// Measure the engine end to end (`wolf serve`, ?wait=true jobs) instead of the sandbox.
     #[arg(long)]
     serve: bool,
+    /// With --serve: drive this deployment (e.g. a testbed API) instead of starting `wolf serve`.
+    #[arg(long)]
+    target: Option<String>,
 }
 
 fn git_commit() -> String {
@@ -42,19 +45,28 @@ fn utc_date() -> String {
 
 pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.serve {
-        let table = crate::bench_serve::run(args.runs)?;
+        let table = crate::bench_serve::run(args.runs, args.target.as_deref())?;
         let doc = format!(
-            "# Engine overhead (wolf serve, embedded mode)\n\nMachine: {}\nCommit: {}\nCommand: `cargo run --release -p wolf -- bench --serve --runs {}`\n\
+            "# Engine overhead ({})\n\nMachine: {}\nCommit: {}\nCommand: `cargo run --release -p wolf -- bench --serve{} --runs {}`\n\
              Sequential `POST /job?wait=true` of python `pass` (client-side latency, HTTP included), interleaved\n\
              with bare spawns of `/usr/bin/python3 -c pass`.\n\n{table}",
+            args.target
+                .as_deref()
+                .map(|t| format!("deployment at {t}"))
+                .unwrap_or_else(|| "wolf serve, embedded mode".into()),
             bench::machine(),
             git_commit(),
+            args.target
+                .as_deref()
+                .map(|t| format!(" --target {t}"))
+                .unwrap_or_default(),
             args.runs
         );
         print!("{table}");
+        let mode = if args.target.is_some() { "target" } else { "serve" };
         let out = args
             .out
-            .unwrap_or_else(|| PathBuf::from(format!("results/{}-serve.md", utc_date())));
+            .unwrap_or_else(|| PathBuf::from(format!("results/{}-{mode}.md", utc_date())));
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
         }

@@ -49,35 +49,41 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Run the benchmark; returns the markdown section.
-pub fn run(runs: usize) -> anyhow::Result<String> {
+pub fn run(runs: usize, target: Option<&str>) -> anyhow::Result<String> {
     let dir = std::env::temp_dir().join(format!("wolf-bench-{}", std::process::id()));
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(&exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .env("WOLF_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start wolf serve")?;
-    let stderr = child.stderr.take().expect("piped");
-    let child = Child(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let base = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("wolf: listening on ")
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
-        })
-        .context("wolf serve did not start")?;
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let (base, child) = match target {
+        Some(url) => (url.trim_end_matches('/').to_string(), None),
+        None => {
+            let exe = std::env::current_exe()?;
+            let mut child = Command::new(&exe)
+                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(dir.join("data"))
+                .env("WOLF_LOG", "warn")
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("start wolf serve")?;
+            let stderr = child.stderr.take().expect("piped");
+            let child = Child(child);
+            let mut lines = BufReader::new(stderr).lines();
+            let base = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .find_map(|l| {
+                    l.strip_prefix("wolf: listening on ")
+                        .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
+                })
+                .context("wolf serve did not start")?;
+            std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+            (base, Some(child))
+        }
+    };
     let agent = agent();
     for _ in 0..10 {
         job(&agent, &base)?;
         bare(&["/usr/bin/python3", "-c", "pass"]);
     }
     let mut served = Row {
-        name: "wolf serve ?wait=true python pass".into(),
+        name: "POST /job?wait=true python pass".into(),
         samples: Vec::new(),
     };
     let mut baseline = Row {
