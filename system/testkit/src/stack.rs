@@ -23,6 +23,8 @@ pub struct Stack {
     pub apis: Vec<(Child, String)>,
     /// `wolf manager` processes.
     pub managers: Vec<Child>,
+    /// Each manager's /metrics base URL, in start order.
+    pub manager_urls: Vec<String>,
     wolf: PathBuf,
     dir: PathBuf,
     env: Vec<(String, String)>,
@@ -62,6 +64,7 @@ impl Stack {
             s3,
             apis: Vec::new(),
             managers: Vec::new(),
+            manager_urls: Vec::new(),
             wolf,
             dir: dir.to_path_buf(),
             env,
@@ -116,16 +119,18 @@ impl Stack {
 
     /// Start manager number `i` (its data dir is `<dir>/manager-<i>`).
     pub fn start_manager(&mut self, i: usize) -> anyhow::Result<()> {
+        let port = free_port();
         let child = self
             .wolf_cmd()
-            .args(["manager", "--data-dir"])
+            .args(["manager", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(self.dir.join(format!("manager-{i}")))
             .env("WOLF_CACHE_DIR", self.dir.join("cache"))
             .stdout(Stdio::null())
             .spawn()
             .context("start wolf manager")?;
         self.managers.push(child);
-        Ok(())
+        self.manager_urls.push(format!("http://127.0.0.1:{port}"));
+        wait_tcp(port, Duration::from_secs(30))
     }
 
     /// The testbed's JSON line (interface relied on by outside checks).

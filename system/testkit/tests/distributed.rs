@@ -87,6 +87,12 @@ fn the_seed_flow_through_jetstream_postgres_and_s3() {
     assert_eq!(done["result"]["verdict"], "Accepted");
     assert_eq!(get(api, &format!("/job/{id}/output")), (200, "Hello World".to_string()));
     assert_eq!(get(api, &format!("/job/{id}/code")).1, SEED.replace("\\n", "\n"));
+    // The manager reports its stages on its own /metrics.
+    let (st, metrics) = get(&s.manager_urls[0], "/metrics");
+    assert_eq!(st, 200);
+    for stage in ["queue_wait", "execution", "storage", "end_to_end"] {
+        assert!(metrics.contains(&format!("stage=\"{stage}\"")), "{stage}:\n{metrics}");
+    }
 }
 
 #[test]

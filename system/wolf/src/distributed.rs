@@ -97,6 +97,9 @@ pub struct ManagerArgs {
     /// Deliveries of a job before it is dead-lettered.
     #[arg(long, env = "WOLF_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
+    /// Serve /healthz and /metrics (Prometheus) on this address.
+    #[arg(long, env = "WOLF_LISTEN")]
+    listen: Option<String>,
 }
 
 async fn shutdown_signal() {
@@ -175,7 +178,24 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         let queue = Arc::new(JetStreamQueue::connect(&args.services.nats_url, args.services.jetstream()).await?);
         let meta = Arc::new(PgStore::connect(&args.services.database_url)?);
         let objects = Arc::new(S3Objects::new(&args.services.s3())?);
-        let _ = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder();
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        if let Some(addr) = &args.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on {addr}"))?;
+            eprintln!("wolf: manager metrics on http://{}", listener.local_addr()?);
+            let app = axum::Router::new()
+                .route(
+                    "/healthz",
+                    axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+                )
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || async move { prometheus.render() }),
+                );
+            // May be dropped at shutdown: it only reports.
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
         let cfg = ManagerConfig {
             workers: args.workers.unwrap_or_else(|| ManagerConfig::default().workers),
             max_attempts: args.max_attempts,
