@@ -6,14 +6,7 @@ use wolf_store::{Metadata, Page, PgStore, StoreError};
 use wolf_testkit::Postgres;
 
 fn root() -> bool {
-    let ok = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !ok {
-        eprintln!("skipped: the testkit starts PostgreSQL as the postgres user, which needs root");
-    }
-    ok
+    wolf_testkit::running_as_root("the testkit starts PostgreSQL as the postgres user, which needs root")
 }
 
 fn sub(code: &str) -> Submission {

@@ -18,6 +18,35 @@ pub mod s3;
 pub mod stack;
 
 pub use nats::Nats;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+/// Whether this process runs as root (sandboxes, cgroups and the postgres user need it). When
+/// not, prints why the calling test skips: `skipped: {reason}`.
+pub fn running_as_root(reason: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: {reason}");
+    }
+    root
+}
+
+/// A binary of this workspace: `$env_var`, else `name` next to the current executable or up to
+/// two directories above (tests run from target/<profile>/deps).
+pub fn workspace_binary(env_var: &str, name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .skip(1)
+        .take(3)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} is not next to this executable: cargo build --workspace (or set {env_var})"))
+}
 pub use postgres::Postgres;
 pub use s3::S3;
 pub use stack::Stack;

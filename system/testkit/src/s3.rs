@@ -26,16 +26,7 @@ pub struct S3 {
 /// `$WOLF_S3_SERVER`, else `wolf-s3` next to this executable or one directory up (tests run
 /// from target/<profile>/deps).
 pub fn binary() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("WOLF_S3_SERVER") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .skip(1)
-        .take(3)
-        .map(|d| d.join("wolf-s3"))
-        .find(|p| p.is_file())
-        .context("wolf-s3 not found next to this executable: cargo build --workspace")
+    crate::workspace_binary("WOLF_S3_SERVER", "wolf-s3")
 }
 
 impl S3 {

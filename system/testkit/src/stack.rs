@@ -32,16 +32,7 @@ pub struct Stack {
 
 /// The `wolf` binary: `$WOLF_BIN`, else next to this executable or one directory up.
 pub fn wolf_binary() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("WOLF_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .skip(1)
-        .take(3)
-        .map(|d| d.join("wolf"))
-        .find(|p| p.is_file())
-        .context("the wolf binary is not next to this executable: cargo build --workspace (or set WOLF_BIN)")
+    crate::workspace_binary("WOLF_BIN", "wolf")
 }
 
 impl Stack {

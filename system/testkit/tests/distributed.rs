@@ -7,14 +7,7 @@ use serde_json::{Value, json};
 use wolf_testkit::Stack;
 
 fn root() -> bool {
-    let ok = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !ok {
-        eprintln!("skipped: sandboxes and the testkit's PostgreSQL need root");
-    }
-    ok
+    wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
 }
 
 fn agent() -> ureq::Agent {

@@ -7,18 +7,7 @@ use std::process::Command;
 use wolf_testkit::{Nats, Postgres};
 
 fn root() -> bool {
-    let ok = nix_free_is_root();
-    if !ok {
-        eprintln!("skipped: PostgreSQL must be started as the postgres user, which needs root here");
-    }
-    ok
-}
-
-fn nix_free_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    wolf_testkit::running_as_root("PostgreSQL must be started as the postgres user, which needs root here")
 }
 
 fn nats_info(url: &str) -> String {

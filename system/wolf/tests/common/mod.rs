@@ -12,14 +12,7 @@ pub const ESCAPED: i64 = 77;
 
 /// Whether this process can create sandboxes (root: cgroups and namespaces).
 pub fn privileged() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root {
-        eprintln!("skipped: the sandbox tests need root (cgroup creation); run them as root, as CI does");
-    }
-    root
+    wolf_testkit::running_as_root("the sandbox tests need root (cgroup creation); run them as root, as CI does")
 }
 
 /// A cache shared by all tests (the C++ precompiled header is built once).
