@@ -41,6 +41,8 @@ pub struct ManagerConfig {
     /// Send the queue an in-progress ack this often while a job runs (JetStream's ack_wait / 3),
     /// so a long job is not redelivered to another manager.
     pub progress_every: Option<Duration>,
+    /// Run the queue's janitor ([`Queue::janitor`]) this often.
+    pub janitor_every: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -52,6 +54,7 @@ impl Default for ManagerConfig {
             retry_delay: Duration::from_millis(100),
             caps: Caps::default(),
             progress_every: None,
+            janitor_every: Duration::from_secs(5),
         }
     }
 }
@@ -123,6 +126,25 @@ impl Manager {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not void old leases"),
         }
+        let janitor = {
+            let me = self.clone();
+            let mut sd = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(me.cfg.janitor_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = sd.changed() => return,
+                    }
+                    match me.queue.janitor().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(jobs = n, "janitor queued orphaned jobs again"),
+                        Err(e) => tracing::debug!(error = %e, "janitor pass failed; next pass retries"),
+                    }
+                }
+            })
+        };
         let mut handles = Vec::new();
         for i in 0..self.cfg.workers.max(1) {
             let me = self.clone();
@@ -132,6 +154,7 @@ impl Manager {
         for h in handles {
             let _ = h.await;
         }
+        janitor.abort();
     }
 
     fn set_gauges(&self) {

@@ -13,7 +13,7 @@
 //! nats-server 2.9 loses recent acks on a kill -9 (TESTBED.md): a job may be delivered again
 //! after it finished. The manager checks the record and acks such duplicates without running.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub const DLQ_STREAM: &str = "WOLF_DLQ";
 pub const DLQ_SUBJECT: &str = "wolf.dlq";
 /// The managers' durable consumer.
 pub const CONSUMER: &str = "wolf-managers";
+/// Key-value bucket of Idempotency-Keys.
+pub const IDEMPOTENCY_BUCKET: &str = "WOLF_IDEMPOTENCY";
 
 /// Settings.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct JetStreamConfig {
     pub max_deliver: i64,
     /// How long a delivery may go without an ack or in-progress ack.
     pub ack_wait: Duration,
+    /// How long an Idempotency-Key is remembered.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for JetStreamConfig {
@@ -54,17 +58,25 @@ impl Default for JetStreamConfig {
             max_pending: 10_000,
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
 
 /// What a queued message carries.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Queued {
     /// The record as admitted.
     pub record: JobRecord,
     /// The submission, code included.
     pub submission: Submission,
+}
+
+/// What the idempotency bucket keeps per key: the body's hash and the job as first queued.
+#[derive(Debug, Serialize, Deserialize)]
+struct Remembered {
+    body_hash: String,
+    queued: Queued,
 }
 
 /// A dead letter.
@@ -84,7 +96,13 @@ pub struct JetStreamQueue {
     consumer: tokio::sync::OnceCell<consumer::PullConsumer>,
     cfg: JetStreamConfig,
     inflight: Mutex<HashMap<String, jetstream::Message>>,
+    idempotency: tokio::sync::OnceCell<jetstream::kv::Store>,
+    /// Orphan candidates seen by the previous janitor pass (stream sequences).
+    suspects: Mutex<HashSet<u64>>,
 }
+
+/// Most stream sequences one janitor pass inspects.
+const JANITOR_SCAN: u64 = 512;
 
 impl std::fmt::Debug for JetStreamQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +130,8 @@ impl JetStreamQueue {
             consumer: tokio::sync::OnceCell::new(),
             cfg,
             inflight: Mutex::new(HashMap::new()),
+            idempotency: tokio::sync::OnceCell::new(),
+            suspects: Mutex::new(HashSet::new()),
         };
         q.ensure_streams().await?;
         Ok(q)
@@ -164,8 +184,185 @@ impl JetStreamQueue {
             .await
     }
 
+    async fn idempotency(&self) -> Result<&jetstream::kv::Store, StoreError> {
+        self.idempotency
+            .get_or_try_init(|| async {
+                // The bucket's stream is made here in the shape of a key-value bucket (history 1,
+                // rollups, direct get): `create_key_value` first reads the account info, which
+                // async-nats 0.51 cannot parse from nats-server 2.9.
+                self.js
+                    .get_or_create_stream(stream::Config {
+                        name: format!("KV_{IDEMPOTENCY_BUCKET}"),
+                        subjects: vec![format!("$KV.{IDEMPOTENCY_BUCKET}.>")],
+                        max_messages_per_subject: 1,
+                        max_age: self.cfg.idempotency_ttl,
+                        duplicate_window: self.cfg.idempotency_ttl.min(Duration::from_secs(120)),
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        discard: stream::DiscardPolicy::New,
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(unavailable)?;
+                self.js.get_key_value(IDEMPOTENCY_BUCKET).await.map_err(unavailable)
+            })
+            .await
+    }
+
+    /// Publish a queued job; its id is the message id, so a repeat within the stream's
+    /// duplicate window is not a second message.
+    async fn publish(&self, queued: &Queued) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(queued).expect("domain types serialize");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", queued.record.id.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(SUBJECT, headers, body.into())
+            .await
+            .map_err(unavailable)?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            // DiscardNew past max_msgs: err_code 10077, "maximum messages exceeded".
+            Err(e) if e.to_string().contains("maximum messages") => Err(StoreError::QueueFull {
+                pending: self.cfg.max_pending,
+            }),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Admission under an Idempotency-Key. The key is claimed atomically in a key-value bucket
+    /// (create fails when it exists) together with the job, then the job is published. A
+    /// repeat with the same body answers the first job and publishes it again: should the first
+    /// API have died between the claim and the publish, the job is queued now; otherwise the
+    /// message id dedupes it, or (past the duplicate window) the manager finds the record final
+    /// and acks it without running.
+    async fn admit_once(&self, queued: Queued, idem: &Idempotency) -> Result<Admission, StoreError> {
+        let kv = self.idempotency().await?;
+        // Bucket keys allow a restricted alphabet: the key's hash stands for it.
+        let key = wolf_core::hash::sha256_hex(idem.key.as_bytes());
+        let remembered = Remembered {
+            body_hash: idem.body_hash.clone(),
+            queued,
+        };
+        let value = serde_json::to_vec(&remembered).expect("serializes");
+        match kv.create(&key, value.into()).await {
+            Ok(_) => match self.publish(&remembered.queued).await {
+                Ok(()) => Ok(Admission::New),
+                Err(e) => {
+                    // Not accepted: free the key so the client's retry is a new admission.
+                    let _ = kv.purge(&key).await;
+                    Err(e)
+                }
+            },
+            Err(e) if e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => {
+                let Some(bytes) = kv.get(&key).await.map_err(unavailable)? else {
+                    return Err(StoreError::Unavailable("idempotency key vanished; retry".into()));
+                };
+                let first: Remembered = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                    what: "idempotency entry".into(),
+                    source,
+                })?;
+                if first.body_hash != idem.body_hash {
+                    return Err(StoreError::IdempotencyConflict { key: idem.key.clone() });
+                }
+                self.publish(&first.queued).await?;
+                Ok(Admission::Existing(Box::new(first.queued.record)))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     fn take(&self, job_id: &str) -> Option<jetstream::Message> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(job_id)
+    }
+
+    /// Find messages orphaned below the consumer's ack floor and queue them again.
+    ///
+    /// A WorkQueue stream deletes a message when its ack is processed. After a kill -9,
+    /// nats-server 2.9 can restore a consumer whose ack floor passed a message that is still in
+    /// the stream (TESTBED.md): never delivered again, yet counted against `max_msgs`. Such a
+    /// message is an orphan when a second pass still finds it (an ack being processed right now
+    /// looks the same for an instant). Its job may have finished (the ack was real) or not (the
+    /// floor moved past a delivery that was never acked); either way it is published again
+    /// under the message id `<job>:requeue:<seq>` (janitors of several managers dedupe on it) and
+    /// the orphan is deleted. A finished job's new delivery is acked without running: the
+    /// manager checks the record first. Returns how many were queued again.
+    pub async fn sweep_orphans(&self) -> Result<u64, StoreError> {
+        let consumer = self.consumer().await?;
+        let floor = consumer
+            .clone()
+            .info()
+            .await
+            .map_err(unavailable)?
+            .ack_floor
+            .stream_sequence;
+        let mut stream = self.js.get_stream(STREAM).await.map_err(unavailable)?;
+        let state = stream.info().await.map_err(unavailable)?.state.clone();
+        let mut found = HashSet::new();
+        if state.messages > 0 && state.first_sequence <= floor {
+            let last = floor.min(state.first_sequence + JANITOR_SCAN - 1);
+            let mut seq = state.first_sequence;
+            while seq <= last {
+                match stream.get_raw_message(seq).await {
+                    Ok(_) => {
+                        found.insert(seq);
+                    }
+                    Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+                    Err(e) => return Err(unavailable(e)),
+                }
+                seq += 1;
+            }
+        }
+        let confirmed: Vec<u64> = {
+            let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+            let confirmed = found.intersection(&suspects).copied().collect();
+            *suspects = found;
+            confirmed
+        };
+        let mut requeued = 0;
+        for seq in confirmed {
+            let msg = match stream.get_raw_message(seq).await {
+                Ok(m) => m,
+                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => return Err(unavailable(e)),
+            };
+            let job = serde_json::from_slice::<Queued>(&msg.payload)
+                .map(|q| q.record.id)
+                .unwrap_or_else(|_| format!("seq-{seq}"));
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{job}:requeue:{seq}").as_str());
+            let republish = |headers: async_nats::HeaderMap| {
+                let payload = msg.payload.clone();
+                async move {
+                    let ack = self
+                        .js
+                        .publish_with_headers(SUBJECT, headers, payload)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    ack.await.map_err(|e| e.to_string())
+                }
+            };
+            match republish(headers.clone()).await {
+                Ok(_) => {}
+                // The stream is at its bound (the orphans may be why): make room first. A crash
+                // between the two steps loses this message; its record stays non-final.
+                Err(e) if e.contains("maximum messages") => {
+                    let _ = stream.delete_message(seq).await;
+                    republish(headers)
+                        .await
+                        .map_err(|e| StoreError::Unavailable(e.into()))?;
+                }
+                Err(e) => return Err(StoreError::Unavailable(e.into())),
+            }
+            // Another janitor may have deleted it already.
+            let _ = stream.delete_message(seq).await;
+            tracing::warn!(job = %job, seq, floor, "requeued a message orphaned below the ack floor");
+            metrics::counter!("wolf_orphans_requeued_total").increment(1);
+            requeued += 1;
+        }
+        Ok(requeued)
     }
 
     /// Messages in the dead-letter stream.
@@ -181,28 +378,16 @@ impl Queue for JetStreamQueue {
         &self,
         record: &JobRecord,
         submission: &Submission,
-        _idempotency: Option<&Idempotency>,
+        idempotency: Option<&Idempotency>,
         _max_pending: u64,
     ) -> Result<Admission, StoreError> {
-        let body = serde_json::to_vec(&Queued {
+        let queued = Queued {
             record: record.clone(),
             submission: submission.clone(),
-        })
-        .expect("domain types serialize");
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", record.id.as_str());
-        let ack = self
-            .js
-            .publish_with_headers(SUBJECT, headers, body.into())
-            .await
-            .map_err(unavailable)?;
-        match ack.await {
-            Ok(_) => Ok(Admission::New),
-            // DiscardNew past max_msgs: err_code 10077, "maximum messages exceeded".
-            Err(e) if e.to_string().contains("maximum messages") => Err(StoreError::QueueFull {
-                pending: self.cfg.max_pending,
-            }),
-            Err(e) => Err(unavailable(e)),
+        };
+        match idempotency {
+            Some(idem) => self.admit_once(queued, idem).await,
+            None => self.publish(&queued).await.map(|()| Admission::New),
         }
     }
 
@@ -299,5 +484,9 @@ impl Queue for JetStreamQueue {
     async fn recover(&self) -> Result<u64, StoreError> {
         // Leases are the server's: unacked deliveries of a dead manager come back after ack_wait.
         Ok(0)
+    }
+
+    async fn janitor(&self) -> Result<u64, StoreError> {
+        self.sweep_orphans().await
     }
 }

@@ -132,7 +132,12 @@ pub trait Queue: Send + Sync {
     async fn depth(&self) -> Result<u64, StoreError>;
     /// After a restart: every lease of the previous process is void.
     async fn recover(&self) -> Result<u64, StoreError>;
-    /// The job is still being worked on: extend its lease.
+    /// Periodic housekeeping (the manager calls it every few seconds): queue again jobs the
+    /// queue holds but would never deliver. Returns how many. Default: nothing to do.
+    async fn janitor(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    /// Tell the queue the job is still being worked on (extends its lease).
     async fn progress(&self, _job_id: &str) -> Result<(), StoreError> {
         Ok(())
     }

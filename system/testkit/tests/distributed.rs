@@ -114,6 +114,49 @@ fn two_apis_and_two_managers_share_one_stream_and_run_each_job_once() {
     }
 }
 
+fn submit_keyed(api: &str, key: &str, body: &Value) -> (u16, Value) {
+    let mut r = agent()
+        .post(format!("{api}/job"))
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", key)
+        .send(body.to_string())
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn an_idempotency_key_is_one_job_across_apis() {
+    if !root() {
+        return;
+    }
+    let (_d, s) = stack(2, 1, &[("WOLF_WORKERS", "1")]);
+    let body = json!({"code": "print('once')", "executionEngine": "python"});
+    let (st, first) = submit_keyed(&s.apis[0].1, "order-42", &body);
+    assert_eq!(st, 200, "{first}");
+    let id = first["id"].as_str().unwrap();
+    let (st, again) = submit_keyed(&s.apis[1].1, "order-42", &body);
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["id"], id, "the other API answers the same job");
+    let other = json!({"code": "print('twice')", "executionEngine": "python"});
+    let (st, conflict) = submit_keyed(&s.apis[1].1, "order-42", &other);
+    assert_eq!(st, 409, "another body under the same key: {conflict}");
+    let done = wait_final(&s.apis[0].1, id, Duration::from_secs(120));
+    assert_eq!(done["retryCount"], 0, "{done}");
+    assert_eq!(get(&s.apis[0].1, &format!("/job/{id}/output")).1, "once\n");
+    // After the job ran, a retry still answers it and does not run it again.
+    let (st, late) = submit_keyed(&s.apis[0].1, "order-42", &body);
+    assert_eq!((st, late["id"].as_str()), (200, Some(id)));
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, rec) = get(&s.apis[1].1, &format!("/job/{id}"));
+    let rec: Value = serde_json::from_str(&rec).unwrap();
+    assert_eq!(rec["status"], "Completed");
+    assert_eq!(rec["retryCount"], 0, "{rec}");
+}
+
 #[test]
 fn the_pending_bound_refuses_then_admission_resumes_after_the_drain() {
     if !root() {
@@ -329,12 +372,11 @@ fn an_s3_outage_holds_acks_until_everything_is_stored() {
     }
 }
 
-// Ignored: with Debian's nats-server 2.9.10 a job delivered just before the kill -9 stayed
-// Pending once in CI (passes locally): the consumer's state after the restart can leave a
-// delivered message below the ack floor, never redelivered (TESTBED.md). It needs the janitor
-// that republishes such orphans (issue 4, not done). Run with `cargo nextest run --run-ignored all`.
+// With Debian's nats-server 2.9.10 a job delivered just before the kill -9 can stay below the
+// consumer's ack floor after the restart, never redelivered (TESTBED.md); the managers' janitor
+// queues such orphans again within two passes (system/store/tests/jetstream.rs makes one on
+// purpose). Either way every accepted job must complete, once.
 #[test]
-#[ignore = "nats-server 2.9 can orphan a delivered message on kill -9; needs the janitor (issue 4)"]
 fn nats_kill_9_and_restart_loses_no_accepted_job_and_gives_none_two_results() {
     if !root() {
         return;
