@@ -34,4 +34,8 @@ cargo nextest run --workspace --locked --no-fail-fast
 # The benchmark table command runs briefly to prove it works; numbers are not judged here.
 cargo build --workspace --locked -q
 "${CARGO_TARGET_DIR:-target}/debug/wolf" bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
+# The load generator, briefly, against the embedded server and the distributed testbed: it
+# proves every job is followed to its result; numbers are not judged here.
+"${CARGO_TARGET_DIR:-target}/debug/loadgen" --duration 3s --warmup 1s --no-write
+"${CARGO_TARGET_DIR:-target}/debug/loadgen" --testbed --duration 3s --warmup 1s --no-write
 echo "all checks passed"

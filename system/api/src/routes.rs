@@ -267,9 +267,22 @@ async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRec
     }
 }
 
-/// A job record.
-#[utoipa::path(get, path = "/job/{id}", responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)))]
-pub async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+/// A job record; with `wait=true`, answered once the job is final or `timeout` passed (a long
+/// poll: one request follows a job to its result).
+#[utoipa::path(get, path = "/job/{id}", params(SubmitQuery),
+    responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)))]
+pub async fn get_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<SubmitQuery>,
+) -> Result<Json<JobRecord>, ApiError> {
+    if q.wait {
+        let timeout = q
+            .timeout
+            .map(|s| Duration::from_secs_f64(s.clamp(0.0, st.cfg.wait_max.as_secs_f64())))
+            .unwrap_or(st.cfg.wait_default);
+        return wait_final(&st, &id, timeout).await.map(Json);
+    }
     lookup(&st, &id)
         .await?
         .map(Json)

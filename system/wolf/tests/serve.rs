@@ -124,11 +124,11 @@ impl Server {
         self.post("/job", "application/json", body.to_string().into_bytes(), &[])
     }
 
-    /// Poll until the job is final.
+    /// Follow the job until it is final (long polls of `GET /job/{id}?wait=true`).
     fn wait(&self, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let (s, v) = self.get_json(&format!("/job/{id}"));
+            let (s, v) = self.get_json(&format!("/job/{id}?wait=true&timeout=5"));
             if s == 200 && matches!(v["status"].as_str(), Some("Completed" | "Failed")) {
                 return v;
             }
