@@ -151,6 +151,7 @@ pub fn app(state: AppState) -> Router {
     let jobs = Router::new()
         .route("/job", get(routes::list).post(routes::submit))
         .route("/job/{id}", get(routes::get_job))
+        .route("/job/{id}/timeline", get(routes::timeline))
         .route("/job/{id}/output", get(routes::output))
         .route("/job/{id}/code", get(routes::code))
         .route("/languages", get(routes::languages))

@@ -23,7 +23,7 @@ use crate::error::{ApiError, ErrorBody};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Wolf", description = "Run untrusted code in a strict sandbox."),
-    paths(submit, get_job, output, code, list, languages, healthz, readyz),
+    paths(submit, get_job, timeline, output, code, list, languages, healthz, readyz),
     components(schemas(Submission, JobRecord, ErrorBody, JobPage, Language))
 )]
 pub struct ApiDoc;
@@ -191,6 +191,8 @@ pub async fn submit(
     };
     let id = uuid::Uuid::now_v7().to_string();
     let mut record = JobRecord::new(id.clone(), &sub, Utc::now());
+    // W3C trace id of the job's trace: carried with the job through the queue to the worker.
+    record.trace_id = Some(uuid::Uuid::new_v4().simple().to_string());
     if !st.cfg.background_persistence {
         // Embedded: code first, then one transaction; a queued job always finds its code.
         st.objects.put(&code_key(&id), sub.code.clone().into_bytes()).await?;
@@ -286,6 +288,20 @@ pub async fn get_job(
     lookup(&st, &id)
         .await?
         .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
+}
+
+/// The job's stages as a waterfall: start and duration of each stage and attempt, the worker,
+/// the trace id.
+#[utoipa::path(get, path = "/job/{id}/timeline",
+    responses((status = 200, body = wolf_core::timeline::Timeline), (status = 404, body = ErrorBody)))]
+pub async fn timeline(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<wolf_core::timeline::Timeline>, ApiError> {
+    lookup(&st, &id)
+        .await?
+        .map(|r| Json(wolf_core::timeline::timeline(&r)))
         .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
 }
 

@@ -224,6 +224,24 @@ pub struct JobRecord {
     /// Why the job failed, when `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// W3C trace id (32 hex digits) of the job's trace, given at admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Every delivery to a worker, oldest first (more than one after a retry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// One delivery of a job to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    /// Which worker: `<host>/<pid>/w<index>`.
+    pub worker: String,
+    /// When the worker leased it.
+    pub started_at: DateTime<Utc>,
 }
 
 impl JobRecord {
@@ -245,6 +263,8 @@ impl JobRecord {
             result: None,
             timings: None,
             failure_reason: None,
+            trace_id: None,
+            attempts: Vec::new(),
         }
     }
 }

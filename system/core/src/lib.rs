@@ -11,5 +11,6 @@
 
 pub mod hash;
 pub mod job;
+pub mod timeline;
 
-pub use job::{FileInput, JobRecord, JobResult, LimitsInput, Status, Submission, Timings};
+pub use job::{Attempt, FileInput, JobRecord, JobResult, LimitsInput, Status, Submission, Timings};

@@ -83,6 +83,8 @@ pub struct Manager {
     events: Events,
     /// Pool state.
     pub gauges: Arc<PoolGauges>,
+    /// `<host>/<pid>`: names this process's workers in job records.
+    node: String,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -113,6 +115,13 @@ impl Manager {
             cfg,
             events,
             gauges: Arc::new(PoolGauges::default()),
+            node: format!(
+                "{}/{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "host".into()),
+                std::process::id()
+            ),
         }
     }
 
@@ -226,7 +235,7 @@ impl Manager {
             self.set_gauges();
             let (sandbox, creation) = warm.take().expect("a warm sandbox");
             // Must finish: the job is leased; its result is persisted before the ack.
-            let unused = self.process(d, sandbox, creation, leased_at).await;
+            let unused = self.process(d, sandbox, creation, leased_at, i).await;
             warm = unused.map(|s| (s, creation));
             self.gauges.busy.fetch_sub(1, Ordering::Relaxed);
             self.gauges.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -244,6 +253,7 @@ impl Manager {
         mut sandbox: Prepared,
         creation_ms: f64,
         leased_at: Instant,
+        worker: usize,
     ) -> Option<Prepared> {
         let id = d.job_id.clone();
         // The record: from the metadata store, or — when the queue carries it and the store
@@ -326,9 +336,17 @@ impl Manager {
         timings.worker_creation = creation_ms;
         stage("queue_wait", timings.queue_wait);
         let started = Utc::now();
-        if let Err(e) = self.meta.mark_running(&id, d.attempt, started, timings).await {
+        let attempt = wolf_core::Attempt {
+            attempt: d.attempt,
+            worker: format!("{}/w{worker}", self.node),
+            started_at: started,
+        };
+        if let Err(e) = self.meta.mark_running(&id, &attempt, timings).await {
             tracing::warn!(job = %id, error = %e, "could not mark running");
         }
+        // The final write keeps the stored attempts when they are more complete than these.
+        let mut record = record;
+        record.attempts.push(attempt);
         timings.worker_acquire = ms(leased_at.elapsed());
         stage("worker_acquire", timings.worker_acquire);
         // Keep the lease alive while the job runs.

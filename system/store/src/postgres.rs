@@ -9,10 +9,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use wolf_core::{JobRecord, Status, Submission, Timings};
+use wolf_core::{Attempt, JobRecord, Status, Submission, Timings};
 
 use crate::traits::{Metadata, Page, StoreError};
 
@@ -150,22 +149,19 @@ impl Metadata for PgStore {
             .collect()
     }
 
-    async fn mark_running(
-        &self,
-        id: &str,
-        attempt: u32,
-        at: DateTime<Utc>,
-        timings: Timings,
-    ) -> Result<(), StoreError> {
+    async fn mark_running(&self, id: &str, attempt: &Attempt, timings: Timings) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE wolf_jobs SET status = 'Running', updated_at = now(),
-               record = record || jsonb_build_object('status', 'Running', 'startTime', $2::text, 'retryCount', $3::int, 'timings', $4::jsonb)
+               record = record || jsonb_build_object('status', 'Running', 'startTime', $2::text, 'retryCount', $3::int,
+                 'timings', $4::jsonb,
+                 'attempts', COALESCE(record->'attempts', '[]'::jsonb) || jsonb_build_array($5::jsonb))
              WHERE id = $1 AND status NOT IN ('Completed', 'Failed')",
         )
         .bind(id)
-        .bind(at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-        .bind(attempt.saturating_sub(1) as i32)
+        .bind(attempt.started_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .bind(attempt.attempt.saturating_sub(1) as i32)
         .bind(json(&timings))
+        .bind(json(attempt))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -178,7 +174,12 @@ impl Metadata for PgStore {
         // before the record's first version; the API's later insert then does nothing.
         let done = sqlx::query(
             "INSERT INTO wolf_jobs (id, status, record, submission) VALUES ($1, $2, $3, '{}'::jsonb)
-             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, record = EXCLUDED.record, updated_at = now()
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now(),
+               record = CASE
+                 WHEN jsonb_array_length(COALESCE(wolf_jobs.record->'attempts', '[]'::jsonb))
+                    > jsonb_array_length(COALESCE(EXCLUDED.record->'attempts', '[]'::jsonb))
+                 THEN EXCLUDED.record || jsonb_build_object('attempts', wolf_jobs.record->'attempts')
+                 ELSE EXCLUDED.record END
              WHERE wolf_jobs.status NOT IN ('Completed', 'Failed')",
         )
         .bind(&record.id)

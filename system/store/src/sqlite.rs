@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use wolf_core::{JobRecord, Status, Submission, Timings};
+use wolf_core::{Attempt, JobRecord, Status, Submission, Timings};
 
 use crate::traits::{Admission, Delivery, Idempotency, Metadata, Page, Queue, StoreError};
 
@@ -155,13 +155,7 @@ impl Metadata for SqliteStore {
             .collect()
     }
 
-    async fn mark_running(
-        &self,
-        id: &str,
-        attempt: u32,
-        at: DateTime<Utc>,
-        timings: Timings,
-    ) -> Result<(), StoreError> {
+    async fn mark_running(&self, id: &str, attempt: &Attempt, timings: Timings) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
         let Some(mut rec) = Metadata::get(self, id).await? else {
             return Ok(());
@@ -170,9 +164,10 @@ impl Metadata for SqliteStore {
             return Ok(());
         }
         rec.status = Status::Running;
-        rec.start_time = Some(at);
-        rec.retry_count = attempt.saturating_sub(1);
+        rec.start_time = Some(attempt.started_at);
+        rec.retry_count = attempt.attempt.saturating_sub(1);
         rec.timings = Some(timings);
+        rec.attempts.push(attempt.clone());
         sqlx::query("UPDATE jobs SET status = ?, record = ? WHERE id = ? AND status NOT IN ('Completed', 'Failed')")
             .bind(rec.status.as_str())
             .bind(to_json(&rec))
@@ -185,6 +180,16 @@ impl Metadata for SqliteStore {
 
     async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError> {
         let _w = self.writer.lock().await;
+        let stored = Metadata::get(self, &record.id).await?;
+        let mut merged;
+        let record = match stored {
+            Some(s) if s.attempts.len() > record.attempts.len() => {
+                merged = record.clone();
+                merged.attempts = s.attempts;
+                &merged
+            }
+            _ => record,
+        };
         let done = sqlx::query(
             "UPDATE jobs SET status = ?, record = ? WHERE id = ? AND status NOT IN ('Completed', 'Failed')",
         )
@@ -430,9 +435,12 @@ mod tests {
                 .as_deref(),
             Some("first")
         );
-        s.mark_running("job-f", 2, Utc::now(), Timings::default())
-            .await
-            .unwrap();
+        let attempt = wolf_core::Attempt {
+            attempt: 2,
+            worker: "h/1/w0".into(),
+            started_at: Utc::now(),
+        };
+        s.mark_running("job-f", &attempt, Timings::default()).await.unwrap();
         assert_eq!(
             Metadata::get(&s, "job-f").await.unwrap().unwrap().status,
             Status::Completed

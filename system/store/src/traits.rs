@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use wolf_core::{JobRecord, Submission, Timings};
+use wolf_core::{Attempt, JobRecord, Submission, Timings};
 
 /// Storage failures. `Unavailable` is the only one a caller retries.
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +93,11 @@ pub trait Metadata: Send + Sync {
     async fn submission(&self, id: &str) -> Result<Option<Submission>, StoreError>;
     /// Newest first.
     async fn list(&self, page: Page<'_>) -> Result<Vec<JobRecord>, StoreError>;
-    /// The job started its `attempt`-th execution.
-    async fn mark_running(&self, id: &str, attempt: u32, at: DateTime<Utc>, timings: Timings)
-    -> Result<(), StoreError>;
+    /// The job started an execution: status Running, the attempt appended to `attempts`.
+    async fn mark_running(&self, id: &str, attempt: &Attempt, timings: Timings) -> Result<(), StoreError>;
     /// Write the final record (Completed or Failed) unless one was written already: the final
-    /// result is written once. Returns whether this call wrote it.
+    /// result is written once; the stored `attempts` are kept when they are more complete than
+    /// the record's. Returns whether this call wrote it.
     async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError>;
 }
 

@@ -1,7 +1,7 @@
 //! PostgreSQL metadata against a real server from the testkit (fresh cluster per test).
 
 use chrono::Utc;
-use wolf_core::{JobRecord, Status, Submission, Timings};
+use wolf_core::{Attempt, JobRecord, Status, Submission, Timings};
 use wolf_store::{Metadata, Page, PgStore, StoreError};
 use wolf_testkit::Postgres;
 
@@ -61,11 +61,19 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
         ["0190-2", "0190-1"]
     );
 
+    let attempt = |n: u32| Attempt {
+        attempt: n,
+        worker: format!("host/1/w{n}"),
+        started_at: Utc::now(),
+    };
+    store
+        .mark_running("0190-2", &attempt(1), Timings::default())
+        .await
+        .unwrap();
     store
         .mark_running(
             "0190-2",
-            2,
-            Utc::now(),
+            &attempt(2),
             Timings {
                 queue_wait: 1.5,
                 ..Default::default()
@@ -77,8 +85,15 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
     assert_eq!((running.status, running.retry_count), (Status::Running, 1));
     assert!(running.start_time.is_some());
     assert_eq!(running.timings.unwrap().queue_wait, 1.5);
+    assert_eq!(
+        running.attempts.iter().map(|a| a.worker.as_str()).collect::<Vec<_>>(),
+        ["host/1/w1", "host/1/w2"],
+        "each delivery is appended"
+    );
 
     let mut done = running.clone();
+    // The final record of the last attempt knows only its own attempt: the stored history stays.
+    done.attempts = vec![attempt(2)];
     done.status = Status::Completed;
     done.output_hash = Some("first".into());
     assert!(store.finish(&done).await.unwrap());
@@ -88,13 +103,18 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
         "a duplicate execution cannot replace the result"
     );
     store
-        .mark_running("0190-2", 3, Utc::now(), Timings::default())
+        .mark_running("0190-2", &attempt(3), Timings::default())
         .await
         .unwrap();
     let final_rec = store.get("0190-2").await.unwrap().unwrap();
     assert_eq!(
         (final_rec.status, final_rec.output_hash.as_deref()),
         (Status::Completed, Some("first"))
+    );
+    assert_eq!(
+        final_rec.attempts.len(),
+        2,
+        "the history survived the final write: {final_rec:?}"
     );
 }
 

@@ -212,6 +212,38 @@ fn seed_flow_works_unchanged() {
     }
     assert_eq!(s.get(&format!("/job/{id}/output")), (200, "Hello World".to_string()));
     assert_eq!(s.get(&format!("/job/{id}/code")), (200, SEED_CODE.to_string()));
+    // The waterfall: every stage once, in start order, with the worker and the trace id.
+    let (st, tl) = s.get_json(&format!("/job/{id}/timeline"));
+    assert_eq!(st, 200, "{tl}");
+    let trace = tl["traceId"].as_str().unwrap_or_default();
+    assert!(
+        trace.len() == 32 && trace.chars().all(|c| c.is_ascii_hexdigit()),
+        "{tl}"
+    );
+    assert_eq!(done["traceId"], tl["traceId"]);
+    let spans = tl["spans"].as_array().unwrap();
+    let mut stages: Vec<&str> = spans.iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    stages.sort();
+    assert_eq!(
+        stages,
+        [
+            "compile",
+            "end_to_end",
+            "execution",
+            "queue_wait",
+            "server",
+            "storage",
+            "worker_acquire",
+            "worker_creation"
+        ],
+        "{tl}"
+    );
+    let starts: Vec<&str> = spans.iter().map(|s| s["start"].as_str().unwrap()).collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "start order: {tl}");
+    let exec = spans.iter().find(|s| s["stage"] == "execution").unwrap();
+    assert_eq!(exec["attempt"], 1);
+    assert!(exec["worker"].as_str().unwrap().contains("/w"), "{exec}");
+    assert_eq!(s.get_json("/job/nope/timeline").0, 404);
     assert!(
         s.data.join(format!("jobs/{id}/code.bin")).exists() && s.data.join(format!("jobs/{id}/output.log")).exists()
     );
@@ -662,6 +694,21 @@ fn a_worker_killed_mid_job_is_retried_and_the_pool_heals() {
     assert_eq!(done["status"], "Completed", "{done}");
     assert!(done["retryCount"].as_u64().unwrap() >= 1, "{done}");
     assert_eq!(s.get(&format!("/job/{id}/output")).1, "survived marker\n");
+    // Both deliveries are in the record and on the timeline.
+    assert_eq!(
+        done["attempts"].as_array().map(Vec::len),
+        Some(done["retryCount"].as_u64().unwrap() as usize + 1),
+        "{done}"
+    );
+    let (_, tl) = s.get_json(&format!("/job/{id}/timeline"));
+    assert!(
+        tl["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "attempt" && s["attempt"] == 1),
+        "{tl}"
+    );
     // The pool healed: more jobs run.
     let (_, after) = s.post(
         "/job?wait=true",
