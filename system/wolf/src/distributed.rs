@@ -120,7 +120,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let queue = Arc::new(JetStreamQueue::connect(&args.services.nats_url, args.services.jetstream()).await?);
         let meta = Arc::new(PgStore::connect(&args.services.database_url)?);
         let objects = Arc::new(S3Objects::new(&args.services.s3())?);
-        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        let prometheus = crate::telemetry::install()?;
         let ready = Arc::new(AtomicBool::new(true));
         let cfg = ApiConfig {
             max_inflight: args.max_inflight,
@@ -178,7 +178,7 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         let queue = Arc::new(JetStreamQueue::connect(&args.services.nats_url, args.services.jetstream()).await?);
         let meta = Arc::new(PgStore::connect(&args.services.database_url)?);
         let objects = Arc::new(S3Objects::new(&args.services.s3())?);
-        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        let prometheus = crate::telemetry::install()?;
         if let Some(addr) = &args.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

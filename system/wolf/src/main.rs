@@ -10,6 +10,7 @@ mod distributed;
 mod migrate;
 mod run;
 mod serve;
+mod telemetry;
 
 use std::process::ExitCode;
 

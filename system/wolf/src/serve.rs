@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::Deserialize;
 use tokio::sync::watch;
 use wolf_api::{ApiConfig, AppState};
@@ -120,14 +119,7 @@ pub fn main(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&cfg.data_dir)?;
-    let buckets = [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        60.0, 120.0, 300.0,
-    ];
-    let prometheus = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("wolf_stage_duration_seconds".into()), &buckets)?
-        .install_recorder()
-        .context("install the metrics recorder")?;
+    let prometheus = crate::telemetry::install().context("install the metrics recorder")?;
     let store = Arc::new(SqliteStore::open(&data_dir.join("wolf.db")).await?);
     let objects = Arc::new(LocalObjects::new(&data_dir));
     let cache = cfg.cache_dir.clone().unwrap_or_else(|| data_dir.join("cache"));

@@ -821,3 +821,162 @@ fn wolf_migrate_applies_the_postgres_schema_idempotently() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
 }
+
+/// Metric names in a PromQL expression (`wolf_...`).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let b = expr.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = expr[i..].find("wolf_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        if start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_') {
+            out.push(expr[start..end].to_string());
+        }
+        i = end;
+    }
+    out
+}
+
+/// Label names a PromQL expression groups by or matches on, per metric it names.
+fn label_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in expr.split("by (").skip(1) {
+        let inner = part.split(')').next().unwrap_or_default();
+        out.extend(inner.split(',').map(|l| l.trim().to_string()));
+    }
+    for part in expr.split('{').skip(1) {
+        let inner = part.split('}').next().unwrap_or_default();
+        for m in inner.split(',') {
+            if let Some(name) = m.split(['=', '!']).next() {
+                out.push(name.trim().to_string());
+            }
+        }
+    }
+    out.retain(|l| !l.is_empty() && l != "le");
+    out
+}
+
+#[test]
+fn every_dashboard_query_names_exported_metrics_with_fine_buckets_and_bounded_labels() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("");
+    for (engine, code) in [
+        ("python", "print(1)"),
+        ("c", "#include <stdio.h>\nint main(void){puts(\"1\");return 0;}"),
+    ] {
+        let (_, rec) = s.post(
+            "/job?wait=true",
+            "application/json",
+            json!({"code": code, "executionEngine": engine})
+                .to_string()
+                .into_bytes(),
+            &[],
+        );
+        assert_eq!(rec["result"]["verdict"], "Accepted", "{rec}");
+    }
+    let (st, text) = s.get("/metrics");
+    assert_eq!(st, 200);
+    let exported: std::collections::BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    let base = |name: &str| -> String {
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(b) = name.strip_suffix(suffix)
+                && exported.get(b).map(String::as_str) == Some("histogram")
+            {
+                return b.to_string();
+            }
+        }
+        name.to_string()
+    };
+    // Samples of a metric (histogram samples carry the suffixes).
+    let samples = |metric: &str| -> Vec<&str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next().is_some_and(|n| base(n) == metric))
+            .collect()
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for panel in dash["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let names = metric_names(expr);
+                assert!(
+                    !names.is_empty(),
+                    "{}: a query names no wolf metric: {expr}",
+                    path.display()
+                );
+                for name in names {
+                    let metric = base(&name);
+                    assert!(
+                        exported.contains_key(&metric),
+                        "{}: panel {:?} queries {name}, which Wolf does not export",
+                        path.display(),
+                        panel["title"]
+                    );
+                    for label in label_names(expr) {
+                        assert!(
+                            samples(&metric).iter().any(|l| l.contains(&format!("{label}=\""))),
+                            "{}: {metric} has no label {label:?} (query {expr})",
+                            path.display()
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        // The stage variable offers exactly the stages Wolf measures.
+        let stages = dash["templating"]["list"][0]["query"].as_str().unwrap();
+        for stage in stages.split(',') {
+            assert!(
+                text.contains(&format!("wolf_stage_duration_seconds_count{{stage=\"{stage}\"}}")),
+                "stage {stage} has no samples after a compiled and an interpreted job"
+            );
+        }
+    }
+    assert!(
+        checked >= 10,
+        "the dashboards query the metrics ({checked} names checked)"
+    );
+    // Buckets from 50 µs to 5 minutes; no label value is a job id.
+    for le in ["0.00005", "0.001", "300"] {
+        assert!(
+            text.contains(&format!(
+                "wolf_stage_duration_seconds_bucket{{stage=\"execution\",le=\"{le}\"}}"
+            )),
+            "bucket le={le} missing"
+        );
+    }
+    let (_, rec) = s.submit(&json!({"code": "print(2)", "executionEngine": "python"}));
+    let id = rec["id"].as_str().unwrap();
+    let (_, text) = s.get("/metrics");
+    assert!(!text.contains(id), "a job id appeared in a label");
+    for name in [
+        "wolf_jobs_total",
+        "wolf_refusals_total",
+        "wolf_persistence_retries_total",
+        "wolf_redeliveries_total",
+        "wolf_dead_letters_total",
+        "wolf_queue_depth",
+        "wolf_workers",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} is not exported");
+    }
+    assert!(root.join("prometheus.yml").is_file() && root.join("provisioning/datasources/prometheus.yaml").is_file());
+}
