@@ -162,6 +162,7 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
+#[tracing::instrument(name = "api.submit", skip_all, fields(job_id = tracing::field::Empty, trace_id = tracing::field::Empty))]
 pub async fn submit(
     State(st): State<AppState>,
     Query(q): Query<SubmitQuery>,
@@ -191,8 +192,13 @@ pub async fn submit(
     };
     let id = uuid::Uuid::now_v7().to_string();
     let mut record = JobRecord::new(id.clone(), &sub, Utc::now());
-    // W3C trace id of the job's trace: carried with the job through the queue to the worker.
-    record.trace_id = Some(uuid::Uuid::new_v4().simple().to_string());
+    // The job's trace: this span's when spans are exported, else a fresh W3C trace id that
+    // still names the job in every log line.
+    let trace_id = wolf_telemetry::trace_id().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::Span::current();
+    span.record("job_id", id.as_str());
+    span.record("trace_id", trace_id.as_str());
+    record.trace_id = Some(trace_id);
     if !st.cfg.background_persistence {
         // Embedded: code first, then one transaction; a queued job always finds its code.
         st.objects.put(&code_key(&id), sub.code.clone().into_bytes()).await?;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::watch;
+use tracing::Instrument;
 use wolf_core::job::{output_key, stderr_key};
 use wolf_core::{JobRecord, JobResult, Status, Timings};
 use wolf_sandbox::runner::Plan;
@@ -235,7 +236,15 @@ impl Manager {
             self.set_gauges();
             let (sandbox, creation) = warm.take().expect("a warm sandbox");
             // Must finish: the job is leased; its result is persisted before the ack.
-            let unused = self.process(d, sandbox, creation, leased_at, i).await;
+            // The job's span continues the trace of the request that admitted it.
+            let span = tracing::info_span!(
+                "manager.job",
+                job_id = %d.job_id,
+                attempt = d.attempt,
+                trace_id = tracing::field::Empty
+            );
+            wolf_telemetry::adopt(&span, d.traceparent.as_deref());
+            let unused = self.process(d, sandbox, creation, leased_at, i).instrument(span).await;
             warm = unused.map(|s| (s, creation));
             self.gauges.busy.fetch_sub(1, Ordering::Relaxed);
             self.gauges.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -284,6 +293,9 @@ impl Manager {
                 return Some(sandbox);
             }
         };
+        if let Some(t) = &record.trace_id {
+            tracing::Span::current().record("trace_id", t.as_str());
+        }
         if record.status.is_final() {
             // A duplicate delivery of a job whose result is already persisted.
             metrics::counter!("wolf_redeliveries_total", "outcome" => "already_final").increment(1);
@@ -360,30 +372,49 @@ impl Manager {
                 }
             })
         });
-        let (outcome, sandbox) = match sandbox.socket().map(ToOwned::to_owned) {
-            // The worker serves the job over gRPC on its Unix socket.
-            Some(socket) => {
-                let started = Instant::now();
-                let (files, steps) = plan.parts();
-                let outcome = match sandbox.job_spec(files, steps) {
-                    Ok((spec, blobs)) => {
-                        match wolf_worker::client::run(&socket, sandbox.token(), &id, spec, blobs).await {
-                            Ok((report, out)) => wolf_sandbox::sandbox::outputs_from_report(report, out)
-                                .map(|o| plan.finish(o, creation_ms, ms(started.elapsed()))),
-                            Err(e) => Err(wolf_sandbox::SandboxError::Setup(e.to_string())),
+        let run_span = tracing::info_span!("worker.run", worker = %record.attempts.last().map(|a| a.worker.as_str()).unwrap_or(""));
+        let run_id = id.clone();
+        let run = async move {
+            match sandbox.socket().map(ToOwned::to_owned) {
+                // The worker serves the job over gRPC on its Unix socket.
+                Some(socket) => {
+                    let started = Instant::now();
+                    let (files, steps) = plan.parts();
+                    let outcome = match sandbox.job_spec(files, steps) {
+                        Ok((spec, blobs)) => {
+                            match wolf_worker::client::run(&socket, sandbox.token(), &run_id, spec, blobs).await {
+                                Ok((report, out)) => wolf_sandbox::sandbox::outputs_from_report(report, out)
+                                    .map(|o| plan.finish(o, creation_ms, ms(started.elapsed()))),
+                                Err(e) => Err(wolf_sandbox::SandboxError::Setup(e.to_string())),
+                            }
                         }
-                    }
-                    Err(e) => Err(e),
-                };
-                (outcome, sandbox)
+                        Err(e) => Err(e),
+                    };
+                    (outcome, sandbox)
+                }
+                None => tokio::task::spawn_blocking(move || {
+                    let r = plan.try_run(&mut sandbox, creation_ms);
+                    (r, sandbox)
+                })
+                .await
+                .expect("sandbox thread"),
             }
-            None => tokio::task::spawn_blocking(move || {
-                let r = plan.try_run(&mut sandbox, creation_ms);
-                (r, sandbox)
-            })
-            .await
-            .expect("sandbox thread"),
         };
+        let (outcome, sandbox) = run.instrument(run_span.clone()).await;
+        if let Ok(o) = &outcome {
+            // The worker has no network to export from: its steps are recorded here, under
+            // the worker's span, from the durations it reported (ending now).
+            let _in_run = run_span.enter();
+            let end = std::time::SystemTime::now();
+            let t = &o.result.timings;
+            let exec_start = end - Duration::from_secs_f64(t.execution.max(0.0) / 1000.0);
+            if t.compile > 0.0 {
+                let compile_start = exec_start - Duration::from_secs_f64(t.compile / 1000.0);
+                wolf_telemetry::record_span("worker.compile", compile_start, exec_start, vec![]);
+            }
+            let verdict = format!("{:?}", o.result.verdict);
+            wolf_telemetry::record_span("worker.execution", exec_start, end, vec![("verdict", verdict)]);
+        }
         if let Some(t) = ticker {
             t.abort();
         }
@@ -442,13 +473,14 @@ impl Manager {
         rec.timings = Some(timings);
         self.persist(&id, "result", || async { self.meta.finish(&rec).await.map(drop) })
             .await;
-        if let Err(e) = self.queue.ack(&id).await {
+        if let Err(e) = self.queue.ack(&id).instrument(tracing::info_span!("queue.ack")).await {
             // The result is stored; a redelivery will find it final and only ack.
             tracing::warn!(job = %id, error = %e, "ack failed after the result was stored");
         }
         stage("storage", timings.storage);
         stage("end_to_end", timings.total);
         let verdict = format!("{:?}", out.result.verdict);
+        tracing::debug!(verdict = %verdict, total_ms = timings.total, "job completed");
         metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine)
             .increment(1);
         self.events.finished(&id);
@@ -461,19 +493,28 @@ impl Manager {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<(), StoreError>>,
     {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match write().await {
-                Ok(()) => return,
-                Err(e) => {
-                    metrics::counter!("wolf_persistence_retries_total", "what" => what.to_string()).increment(1);
-                    tracing::warn!(job = %id, error = %e, "storing the {what} failed; retrying");
-                    let _ = self.queue.progress(id).await;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+        let span = match what {
+            "output" => tracing::info_span!("storage.output_put"),
+            "result" => tracing::info_span!("storage.result_write"),
+            _ => tracing::info_span!("storage.write", what),
+        };
+        let _ = async {
+            let mut delay = Duration::from_millis(50);
+            loop {
+                match write().await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        metrics::counter!("wolf_persistence_retries_total", "what" => what.to_string()).increment(1);
+                        tracing::warn!(job = %id, error = %e, "storing the {what} failed; retrying");
+                        let _ = self.queue.progress(id).await;
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
                 }
             }
         }
+        .instrument(span)
+        .await;
     }
 
     async fn fail(&self, mut rec: JobRecord, reason: String, engine: &str) {

@@ -217,6 +217,9 @@ impl JetStreamQueue {
         let body = serde_json::to_vec(queued).expect("domain types serialize");
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", queued.record.id.as_str());
+        if let Some(tp) = wolf_telemetry::traceparent() {
+            headers.insert("traceparent", tp.as_str());
+        }
         let ack = self
             .js
             .publish_with_headers(SUBJECT, headers, body.into())
@@ -333,6 +336,9 @@ impl JetStreamQueue {
                 .unwrap_or_else(|_| format!("seq-{seq}"));
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("{job}:requeue:{seq}").as_str());
+            if let Some(tp) = msg.headers.get("traceparent") {
+                headers.insert("traceparent", tp.as_str());
+            }
             let republish = |headers: async_nats::HeaderMap| {
                 let payload = msg.payload.clone();
                 async move {
@@ -418,6 +424,11 @@ impl Queue for JetStreamQueue {
             }
         };
         let job_id = queued.record.id.clone();
+        let traceparent = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("traceparent"))
+            .map(|v| v.as_str().to_string());
         let enqueued_at =
             DateTime::from_timestamp(published.unix_timestamp(), published.nanosecond()).unwrap_or_else(Utc::now);
         self.inflight
@@ -429,6 +440,7 @@ impl Queue for JetStreamQueue {
             attempt,
             enqueued_at,
             payload: Some(Box::new((queued.record, queued.submission))),
+            traceparent,
         }))
     }
 

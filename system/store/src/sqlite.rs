@@ -86,6 +86,18 @@ impl SqliteStore {
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await.map_err(db)?;
         }
+        // Added after the first release: the W3C trace context of the admitting request.
+        let has_trace: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_table_info('queue') WHERE name = 'traceparent'")
+            .fetch_one(&pool)
+            .await
+            .map_err(db)?
+            .get(0);
+        if has_trace == 0 {
+            sqlx::query("ALTER TABLE queue ADD COLUMN traceparent TEXT")
+                .execute(&pool)
+                .await
+                .map_err(db)?;
+        }
         Ok(Self {
             pool,
             writer: Default::default(),
@@ -255,10 +267,11 @@ impl Queue for SqliteStore {
             .await
             .map_err(db)?;
         let now = now_ms();
-        sqlx::query("INSERT INTO queue (job_id, seq, available_at, attempts, enqueued_ms) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue), ?, 0, ?)")
+        sqlx::query("INSERT INTO queue (job_id, seq, available_at, attempts, enqueued_ms, traceparent) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue), ?, 0, ?, ?)")
             .bind(&record.id)
             .bind(now)
             .bind(record.creation_time.timestamp_millis())
+            .bind(wolf_telemetry::traceparent())
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -281,7 +294,7 @@ impl Queue for SqliteStore {
         let row = sqlx::query(
             "UPDATE queue SET available_at = ?, attempts = attempts + 1
              WHERE job_id = (SELECT job_id FROM queue WHERE available_at <= ? ORDER BY seq LIMIT 1)
-             RETURNING job_id, attempts, enqueued_ms",
+             RETURNING job_id, attempts, enqueued_ms, traceparent",
         )
         .bind(now + hold.as_millis() as i64)
         .bind(now)
@@ -293,6 +306,7 @@ impl Queue for SqliteStore {
             attempt: r.get::<i64, _>(1) as u32,
             enqueued_at: DateTime::from_timestamp_millis(r.get(2)).unwrap_or_else(Utc::now),
             payload: None,
+            traceparent: r.get(3),
         }))
     }
 

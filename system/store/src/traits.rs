@@ -79,6 +79,8 @@ pub struct Delivery {
     /// The record and submission as queued, when the queue carries them (JetStream): the
     /// manager can run the job before its metadata reached the database.
     pub payload: Option<Box<(JobRecord, Submission)>>,
+    /// W3C trace context of the request that admitted the job.
+    pub traceparent: Option<String>,
 }
 
 /// Job records.

@@ -12,6 +12,7 @@
 //! - [`port`]: free loopback ports and readiness probes.
 
 pub mod nats;
+pub mod otlp;
 pub mod port;
 pub mod postgres;
 pub mod s3;

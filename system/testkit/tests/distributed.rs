@@ -396,3 +396,82 @@ fn nats_kill_9_and_restart_loses_no_accepted_job_and_gives_none_two_results() {
         assert!(rec["outputHash"].is_string());
     }
 }
+
+#[test]
+fn one_job_is_one_trace_across_the_api_the_manager_the_worker_and_storage() {
+    if !root() {
+        return;
+    }
+    let otlp = wolf_testkit::otlp::OtlpReceiver::start().unwrap();
+    let (_d, s) = stack(
+        1,
+        1,
+        &[
+            ("WOLF_WORKERS", "1"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let api = &s.apis[0].1;
+    let (st, rec) = submit(api, &json!({"code": "print('traced')", "executionEngine": "python"}));
+    assert_eq!(st, 200, "{rec}");
+    let id = rec["id"].as_str().unwrap();
+    let trace = rec["traceId"].as_str().unwrap().to_string();
+    let done = wait_final(api, id, Duration::from_secs(60));
+    assert_eq!(done["traceId"], trace.as_str(), "the record keeps its trace id");
+    let (_, tl) = get(api, &format!("/job/{id}/timeline"));
+    assert!(tl.contains(&trace), "{tl}");
+    let want = [
+        ("wolf-api", "api.submit"),
+        ("wolf-api", "storage.persist_admission"),
+        ("wolf-api", "storage.code_put"),
+        ("wolf-manager", "manager.job"),
+        ("wolf-manager", "worker.run"),
+        ("wolf-manager", "worker.execution"),
+        ("wolf-manager", "storage.output_put"),
+        ("wolf-manager", "storage.result_write"),
+        ("wolf-manager", "queue.ack"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let spans: Vec<_> = otlp.spans().into_iter().filter(|s| s.trace_id == trace).collect();
+        if want
+            .iter()
+            .all(|(svc, name)| spans.iter().any(|s| s.service == *svc && s.name == *name))
+        {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing spans of trace {trace}; got {:?}",
+            spans.iter().map(|s| (&s.service, &s.name)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // One tree: the API's request span is the root, the manager's job span its child (through
+    // the NATS header), the worker's and storage spans below.
+    let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+    let root = by_name("api.submit");
+    assert!(
+        root.parent_span_id.is_empty() || root.parent_span_id == "0000000000000000",
+        "{root:?}"
+    );
+    assert_eq!(by_name("manager.job").parent_span_id, root.span_id);
+    assert_eq!(by_name("worker.run").parent_span_id, by_name("manager.job").span_id);
+    assert_eq!(
+        by_name("worker.execution").parent_span_id,
+        by_name("worker.run").span_id
+    );
+    assert_eq!(
+        by_name("storage.output_put").parent_span_id,
+        by_name("manager.job").span_id
+    );
+    for s in &spans {
+        if s.span_id != root.span_id {
+            assert!(
+                spans.iter().any(|p| p.span_id == s.parent_span_id),
+                "{s:?} hangs outside the tree"
+            );
+        }
+    }
+}

@@ -45,10 +45,12 @@ fn main() -> ExitCode {
     wolf_sandbox::init::register_job_server(wolf_worker::server::serve_one);
     wolf_sandbox::main_if_init();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WOLF_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
+    wolf_telemetry::init(match cli.command {
+        Command::Serve(_) => Some("wolf-serve"),
+        Command::Api(_) => Some("wolf-api"),
+        Command::Manager(_) => Some("wolf-manager"),
+        _ => None,
+    });
     let result = match cli.command {
         Command::Run(args) => run::main(*args),
         Command::Bench(args) => bench::main(args),
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Api(args) => distributed::api(*args),
         Command::Manager(args) => distributed::manager(*args),
     };
+    wolf_telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -29,14 +29,22 @@ fn agent() -> ureq::Agent {
 
 impl Server {
     fn start(config: &str) -> Server {
+        Server::start_env(config, &[])
+    }
+
+    fn start_env(config: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let mut s = Server::start_on(&data, config, None);
+        let mut s = Server::start_on_env(&data, config, None, env);
         s._dir = Some(dir);
         s
     }
 
     fn start_on(data: &Path, config: &str, port: Option<u16>) -> Server {
+        Server::start_on_env(data, config, port, &[])
+    }
+
+    fn start_on_env(data: &Path, config: &str, port: Option<u16>, env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data).unwrap();
         let cfg = data.parent().unwrap().join("wolf.toml");
         std::fs::write(&cfg, config).unwrap();
@@ -48,6 +56,7 @@ impl Server {
             .arg(&cfg)
             .env("WOLF_LOG", "warn")
             .env("WOLF_CACHE_DIR", common::cache_dir())
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn wolf serve");
@@ -979,4 +988,88 @@ fn every_dashboard_query_names_exported_metrics_with_fine_buckets_and_bounded_la
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} is not exported");
     }
     assert!(root.join("prometheus.yml").is_file() && root.join("provisioning/datasources/prometheus.yaml").is_file());
+}
+
+#[test]
+fn the_embedded_queue_carries_the_trace_from_the_request_to_the_worker() {
+    if !privileged() {
+        return;
+    }
+    let otlp = wolf_testkit::otlp::OtlpReceiver::start().unwrap();
+    let s = Server::start_env(
+        "",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let (_, rec) = s.post(
+        "/job?wait=true",
+        "application/json",
+        json!({"code": "print(1)", "executionEngine": "python"})
+            .to_string()
+            .into_bytes(),
+        &[],
+    );
+    assert_eq!(rec["status"], "Completed", "{rec}");
+    let trace = rec["traceId"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans: Vec<_> = otlp.spans().into_iter().filter(|s| s.trace_id == trace).collect();
+        let api = spans.iter().find(|s| s.name == "api.submit");
+        let job = spans.iter().find(|s| s.name == "manager.job");
+        if let (Some(api), Some(job)) = (api, job) {
+            assert_eq!(job.parent_span_id, api.span_id, "through the SQLite queue row");
+            assert!(spans.iter().all(|s| s.service == "wolf-serve"));
+            assert!(spans.iter().any(|s| s.name == "worker.execution"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "trace {trace} incomplete: {spans:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn json_logs_carry_the_job_and_trace_id_on_every_line_of_a_job() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let port = wolf_testkit::port::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wolf"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("WOLF_LOG", "info,wolf_manager=debug")
+        .env("WOLF_LOG_FORMAT", "json")
+        .env("WOLF_CACHE_DIR", common::cache_dir())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent().get(format!("{base}/healthz")).call().is_err() {
+        assert!(Instant::now() < deadline, "healthz never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut r = agent()
+        .post(format!("{base}/job?wait=true"))
+        .header("Content-Type", "application/json")
+        .send(json!({"code": "print(1)", "executionEngine": "python"}).to_string())
+        .unwrap();
+    let rec: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!lines.is_empty(), "no JSON log line: {text}");
+    let job_lines: Vec<&Value> = lines.iter().filter(|l| l["span"]["job_id"] == rec["id"]).collect();
+    assert!(
+        job_lines.iter().any(|l| l["fields"]["message"] == "job completed"),
+        "{text}"
+    );
+    for l in job_lines {
+        assert_eq!(l["span"]["trace_id"], rec["traceId"], "{l}");
+    }
 }

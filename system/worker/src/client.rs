@@ -42,6 +42,10 @@ pub async fn run(
     if let Ok(v) = token.parse() {
         req.metadata_mut().insert(crate::TOKEN_HEADER, v);
     }
+    // W3C trace context of the manager's span, for the worker's logs.
+    if let Some(tp) = wolf_telemetry::traceparent().and_then(|t| t.parse().ok()) {
+        req.metadata_mut().insert("traceparent", tp);
+    }
     let reply = client.run(req).await.map_err(ClientError::Call)?.into_inner();
     Ok(crate::convert::report(reply))
 }
