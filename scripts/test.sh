@@ -38,4 +38,7 @@ cargo build --workspace --locked -q
 # proves every job is followed to its result; numbers are not judged here.
 "${CARGO_TARGET_DIR:-target}/debug/loadgen" --duration 3s --warmup 1s --no-write
 "${CARGO_TARGET_DIR:-target}/debug/loadgen" --testbed --duration 3s --warmup 1s --no-write
+# Chaos scenarios (stack + workload + fault schedule, then at-least-once and latency verified),
+# each bounded: a few minutes in all.
+"${CARGO_TARGET_DIR:-target}/debug/scenarios" --profile ci --out "${CARGO_TARGET_DIR:-target}/scenarios"
 echo "all checks passed"

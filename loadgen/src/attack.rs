@@ -74,6 +74,8 @@ pub struct Recorder {
     pub late: u64,
     /// The latest start, µs after due.
     pub max_late_us: u64,
+    /// Every job answered 2xx, warmup included, with the name of its kind (for verification).
+    pub accepted_ids: Vec<(String, &'static str)>,
 }
 
 fn hist() -> Histogram<u64> {
@@ -98,6 +100,7 @@ impl Recorder {
             errors: BTreeMap::new(),
             late: 0,
             max_late_us: 0,
+            accepted_ids: Vec::new(),
         }
     }
 
@@ -189,12 +192,13 @@ async fn arrival(user: &mut GooseUser, sh: &Shared) -> TransactionResult {
             return Ok(());
         }
     };
-    if measured {
-        sh.with(|r| {
+    sh.with(|r| {
+        r.accepted_ids.push((id.clone(), job.name));
+        if measured {
             r.accepted += 1;
             r.record(SUBMIT, answered - due);
-        });
-    }
+        }
+    });
     let path = format!("/job/{id}?wait=true&timeout=30");
     let deadline = due + sh.plan.follow_timeout;
     let fin = loop {

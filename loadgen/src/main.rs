@@ -6,11 +6,6 @@
 //! existing deployment; `--testbed` boots the distributed testbed; `--sweep` steps the rate up
 //! until refusals appear.
 
-mod attack;
-mod mix;
-mod report;
-mod target;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,8 +13,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::json;
 
-use crate::attack::{END_TO_END, Plan, Recorder};
-use crate::target::Target;
+use loadgen::attack::{self, END_TO_END, Plan, Recorder};
+use loadgen::target::Target;
+use loadgen::{mix, report};
 
 /// Open-loop load generator for Wolf.
 #[derive(Debug, Parser)]
@@ -47,10 +43,10 @@ struct Args {
     #[arg(long, default_value_t = 5.0)]
     rps: f64,
     /// Measured duration (per step with --sweep), e.g. 60s, 2m, 500ms.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = wolf_testkit::parse_duration)]
     duration: Option<Duration>,
     /// Arrivals run before measuring (per step with --sweep).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = wolf_testkit::parse_duration)]
     warmup: Option<Duration>,
     /// Job mix: name[=weight],... of cpp, python, c, bash.
     #[arg(long, default_value = "cpp,python")]
@@ -70,27 +66,6 @@ struct Args {
     /// Print only; write nothing.
     #[arg(long)]
     no_write: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?} (try 60s, 2m, 500ms)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" | "" => v,
-        "m" | "min" => v * 60.0,
-        _ => return Err(format!("unknown unit in {s:?} (ms, s, m)")),
-    };
-    if !(secs.is_finite() && secs >= 0.0) {
-        return Err(format!("not a duration: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Each job of the mix once, waited for: fails early and clearly when a toolchain is absent,
@@ -337,20 +312,5 @@ async fn main() -> ExitCode {
             eprintln!("loadgen: {e:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3h").is_err());
     }
 }

@@ -34,6 +34,13 @@ pub fn catalog() -> Vec<Job> {
             "42\n",
         ),
         job("bash", "bash", "echo $((6 * 7))", "42\n"),
+        // Long enough for a chaos scenario to catch it running.
+        job(
+            "sleep",
+            "python",
+            "import time\ntime.sleep(0.4)\nprint('slept')",
+            "slept\n",
+        ),
     ]
 }
 

@@ -48,6 +48,44 @@ pub fn workspace_binary(env_var: &str, name: &str) -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .with_context(|| format!("{name} is not next to this executable: cargo build --workspace (or set {env_var})"))
 }
+/// Parse a duration as the command-line tools take it: `60s`, `2m`, `500ms`, `3` (seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 60s, 2m, 500ms)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" | "" => v,
+        "m" | "min" => v * 60.0,
+        _ => return Err(format!("unknown unit in {s:?} (ms, s, m)")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 pub use postgres::Postgres;
 pub use s3::S3;
 pub use stack::Stack;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+}

@@ -92,9 +92,7 @@ impl Stack {
         c
     }
 
-    /// Start one more `wolf api`; returns its base URL once /healthz answers.
-    pub fn start_api(&mut self) -> anyhow::Result<String> {
-        let port = free_port();
+    fn spawn_api(&self, port: u16) -> anyhow::Result<Child> {
         let child = self
             .wolf_cmd()
             .args(["api", "--listen", &format!("127.0.0.1:{port}")])
@@ -102,15 +100,11 @@ impl Stack {
             .stdout(Stdio::null())
             .spawn()
             .context("start wolf api")?;
-        let url = format!("http://127.0.0.1:{port}");
-        self.apis.push((child, url.clone()));
         wait_tcp(port, Duration::from_secs(30))?;
-        Ok(url)
+        Ok(child)
     }
 
-    /// Start manager number `i` (its data dir is `<dir>/manager-<i>`).
-    pub fn start_manager(&mut self, i: usize) -> anyhow::Result<()> {
-        let port = free_port();
+    fn spawn_manager(&self, i: usize, port: u16) -> anyhow::Result<Child> {
         let child = self
             .wolf_cmd()
             .args(["manager", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -119,9 +113,67 @@ impl Stack {
             .stdout(Stdio::null())
             .spawn()
             .context("start wolf manager")?;
+        wait_tcp(port, Duration::from_secs(30))?;
+        Ok(child)
+    }
+
+    /// Start one more `wolf api`; returns its base URL once it accepts connections.
+    pub fn start_api(&mut self) -> anyhow::Result<String> {
+        let port = free_port();
+        let child = self.spawn_api(port)?;
+        let url = format!("http://127.0.0.1:{port}");
+        self.apis.push((child, url.clone()));
+        Ok(url)
+    }
+
+    /// Start manager number `i` (its data dir is `<dir>/manager-<i>`).
+    pub fn start_manager(&mut self, i: usize) -> anyhow::Result<()> {
+        let port = free_port();
+        let child = self.spawn_manager(i, port)?;
         self.managers.push(child);
         self.manager_urls.push(format!("http://127.0.0.1:{port}"));
-        wait_tcp(port, Duration::from_secs(30))
+        Ok(())
+    }
+
+    /// SIGKILL API `i`, as a crash would; it keeps its place and address.
+    pub fn kill_api(&mut self, i: usize) {
+        if let Some((c, _)) = self.apis.get_mut(i) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start API `i` again on its address.
+    pub fn restart_api(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill_api(i);
+        let port: u16 = self.apis[i]
+            .1
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("api port")?;
+        self.apis[i].0 = self.spawn_api(port)?;
+        Ok(())
+    }
+
+    /// SIGKILL manager `i`, as a crash would; it keeps its place.
+    pub fn kill_manager(&mut self, i: usize) {
+        if let Some(c) = self.managers.get_mut(i) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start manager `i` again (same data dir and metrics address).
+    pub fn restart_manager(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill_manager(i);
+        let port: u16 = self.manager_urls[i]
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("manager port")?;
+        self.managers[i] = self.spawn_manager(i, port)?;
+        Ok(())
     }
 
     /// The testbed's JSON line (interface relied on by outside checks).

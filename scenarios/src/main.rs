@@ -1,0 +1,593 @@
+//! `scenarios`: bring up a stack, drive a workload with loadgen, apply a chaos schedule, then
+//! verify: every job answered 2xx completed with the right output (none lost), duplicates show
+//! only as `retryCount`, poison jobs end `Failed` and in the dead-letter stream, and the
+//! per-stage percentiles meet the profile's targets (targets.toml). A summary goes to results/.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use chaos::{Fault, Log, Rng, Schedule, Server};
+use clap::Parser;
+use loadgen::attack::{self, Plan, Recorder};
+use loadgen::report;
+use serde_json::{Value, json};
+use wolf_testkit::Stack;
+
+/// Chaos scenarios against Wolf.
+#[derive(Debug, Parser)]
+#[command(name = "scenarios", version)]
+struct Args {
+    /// Only these scenarios (comma-separated names; see --list).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Target profile in targets.toml: ci or strict.
+    #[arg(long, default_value = "ci")]
+    profile: String,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Where the summary goes.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Print only; write nothing.
+    #[arg(long)]
+    no_write: bool,
+}
+
+/// One check and whether it held.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Check {
+    what: String,
+    ok: bool,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+struct Outcome {
+    name: &'static str,
+    checks: Vec<Check>,
+    rows: Vec<report::Row>,
+    counts: Value,
+    chaos: Vec<chaos::Event>,
+    seconds: f64,
+}
+
+impl Outcome {
+    fn check(&mut self, what: impl Into<String>, ok: bool) {
+        self.checks.push(Check { what: what.into(), ok });
+    }
+    fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+}
+
+struct Ctx {
+    targets: toml::Value,
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+type Run = fn(&Ctx, &mut Outcome) -> anyhow::Result<()>;
+
+const SCENARIOS: [(&str, &str, Run); 10] = [
+    (
+        "steady",
+        "5 jobs/s of C++ and python, no faults: latency targets",
+        steady,
+    ),
+    ("worker-kills", "a running worker killed every 2 s", worker_kills),
+    (
+        "manager-kill",
+        "one of two managers killed mid-load, restarted",
+        manager_kill,
+    ),
+    (
+        "nats-restart",
+        "nats-server killed -9 and restarted on its data",
+        nats_restart,
+    ),
+    ("postgres-outage", "PostgreSQL down 15 s under load", postgres_outage),
+    ("s3-outage", "the S3 server down 15 s under load", s3_outage),
+    ("random", "a random fault every 3 s", random_faults),
+    (
+        "overload",
+        "10x capacity: fast refusals, bounded accepted latency and memory",
+        overload,
+    ),
+    (
+        "poison",
+        "a job whose worker dies on every attempt: Failed and dead-lettered",
+        poison,
+    ),
+    (
+        "embedded-crash",
+        "wolf serve killed -9 under load and restarted on its data",
+        embedded_crash,
+    ),
+];
+
+fn stack(managers: usize, env: &[(&str, &str)]) -> anyhow::Result<(tempfile::TempDir, Stack)> {
+    loadgen::target::wolf_binary()?;
+    let dir = tempfile::tempdir()?;
+    let mut all = vec![("WOLF_WORKERS", "2"), ("WOLF_ACK_WAIT_SECS", "3")];
+    all.extend_from_slice(env);
+    let s = Stack::up_with(dir.path(), 1, managers, &all)?;
+    Ok((dir, s))
+}
+
+fn plan(url: &str, rps: f64, secs: u64, mix: &str) -> anyhow::Result<Plan> {
+    Ok(Plan {
+        url: url.to_string(),
+        rps,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(secs),
+        mix: loadgen::mix::parse(mix)?,
+        // Enough to keep the schedule through a 15 s outage (every user follows a job).
+        users: ((rps * 20.0).ceil() as usize).clamp(16, 2000),
+        follow_timeout: Duration::from_secs(120),
+    })
+}
+
+/// Run the load while `chaos` acts on the stack; returns the load's measurements.
+fn under_chaos(
+    ctx: &Ctx,
+    plan: Plan,
+    cluster: &mut dyn chaos::Cluster,
+    schedule: Option<Schedule>,
+    o: &mut Outcome,
+) -> anyhow::Result<Recorder> {
+    let load = ctx.rt.spawn(attack::run(plan));
+    let mut log = Log::new(false);
+    if let Some(s) = schedule {
+        std::thread::sleep(Duration::from_secs(2));
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7);
+        chaos::run_schedule(cluster, s, &mut Rng::new(seed), &mut log, &|| load.is_finished());
+        o.check(
+            format!("the fault was injected ({} times, seed {seed})", log.injected()),
+            log.injected() > 0,
+        );
+    }
+    o.chaos = log.events;
+    ctx.rt.block_on(load)?
+}
+
+/// Every accepted job completed with its expected output; none lost.
+fn verify(ctx: &Ctx, url: &str, rec: &Recorder, o: &mut Outcome) {
+    // Not sent (the generator ran out of users) and not accepted (the API was away) are not
+    // losses: only jobs that got a 2xx count.
+    let not_sent = rec
+        .errors
+        .get("never started (goose stopped first)")
+        .copied()
+        .unwrap_or(0);
+    let lost: u64 = rec
+        .errors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("submit answered") && !k.starts_with("never started"))
+        .map(|(_, n)| *n)
+        .sum();
+    let refused_by_outage: u64 = rec
+        .errors
+        .iter()
+        .filter(|(k, _)| k.starts_with("submit answered"))
+        .map(|(_, n)| *n)
+        .sum();
+    let expected: BTreeMap<&str, String> = loadgen::mix::catalog()
+        .into_iter()
+        .map(|j| {
+            (
+                j.name,
+                j.body["expectedOutput"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let (mut wrong, mut retries, mut missing) = (0u64, 0u64, Vec::new());
+    for (id, kind) in &rec.accepted_ids {
+        let got = ctx.rt.block_on(async {
+            let r: Value = ctx.client.get(format!("{url}/job/{id}")).send().await?.json().await?;
+            let out = ctx
+                .client
+                .get(format!("{url}/job/{id}/output"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            Ok::<_, reqwest::Error>((r, out))
+        });
+        match got {
+            Ok((r, out)) if r["status"] == "Completed" => {
+                retries += r["retryCount"].as_u64().unwrap_or(0);
+                if out != expected[kind] {
+                    wrong += 1;
+                }
+            }
+            _ => missing.push(id.clone()),
+        }
+    }
+    o.counts = json!({
+        "accepted": rec.accepted_ids.len(),
+        "completedMeasured": rec.completed,
+        "refused": rec.refused,
+        "notAcceptedDuringOutage": refused_by_outage,
+        "retries": retries,
+        "notSent": not_sent,
+        "errors": rec.errors,
+    });
+    o.check(
+        format!("{} accepted jobs", rec.accepted_ids.len()),
+        !rec.accepted_ids.is_empty(),
+    );
+    o.check(
+        format!("every accepted job is Completed ({} not)", missing.len()),
+        missing.is_empty(),
+    );
+    o.check(format!("every output is the expected one ({wrong} wrong)"), wrong == 0);
+    o.check(format!("no job lost or failed while followed ({lost})"), lost == 0);
+    o.rows = report::rows(rec);
+}
+
+fn targets_check(ctx: &Ctx, section: &str, o: &mut Outcome) {
+    let Some(t) = ctx.targets.get(section).and_then(|v| v.as_table()) else {
+        return;
+    };
+    for row in o.rows.clone() {
+        let Some(want) = t.get(&row.stage).and_then(|v| v.as_table()) else {
+            continue;
+        };
+        for (q, got) in [("p50", row.p50), ("p95", row.p95), ("p99", row.p99)] {
+            if let Some(max) = want
+                .get(q)
+                .and_then(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
+            {
+                o.check(format!("{} {q} {got:.2} ms <= {max} ms", row.stage), got <= max);
+            }
+        }
+    }
+}
+
+fn num(t: &toml::Value, section: &str, key: &str) -> f64 {
+    t.get(section)
+        .and_then(|s| s.get(key))
+        .and_then(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
+        .unwrap_or(f64::INFINITY)
+}
+
+fn steady(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    let (_d, mut s) = stack(1, &[])?;
+    let url = s.apis[0].1.clone();
+    preflight(ctx, &url, "cpp,python")?;
+    let rec = under_chaos(ctx, plan(&url, 5.0, 10, "cpp,python")?, &mut s, None, o)?;
+    verify(ctx, &url, &rec, o);
+    targets_check(ctx, "steady", o);
+    Ok(())
+}
+
+fn preflight(ctx: &Ctx, url: &str, mix: &str) -> anyhow::Result<()> {
+    for (job, _) in loadgen::mix::parse(mix)? {
+        let r: Value = ctx.rt.block_on(async {
+            ctx.client
+                .post(format!("{url}/job?wait=true&timeout=120"))
+                .json(&job.body)
+                .send()
+                .await?
+                .json()
+                .await
+        })?;
+        anyhow::ensure!(r["status"] == "Completed", "the {} job does not run: {r}", job.name);
+    }
+    Ok(())
+}
+
+/// `secs` of load at 4 jobs/s on `managers` managers while `fault` is injected every `every`
+/// seconds for `total` seconds, each down for `down` seconds.
+fn faulty(
+    ctx: &Ctx,
+    o: &mut Outcome,
+    managers: usize,
+    fault: Fault,
+    [every, total, down, secs]: [u64; 4],
+) -> anyhow::Result<()> {
+    let (_d, mut s) = stack(managers, &[])?;
+    let url = s.apis[0].1.clone();
+    preflight(ctx, &url, "python,sleep")?;
+    let schedule = Schedule {
+        fault,
+        every: Duration::from_secs(every),
+        total: Duration::from_secs(total),
+        down: Duration::from_secs(down),
+    };
+    let rec = under_chaos(ctx, plan(&url, 4.0, secs, "python,sleep")?, &mut s, Some(schedule), o)?;
+    verify(ctx, &url, &rec, o);
+    Ok(())
+}
+
+fn worker_kills(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    faulty(ctx, o, 1, Fault::KillWorker, [2, 8, 0, 10])?;
+    let retries = o.counts["retries"].as_u64().unwrap_or(0);
+    o.check(format!("killed jobs ran again ({retries} retries)"), retries > 0);
+    Ok(())
+}
+
+fn manager_kill(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    faulty(ctx, o, 2, Fault::KillManager, [100, 1, 2, 10])
+}
+
+fn nats_restart(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    faulty(ctx, o, 1, Fault::Restart(Server::Nats), [100, 1, 1, 10])
+}
+
+fn postgres_outage(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    faulty(ctx, o, 1, Fault::Restart(Server::Postgres), [100, 1, 15, 20])
+}
+
+fn s3_outage(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    faulty(ctx, o, 1, Fault::Restart(Server::S3), [100, 1, 15, 20])
+}
+
+fn random_faults(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    faulty(ctx, o, 2, Fault::Random, [3, 15, 1, 18])
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn overload(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    let (_d, mut s) = stack(1, &[("WOLF_MAX_PENDING", "20")])?;
+    let url = s.apis[0].1.clone();
+    preflight(ctx, &url, "python")?;
+    let api_pid = s.apis[0].0.id();
+    let rec = under_chaos(ctx, plan(&url, 200.0, 5, "python")?, &mut s, None, o)?;
+    verify(ctx, &url, &rec, o);
+    let t = &ctx.targets;
+    let q = |h: &loadgen::attack::Recorder| {
+        let e = &h.hist[loadgen::attack::END_TO_END];
+        (
+            if h.refusal.is_empty() {
+                0.0
+            } else {
+                h.refusal.value_at_quantile(0.99) as f64 / 1000.0
+            },
+            if e.is_empty() {
+                0.0
+            } else {
+                e.value_at_quantile(0.99) as f64 / 1000.0
+            },
+        )
+    };
+    let (refusal_p99, accepted_p99) = q(&rec);
+    o.check(format!("refusals happened ({})", rec.refused), rec.refused > 0);
+    let max = num(t, "overload", "refusal_p99_ms");
+    o.check(
+        format!("refusal p99 {refusal_p99:.1} ms <= {max} ms"),
+        refusal_p99 <= max,
+    );
+    let max = num(t, "overload", "accepted_p99_ms");
+    o.check(
+        format!("accepted end-to-end p99 {accepted_p99:.0} ms <= {max} ms"),
+        accepted_p99 <= max,
+    );
+    let rss = rss_mb(api_pid);
+    let max = num(t, "overload", "api_rss_mb");
+    o.check(format!("API RSS {rss:.0} MiB <= {max} MiB"), rss > 0.0 && rss <= max);
+    Ok(())
+}
+
+fn poison(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    let (_d, s) = stack(1, &[])?;
+    let url = s.apis[0].1.clone();
+    let marker = format!("poison{}", std::process::id());
+    let body = json!({"code": "import time, sys\ntime.sleep(5)\nprint(sys.argv[1])", "executionEngine": "python", "args": [marker]});
+    let rec: Value = ctx.rt.block_on(async {
+        ctx.client
+            .post(format!("{url}/job"))
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await
+    })?;
+    let id = rec["id"].as_str().unwrap_or_default().to_string();
+    let managers: Vec<i32> = s.managers.iter().map(|c| c.id() as i32).collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut kills, mut fin) = (0, Value::Null);
+    while Instant::now() < deadline {
+        // The job's worker dies on every attempt: kill the init of any sandbox running it.
+        for init in chaos::busy_workers(&managers) {
+            let runs_it = chaos::procs::descendants(init).iter().any(|d| {
+                std::fs::read(format!("/proc/{d}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            });
+            if runs_it {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL);
+                kills += 1;
+            }
+        }
+        let r: Value = ctx
+            .rt
+            .block_on(async { ctx.client.get(format!("{url}/job/{id}")).send().await?.json().await })
+            .unwrap_or(Value::Null);
+        if matches!(r["status"].as_str(), Some("Completed" | "Failed")) {
+            fin = r;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    o.check(
+        format!("its worker was killed on each attempt ({kills} kills)"),
+        kills >= 1,
+    );
+    o.check(
+        format!("the job ended Failed ({})", fin["status"]),
+        fin["status"] == "Failed",
+    );
+    o.check(
+        format!("with the reason ({})", fin["failureReason"]),
+        fin["failureReason"].as_str().is_some_and(|r| !r.is_empty()),
+    );
+    let nats = s.nats.url();
+    let dlq = ctx.rt.block_on(async {
+        let q = wolf_store::JetStreamQueue::connect(&nats, wolf_store::JetStreamConfig::default()).await?;
+        q.dead_letters().await
+    })?;
+    o.check(format!("it is in the dead-letter stream ({dlq} letters)"), dlq >= 1);
+    o.counts = json!({"kills": kills, "deadLetters": dlq, "retryCount": fin["retryCount"]});
+    Ok(())
+}
+
+fn spawn_serve(data: &std::path::Path, port: u16) -> anyhow::Result<Child> {
+    let wolf = loadgen::target::wolf_binary()?;
+    let child = Command::new(wolf)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .env("WOLF_WORKERS", "2")
+        .env("WOLF_CACHE_DIR", std::env::temp_dir().join("wolf-loadgen-cache"))
+        .env("WOLF_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    wolf_testkit::port::wait_tcp(port, Duration::from_secs(60))?;
+    Ok(child)
+}
+
+fn embedded_crash(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let port = wolf_testkit::port::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut serve = spawn_serve(&data, port)?;
+    preflight(ctx, &url, "python,sleep")?;
+    let load = ctx.rt.spawn(attack::run(plan(&url, 4.0, 10, "python,sleep")?));
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut serve = spawn_serve(&data, port)?;
+    o.check("wolf serve was killed -9 and restarted on its data", true);
+    let rec = ctx.rt.block_on(load)??;
+    verify(ctx, &url, &rec, o);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = serve.wait();
+    Ok(())
+}
+
+fn docker_reachable() -> bool {
+    std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.list {
+        for (name, about, _) in SCENARIOS {
+            println!("{name:16} {about}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the scenarios need root (sandboxes, cgroups, PostgreSQL as the postgres user)");
+        return ExitCode::SUCCESS;
+    }
+    if docker_reachable() {
+        eprintln!(
+            "note: a Docker engine is reachable, but the scenarios run on the testkit's processes: there is no testcontainers provider (images cannot be pulled on this machine)"
+        );
+    } else {
+        eprintln!(
+            "skipped: testcontainers provider (no Docker engine at /var/run/docker.sock); the scenarios run on the testkit's processes"
+        );
+    }
+    let text =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("targets.toml")).unwrap_or_default();
+    let all: toml::Value = match toml::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("scenarios: targets.toml: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(targets) = all.get(&args.profile).cloned() else {
+        eprintln!("scenarios: no profile {:?} in targets.toml", args.profile);
+        return ExitCode::from(2);
+    };
+    let ctx = Ctx {
+        targets,
+        rt: tokio::runtime::Runtime::new().expect("runtime"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client"),
+    };
+    let mut outcomes = Vec::new();
+    for (name, about, run) in SCENARIOS {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+            continue;
+        }
+        eprintln!("scenario {name}: {about}");
+        let started = Instant::now();
+        let mut o = Outcome {
+            name,
+            ..Default::default()
+        };
+        if let Err(e) = run(&ctx, &mut o) {
+            o.check(format!("ran to the end: {e:#}"), false);
+        }
+        o.seconds = started.elapsed().as_secs_f64();
+        for c in &o.checks {
+            eprintln!("  [{}] {}", if c.ok { "ok" } else { "FAIL" }, c.what);
+        }
+        outcomes.push(o);
+    }
+    let mut md = format!(
+        "# Chaos scenarios, profile `{}`\n\nMachine: {}\n\n| Scenario | Result | Seconds | Checks |\n|---|---|---|---|\n",
+        args.profile,
+        report::machine_line(&report::machine())
+    );
+    for o in &outcomes {
+        let failed: Vec<&str> = o.checks.iter().filter(|c| !c.ok).map(|c| c.what.as_str()).collect();
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {} |\n",
+            o.name,
+            if o.passed() { "pass" } else { "FAIL" },
+            o.seconds,
+            if failed.is_empty() {
+                format!("{} held", o.checks.len())
+            } else {
+                failed.join("; ")
+            }
+        ));
+    }
+    for o in outcomes.iter().filter(|o| !o.rows.is_empty()) {
+        md.push_str(&format!("\n## {}\n\n{}", o.name, report::table(&o.rows)));
+    }
+    println!("{md}");
+    if !args.no_write {
+        let _ = std::fs::create_dir_all(&args.out);
+        let base = args.out.join(format!(
+            "{}-scenarios-{}",
+            chrono::Utc::now().format("%Y-%m-%d"),
+            args.profile
+        ));
+        let _ = std::fs::write(base.with_extension("md"), &md);
+        let _ = std::fs::write(
+            base.with_extension("json"),
+            serde_json::to_string_pretty(&json!({"profile": args.profile, "scenarios": outcomes})).unwrap_or_default(),
+        );
+        eprintln!("scenarios: wrote {}.{{md,json}}", base.display());
+    }
+    if outcomes.iter().all(Outcome::passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
