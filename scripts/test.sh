@@ -18,6 +18,8 @@ command -v bwrap >/dev/null || missing+=(bubblewrap)        # baseline of the sa
 [[ -x /usr/bin/python3 ]] || missing+=(python3)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)   # testkit: real PostgreSQL
 command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
+command -v cloud-init >/dev/null || missing+=(cloud-init)           # cloud-init schema of the user-data
+command -v curl >/dev/null || missing+=(curl)                       # deploy/smoke.sh
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   $SUDO apt-get update -qq
@@ -38,6 +40,18 @@ cargo build --workspace --locked -q
 # proves every job is followed to its result; numbers are not judged here.
 "${CARGO_TARGET_DIR:-target}/debug/loadgen" --duration 3s --warmup 1s --no-write
 "${CARGO_TARGET_DIR:-target}/debug/loadgen" --testbed --duration 3s --warmup 1s --no-write
+# Infrastructure: terraform formatting, references and rendered cloud-init (offline), then the
+# install script for real on this machine (a single-host deployment and one job through it).
+T="${CARGO_TARGET_DIR:-target}"
+if command -v terraform >/dev/null; then
+  terraform fmt -check -recursive terraform/
+  [[ -x "$T/tfcheck-venv/bin/python" ]] || python3 -m venv "$T/tfcheck-venv"
+  "$T/tfcheck-venv/bin/pip" install -q python-hcl2==8.1.4
+  "$T/tfcheck-venv/bin/python" terraform/check.py "$T/tfcheck"
+else
+  echo "skipped: terraform checks (terraform is not installed: https://developer.hashicorp.com/terraform/install)" >&2
+fi
+deploy/smoke.sh "$T/debug"
 # Chaos scenarios (stack + workload + fault schedule, then at-least-once and latency verified),
 # each bounded: a few minutes in all.
 "${CARGO_TARGET_DIR:-target}/debug/scenarios" --profile ci --out "${CARGO_TARGET_DIR:-target}/scenarios"

@@ -33,6 +33,8 @@ pub const STAGES: [(&str, &str); 7] = [
 pub const SUBMIT: &str = "Submit (client)";
 /// Due time until the final record was readable.
 pub const END_TO_END: &str = "End-to-end";
+/// End-to-end minus the time in the sandbox (compile + execution), per job.
+pub const ORCHESTRATION: &str = "Orchestration (end-to-end − sandbox)";
 
 /// What one run is asked to do.
 #[derive(Debug, Clone)]
@@ -90,6 +92,7 @@ impl Recorder {
         }
         h.insert(SUBMIT, hist());
         h.insert(END_TO_END, hist());
+        h.insert(ORCHESTRATION, hist());
         Self {
             hist: h,
             refusal: hist(),
@@ -231,6 +234,12 @@ async fn arrival(user: &mut GooseUser, sh: &Shared) -> TransactionResult {
         Some(rec) => {
             r.record(END_TO_END, done - due);
             if let Some(t) = rec.get("timings") {
+                let sandbox_ms = t["compile"].as_f64().unwrap_or(0.0) + t["execution"].as_f64().unwrap_or(0.0);
+                let e2e_ms = (done - due).as_secs_f64() * 1000.0;
+                r.record(
+                    ORCHESTRATION,
+                    Duration::from_secs_f64((e2e_ms - sandbox_ms).max(0.0) / 1000.0),
+                );
                 for (field, label) in STAGES {
                     // Interpreted jobs have no compile step: it is not a 0 ms sample.
                     if let Some(ms) = t[field].as_f64().filter(|ms| field != "compile" || *ms > 0.0) {

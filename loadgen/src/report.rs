@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::attack::{END_TO_END, Recorder, STAGES, SUBMIT};
+use crate::attack::{END_TO_END, ORCHESTRATION, Recorder, STAGES, SUBMIT};
 
 /// Percentiles of one row, ms.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,6 +48,7 @@ pub fn rows(rec: &Recorder) -> Vec<Row> {
     let mut out: Vec<Row> = STAGES.iter().map(|(_, label)| row(label, &rec.hist[label])).collect();
     out.push(row(SUBMIT, &rec.hist[SUBMIT]));
     out.push(row(END_TO_END, &rec.hist[END_TO_END]));
+    out.push(row(ORCHESTRATION, &rec.hist[ORCHESTRATION]));
     out
 }
 

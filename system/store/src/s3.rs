@@ -38,12 +38,17 @@ fn unavailable(e: object_store::Error) -> StoreError {
 impl S3Objects {
     /// A client for the bucket (no request is made yet).
     pub fn new(cfg: &S3Config) -> Result<Self, StoreError> {
-        let store = AmazonS3Builder::new()
+        let mut builder = AmazonS3Builder::new()
             .with_endpoint(&cfg.endpoint)
             .with_bucket_name(&cfg.bucket)
-            .with_region(&cfg.region)
-            .with_access_key_id(&cfg.access_key_id)
-            .with_secret_access_key(&cfg.secret_access_key)
+            .with_region(&cfg.region);
+        // Without keys, object_store takes the instance role's credentials (EC2 metadata).
+        if !cfg.access_key_id.is_empty() {
+            builder = builder
+                .with_access_key_id(&cfg.access_key_id)
+                .with_secret_access_key(&cfg.secret_access_key);
+        }
+        let store = builder
             .with_allow_http(true)
             .with_virtual_hosted_style_request(false)
             .with_retry(RetryConfig {

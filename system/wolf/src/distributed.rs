@@ -33,11 +33,11 @@ pub struct Services {
     /// Region (any value for non-AWS stores).
     #[arg(long, env = "WOLF_S3_REGION", default_value = "us-east-1")]
     s3_region: String,
-    /// Access key id.
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    /// Access key id (empty: the instance's role, through the metadata service).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true, default_value = "")]
     aws_access_key_id: String,
     /// Secret key.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true, default_value = "")]
     aws_secret_access_key: String,
     /// Jobs queued at most (the stream's max_msgs; 503 past it).
     #[arg(long, env = "WOLF_MAX_PENDING", default_value_t = 10_000)]
