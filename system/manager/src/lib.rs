@@ -301,6 +301,7 @@ impl Manager {
             metrics::counter!("wolf_redeliveries_total", "outcome" => "already_final").increment(1);
             let _ = self.queue.ack(&id).await;
             self.events.finished(&id);
+            self.queue.announce_done(&id).await;
             return Some(sandbox);
         }
         if d.attempt > 1 {
@@ -484,6 +485,7 @@ impl Manager {
         metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine)
             .increment(1);
         self.events.finished(&id);
+        self.queue.announce_done(&id).await;
         None
     }
 
@@ -536,5 +538,6 @@ impl Manager {
         metrics::counter!("wolf_jobs_total", "status" => "Failed", "verdict" => "none", "engine" => engine.to_string())
             .increment(1);
         self.events.finished(&id);
+        self.queue.announce_done(&id).await;
     }
 }

@@ -36,6 +36,8 @@ pub const DLQ_STREAM: &str = "WOLF_DLQ";
 pub const DLQ_SUBJECT: &str = "wolf.dlq";
 /// The managers' durable consumer.
 pub const CONSUMER: &str = "wolf-managers";
+/// Core NATS subject announcing stored final results (payload: the job id).
+pub const DONE_SUBJECT: &str = "wolf.done";
 /// Key-value bucket of Idempotency-Keys.
 pub const IDEMPOTENCY_BUCKET: &str = "WOLF_IDEMPOTENCY";
 
@@ -371,6 +373,21 @@ impl JetStreamQueue {
         Ok(requeued)
     }
 
+    /// Forward every announced final result (from any manager) to `events`, for as long as the
+    /// connection lives (it reconnects by itself). Polling stays the fallback: an announcement
+    /// lost in a reconnect only delays an answer to the next poll.
+    pub async fn follow_done(&self, events: crate::Events) -> Result<(), StoreError> {
+        let mut sub = self.js.client().subscribe(DONE_SUBJECT).await.map_err(unavailable)?;
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                if let Ok(id) = std::str::from_utf8(&msg.payload) {
+                    events.finished(id);
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// Messages in the dead-letter stream.
     pub async fn dead_letters(&self) -> Result<u64, StoreError> {
         let mut s = self.js.get_stream(DLQ_STREAM).await.map_err(unavailable)?;
@@ -496,6 +513,14 @@ impl Queue for JetStreamQueue {
     async fn recover(&self) -> Result<u64, StoreError> {
         // Leases are the server's: unacked deliveries of a dead manager come back after ack_wait.
         Ok(0)
+    }
+
+    async fn announce_done(&self, job_id: &str) {
+        let _ = self
+            .js
+            .client()
+            .publish(DONE_SUBJECT, job_id.to_string().into_bytes().into())
+            .await;
     }
 
     async fn janitor(&self) -> Result<u64, StoreError> {

@@ -134,6 +134,9 @@ pub trait Queue: Send + Sync {
     async fn depth(&self) -> Result<u64, StoreError>;
     /// After a restart: every lease of the previous process is void.
     async fn recover(&self) -> Result<u64, StoreError>;
+    /// Tell every API that the job's final record is stored (their `wait=true` requests answer
+    /// at once instead of at their next poll). Best effort; default: nothing (one process).
+    async fn announce_done(&self, _job_id: &str) {}
     /// Periodic housekeeping (the manager calls it every few seconds): queue again jobs the
     /// queue holds but would never deliver. Returns how many. Default: nothing to do.
     async fn janitor(&self) -> Result<u64, StoreError> {

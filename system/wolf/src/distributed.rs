@@ -122,6 +122,11 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let objects = Arc::new(S3Objects::new(&args.services.s3())?);
         let prometheus = crate::telemetry::install()?;
         let ready = Arc::new(AtomicBool::new(true));
+        // Managers announce stored results on NATS: waiting requests answer at once.
+        let events = Events::default();
+        if let Err(e) = queue.follow_done(events.clone()).await {
+            tracing::warn!(error = %e, "no result announcements; wait=true falls back to polling");
+        }
         let cfg = ApiConfig {
             max_inflight: args.max_inflight,
             max_pending: args.services.max_pending,
@@ -134,7 +139,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             queue,
             registry,
             cfg,
-            Events::default(),
+            events,
             Some(prometheus),
             ready.clone(),
         );
