@@ -354,9 +354,20 @@ impl Manager {
             worker: format!("{}/w{worker}", self.node),
             started_at: started,
         };
-        if let Err(e) = self.meta.mark_running(&id, &attempt, timings).await {
-            tracing::warn!(job = %id, error = %e, "could not mark running");
-        }
+        // Status Running is written while the job runs, not before it: the write is off the
+        // job's path. It is awaited before any later write of this record, so it never lands
+        // after the final one.
+        let marking = {
+            let (meta, id, attempt) = (self.meta.clone(), id.clone(), attempt.clone());
+            tokio::spawn(
+                async move {
+                    if let Err(e) = meta.mark_running(&id, &attempt, timings).await {
+                        tracing::warn!(job = %id, error = %e, "could not mark running");
+                    }
+                }
+                .in_current_span(),
+            )
+        };
         // The final write keeps the stored attempts when they are more complete than these.
         let mut record = record;
         record.attempts.push(attempt);
@@ -402,6 +413,7 @@ impl Manager {
             }
         };
         let (outcome, sandbox) = run.instrument(run_span.clone()).await;
+        let _ = marking.await;
         if let Ok(o) = &outcome {
             // The worker has no network to export from: its steps are recorded here, under
             // the worker's span, from the durations it reported (ending now).
