@@ -134,8 +134,20 @@ pub fn machine() -> Value {
         .unwrap_or(0);
     let dir = env!("CARGO_MANIFEST_DIR");
     let commit = cmd(&["git", "-C", dir, "rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty =
-        cmd(&["git", "-C", dir, "status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    // Measurements written to results/ do not make the code dirty.
+    let root = format!("{dir}/..");
+    let dirty = cmd(&[
+        "git",
+        "-C",
+        &root,
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!results",
+    ])
+    .is_some_and(|s| !s.is_empty());
     json!({
         "cpu": cpu,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
