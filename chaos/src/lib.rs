@@ -14,11 +14,13 @@
 //! | `restart-s3` | kill -9 the S3 server | start it on its data |
 //! | `pause-nats`, `pause-postgres`, `pause-s3` | SIGSTOP (slow, not dead) | SIGCONT |
 //!
-//! The outage lasts `--down` (restart and pause faults). Not here: filling the data disk and
-//! network cuts or delays (this kernel has no netem; a userspace proxy would have to be put in
-//! front of each dependency when the stack starts).
+//! The outage lasts `--down` (restart and pause faults). Network faults need a path to act on:
+//! [`proxy::Proxy`] is a userspace TCP proxy (this kernel has no netem) put in front of a
+//! dependency when the stack starts, which delays or cuts the link; [`fill_disk`] fills the
+//! filesystem under a directory (a dedicated one: the scenarios mount a small tmpfs).
 
 pub mod procs;
+pub mod proxy;
 mod stack;
 
 use std::str::FromStr;
@@ -396,6 +398,26 @@ pub fn run_schedule(cluster: &mut dyn Cluster, s: Schedule, rng: &mut Rng, log: 
             heal(cluster, done, log);
         }
     }
+}
+
+/// Fill the filesystem holding `dir` with `dir/chaos-fill` until it is full (ENOSPC) or
+/// `max` bytes are written; returns the file (delete it to heal) and the bytes written.
+pub fn fill_disk(dir: &std::path::Path, max: u64) -> std::io::Result<(std::path::PathBuf, u64)> {
+    use std::io::Write;
+    let path = dir.join("chaos-fill");
+    let mut f = std::fs::File::create(&path)?;
+    let chunk = vec![0xA5u8; 1 << 20];
+    let mut written = 0u64;
+    while written < max {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = f.flush();
+    Ok((path, written))
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ struct Ctx {
 
 type Run = fn(&Ctx, &mut Outcome) -> anyhow::Result<()>;
 
-const SCENARIOS: [(&str, &str, Run); 10] = [
+const SCENARIOS: [(&str, &str, Run); 13] = [
     (
         "steady",
         "5 jobs/s of C++ and python, no faults: latency targets",
@@ -104,6 +104,21 @@ const SCENARIOS: [(&str, &str, Run); 10] = [
         "embedded-crash",
         "wolf serve killed -9 under load and restarted on its data",
         embedded_crash,
+    ),
+    (
+        "postgres-slow",
+        "every PostgreSQL round trip delayed ~100 ms for 6 s (proxy)",
+        postgres_slow,
+    ),
+    (
+        "nats-partition",
+        "the API and manager cut off from NATS for 4 s (proxy)",
+        nats_partition,
+    ),
+    (
+        "disk-full",
+        "wolf serve's data disk full for 4 s under load (tmpfs)",
+        disk_full,
     ),
 ];
 
@@ -590,4 +605,158 @@ fn main() -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn port_of(url: &str) -> anyhow::Result<u16> {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no port in {url}"))
+}
+
+/// A stack whose API and manager reach one dependency through a proxy.
+fn proxied_stack(which: &str) -> anyhow::Result<(tempfile::TempDir, Stack, chaos::proxy::Proxy)> {
+    loadgen::target::wolf_binary()?;
+    let dir = tempfile::tempdir()?;
+    let mut s = Stack::up_with(dir.path(), 0, 0, &[("WOLF_WORKERS", "2"), ("WOLF_ACK_WAIT_SECS", "3")])?;
+    let (key, url) = match which {
+        "postgres" => ("WOLF_DATABASE_URL", s.postgres.url()),
+        _ => ("WOLF_NATS_URL", s.nats.url()),
+    };
+    let port = port_of(&url)?;
+    let proxy = chaos::proxy::Proxy::start(([127, 0, 0, 1], port).into())?;
+    s.set_env(key, &url.replace(&format!(":{port}"), &format!(":{}", proxy.port)));
+    s.start_api()?;
+    s.start_manager(0)?;
+    Ok((dir, s, proxy))
+}
+
+/// Run the load and, from `at` for `down`, apply `inject`; `heal` after.
+fn with_fault(
+    ctx: &Ctx,
+    url: &str,
+    [at, down]: [Duration; 2],
+    inject: &mut dyn FnMut() -> String,
+    heal: &mut dyn FnMut() -> String,
+    o: &mut Outcome,
+) -> anyhow::Result<Recorder> {
+    preflight(ctx, url, "python,sleep")?;
+    let load = ctx.rt.spawn(attack::run(plan(url, 4.0, 12, "python,sleep")?));
+    let t0 = Instant::now();
+    std::thread::sleep(at);
+    let what = inject();
+    let injected = t0.elapsed();
+    std::thread::sleep(down);
+    let healed = heal();
+    o.chaos = vec![
+        chaos::Event {
+            at_ms: injected.as_millis() as u64,
+            fault: "proxy".into(),
+            action: "inject",
+            detail: what.clone(),
+        },
+        chaos::Event {
+            at_ms: t0.elapsed().as_millis() as u64,
+            fault: "proxy".into(),
+            action: "heal",
+            detail: healed,
+        },
+    ];
+    o.check(format!("the fault was injected: {what}"), true);
+    let rec = ctx.rt.block_on(load)??;
+    let fives = rec.errors.get("submit answered 500").copied().unwrap_or(0);
+    o.check(format!("no 500 answers ({fives})"), fives == 0);
+    Ok(rec)
+}
+
+fn postgres_slow(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    let (_d, s, proxy) = proxied_stack("postgres")?;
+    let url = s.apis[0].1.clone();
+    let rec = with_fault(
+        ctx,
+        &url,
+        [Duration::from_secs(2), Duration::from_secs(6)],
+        &mut || {
+            proxy.set_delay(Duration::from_millis(50));
+            "PostgreSQL link delayed 50 ms each way".into()
+        },
+        &mut || {
+            proxy.set_delay(Duration::ZERO);
+            "delay removed".into()
+        },
+        o,
+    )?;
+    verify(ctx, &url, &rec, o);
+    Ok(())
+}
+
+fn nats_partition(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    let (_d, s, proxy) = proxied_stack("nats")?;
+    let url = s.apis[0].1.clone();
+    let rec = with_fault(
+        ctx,
+        &url,
+        [Duration::from_secs(2), Duration::from_secs(4)],
+        &mut || {
+            proxy.set_cut(true);
+            "NATS cut off from the API and the manager".into()
+        },
+        &mut || {
+            proxy.set_cut(false);
+            "link restored".into()
+        },
+        o,
+    )?;
+    verify(ctx, &url, &rec, o);
+    Ok(())
+}
+
+fn disk_full(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mnt = dir.path().join("disk");
+    std::fs::create_dir_all(&mnt)?;
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96m", "tmpfs"])
+        .arg(&mnt)
+        .status()?;
+    anyhow::ensure!(st.success(), "mount a tmpfs for the data disk");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let data = mnt.join("data");
+    let port = wolf_testkit::port::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut serve = spawn_serve(&data, port)?;
+    let fill: std::cell::RefCell<Option<PathBuf>> = std::cell::RefCell::new(None);
+    let rec = with_fault(
+        ctx,
+        &url,
+        [Duration::from_secs(3), Duration::from_secs(4)],
+        &mut || match chaos::fill_disk(&mnt, 1 << 30) {
+            Ok((p, n)) => {
+                *fill.borrow_mut() = Some(p);
+                format!("data disk filled ({} MiB written)", n >> 20)
+            }
+            Err(e) => format!("fill failed: {e}"),
+        },
+        &mut || {
+            if let Some(p) = fill.borrow_mut().take() {
+                let _ = std::fs::remove_file(p);
+            }
+            "space freed".into()
+        },
+        o,
+    )?;
+    verify(ctx, &url, &rec, o);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = serve.wait();
+    Ok(())
 }

@@ -75,6 +75,13 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Set an environment variable for the Wolf processes started from now on (it wins over
+    /// the stack's own: point `WOLF_DATABASE_URL` at a proxy, say).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// A `wolf` command with the services' environment.
     pub fn wolf_cmd(&self) -> Command {
         let mut c = Command::new(&self.wolf);
