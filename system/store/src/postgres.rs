@@ -175,11 +175,12 @@ impl Metadata for PgStore {
         let done = sqlx::query(
             "INSERT INTO wolf_jobs (id, status, record, submission) VALUES ($1, $2, $3, '{}'::jsonb)
              ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now(),
-               record = CASE
-                 WHEN jsonb_array_length(COALESCE(wolf_jobs.record->'attempts', '[]'::jsonb))
-                    > jsonb_array_length(COALESCE(EXCLUDED.record->'attempts', '[]'::jsonb))
-                 THEN EXCLUDED.record || jsonb_build_object('attempts', wolf_jobs.record->'attempts')
-                 ELSE EXCLUDED.record END
+               record = EXCLUDED.record || jsonb_build_object('attempts', (
+                 SELECT COALESCE(jsonb_agg(u.a ORDER BY (u.a->>'attempt')::int), '[]'::jsonb) FROM (
+                   SELECT DISTINCT ON ((a->>'attempt')::int) a
+                   FROM jsonb_array_elements(COALESCE(EXCLUDED.record->'attempts', '[]'::jsonb)
+                                             || COALESCE(wolf_jobs.record->'attempts', '[]'::jsonb)) AS a
+                   ORDER BY (a->>'attempt')::int) AS u))
              WHERE wolf_jobs.status NOT IN ('Completed', 'Failed')",
         )
         .bind(&record.id)

@@ -193,15 +193,10 @@ impl Metadata for SqliteStore {
     async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError> {
         let _w = self.writer.lock().await;
         let stored = Metadata::get(self, &record.id).await?;
-        let mut merged;
-        let record = match stored {
-            Some(s) if s.attempts.len() > record.attempts.len() => {
-                merged = record.clone();
-                merged.attempts = s.attempts;
-                &merged
-            }
-            _ => record,
-        };
+        let mut merged = record.clone();
+        merged.attempts =
+            crate::traits::merge_attempts(stored.map(|s| s.attempts).unwrap_or_default(), &record.attempts);
+        let record = &merged;
         let done = sqlx::query(
             "UPDATE jobs SET status = ?, record = ? WHERE id = ? AND status NOT IN ('Completed', 'Failed')",
         )

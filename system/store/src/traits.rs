@@ -47,6 +47,17 @@ pub struct Idempotency {
     pub body_hash: String,
 }
 
+/// Every delivery from both lists, one per attempt number (`new`'s entry wins), in order: the
+/// final write keeps what `Running` writes stored even when its own copy knows only its attempt.
+pub fn merge_attempts(stored: Vec<wolf_core::Attempt>, new: &[wolf_core::Attempt]) -> Vec<wolf_core::Attempt> {
+    let mut all: std::collections::BTreeMap<u32, wolf_core::Attempt> =
+        stored.into_iter().map(|a| (a.attempt, a)).collect();
+    for a in new {
+        all.insert(a.attempt, a.clone());
+    }
+    all.into_values().collect()
+}
+
 /// Outcome of an admission.
 #[derive(Debug, Clone)]
 pub enum Admission {
@@ -98,8 +109,8 @@ pub trait Metadata: Send + Sync {
     /// The job started an execution: status Running, the attempt appended to `attempts`.
     async fn mark_running(&self, id: &str, attempt: &Attempt, timings: Timings) -> Result<(), StoreError>;
     /// Write the final record (Completed or Failed) unless one was written already: the final
-    /// result is written once; the stored `attempts` are kept when they are more complete than
-    /// the record's. Returns whether this call wrote it.
+    /// result is written once; its `attempts` are merged with the stored ones
+    /// ([`merge_attempts`]). Returns whether this call wrote it.
     async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError>;
 }
 
@@ -150,5 +161,23 @@ pub trait Queue: Send + Sync {
     /// the queue.
     async fn dead_letter(&self, job_id: &str, _reason: &str) -> Result<(), StoreError> {
         self.ack(job_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_merge_by_number_and_the_newer_entry_wins() {
+        let a = |n: u32, w: &str| wolf_core::Attempt {
+            attempt: n,
+            worker: w.into(),
+            started_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let got = merge_attempts(vec![a(1, "old"), a(2, "old")], &[a(2, "new"), a(3, "new")]);
+        let got: Vec<_> = got.iter().map(|x| (x.attempt, x.worker.as_str())).collect();
+        assert_eq!(got, [(1, "old"), (2, "new"), (3, "new")]);
+        assert!(merge_attempts(Vec::new(), &[]).is_empty());
     }
 }

@@ -116,6 +116,24 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
         2,
         "the history survived the final write: {final_rec:?}"
     );
+    // A Running write that never landed: the stored history knows attempt 1, the final write
+    // attempt 3; both stay.
+    let rec = JobRecord::new("0190-4".into(), &sub("print(1)"), Utc::now());
+    store.insert(&rec, &sub("print(1)")).await.unwrap();
+    store
+        .mark_running("0190-4", &attempt(1), Timings::default())
+        .await
+        .unwrap();
+    let mut done = store.get("0190-4").await.unwrap().unwrap();
+    done.status = Status::Completed;
+    done.attempts = vec![attempt(3)];
+    assert!(store.finish(&done).await.unwrap());
+    let got = store.get("0190-4").await.unwrap().unwrap();
+    assert_eq!(
+        got.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [1, 3],
+        "{got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
