@@ -19,8 +19,8 @@
 //! dependency when the stack starts, which delays or cuts the link; [`fill_disk`] fills the
 //! filesystem under a directory (a dedicated one: the scenarios mount a small tmpfs).
 
-pub mod procs;
 pub mod proxy;
+pub use wolf_testkit::procs;
 mod stack;
 
 use std::str::FromStr;
@@ -30,7 +30,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-pub use stack::ProcCluster;
+pub use stack::{ProcCluster, port_of};
 
 /// A dependency server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

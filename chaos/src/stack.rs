@@ -82,7 +82,8 @@ impl Proc {
     }
 }
 
-fn port_of(url: &str) -> Option<u16> {
+/// The port of `http://host:port/...`, `nats://host:port`, `host:port`.
+pub fn port_of(url: &str) -> Option<u16> {
     url.rsplit(':')
         .next()?
         .trim_end_matches('/')

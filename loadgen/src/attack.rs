@@ -70,7 +70,12 @@ pub struct Recorder {
     pub completed: u64,
     /// 503 or 429.
     pub refused: u64,
-    /// Everything else, by kind.
+    /// Submissions answered neither 2xx nor 503/429, by status (0: no answer at all). Not
+    /// accepted, so not lost; against a healthy deployment each is a failure.
+    pub submit_failures: BTreeMap<u16, u64>,
+    /// Arrivals never sent: goose stopped its users first (all were following jobs).
+    pub not_sent: u64,
+    /// Accepted jobs that did not end Completed with the expected output, by kind.
     pub errors: BTreeMap<String, u64>,
     /// Arrivals that started more than 5 ms after they were due.
     pub late: u64,
@@ -100,6 +105,8 @@ impl Recorder {
             accepted: 0,
             completed: 0,
             refused: 0,
+            submit_failures: BTreeMap::new(),
+            not_sent: 0,
             errors: BTreeMap::new(),
             late: 0,
             max_late_us: 0,
@@ -116,6 +123,25 @@ impl Recorder {
 
     fn error(&mut self, kind: String) {
         *self.errors.entry(kind).or_default() += 1;
+    }
+
+    /// Nothing went wrong: every arrival was sent, answered 2xx or refused, and every accepted
+    /// job completed correctly.
+    pub fn clean(&self) -> bool {
+        self.errors.is_empty() && self.submit_failures.is_empty() && self.not_sent == 0
+    }
+
+    /// Every kind of failure in one list, for the report: job errors, submissions answered
+    /// otherwise than 2xx or a refusal, arrivals never sent.
+    pub fn error_kinds(&self) -> BTreeMap<String, u64> {
+        let mut all = self.errors.clone();
+        for (status, n) in &self.submit_failures {
+            all.insert(format!("submit answered {status}"), *n);
+        }
+        if self.not_sent > 0 {
+            all.insert("never started (goose stopped first)".into(), self.not_sent);
+        }
+        all
     }
 }
 
@@ -190,7 +216,7 @@ async fn arrival(user: &mut GooseUser, sh: &Shared) -> TransactionResult {
         }
         (status, _) => {
             if measured {
-                sh.with(|r| r.error(format!("submit answered {status}")));
+                sh.with(|r| *r.submit_failures.entry(status).or_default() += 1);
             }
             return Ok(());
         }
@@ -301,10 +327,6 @@ pub async fn run(plan: Plan) -> anyhow::Result<Recorder> {
         &mut *shared.rec.lock().unwrap_or_else(|e| e.into_inner()),
         Recorder::new(),
     );
-    if unclaimed > 0 {
-        *rec.errors
-            .entry("never started (goose stopped first)".into())
-            .or_default() += unclaimed;
-    }
+    rec.not_sent = unclaimed;
     Ok(rec)
 }

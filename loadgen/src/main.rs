@@ -171,7 +171,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 &report::svg(&rows, &title),
             )?;
         }
-        return Ok(rec.errors.is_empty());
+        return Ok(rec.clean());
     }
     // Sweep.
     let mut steps = Vec::new();
@@ -188,7 +188,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 h.value_at_quantile(p) as f64 / 1000.0
             }
         };
-        let errors: u64 = rec.errors.values().sum();
+        let kinds = rec.error_kinds();
+        let errors: u64 = kinds.values().sum();
         let step = json!({
             "offered": rps,
             "sent": rec.sent,
@@ -197,7 +198,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "refused": rec.refused,
             "refusedPct": if rec.sent > 0 { 100.0 * rec.refused as f64 / rec.sent as f64 } else { 0.0 },
             "errors": errors,
-            "errorKinds": rec.errors,
+            "errorKinds": kinds,
             "acceptedP50Ms": q(e2e, 0.5),
             "acceptedP99Ms": q(e2e, 0.99),
             "refusalP99Ms": q(&rec.refusal, 0.99),
@@ -289,7 +290,7 @@ fn write(
         "accepted": rec.accepted,
         "completed": rec.completed,
         "refused": rec.refused,
-        "errors": rec.errors,
+        "errors": rec.error_kinds(),
         "lateStarts": rec.late,
         "maxLateMs": rec.max_late_us as f64 / 1000.0,
     });

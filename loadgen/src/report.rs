@@ -80,7 +80,8 @@ pub fn table(rows: &[Row]) -> String {
 
 /// Counts under the table.
 pub fn summary(rec: &Recorder, secs: f64, rps: f64) -> String {
-    let errors: u64 = rec.errors.values().sum();
+    let kinds = rec.error_kinds();
+    let errors: u64 = kinds.values().sum();
     let mut s = format!(
         "offered {rps} jobs/s for {secs:.0} s: sent {}, accepted {}, completed {} ({:.2} jobs/s), refused {}, errors {}; \
          {} arrivals started > 5 ms late (latest {:.1} ms; latencies count from the due time)\n",
@@ -93,7 +94,7 @@ pub fn summary(rec: &Recorder, secs: f64, rps: f64) -> String {
         rec.late,
         rec.max_late_us as f64 / 1000.0,
     );
-    for (kind, n) in &rec.errors {
+    for (kind, n) in &kinds {
         let _ = writeln!(s, "  error: {kind}: {n}");
     }
     if !rec.refusal.is_empty() {
@@ -107,54 +108,13 @@ pub fn summary(rec: &Recorder, secs: f64, rps: f64) -> String {
     s
 }
 
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn cmd(args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(args[0]).args(&args[1..]).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// CPU model, cores, memory, kernel, git commit.
 pub fn machine() -> Value {
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let mem_kb: u64 = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let commit = cmd(&["git", "-C", dir, "rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    // Measurements written to results/ do not make the code dirty.
-    let root = format!("{dir}/..");
-    let dirty = cmd(&[
-        "git",
-        "-C",
-        &root,
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-        "--",
-        ".",
-        ":!results",
-    ])
-    .is_some_and(|s| !s.is_empty());
-    json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "memoryGiB": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
-        "kernel": read("/proc/sys/kernel/osrelease").trim(),
-        "commit": if dirty { format!("{commit}-dirty") } else { commit },
-    })
+    let mut m = serde_json::to_value(wolf_sandbox::bench::machine()).unwrap_or_default();
+    m["commit"] = json!(wolf_sandbox::bench::commit(std::path::Path::new(env!(
+        "CARGO_MANIFEST_DIR"
+    ))));
+    m
 }
 
 /// One line naming the machine.

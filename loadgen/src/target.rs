@@ -43,19 +43,7 @@ impl Drop for Target {
 
 /// Make sure `wolf` is built and current (cargo is a no-op when it is), unless `$WOLF_BIN`.
 pub fn wolf_binary() -> anyhow::Result<PathBuf> {
-    if std::env::var_os("WOLF_BIN").is_none() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        if root.join("Cargo.toml").is_file() {
-            let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
-            let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "--quiet", "--profile", profile, "-p", "wolf"])
-                .current_dir(&root)
-                .status()
-                .context("run cargo to build wolf")?;
-            anyhow::ensure!(st.success(), "cargo build -p wolf failed");
-        }
-    }
-    wolf_testkit::stack::wolf_binary()
+    wolf_testkit::stack::build_wolf_binary(true)
 }
 
 impl Target {

@@ -174,23 +174,8 @@ fn under_chaos(
 fn verify(ctx: &Ctx, url: &str, rec: &Recorder, o: &mut Outcome) {
     // Not sent (the generator ran out of users) and not accepted (the API was away) are not
     // losses: only jobs that got a 2xx count.
-    let not_sent = rec
-        .errors
-        .get("never started (goose stopped first)")
-        .copied()
-        .unwrap_or(0);
-    let lost: u64 = rec
-        .errors
-        .iter()
-        .filter(|(k, _)| !k.starts_with("submit answered") && !k.starts_with("never started"))
-        .map(|(_, n)| *n)
-        .sum();
-    let refused_by_outage: u64 = rec
-        .errors
-        .iter()
-        .filter(|(k, _)| k.starts_with("submit answered"))
-        .map(|(_, n)| *n)
-        .sum();
+    let lost: u64 = rec.errors.values().sum();
+    let refused_by_outage: u64 = rec.submit_failures.values().sum();
     let expected: BTreeMap<&str, String> = loadgen::mix::catalog()
         .into_iter()
         .map(|j| {
@@ -229,8 +214,8 @@ fn verify(ctx: &Ctx, url: &str, rec: &Recorder, o: &mut Outcome) {
         "refused": rec.refused,
         "notAcceptedDuringOutage": refused_by_outage,
         "retries": retries,
-        "notSent": not_sent,
-        "errors": rec.errors,
+        "notSent": rec.not_sent,
+        "errors": rec.error_kinds(),
     });
     o.check(
         format!("{} accepted jobs", rec.accepted_ids.len()),
@@ -413,19 +398,13 @@ fn poison(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
             .await
     })?;
     let id = rec["id"].as_str().unwrap_or_default().to_string();
-    let managers: Vec<i32> = s.managers.iter().map(|c| c.id() as i32).collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     let (mut kills, mut fin) = (0, Value::Null);
     while Instant::now() < deadline {
         // The job's worker dies on every attempt: kill the init of any sandbox running it.
-        for init in chaos::busy_workers(&managers) {
-            let runs_it = chaos::procs::descendants(init).iter().any(|d| {
-                std::fs::read(format!("/proc/{d}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-            });
-            if runs_it {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL);
-                kills += 1;
-            }
+        for init in chaos::procs::workers_running(&marker) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL);
+            kills += 1;
         }
         let r: Value = ctx
             .rt
@@ -607,14 +586,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn port_of(url: &str) -> anyhow::Result<u16> {
-    url.rsplit(':')
-        .next()
-        .and_then(|p| p.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no port in {url}"))
-}
-
 /// A stack whose API and manager reach one dependency through a proxy.
 fn proxied_stack(which: &str) -> anyhow::Result<(tempfile::TempDir, Stack, chaos::proxy::Proxy)> {
     loadgen::target::wolf_binary()?;
@@ -624,7 +595,7 @@ fn proxied_stack(which: &str) -> anyhow::Result<(tempfile::TempDir, Stack, chaos
         "postgres" => ("WOLF_DATABASE_URL", s.postgres.url()),
         _ => ("WOLF_NATS_URL", s.nats.url()),
     };
-    let port = port_of(&url)?;
+    let port = chaos::port_of(&url).ok_or_else(|| anyhow::anyhow!("no port in {url}"))?;
     let proxy = chaos::proxy::Proxy::start(([127, 0, 0, 1], port).into())?;
     s.set_env(key, &url.replace(&format!(":{port}"), &format!(":{}", proxy.port)));
     s.start_api()?;
@@ -632,7 +603,7 @@ fn proxied_stack(which: &str) -> anyhow::Result<(tempfile::TempDir, Stack, chaos
     Ok((dir, s, proxy))
 }
 
-/// Run the load and, from `at` for `down`, apply `inject`; `heal` after.
+/// Run the load and, from `at` for `down`, apply `inject`; `heal` after; then verify.
 fn with_fault(
     ctx: &Ctx,
     url: &str,
@@ -640,7 +611,7 @@ fn with_fault(
     inject: &mut dyn FnMut() -> String,
     heal: &mut dyn FnMut() -> String,
     o: &mut Outcome,
-) -> anyhow::Result<Recorder> {
+) -> anyhow::Result<()> {
     preflight(ctx, url, "python,sleep")?;
     let load = ctx.rt.spawn(attack::run(plan(url, 4.0, 12, "python,sleep")?));
     let t0 = Instant::now();
@@ -665,51 +636,53 @@ fn with_fault(
     ];
     o.check(format!("the fault was injected: {what}"), true);
     let rec = ctx.rt.block_on(load)??;
-    let fives = rec.errors.get("submit answered 500").copied().unwrap_or(0);
+    let fives = rec.submit_failures.get(&500).copied().unwrap_or(0);
     o.check(format!("no 500 answers ({fives})"), fives == 0);
-    Ok(rec)
+    verify(ctx, url, &rec, o);
+    Ok(())
+}
+
+/// A proxied dependency, faulted by `set(proxy, true)` from 2 s for `down`, healed by
+/// `set(proxy, false)`; each returns what it did.
+fn through_proxy(
+    ctx: &Ctx,
+    o: &mut Outcome,
+    which: &str,
+    down: Duration,
+    set: fn(&chaos::proxy::Proxy, bool) -> &'static str,
+) -> anyhow::Result<()> {
+    let (_d, s, proxy) = proxied_stack(which)?;
+    let url = s.apis[0].1.clone();
+    with_fault(
+        ctx,
+        &url,
+        [Duration::from_secs(2), down],
+        &mut || set(&proxy, true).into(),
+        &mut || set(&proxy, false).into(),
+        o,
+    )
 }
 
 fn postgres_slow(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
-    let (_d, s, proxy) = proxied_stack("postgres")?;
-    let url = s.apis[0].1.clone();
-    let rec = with_fault(
-        ctx,
-        &url,
-        [Duration::from_secs(2), Duration::from_secs(6)],
-        &mut || {
-            proxy.set_delay(Duration::from_millis(50));
-            "PostgreSQL link delayed 50 ms each way".into()
-        },
-        &mut || {
-            proxy.set_delay(Duration::ZERO);
-            "delay removed".into()
-        },
-        o,
-    )?;
-    verify(ctx, &url, &rec, o);
-    Ok(())
+    through_proxy(ctx, o, "postgres", Duration::from_secs(6), |p, on| {
+        p.set_delay(if on { Duration::from_millis(50) } else { Duration::ZERO });
+        if on {
+            "PostgreSQL link delayed 50 ms each way"
+        } else {
+            "delay removed"
+        }
+    })
 }
 
 fn nats_partition(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
-    let (_d, s, proxy) = proxied_stack("nats")?;
-    let url = s.apis[0].1.clone();
-    let rec = with_fault(
-        ctx,
-        &url,
-        [Duration::from_secs(2), Duration::from_secs(4)],
-        &mut || {
-            proxy.set_cut(true);
-            "NATS cut off from the API and the manager".into()
-        },
-        &mut || {
-            proxy.set_cut(false);
-            "link restored".into()
-        },
-        o,
-    )?;
-    verify(ctx, &url, &rec, o);
-    Ok(())
+    through_proxy(ctx, o, "nats", Duration::from_secs(4), |p, on| {
+        p.set_cut(on);
+        if on {
+            "NATS cut off from the API and the manager"
+        } else {
+            "link restored"
+        }
+    })
 }
 
 fn disk_full(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
@@ -733,7 +706,7 @@ fn disk_full(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{port}");
     let mut serve = spawn_serve(&data, port)?;
     let fill: std::cell::RefCell<Option<PathBuf>> = std::cell::RefCell::new(None);
-    let rec = with_fault(
+    with_fault(
         ctx,
         &url,
         [Duration::from_secs(3), Duration::from_secs(4)],
@@ -752,7 +725,6 @@ fn disk_full(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
         },
         o,
     )?;
-    verify(ctx, &url, &rec, o);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(serve.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

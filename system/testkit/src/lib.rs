@@ -15,6 +15,7 @@ pub mod nats;
 pub mod otlp;
 pub mod port;
 pub mod postgres;
+pub mod procs;
 pub mod s3;
 pub mod stack;
 

@@ -35,6 +35,26 @@ pub fn wolf_binary() -> anyhow::Result<PathBuf> {
     crate::workspace_binary("WOLF_BIN", "wolf")
 }
 
+/// The `wolf` binary, built first from this checkout when it is missing (or, with `always`, in
+/// any case: cargo does nothing when it is current) for this executable's profile. `$WOLF_BIN`
+/// is taken as is.
+pub fn build_wolf_binary(always: bool) -> anyhow::Result<PathBuf> {
+    if std::env::var_os("WOLF_BIN").is_some() || (!always && wolf_binary().is_ok()) {
+        return wolf_binary();
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if root.join("Cargo.toml").is_file() {
+        let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--quiet", "--profile", profile, "-p", "wolf"])
+            .current_dir(&root)
+            .status()
+            .context("run cargo to build wolf")?;
+        anyhow::ensure!(st.success(), "cargo build -p wolf failed");
+    }
+    wolf_binary()
+}
+
 impl Stack {
     /// Start everything under `dir` with `apis` API and `managers` manager processes.
     pub fn up(dir: &Path, apis: usize, managers: usize) -> anyhow::Result<Self> {

@@ -19,11 +19,17 @@ fn agent() -> ureq::Agent {
 }
 
 fn submit(api: &str, body: &Value) -> (u16, Value) {
-    let mut r = agent()
+    submit_with(api, body, &[])
+}
+
+fn submit_with(api: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = agent()
         .post(format!("{api}/job"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .unwrap();
+        .header("Content-Type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = req.send(body.to_string()).unwrap();
     let status = r.status().as_u16();
     (
         status,
@@ -115,17 +121,7 @@ fn two_apis_and_two_managers_share_one_stream_and_run_each_job_once() {
 }
 
 fn submit_keyed(api: &str, key: &str, body: &Value) -> (u16, Value) {
-    let mut r = agent()
-        .post(format!("{api}/job"))
-        .header("Content-Type", "application/json")
-        .header("Idempotency-Key", key)
-        .send(body.to_string())
-        .unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap_or(Value::Null),
-    )
+    submit_with(api, body, &[("Idempotency-Key", key)])
 }
 
 #[test]
@@ -197,29 +193,11 @@ fn kill_workers_running(marker: String, until: Instant) -> std::thread::JoinHand
     std::thread::spawn(move || {
         let mut kills = 0;
         while Instant::now() < until {
-            for e in std::fs::read_dir("/proc").unwrap().flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                    continue;
-                };
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmd).contains(&marker) && !String::from_utf8_lossy(&cmd).contains("wolf") {
-                    // program -> supervisor -> init: kill the init (the worker).
-                    let ppid = |p: i32| -> i32 {
-                        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-                        stat.rsplit(')')
-                            .next()
-                            .and_then(|r| r.split_whitespace().nth(1))
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(0)
-                    };
-                    let init = ppid(ppid(pid));
-                    if init > 1 {
-                        let _ = std::process::Command::new("kill")
-                            .args(["-9", &init.to_string()])
-                            .status();
-                        kills += 1;
-                    }
-                }
+            for init in wolf_testkit::procs::workers_running(&marker) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &init.to_string()])
+                    .status();
+                kills += 1;
             }
             std::thread::sleep(Duration::from_millis(10));
         }

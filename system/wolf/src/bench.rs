@@ -26,13 +26,7 @@ pub struct BenchArgs {
 }
 
 fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    bench::commit(std::path::Path::new("."))
 }
 
 fn utc_date() -> String {

@@ -102,16 +102,6 @@ pub struct ManagerArgs {
     listen: Option<String>,
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-
 pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -149,7 +139,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         eprintln!("wolf: listening on http://{} (api)", listener.local_addr()?);
         axum::serve(listener, wolf_api::app(state))
             .with_graceful_shutdown(async move {
-                shutdown_signal().await;
+                crate::serve::shutdown_signal().await;
                 ready.store(false, Ordering::Relaxed);
             })
             .await?;
@@ -219,7 +209,7 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(manager.run(stop_rx));
         eprintln!("wolf: manager running");
-        shutdown_signal().await;
+        crate::serve::shutdown_signal().await;
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(120), task).await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)

@@ -96,7 +96,8 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT (every long-running command stops on either).
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");

@@ -6,7 +6,6 @@
 //! binary is taken from next to this one (or `$WOLF_BIN`); it is built if missing.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use wolf_testkit::Stack;
 
@@ -25,17 +24,8 @@ fn main() -> anyhow::Result<()> {
     }
     let apis: usize = arg(&args, "--api").map(|v| v.parse()).transpose()?.unwrap_or(1);
     let managers: usize = arg(&args, "--managers").map(|v| v.parse()).transpose()?.unwrap_or(1);
-    if wolf_testkit::stack::wolf_binary().is_err() {
-        // `cargo build --release -p wolf-testkit` builds this binary only: build `wolf` beside it.
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
-        eprintln!("testbed: building the wolf binary ({profile})");
-        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--profile", profile, "-p", "wolf"])
-            .current_dir(&root)
-            .status()?;
-        anyhow::ensure!(st.success(), "cargo build -p wolf failed");
-    }
+    // `cargo build --release -p wolf-testkit` builds this binary only: build `wolf` beside it.
+    wolf_testkit::stack::build_wolf_binary(false)?;
     // Handlers (not a blocked mask, which the children would inherit) for the stop signals.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut int, mut term) = rt.block_on(async {

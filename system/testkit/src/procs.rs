@@ -137,3 +137,21 @@ pub fn listening_on(port: u16) -> Option<i32> {
             })
     })
 }
+
+/// Sandbox inits (workers) running a program whose command line contains `marker`: program →
+/// step supervisor → init, so the init is the program's grandparent.
+pub fn workers_running(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for pid in all() {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        // The sandbox processes themselves are `wolf` (forked, not exec'd): skip them.
+        if cmd.contains(marker) && !cmd.contains("wolf") {
+            let init = ppid(ppid(pid));
+            if init > 1 && !out.contains(&init) {
+                out.push(init);
+            }
+        }
+    }
+    out
+}
