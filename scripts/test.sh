@@ -32,6 +32,12 @@ command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 # --- checks and tests ------------------------------------------------------------------
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Crates follow privilege: the API host and the load generator never link the jail.
+for p in wolf-api wolf-core wolf-store loadgen; do
+  if cargo tree -p "$p" -e normal,build --locked | grep -E 'wolf-sandbox|seccompiler|landlock'; then
+    echo "error: $p depends on the jail (above)" >&2; exit 1
+  fi
+done
 cargo nextest run --workspace --locked --no-fail-fast
 # The benchmark table command runs briefly to prove it works; numbers are not judged here.
 cargo build --workspace --locked -q

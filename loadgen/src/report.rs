@@ -110,8 +110,8 @@ pub fn summary(rec: &Recorder, secs: f64, rps: f64) -> String {
 
 /// CPU model, cores, memory, kernel, git commit.
 pub fn machine() -> Value {
-    let mut m = serde_json::to_value(wolf_sandbox::bench::machine()).unwrap_or_default();
-    m["commit"] = json!(wolf_sandbox::bench::commit(std::path::Path::new(env!(
+    let mut m = serde_json::to_value(wolf_core::machine::machine()).unwrap_or_default();
+    m["commit"] = json!(wolf_core::machine::commit(std::path::Path::new(env!(
         "CARGO_MANIFEST_DIR"
     ))));
     m

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
-use wolf_sandbox::{Caps, Registry};
+use wolf_core::{Caps, Registry};
 use wolf_store::{Events, Metadata, Objects, Queue};
 
 pub use error::ApiError;

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
+use wolf_core::Limits;
 use wolf_core::job::{code_key, output_key};
 use wolf_core::{JobRecord, Submission, Timings};
-use wolf_sandbox::Limits;
 use wolf_store::{Admission, Idempotency, Page};
 
 use crate::AppState;
@@ -143,7 +143,7 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
     let req = sub.limits.unwrap_or_default().into();
     Limits::resolve(&lang.run_limits, &st.cfg.caps.run, &req).map_err(|e| ApiError::Invalid(e.to_string()))?;
     for f in &sub.files {
-        if !wolf_sandbox::protocol::valid_file_name(&f.name) || f.name == lang.spec.source {
+        if !wolf_core::names::valid_file_name(&f.name) || f.name == lang.spec.source {
             return Err(ApiError::Invalid(format!("invalid file name {:?}", f.name)));
         }
     }

@@ -1,9 +1,10 @@
 //! Submissions and job records.
 
+use crate::limits::LimitRequest;
+use crate::verdict::Verdict;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wolf_sandbox::{LimitRequest, Verdict};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -164,23 +165,6 @@ pub struct JobResult {
     /// InternalError detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-impl From<&wolf_sandbox::RunResult> for JobResult {
-    fn from(r: &wolf_sandbox::RunResult) -> Self {
-        JobResult {
-            verdict: r.verdict,
-            exit_code: r.exit_code,
-            signal: r.signal,
-            cpu_time_ms: r.cpu_time_ms,
-            wall_time_ms: r.wall_time_ms,
-            memory_kb: r.memory_kb,
-            stderr: r.stderr.clone(),
-            compile_output: r.compile_output.clone(),
-            truncated: r.truncated,
-            error: r.error.clone(),
-        }
-    }
 }
 
 /// What Wolf records about a job (`GET /job/{id}`).

@@ -8,9 +8,20 @@
 //! # Layout
 //! - [`job`]: submissions, records, statuses, timings, results.
 //! - [`hash`]: sha256 hex of code and outputs.
+//! - [`limits`], [`language`], [`verdict`], [`names`]: limits and caps, the language registry's
+//!   data, verdicts, file-name rules — the domain the jail depends on (never the reverse).
+//! - [`machine`]: the machine and commit a measurement ran on.
 
 pub mod hash;
 pub mod job;
+pub mod language;
+pub mod limits;
+pub mod machine;
+pub mod names;
 pub mod timeline;
+pub mod verdict;
 
 pub use job::{Attempt, FileInput, JobRecord, JobResult, LimitsInput, Status, Submission, Timings};
+pub use language::{Language, Registry};
+pub use limits::{Caps, LimitRequest, Limits};
+pub use verdict::Verdict;

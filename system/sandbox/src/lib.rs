@@ -16,7 +16,8 @@
 //! - [`init`]: the init process (PID 1 inside, supervisor of the job).
 //! - [`rootfs`], [`payload`]: the ordered pipelines, run through [`sys::Sys`].
 //! - [`cgroup`], [`seccomp`], [`landlock_rules`], [`lsm`], [`userns`]: one kernel feature each.
-//! - [`language`], [`limits`], [`verdict`]: data and decisions, no syscalls.
+//! - [`verdict`]: decisions from kernel facts, no syscalls; [`language`] and [`limits`] are
+//!   `wolf-core`'s (domain data below the jail), re-exported.
 //! - [`bench`]: the overhead measurements behind `wolf bench` and the criterion bench.
 //! - [`template`]: the fork server that starts init processes without an exec.
 //! - [`sys`]: the only module with `unsafe`.
@@ -25,8 +26,6 @@ pub mod bench;
 pub mod cgroup;
 pub mod init;
 pub mod landlock_rules;
-pub mod language;
-pub mod limits;
 pub mod lsm;
 pub mod payload;
 pub mod protocol;
@@ -38,6 +37,8 @@ pub mod sys;
 pub mod template;
 pub mod userns;
 pub mod verdict;
+
+pub use wolf_core::{language, limits};
 
 pub use init::main_if_init;
 pub use language::{Language, Registry};

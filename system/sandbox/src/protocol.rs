@@ -243,10 +243,7 @@ fn own(fd: RawFd) -> OwnedFd {
     crate::sys::own_received_fd(fd)
 }
 
-/// Whether `name` is acceptable as a work-dir file name.
-pub fn valid_file_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name != "." && name != ".." && !name.contains(['/', '\0'])
-}
+pub use wolf_core::names::valid_file_name;
 
 #[cfg(test)]
 mod tests {

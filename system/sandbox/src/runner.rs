@@ -13,28 +13,7 @@ use crate::verdict::{self, Judge, Verdict};
 /// Cap on `compileOutput` and `stderr` in results, bytes.
 pub const DIAGNOSTIC_CAP: usize = 64 * 1024;
 
-/// Operator caps: no request goes past these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Caps {
-    /// Compile step caps.
-    pub compile: Limits,
-    /// Run step caps.
-    pub run: Limits,
-}
-
-impl Default for Caps {
-    fn default() -> Self {
-        let l = Limits {
-            cpu_time_ms: 60_000,
-            wall_time_ms: 120_000,
-            memory_mb: 4096,
-            pids: 512,
-            output_bytes: 64 << 20,
-        };
-        Self { compile: l, run: l }
-    }
-}
+pub use wolf_core::limits::Caps;
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -345,5 +324,23 @@ pub fn internal(e: &SandboxError) -> RunOutput {
             timings: Timings::default(),
         },
         stdout: Vec::new(),
+    }
+}
+
+/// The record's result: the run's outcome without its output (stdout is the job's object).
+impl From<&RunResult> for wolf_core::JobResult {
+    fn from(r: &RunResult) -> Self {
+        wolf_core::JobResult {
+            verdict: r.verdict,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            cpu_time_ms: r.cpu_time_ms,
+            wall_time_ms: r.wall_time_ms,
+            memory_kb: r.memory_kb,
+            stderr: r.stderr.clone(),
+            compile_output: r.compile_output.clone(),
+            truncated: r.truncated,
+            error: r.error.clone(),
+        }
     }
 }

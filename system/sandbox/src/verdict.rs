@@ -1,30 +1,9 @@
 //! Verdicts, decided from what the kernel reported about a step, never from guessing.
 
-use serde::{Deserialize, Serialize};
-
 use crate::limits::Limits;
 use crate::protocol::StepFacts;
 
-/// The outcome of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Verdict {
-    /// Ran to exit 0 (and matched the expected output, when one was given).
-    Accepted,
-    /// Exit 0 but the output differs from the expected output (trailing whitespace ignored).
-    WrongAnswer,
-    /// The compile step failed (including its own time or memory limit).
-    CompileError,
-    /// Non-zero exit or killed by a signal.
-    RuntimeError,
-    /// CPU or wall-clock limit.
-    TimeLimitExceeded,
-    /// The cgroup's OOM killer fired (or the runtime reported running out of memory).
-    MemoryLimitExceeded,
-    /// stdout or stderr (or a written file) went past its cap.
-    OutputLimitExceeded,
-    /// The sandbox could not run the job; not the program's fault.
-    InternalError,
-}
+pub use wolf_core::verdict::Verdict;
 
 /// Inputs to the run step's verdict beyond the kernel facts.
 #[derive(Debug, Clone, Copy)]

@@ -160,3 +160,26 @@ mod tests {
         assert_eq!(l.memory_mb, 64);
     }
 }
+
+/// Operator caps: no request goes past these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Caps {
+    /// Compile step caps.
+    pub compile: Limits,
+    /// Run step caps.
+    pub run: Limits,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        let l = Limits {
+            cpu_time_ms: 60_000,
+            wall_time_ms: 120_000,
+            memory_mb: 4096,
+            pids: 512,
+            output_bytes: 64 << 20,
+        };
+        Self { compile: l, run: l }
+    }
+}
