@@ -27,6 +27,12 @@ pub enum ApiError {
     Overloaded,
     /// 503: queue full, shutting down, or a dependency is down.
     Unavailable(String),
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed(String),
+    /// 408: the request body did not arrive in time.
+    Timeout(String),
+    /// 500: a bug (a handler panicked); logged, never with internals in the message.
+    Internal,
 }
 
 /// The JSON body of every error.
@@ -57,6 +63,9 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -71,19 +80,25 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid_field",
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Timeout(_) => "request_timeout",
+            ApiError::Internal => "internal",
         }
     }
 
     fn message(&self) -> String {
         match self {
             ApiError::Overloaded => "too many requests in flight; retry after the Retry-After delay".into(),
+            ApiError::Internal => "an internal error occurred; it was logged".into(),
             ApiError::Malformed(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::TooLarge(m)
             | ApiError::MediaType(m)
             | ApiError::Invalid(m)
-            | ApiError::Unavailable(m) => m.clone(),
+            | ApiError::Unavailable(m)
+            | ApiError::MethodNotAllowed(m)
+            | ApiError::Timeout(m) => m.clone(),
         }
     }
 }

@@ -11,10 +11,14 @@
 //! - [`AppState`], [`app`]: dependencies and the router.
 //! - [`routes`]: the handlers.
 //! - [`error`]: [`ApiError`], the one error type at the edge.
+//! - [`extract`]: ids and query values checked before use, with JSON rejections.
+//! - [`serve`]: the HTTP server loop (header-read timeout, graceful shutdown).
 
 pub mod error;
+pub mod extract;
 pub mod persist;
 pub mod routes;
+pub mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -52,6 +56,13 @@ pub struct ApiConfig {
     /// Distributed mode: answer once the queue holds the job, then write the record and the
     /// code object in the background with retries (embedded: both before the answer).
     pub background_persistence: bool,
+    /// A request body must arrive within this (408 after it): an idle client cannot hold an
+    /// in-flight permit.
+    pub body_timeout: Duration,
+    /// Long polls (`wait=true`) held at once; they do not count against `max_inflight`.
+    pub max_waits: usize,
+    /// Extra files per submission.
+    pub max_files: usize,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +76,9 @@ impl Default for ApiConfig {
             wait_max: Duration::from_secs(300),
             caps: Caps::default(),
             background_persistence: false,
+            body_timeout: Duration::from_secs(10),
+            max_waits: 4096,
+            max_files: 1000,
         }
     }
 }
@@ -88,6 +102,8 @@ pub struct AppState {
     pub prometheus: Option<PrometheusHandle>,
     /// In-flight permits.
     pub inflight: Arc<Semaphore>,
+    /// Long-poll permits.
+    pub waits: Arc<Semaphore>,
     /// Set once workers are warm; cleared at shutdown.
     pub ready: Arc<AtomicBool>,
     /// Jobs accepted here whose record is not in the metadata store yet.
@@ -108,7 +124,9 @@ impl AppState {
         ready: Arc<AtomicBool>,
     ) -> Self {
         let inflight = Arc::new(Semaphore::new(cfg.max_inflight));
+        let waits = Arc::new(Semaphore::new(cfg.max_waits));
         Self {
+            waits,
             meta,
             objects,
             queue,
@@ -134,15 +152,49 @@ impl AppState {
     }
 }
 
-/// Refuse at once (429) when too many requests are in flight, instead of queueing them.
+/// Refuse at once (429) when too many requests are in flight, instead of queueing them; refuse
+/// a declared body past the limit (413) before reading any of it. A long poll (`wait=true`)
+/// takes a permit of its own bounded pool instead: waiting clients never lock out the rest.
 async fn shed(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    match st.inflight.clone().try_acquire_owned() {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > st.cfg.max_body_bytes as u64
+    {
+        return ApiError::TooLarge(format!(
+            "the request body ({n} bytes) exceeds {} bytes",
+            st.cfg.max_body_bytes
+        ))
+        .into_response();
+    }
+    let long_poll = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "wait=true" || kv == "wait=1"));
+    let pool = if long_poll { &st.waits } else { &st.inflight };
+    match pool.clone().try_acquire_owned() {
         Ok(_permit) => next.run(req).await,
         Err(_) => {
-            metrics::counter!("wolf_refusals_total", "layer" => "ingress").increment(1);
+            let layer = if long_poll { "waits" } else { "ingress" };
+            metrics::counter!("wolf_refusals_total", "layer" => layer).increment(1);
             ApiError::Overloaded.into_response()
         }
     }
+}
+
+/// A handler panicked: a JSON 500, logged; the connection and the process live on.
+fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = %what, "a request handler panicked");
+    metrics::counter!("wolf_handler_panics_total").increment(1);
+    ApiError::Internal.into_response()
 }
 
 /// The router.
@@ -164,5 +216,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -18,6 +18,7 @@ use wolf_store::{Admission, Idempotency, Page};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::{JobId, Q, wait_timeout};
 
 /// The OpenAPI document, generated from the handlers and types.
 #[derive(OpenApi)]
@@ -28,14 +29,24 @@ use crate::error::{ApiError, ErrorBody};
 )]
 pub struct ApiDoc;
 
-/// `POST /job` query.
+/// `POST /job` and `GET /job/{id}` query.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SubmitQuery {
     /// Answer once the job has finished (200 with the final record).
     #[serde(default)]
     pub wait: bool,
-    /// Seconds to wait at most (default 30, at most 300).
+    /// Seconds to wait at most (default 30; larger values wait 300).
+    #[param(minimum = 0)]
     pub timeout: Option<f64>,
+}
+
+/// The `{id}` path parameter.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdPath {
+    /// The job's id (a UUID, as `POST /job` answered it).
+    #[param(format = Uuid)]
+    pub id: String,
 }
 
 fn json_error(e: serde_json::Error) -> ApiError {
@@ -47,9 +58,15 @@ fn json_error(e: serde_json::Error) -> ApiError {
 }
 
 async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::TooLarge(format!("the request body exceeds {limit} bytes")))
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+        // axum reports the limit as "length limit exceeded"; anything else is the client's
+        // connection failing mid-body.
+        if e.to_string().contains("length limit") {
+            ApiError::TooLarge(format!("the request body exceeds {limit} bytes"))
+        } else {
+            ApiError::Malformed(format!("the request body could not be read: {e}"))
+        }
+    })
 }
 
 /// Parse a JSON or multipart submission; returns it with the bytes its idempotency hash covers.
@@ -142,13 +159,52 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
     }
     let req = sub.limits.unwrap_or_default().into();
     Limits::resolve(&lang.run_limits, &st.cfg.caps.run, &req).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if sub.files.len() > st.cfg.max_files {
+        return Err(ApiError::Invalid(format!(
+            "{} files; at most {} are allowed",
+            sub.files.len(),
+            st.cfg.max_files
+        )));
+    }
+    // One pass with a set: linear in the number of files, however many there are.
+    let mut names = std::collections::HashSet::with_capacity(sub.files.len() + 1);
+    names.insert(lang.spec.source.as_str());
     for f in &sub.files {
-        if !wolf_core::names::valid_file_name(&f.name) || f.name == lang.spec.source {
+        if !wolf_core::names::valid_file_name(&f.name) {
             return Err(ApiError::Invalid(format!("invalid file name {:?}", f.name)));
         }
+        if !names.insert(f.name.as_str()) {
+            return Err(ApiError::Invalid(format!(
+                "file name {:?} is used twice (or is the source file's name)",
+                f.name
+            )));
+        }
     }
-    if sub.args.iter().any(|a| a.contains('\0')) {
+    check_args(&sub.args)
+}
+
+/// The kernel refuses a single argument of `MAX_ARG_STRLEN` (32 pages) or more, NUL included.
+pub const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
+/// All arguments together, bytes: exec takes up to a quarter of the stack limit, so 1 MiB fits
+/// whenever the run step's stack limit (its memory limit, up to 64 MiB) is 4 MiB or more.
+pub const MAX_ARGS_TOTAL: usize = 1 << 20;
+
+/// Arguments the kernel will take: no NUL, none too long, not too many bytes in all.
+fn check_args(args: &[String]) -> Result<(), ApiError> {
+    if args.iter().any(|a| a.contains('\0')) {
         return Err(ApiError::Invalid("args may not contain NUL".into()));
+    }
+    if let Some((i, a)) = args.iter().enumerate().find(|(_, a)| a.len() > MAX_ARG_BYTES) {
+        return Err(ApiError::Invalid(format!(
+            "args[{i}] is {} bytes; one argument may have at most {MAX_ARG_BYTES}",
+            a.len()
+        )));
+    }
+    let total: usize = args.iter().map(|a| a.len() + 1).sum();
+    if total > MAX_ARGS_TOTAL {
+        return Err(ApiError::Invalid(format!(
+            "args take {total} bytes; at most {MAX_ARGS_TOTAL} are allowed in all"
+        )));
     }
     Ok(())
 }
@@ -165,15 +221,25 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
 #[tracing::instrument(name = "api.submit", skip_all, fields(job_id = tracing::field::Empty, trace_id = tracing::field::Empty))]
 pub async fn submit(
     State(st): State<AppState>,
-    Query(q): Query<SubmitQuery>,
+    Q(q): Q<SubmitQuery>,
     headers: HeaderMap,
     req: Request,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    // Checked before admission: a bad timeout must not leave an accepted job the client never
+    // heard of.
+    let timeout = wait_timeout(q.timeout, st.cfg.wait_default, st.cfg.wait_max)?;
     if !st.ready.load(Ordering::Relaxed) {
         return Err(ApiError::Unavailable("Wolf is starting or shutting down".into()));
     }
-    let (sub, hashed) = parse_submission(&st, &headers, req).await?;
+    let (sub, hashed) = tokio::time::timeout(st.cfg.body_timeout, parse_submission(&st, &headers, req))
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(format!(
+                "the request body did not arrive within {} s",
+                st.cfg.body_timeout.as_secs()
+            ))
+        })??;
     validate(&st, &sub)?;
     let idem = match headers.get("idempotency-key") {
         Some(v) => {
@@ -224,10 +290,6 @@ pub async fn submit(
     if !q.wait {
         return Ok((StatusCode::OK, Json(record)).into_response());
     }
-    let timeout = q
-        .timeout
-        .map(|s| Duration::from_secs_f64(s.clamp(0.0, st.cfg.wait_max.as_secs_f64())))
-        .unwrap_or(st.cfg.wait_default);
     let rec = wait_final(&st, &record.id, timeout).await?;
     let status = if rec.status.is_final() {
         StatusCode::OK
@@ -277,18 +339,16 @@ async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRec
 
 /// A job record; with `wait=true`, answered once the job is final or `timeout` passed (a long
 /// poll: one request follows a job to its result).
-#[utoipa::path(get, path = "/job/{id}", params(SubmitQuery),
-    responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/job/{id}", params(IdPath, SubmitQuery),
+    responses((status = 200, body = JobRecord), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get_job(
     State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<SubmitQuery>,
+    JobId(id): JobId,
+    Q(q): Q<SubmitQuery>,
 ) -> Result<Json<JobRecord>, ApiError> {
+    let timeout = wait_timeout(q.timeout, st.cfg.wait_default, st.cfg.wait_max)?;
     if q.wait {
-        let timeout = q
-            .timeout
-            .map(|s| Duration::from_secs_f64(s.clamp(0.0, st.cfg.wait_max.as_secs_f64())))
-            .unwrap_or(st.cfg.wait_default);
         return wait_final(&st, &id, timeout).await.map(Json);
     }
     lookup(&st, &id)
@@ -299,11 +359,12 @@ pub async fn get_job(
 
 /// The job's stages as a waterfall: start and duration of each stage and attempt, the worker,
 /// the trace id.
-#[utoipa::path(get, path = "/job/{id}/timeline",
-    responses((status = 200, body = wolf_core::timeline::Timeline), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/job/{id}/timeline", params(IdPath),
+    responses((status = 200, body = wolf_core::timeline::Timeline), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn timeline(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
 ) -> Result<Json<wolf_core::timeline::Timeline>, ApiError> {
     lookup(&st, &id)
         .await?
@@ -324,9 +385,10 @@ async fn lookup(st: &AppState, id: &str) -> Result<Option<JobRecord>, ApiError> 
 }
 
 /// The program's stdout (409 while the job has not finished).
-#[utoipa::path(get, path = "/job/{id}/output", responses((status = 200, content_type = "text/plain", body = String),
-    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn output(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/job/{id}/output", params(IdPath), responses((status = 200, content_type = "text/plain", body = String),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
+pub async fn output(State(st): State<AppState>, JobId(id): JobId) -> Result<Response, ApiError> {
     let rec = st
         .meta
         .get(&id)
@@ -357,8 +419,9 @@ pub async fn output(State(st): State<AppState>, Path(id): Path<String>) -> Resul
 }
 
 /// The submitted source.
-#[utoipa::path(get, path = "/job/{id}/code", responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
-pub async fn code(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/job/{id}/code", params(IdPath), responses((status = 200, content_type = "text/plain", body = String),
+    (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn code(State(st): State<AppState>, JobId(id): JobId) -> Result<Response, ApiError> {
     let data = st.objects.get(&code_key(&id)).await?;
     match (data, st.meta.get(&id).await?) {
         (Some(d), Some(_)) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], d).into_response()),
@@ -372,6 +435,7 @@ pub struct ListQuery {
     /// A number skips that many; a job id (the previous page's `nextOffset`) continues after it.
     pub offset: Option<String>,
     /// Page size, 1..=100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u64>,
 }
 
@@ -386,8 +450,9 @@ pub struct JobPage {
 }
 
 /// Jobs, newest first, with cursor paging.
-#[utoipa::path(get, path = "/job", params(ListQuery), responses((status = 200, body = JobPage), (status = 422, body = ErrorBody)))]
-pub async fn list(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<JobPage>, ApiError> {
+#[utoipa::path(get, path = "/job", params(ListQuery), responses((status = 200, body = JobPage), (status = 400, body = ErrorBody),
+    (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn list(State(st): State<AppState>, Q(q): Q<ListQuery>) -> Result<Json<JobPage>, ApiError> {
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::Invalid("limit must be between 1 and 100".into()));
@@ -483,4 +548,9 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 /// Unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
+}
+
+/// Known routes, other methods.
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(format!("method {method} is not allowed on this route"))
 }

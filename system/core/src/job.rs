@@ -93,7 +93,8 @@ impl From<LimitsInput> for LimitRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Submission {
-    /// Source code.
+    /// Source code (not empty, not only whitespace).
+    #[schema(min_length = 1, pattern = "\\S")]
     pub code: String,
     /// Engine name (`c`, `c++`, `python`, `javascript`, `java`, `rust`, `bash`, ...).
     pub execution_engine: String,

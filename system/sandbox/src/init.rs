@@ -590,7 +590,14 @@ fn run_step_inner(
     let mut out = Capture::new(out, step.output_bytes);
     let mut err = Capture::new(err, step.output_bytes);
     let mut stdin_left: &[u8] = stdin.unwrap_or_default();
-    let mut in_w = if stdin_left.is_empty() { None } else { Some(in_w) };
+    // No stdin (or an empty one) is an empty, closed stdin: the program reads EOF at once
+    // instead of blocking until its wall limit.
+    let mut in_w = if stdin_left.is_empty() {
+        drop(in_w);
+        None
+    } else {
+        Some(in_w)
+    };
     if let Some(w) = &in_w {
         set_nonblocking(w);
     }

@@ -126,8 +126,11 @@ impl Plan {
             contents: req.code.clone(),
             mode: 0o644,
         }];
+        // A set, not a scan per file: linear however many files a request carries.
+        let mut seen = std::collections::HashSet::with_capacity(req.files.len() + 1);
+        seen.insert(lang.spec.source.clone());
         for (name, contents) in &req.files {
-            if !crate::protocol::valid_file_name(name) || files.iter().any(|f| f.name == *name) {
+            if !crate::protocol::valid_file_name(name) || !seen.insert(name.clone()) {
                 return Err(RequestError::FileName(name.clone()));
             }
             files.push(JobFile {

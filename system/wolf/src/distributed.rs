@@ -137,12 +137,11 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listen on {}", args.listen))?;
         eprintln!("wolf: listening on http://{} (api)", listener.local_addr()?);
-        axum::serve(listener, wolf_api::app(state))
-            .with_graceful_shutdown(async move {
-                crate::serve::shutdown_signal().await;
-                ready.store(false, Ordering::Relaxed);
-            })
-            .await?;
+        let stop = async move {
+            crate::serve::shutdown_signal().await;
+            ready.store(false, Ordering::Relaxed);
+        };
+        wolf_api::serve::serve(listener, wolf_api::app(state), stop, Duration::from_secs(30)).await;
         // Background writes of accepted jobs get a moment to finish; the queue holds the jobs
         // regardless.
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -197,14 +197,13 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(%addr, "listening");
     let app = wolf_api::app(state);
     let ready_on_stop = ready.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Stop intake; requests in flight finish.
-            ready_on_stop.store(false, Ordering::Relaxed);
-            eprintln!("wolf: shutting down: intake stopped, finishing running jobs");
-        })
-        .await?;
+    let stop = async move {
+        shutdown_signal().await;
+        // Stop intake; requests in flight finish.
+        ready_on_stop.store(false, Ordering::Relaxed);
+        eprintln!("wolf: shutting down: intake stopped, finishing running jobs");
+    };
+    wolf_api::serve::serve(listener, app, stop, Duration::from_secs(30)).await;
     // Running jobs finish and are persisted; queued ones stay queued for the next start.
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(120), manager_task).await;

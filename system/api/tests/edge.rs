@@ -1,0 +1,339 @@
+//! The HTTP edge through `app(state).oneshot(request)`, on the embedded store in a temporary
+//! directory, without root and without a worker: hostile requests get the JSON error shape
+//! with the right status, never a panic, never an accepted job the client cannot learn of.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use wolf_api::{ApiConfig, AppState};
+use wolf_core::Registry;
+use wolf_store::{Events, LocalObjects, SqliteStore};
+
+struct Edge {
+    app: Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn edge(cfg: ApiConfig) -> Edge {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("wolf.db")).await.unwrap());
+    let objects = Arc::new(LocalObjects::new(dir.path()));
+    let registry = Registry::builtin(&dir.path().join("cache")).unwrap();
+    let state = AppState::new(
+        store.clone(),
+        objects,
+        store,
+        registry,
+        cfg,
+        Events::default(),
+        None,
+        Arc::new(AtomicBool::new(true)),
+    );
+    Edge {
+        app: wolf_api::app(state),
+        _dir: dir,
+    }
+}
+
+async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+    let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !status.is_success() {
+        assert!(ctype.starts_with("application/json"), "{status}: {ctype:?} {body:?}");
+        assert!(v["error"]["code"].is_string(), "{status}: {v}");
+    }
+    (status, v)
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn post(uri: &str, body: Value) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn jobs(app: &Router) -> usize {
+    let (s, v) = call(app, get("/job?limit=100")).await;
+    assert_eq!(s, StatusCode::OK);
+    v["jobs"].as_array().unwrap().len()
+}
+
+const HELLO: &str = "print('hi')";
+
+#[tokio::test]
+async fn bad_wait_timeouts_are_refused_before_admission() {
+    let e = edge(ApiConfig::default()).await;
+    for t in ["NaN", "nan", "inf", "-inf", "-1", "1e999", "abc"] {
+        let (s, v) = call(
+            &e.app,
+            post(
+                &format!("/job?wait=true&timeout={t}"),
+                json!({"code": HELLO, "executionEngine": "bash"}),
+            ),
+        )
+        .await;
+        // 1e999 parses as infinity; "abc" is not a number at all.
+        let want = if t == "abc" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        assert_eq!(s, want, "timeout={t}: {v}");
+    }
+    assert_eq!(jobs(&e.app).await, 0, "a refused request admitted a job");
+    // The same on the long poll of a record.
+    let (s, _) = call(
+        &e.app,
+        get("/job/0190c0a0-0000-7000-8000-000000000000?wait=true&timeout=NaN"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn bad_ids_are_not_found_without_touching_the_store() {
+    let e = edge(ApiConfig::default()).await;
+    let long300 = "a".repeat(300);
+    let long5000 = "b".repeat(5000);
+    for id in [
+        "%00",
+        "%FF%FE",
+        "..%2F..%2Fetc",
+        long300.as_str(),
+        long5000.as_str(),
+        "not-a-uuid",
+    ] {
+        for suffix in ["", "/code", "/output", "/timeline"] {
+            let (s, v) = call(&e.app, get(&format!("/job/{id}{suffix}"))).await;
+            assert_eq!(
+                s,
+                StatusCode::NOT_FOUND,
+                "/job/{}{suffix}: {v}",
+                &id[..id.len().min(20)]
+            );
+            assert!(
+                v["error"]["message"].as_str().unwrap().len() < 200,
+                "the id is echoed whole"
+            );
+        }
+    }
+    // A well-formed id of no job.
+    let (s, _) = call(&e.app, get("/job/0190c0a0-0000-7000-8000-000000000000/code")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn wrong_methods_and_malformed_queries_answer_json() {
+    let e = edge(ApiConfig::default()).await;
+    for (m, uri) in [
+        ("DELETE", "/job"),
+        ("PUT", "/job/0190c0a0-0000-7000-8000-000000000000"),
+        ("POST", "/languages"),
+    ] {
+        let (s, _) = call(
+            &e.app,
+            Request::builder().method(m).uri(uri).body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m} {uri}");
+    }
+    for q in ["limit=abc", "limit=-1", "limit=99999999999999999999999"] {
+        let (s, _) = call(&e.app, get(&format!("/job?{q}"))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}");
+    }
+    let (s, _) = call(&e.app, get("/job/0190c0a0-0000-7000-8000-000000000000?wait=maybe")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    for q in ["limit=0", "limit=101"] {
+        let (s, _) = call(&e.app, get(&format!("/job?{q}"))).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{q}");
+    }
+}
+
+#[tokio::test]
+async fn a_huge_declared_body_is_refused_before_it_is_read() {
+    let e = edge(ApiConfig::default()).await;
+    // The body never arrives: only the declared length can be judged.
+    let (_tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let req = Request::post("/job")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, "1000000000000")
+        .body(Body::from_stream(rx))
+        .unwrap();
+    let (s, _) = tokio::time::timeout(Duration::from_secs(5), call(&e.app, req))
+        .await
+        .expect("answered at once");
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_times_out_and_frees_its_permit() {
+    let e = edge(ApiConfig {
+        body_timeout: Duration::from_millis(300),
+        max_inflight: 1,
+        ..Default::default()
+    })
+    .await;
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    use futures::SinkExt;
+    tx.send(Ok(b"{".to_vec())).await.unwrap();
+    let req = Request::post("/job")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(rx))
+        .unwrap();
+    let (s, _) = tokio::time::timeout(Duration::from_secs(5), call(&e.app, req))
+        .await
+        .expect("the stalled body was given up on");
+    assert_eq!(s, StatusCode::REQUEST_TIMEOUT);
+    drop(tx);
+    // The one in-flight permit is free again.
+    let (s, _) = call(&e.app, get("/job")).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn long_polls_do_not_take_the_in_flight_permits() {
+    let e = edge(ApiConfig {
+        max_inflight: 4,
+        max_waits: 16,
+        ..Default::default()
+    })
+    .await;
+    let (s, v) = call(&e.app, post("/job", json!({"code": HELLO, "executionEngine": "bash"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    // No worker runs here: each poll waits its whole timeout.
+    let polls: Vec<_> = (0..12)
+        .map(|_| {
+            let app = e.app.clone();
+            let uri = format!("/job/{id}?wait=true&timeout=3");
+            tokio::spawn(async move { call(&app, get(&uri)).await.0 })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..8 {
+        let (s, _) = call(&e.app, get(&format!("/job/{id}"))).await;
+        assert_eq!(s, StatusCode::OK, "a plain request was locked out by long polls");
+    }
+    // Past the long-poll pool: refused at once, not queued.
+    let more: Vec<_> = (0..8)
+        .map(|_| {
+            let app = e.app.clone();
+            let uri = format!("/job/{id}?wait=true&timeout=3");
+            tokio::spawn(async move { call(&app, get(&uri)).await.0 })
+        })
+        .collect();
+    let mut refused = 0;
+    for h in more {
+        if h.await.unwrap() == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 4, "the long-poll pool is not bounded ({refused} refused)");
+    for h in polls {
+        assert_eq!(h.await.unwrap(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn files_and_arguments_are_checked_in_linear_time_at_submission() {
+    let e = edge(ApiConfig::default()).await;
+    let dup = json!({"code": HELLO, "executionEngine": "bash",
+        "files": [{"name": "a.txt", "content": ""}, {"name": "a.txt", "content": "x"}]});
+    let (s, v) = call(&e.app, post("/job", dup)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    // The source file's own name is taken.
+    let clash = json!({"code": HELLO, "executionEngine": "bash", "files": [{"name": "main.sh", "content": ""}]});
+    assert_eq!(
+        call(&e.app, post("/job", clash)).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let many: Vec<Value> = (0..150_000)
+        .map(|i| json!({"name": format!("f{i}"), "content": ""}))
+        .collect();
+    let started = Instant::now();
+    let (s, _) = call(
+        &e.app,
+        post("/job", json!({"code": HELLO, "executionEngine": "bash", "files": many})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    eprintln!("150000 files refused in {:?}", started.elapsed());
+    let long = "x".repeat(200 * 1024);
+    let (s, v) = call(
+        &e.app,
+        post(
+            "/job",
+            json!({"code": HELLO, "executionEngine": "bash", "args": [long]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let many_args: Vec<String> = (0..20).map(|_| "y".repeat(100 * 1024)).collect();
+    let (s, _) = call(
+        &e.app,
+        post(
+            "/job",
+            json!({"code": HELLO, "executionEngine": "bash", "args": many_args}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(jobs(&e.app).await, 0);
+    // Within the limits: accepted.
+    let ok = json!({"code": HELLO, "executionEngine": "bash", "args": ["x".repeat(100 * 1024)],
+        "files": [{"name": "a.txt", "content": ""}, {"name": "b.txt", "content": ""}]});
+    assert_eq!(call(&e.app, post("/job", ok)).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_every_path_parameter() {
+    let e = edge(ApiConfig::default()).await;
+    let (s, doc) = call(&e.app, get("/openapi.json")).await;
+    assert_eq!(s, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, ops) in paths {
+        let wanted: Vec<&str> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        for (method, op) in ops.as_object().unwrap() {
+            for name in &wanted {
+                let declared = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["name"] == *name && p["in"] == "path" && p["required"] == true);
+                assert!(declared, "{method} {path} does not declare {{{name}}}");
+            }
+        }
+    }
+    let limit = doc["paths"]["/job"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()
+        .clone();
+    assert_eq!(limit["schema"]["maximum"], 100, "{limit}");
+    assert_eq!(
+        doc["components"]["schemas"]["Submission"]["properties"]["code"]["minLength"],
+        1
+    );
+}
