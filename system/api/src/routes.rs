@@ -372,15 +372,34 @@ pub async fn timeline(
         .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
 }
 
-/// Read your writes: a job this API accepted is found even before (or while) the metadata
-/// store has it. The local copy is read first: if it is gone by then, its record was already
-/// committed, so the store's answer that follows includes it.
+/// Read your writes, on every API: a job is found at once after any API accepted it, and
+/// while the metadata store is down.
+///
+/// Order: the metadata store; else this API's own copy of a job it accepted; else the queue,
+/// which holds the job as queued until a manager acks it (JetStream: by the job's subject);
+/// else the metadata store once more. A manager stores the final record before it acks, so a
+/// job that left the queue between the first read and the queue's answer is in the store by
+/// the second read.
 async fn lookup(st: &AppState, id: &str) -> Result<Option<JobRecord>, ApiError> {
+    Ok(lookup_queued(st, id).await?.map(|(r, _)| r))
+}
+
+/// [`lookup`], with the submission when it came from the queue.
+async fn lookup_queued(st: &AppState, id: &str) -> Result<Option<(JobRecord, Option<Submission>)>, ApiError> {
     let local = st.recent(id);
-    match st.meta.get(id).await {
-        Ok(Some(r)) => Ok(Some(r)),
-        Ok(None) => Ok(local),
-        Err(e) => local.map(Some).ok_or_else(|| e.into()),
+    let stored = match st.meta.get(id).await {
+        Ok(Some(r)) => return Ok(Some((r, None))),
+        Ok(None) => None,
+        Err(e) => Some(e),
+    };
+    if let Some(r) = local {
+        return Ok(Some((r, None)));
+    }
+    match (st.queue.peek(id).await, stored) {
+        (Ok(Some((r, sub))), _) => Ok(Some((r, Some(sub)))),
+        (Ok(None), None) => Ok(st.meta.get(id).await?.map(|r| (r, None))),
+        (Ok(None), Some(e)) | (Err(_), Some(e)) => Err(e.into()),
+        (Err(e), None) => Err(e.into()),
     }
 }
 
@@ -389,9 +408,7 @@ async fn lookup(st: &AppState, id: &str) -> Result<Option<JobRecord>, ApiError> 
     (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody),
     (status = 503, body = ErrorBody)))]
 pub async fn output(State(st): State<AppState>, JobId(id): JobId) -> Result<Response, ApiError> {
-    let rec = st
-        .meta
-        .get(&id)
+    let rec = lookup(&st, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
     if !rec.status.is_final() {
@@ -422,10 +439,23 @@ pub async fn output(State(st): State<AppState>, JobId(id): JobId) -> Result<Resp
 #[utoipa::path(get, path = "/job/{id}/code", params(IdPath), responses((status = 200, content_type = "text/plain", body = String),
     (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn code(State(st): State<AppState>, JobId(id): JobId) -> Result<Response, ApiError> {
-    let data = st.objects.get(&code_key(&id)).await?;
-    match (data, st.meta.get(&id).await?) {
-        (Some(d), Some(_)) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], d).into_response()),
-        _ => Err(ApiError::NotFound(format!("job {id} not found"))),
+    let text = |d: Vec<u8>| ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], d).into_response();
+    let found = lookup_queued(&st, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    if let (_, Some(sub)) = found {
+        return Ok(text(sub.code.into_bytes()));
+    }
+    match st.objects.get(&code_key(&id)).await? {
+        Some(d) => Ok(text(d)),
+        // Known, code not stored yet: the accepting API writes it in the background; the queue
+        // has it while the job waits.
+        None => match st.queue.peek(&id).await? {
+            Some((_, sub)) => Ok(text(sub.code.into_bytes())),
+            None => Err(ApiError::Unavailable(format!(
+                "the code of job {id} is not stored yet; retry"
+            ))),
+        },
     }
 }
 
@@ -519,12 +549,17 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: the store answers and workers are warm.
+/// Readiness: the store answers, intake is open, and (embedded) sandboxes can be prepared.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let depth = st.queue.depth().await?;
     if !st.ready.load(Ordering::Relaxed) {
-        return Err(ApiError::Unavailable("not ready".into()));
+        return Err(ApiError::Unavailable("not ready: starting or shutting down".into()));
+    }
+    if let Some(check) = &st.readiness
+        && let Err(why) = check()
+    {
+        return Err(ApiError::Unavailable(format!("not ready: {why}")));
     }
     Ok(Json(serde_json::json!({"status": "ready", "queueDepth": depth})))
 }

@@ -71,6 +71,32 @@ pub struct PoolGauges {
     pub warming: AtomicUsize,
     /// Jobs currently leased and not yet acked (tests read it).
     pub inflight: AtomicI64,
+    /// Workers whose last sandbox preparation failed.
+    pub failing: AtomicUsize,
+    /// Workers in the pool (set by [`Manager::run`]).
+    pub workers: AtomicUsize,
+    /// The last preparation failure, for `/readyz`.
+    pub last_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl PoolGauges {
+    /// `Err(why)` while no worker can prepare a sandbox: the pool cannot run a job.
+    pub fn readiness(&self) -> Result<(), String> {
+        let workers = self.workers.load(Ordering::Relaxed);
+        let failing = self.failing.load(Ordering::Relaxed);
+        if workers > 0 && failing >= workers {
+            let why = self
+                .last_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            return Err(format!(
+                "no sandbox can be prepared ({failing} of {workers} workers failing): {why}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The manager.
@@ -86,6 +112,32 @@ pub struct Manager {
     pub gauges: Arc<PoolGauges>,
     /// `<host>/<pid>`: names this process's workers in job records.
     node: String,
+}
+
+/// One worker counted in a gauge for as long as this lives: a worker task that panics
+/// unwinds through it, so the gauges stay true.
+struct Held<'a>(&'a AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A leased job counted in `inflight` while this lives.
+struct Leased<'a>(&'a AtomicI64);
+
+impl Drop for Leased<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -156,10 +208,11 @@ impl Manager {
             })
         };
         let mut handles = Vec::new();
+        self.gauges.workers.store(self.cfg.workers.max(1), Ordering::Relaxed);
         for i in 0..self.cfg.workers.max(1) {
             let me = self.clone();
             let sd = shutdown.clone();
-            handles.push(tokio::spawn(async move { me.worker(i, sd).await }));
+            handles.push(tokio::spawn(async move { me.supervise(i, sd).await }));
         }
         for h in handles {
             let _ = h.await;
@@ -169,32 +222,83 @@ impl Manager {
 
     fn set_gauges(&self) {
         let g = &self.gauges;
+        metrics::counter!("wolf_sandbox_template_restarts_total").absolute(self.sandboxes.template_restarts());
         metrics::gauge!("wolf_workers", "state" => "idle").set(g.idle.load(Ordering::Relaxed) as f64);
         metrics::gauge!("wolf_workers", "state" => "busy").set(g.busy.load(Ordering::Relaxed) as f64);
         metrics::gauge!("wolf_workers", "state" => "warming").set(g.warming.load(Ordering::Relaxed) as f64);
     }
 
-    async fn prepare(&self) -> Option<(Prepared, f64)> {
-        self.gauges.warming.fetch_add(1, Ordering::Relaxed);
-        self.set_gauges();
-        let sb = self.sandboxes.clone();
-        let started = Instant::now();
-        let r = tokio::task::spawn_blocking(move || sb.prepare()).await;
-        self.gauges.warming.fetch_sub(1, Ordering::Relaxed);
-        match r {
-            Ok(Ok(p)) => {
-                let creation = ms(started.elapsed());
-                stage("worker_creation", creation);
-                Some((p, creation))
+    /// Keep worker `i` alive: a worker task that panicked is started again (counted and
+    /// logged), so the pool never shrinks. A job it held is redelivered by its lease.
+    async fn supervise(self: Arc<Self>, i: usize, shutdown: watch::Receiver<bool>) {
+        loop {
+            let me = self.clone();
+            let sd = shutdown.clone();
+            match tokio::spawn(async move { me.worker(i, sd).await }).await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() => {
+                    metrics::counter!("wolf_worker_restarts_total", "cause" => "panic").increment(1);
+                    tracing::error!(worker = i, "a worker task panicked; starting it again");
+                    self.set_gauges();
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => return,
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "could not prepare a sandbox");
-                None
+        }
+    }
+
+    /// One sandbox for worker `i`, retried with backoff until one is ready (or shutdown). A
+    /// cause is logged once when it starts and once when it ends, however long it lasts.
+    async fn prepare(&self, i: usize, shutdown: &mut watch::Receiver<bool>) -> Option<(Prepared, f64)> {
+        let mut delay = Duration::from_millis(50);
+        let mut failing: Option<String> = None;
+        loop {
+            let warming = Held::new(&self.gauges.warming);
+            self.set_gauges();
+            let sb = self.sandboxes.clone();
+            let started = Instant::now();
+            let r = tokio::task::spawn_blocking(move || sb.prepare()).await;
+            drop(warming);
+            let cause = match r {
+                Ok(Ok(p)) => {
+                    let creation = ms(started.elapsed());
+                    stage("worker_creation", creation);
+                    if let Some(c) = failing {
+                        self.gauges.failing.fetch_sub(1, Ordering::Relaxed);
+                        tracing::info!(worker = i, cause = %c, "sandboxes can be prepared again");
+                    }
+                    return Some((p, creation));
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("sandbox preparation panicked: {e}"),
+            };
+            metrics::counter!("wolf_sandbox_prepare_failures_total").increment(1);
+            *self.gauges.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause.clone());
+            match &failing {
+                None => {
+                    self.gauges.failing.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(worker = i, cause = %cause, "could not prepare a sandbox; retrying with backoff");
+                }
+                Some(c) if *c != cause => {
+                    tracing::error!(worker = i, cause = %cause, "could not prepare a sandbox (another cause)")
+                }
+                Some(_) => tracing::debug!(worker = i, cause = %cause, "could not prepare a sandbox"),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "sandbox preparation panicked");
-                None
+            failing = Some(cause);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => {}
             }
+            if *shutdown.borrow() {
+                if failing.is_some() {
+                    self.gauges.failing.fetch_sub(1, Ordering::Relaxed);
+                }
+                return None;
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -205,13 +309,12 @@ impl Manager {
         let mut warm: Option<(Prepared, f64)> = None;
         while !*shutdown.borrow() {
             if warm.is_none() {
-                warm = self.prepare().await;
+                warm = self.prepare(i, &mut shutdown).await;
                 if warm.is_none() {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             }
-            self.gauges.idle.fetch_add(1, Ordering::Relaxed);
+            let idle = Held::new(&self.gauges.idle);
             self.set_gauges();
             let delivery = loop {
                 match self.queue.lease(self.cfg.lease).await {
@@ -228,13 +331,30 @@ impl Manager {
                     break None;
                 }
             };
-            self.gauges.idle.fetch_sub(1, Ordering::Relaxed);
+            drop(idle);
             let Some(d) = delivery else { break };
             let leased_at = Instant::now();
-            self.gauges.busy.fetch_add(1, Ordering::Relaxed);
+            let busy = Held::new(&self.gauges.busy);
             self.gauges.inflight.fetch_add(1, Ordering::Relaxed);
+            let leased = Leased(&self.gauges.inflight);
             self.set_gauges();
-            let (sandbox, creation) = warm.take().expect("a warm sandbox");
+            let (mut sandbox, mut creation) = warm.take().expect("a warm sandbox");
+            if !sandbox.is_alive() {
+                // It died while it waited (its template was killed, say): a job must not spend
+                // an attempt on it. Prepare another one now.
+                metrics::counter!("wolf_worker_restarts_total", "cause" => "dead_while_idle").increment(1);
+                tracing::warn!(worker = i, "the warm sandbox had died; preparing another for the job");
+                let dead = sandbox;
+                tokio::task::spawn_blocking(move || drop(dead));
+                match self.prepare(i, &mut shutdown).await {
+                    Some((s, c)) => (sandbox, creation) = (s, c),
+                    None => {
+                        // Shutting down: the job goes back to the queue.
+                        let _ = self.queue.release(&d.job_id, Duration::ZERO).await;
+                        break;
+                    }
+                }
+            }
             // Must finish: the job is leased; its result is persisted before the ack.
             // The job's span continues the trace of the request that admitted it.
             let span = tracing::info_span!(
@@ -246,8 +366,7 @@ impl Manager {
             wolf_telemetry::adopt(&span, d.traceparent.as_deref());
             let unused = self.process(d, sandbox, creation, leased_at, i).instrument(span).await;
             warm = unused.map(|s| (s, creation));
-            self.gauges.busy.fetch_sub(1, Ordering::Relaxed);
-            self.gauges.inflight.fetch_sub(1, Ordering::Relaxed);
+            drop((busy, leased));
             self.set_gauges();
         }
         if let Some((sb, _)) = warm {
@@ -267,6 +386,10 @@ impl Manager {
         let id = d.job_id.clone();
         // The record: from the metadata store, or — when the queue carries it and the store
         // has not seen it yet (its API persists in the background) or is down — from the queue.
+        // Whether this manager must also store the code object: the accepting API writes it
+        // before the record, so a job without a stored record may have no code object either
+        // (that API died right after its answer). Written with the output, retried.
+        let mut store_code = false;
         let (record, sub) = match (self.meta.get(&id).await, d.payload.as_deref()) {
             (Ok(Some(r)), payload) => {
                 let sub = match payload {
@@ -280,6 +403,7 @@ impl Manager {
                 if let Err(e) = self.meta.insert(rec, sub).await {
                     tracing::warn!(job = %id, error = %e, "metadata unavailable; running from the queued copy");
                 }
+                store_code = true;
                 (rec.clone(), Some(sub.clone()))
             }
             (Ok(None), None) => {
@@ -464,7 +588,11 @@ impl Manager {
         // The result is in hand: storage outages are waited out here (with in-progress acks so
         // the queue does not redeliver), never by running the job again.
         let stderr_bytes = out.result.stderr.clone().into_bytes();
+        let code_bytes = store_code.then(|| sub.code.clone().into_bytes());
         self.persist(&id, "output", || async {
+            if let Some(code) = &code_bytes {
+                self.objects.put(&wolf_core::job::code_key(&id), code.clone()).await?;
+            }
             self.objects.put(&output_key(&id), stdout.clone()).await?;
             // stderr is also in the record; the object exists only when there is some.
             if !stderr_bytes.is_empty() {
@@ -551,5 +679,36 @@ impl Manager {
             .increment(1);
         self.events.finished(&id);
         self.queue.announce_done(&id).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_not_ready_only_while_every_worker_fails_to_prepare() {
+        let g = PoolGauges::default();
+        assert!(g.readiness().is_ok(), "no pool yet");
+        g.workers.store(2, Ordering::Relaxed);
+        assert!(g.readiness().is_ok());
+        g.failing.store(1, Ordering::Relaxed);
+        assert!(g.readiness().is_ok(), "one worker can still prepare");
+        g.failing.store(2, Ordering::Relaxed);
+        *g.last_failure.lock().unwrap() = Some("spawn sandbox init: EAGAIN".into());
+        let why = g.readiness().unwrap_err();
+        assert!(why.contains("2 of 2") && why.contains("EAGAIN"), "{why}");
+    }
+
+    #[test]
+    fn a_held_gauge_is_released_when_its_task_panics() {
+        let g = AtomicUsize::new(0);
+        let r = std::panic::catch_unwind(|| {
+            let _held = Held::new(&g);
+            assert_eq!(g.load(Ordering::Relaxed), 1);
+            panic!("worker bug");
+        });
+        assert!(r.is_err());
+        assert_eq!(g.load(Ordering::Relaxed), 0);
     }
 }

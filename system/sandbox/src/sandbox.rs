@@ -150,7 +150,10 @@ pub struct Sandboxes {
     rootfs: RootfsConfig,
     counter: AtomicU64,
     flags: CloneFlags,
-    template: Option<Arc<Template>>,
+    /// The fork server; replaced when it died (see [`Sandboxes::template`]).
+    template: std::sync::Mutex<Option<Arc<Template>>>,
+    /// Template restarts so far.
+    restarts: AtomicU64,
 }
 
 /// A sandbox ready for one job.
@@ -261,7 +264,7 @@ impl Sandboxes {
             match Template::start(&cfg.init_exe) {
                 Ok(t) => Some(Arc::new(t)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "no sandbox template; every sandbox will exec its init");
+                    tracing::warn!(error = %e, "no sandbox template yet; the next preparation starts one");
                     None
                 }
             }
@@ -269,7 +272,8 @@ impl Sandboxes {
             None
         };
         Ok(Self {
-            template,
+            template: std::sync::Mutex::new(template),
+            restarts: AtomicU64::new(0),
             cfg,
             layout,
             rootfs,
@@ -281,6 +285,51 @@ impl Sandboxes {
     /// The cgroup layout in use.
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The template to fork from: the running one, or a new one when it died (killed, OOM,
+    /// crashed). Every sandbox forked by a dead template died with it (parent-death signal);
+    /// the new template serves the next preparations.
+    fn template(&self) -> Result<Option<Arc<Template>>, SandboxError> {
+        if !self.cfg.use_template {
+            return Ok(None);
+        }
+        let mut slot = self.template.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = slot.as_ref()
+            && t.alive()
+        {
+            return Ok(Some(t.clone()));
+        }
+        let t = Arc::new(
+            Template::start(&self.cfg.init_exe).map_err(|source| SandboxError::Spawn {
+                exe: self.cfg.init_exe.clone(),
+                source,
+            })?,
+        );
+        if slot.is_some() {
+            let n = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                restarts = n,
+                pid = t.pid(),
+                "the sandbox template had died; started a new one"
+            );
+        }
+        *slot = Some(t.clone());
+        Ok(Some(t))
+    }
+
+    /// Times the template was found dead and started again.
+    pub fn template_restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// The running template's pid, if there is one (chaos tooling kills it).
+    pub fn template_pid(&self) -> Option<u32> {
+        self.template
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|t| t.pid())
     }
 
     /// Build one sandbox up to the point where it waits for its job.
@@ -300,7 +349,8 @@ impl Sandboxes {
                 }
             })?;
         let init_fd = OwnedFd::from(init_end);
-        let spawned = match &self.template {
+        let template = self.template()?;
+        let spawned = match &template {
             Some(t) => t.spawn(self.flags, &init_fd),
             None => sys::spawn_init(self.flags, &init_fd, &args),
         };
@@ -313,9 +363,9 @@ impl Sandboxes {
             id,
             pid,
             sock: host_end,
-            template: self.template.clone(),
+            template,
             socket: None,
-            token: random_token(),
+            token: random_token()?,
             slots,
             creation: Duration::ZERO,
             setup_inside: Duration::ZERO,
@@ -383,14 +433,15 @@ impl Sandboxes {
     }
 }
 
-/// 128 random bits, hex.
-fn random_token() -> String {
+/// 128 random bits, hex. Without randomness there is no sandbox: a guessable token would let
+/// any local process of the host's uid hand a worker a job.
+fn random_token() -> Result<String, SandboxError> {
     use std::io::Read;
     let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| SandboxError::Setup(format!("no randomness for the worker token: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Pair each step's facts with its output blobs.
@@ -429,6 +480,20 @@ impl Prepared {
     /// The init process's pid (host namespace).
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Whether the init process still waits for its job. It never writes to its channel
+    /// unasked after setup, so a readable or hung-up channel means it is gone (killed, or taken
+    /// down with a dead template).
+    pub fn is_alive(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(_) => true, // EINTR: no news is good news; the job's call would tell anyway
+        }
     }
 
     /// Run one job: files, then steps in order (a failing step ends the job). A sandbox runs

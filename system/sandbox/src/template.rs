@@ -30,7 +30,7 @@ pub const TEMPLATE_ARG: &str = "__wolf-sandbox-template";
 /// The host's handle on its template.
 #[derive(Debug)]
 pub struct Template {
-    child: Child,
+    child: Mutex<Child>,
     sock: Mutex<UnixStream>,
 }
 
@@ -52,9 +52,22 @@ impl Template {
             .spawn()?;
         drop(theirs);
         Ok(Self {
-            child,
+            child: Mutex::new(child),
             sock: Mutex::new(ours),
         })
+    }
+
+    /// The template's pid (host namespace).
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// Whether the template process still runs (it is reaped here once it has exited).
+    pub fn alive(&self) -> bool {
+        matches!(
+            self.child.lock().unwrap_or_else(|e| e.into_inner()).try_wait(),
+            Ok(None)
+        )
     }
 
     /// Fork a new init process into `flags` namespaces, serving `channel`.
@@ -88,8 +101,9 @@ impl Template {
 
 impl Drop for Template {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

@@ -1,10 +1,11 @@
 //! The distributed queue: a NATS JetStream work-queue stream with a pending bound, one durable
 //! pull consumer shared by every manager, explicit acks, and a dead-letter stream.
 //!
-//! - `WOLF_JOBS` (subject `wolf.jobs`): WorkQueue retention, `max_msgs` = the pending bound,
-//!   DiscardNew, file storage. A message carries the record and the submission (code included),
-//!   so a manager can run the job before its metadata reached PostgreSQL. `Nats-Msg-Id` is the
-//!   job id (a retried publish is not a second job).
+//! - `WOLF_JOBS` (subjects `wolf.jobs.<id>`): WorkQueue retention, `max_msgs` = the pending
+//!   bound, DiscardNew, file storage. A message carries the record and the submission (code
+//!   included), so a manager can run the job before its metadata reached PostgreSQL, and any
+//!   API can read a job it did not accept by its subject ([`Queue::peek`]) until PostgreSQL has
+//!   it. `Nats-Msg-Id` is the job id (a retried publish is not a second job).
 //! - consumer `wolf-managers`: explicit ack, `ack_wait`, `max_deliver`. A manager acks only after
 //!   the result is persisted, sends in-progress acks while it works or retries storage, naks
 //!   with a delay when its worker died.
@@ -28,8 +29,13 @@ use crate::traits::{Admission, Delivery, Idempotency, Queue, StoreError};
 
 /// Stream and consumer names.
 pub const STREAM: &str = "WOLF_JOBS";
-/// Subject of the work queue.
-pub const SUBJECT: &str = "wolf.jobs";
+/// Subjects of the work queue: one per job, `wolf.jobs.<id>`.
+pub const SUBJECTS: &str = "wolf.jobs.>";
+
+/// The subject of one job's message.
+pub fn job_subject(job_id: &str) -> String {
+    format!("wolf.jobs.{job_id}")
+}
 /// Dead-letter stream.
 pub const DLQ_STREAM: &str = "WOLF_DLQ";
 /// Dead-letter subject.
@@ -140,19 +146,26 @@ impl JetStreamQueue {
     }
 
     async fn ensure_streams(&self) -> Result<(), StoreError> {
-        self.js
-            .get_or_create_stream(stream::Config {
-                name: STREAM.into(),
-                subjects: vec![SUBJECT.into()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                max_messages: self.cfg.max_pending as i64,
-                discard: stream::DiscardPolicy::New,
-                storage: stream::StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
+        let jobs = stream::Config {
+            name: STREAM.into(),
+            subjects: vec![SUBJECTS.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_messages: self.cfg.max_pending as i64,
+            discard: stream::DiscardPolicy::New,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let mut existing = self.js.get_or_create_stream(jobs.clone()).await.map_err(unavailable)?;
+        let info = existing.info().await.map_err(unavailable)?;
+        if info.config.subjects != jobs.subjects {
+            // A stream of an earlier version (one subject for every job): its messages stay
+            // and are consumed as before; new ones go to their job's subject.
+            let mut cfg = info.config.clone();
+            cfg.subjects.extend(jobs.subjects.iter().cloned());
+            cfg.subjects.dedup();
+            self.js.update_stream(cfg).await.map_err(unavailable)?;
+        }
         self.js
             .get_or_create_stream(stream::Config {
                 name: DLQ_STREAM.into(),
@@ -224,7 +237,7 @@ impl JetStreamQueue {
         }
         let ack = self
             .js
-            .publish_with_headers(SUBJECT, headers, body.into())
+            .publish_with_headers(job_subject(&queued.record.id), headers, body.into())
             .await
             .map_err(unavailable)?;
         match ack.await {
@@ -336,6 +349,7 @@ impl JetStreamQueue {
             let job = serde_json::from_slice::<Queued>(&msg.payload)
                 .map(|q| q.record.id)
                 .unwrap_or_else(|_| format!("seq-{seq}"));
+            let subject = msg.subject.to_string();
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("{job}:requeue:{seq}").as_str());
             if let Some(tp) = msg.headers.get("traceparent") {
@@ -343,10 +357,11 @@ impl JetStreamQueue {
             }
             let republish = |headers: async_nats::HeaderMap| {
                 let payload = msg.payload.clone();
+                let subject = subject.clone();
                 async move {
                     let ack = self
                         .js
-                        .publish_with_headers(SUBJECT, headers, payload)
+                        .publish_with_headers(subject.clone(), headers, payload)
                         .await
                         .map_err(|e| e.to_string())?;
                     ack.await.map_err(|e| e.to_string())
@@ -525,5 +540,24 @@ impl Queue for JetStreamQueue {
 
     async fn janitor(&self) -> Result<u64, StoreError> {
         self.sweep_orphans().await
+    }
+
+    async fn peek(&self, job_id: &str) -> Result<Option<(JobRecord, Submission)>, StoreError> {
+        // Subjects are tokens: an id with a wildcard or separator names no job.
+        if job_id.is_empty() || job_id.contains(['.', '*', '>', ' ']) {
+            return Ok(None);
+        }
+        let stream = self.js.get_stream_no_info(STREAM).await.map_err(unavailable)?;
+        match stream.get_last_raw_message_by_subject(&job_subject(job_id)).await {
+            Ok(msg) => {
+                let q: Queued = serde_json::from_slice(&msg.payload).map_err(|source| StoreError::Corrupt {
+                    what: format!("queued message of job {job_id}"),
+                    source,
+                })?;
+                Ok(Some((q.record, q.submission)))
+            }
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! final result. Every statement is a single round trip, so a database that comes back after an
 //! outage needs no session state.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -22,7 +22,14 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_jo
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Reads fail fast until then: the database was unreachable moments ago. A reader (an API
+    /// answering `GET /job/{id}`) then asks the queue at once instead of waiting out a connect
+    /// timeout on every request of an outage.
+    reads_down_until: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
 }
+
+/// How long reads fail fast after the database was unreachable.
+const READ_BREAK: Duration = Duration::from_secs(1);
 
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(Box::new(e))
@@ -48,7 +55,34 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy(url)
             .map_err(db)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            reads_down_until: Default::default(),
+        })
+    }
+
+    /// A read, unless the database was unreachable moments ago.
+    async fn read<T>(&self, q: impl std::future::Future<Output = Result<T, sqlx::Error>>) -> Result<T, StoreError> {
+        let down = *self.reads_down_until.lock().unwrap_or_else(|e| e.into_inner());
+        if down.is_some_and(|until| Instant::now() < until) {
+            return Err(StoreError::Unavailable("PostgreSQL was unreachable moments ago".into()));
+        }
+        match q.await {
+            Ok(v) => {
+                *self.reads_down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                Ok(v)
+            }
+            Err(e) => {
+                if matches!(
+                    e,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+                ) {
+                    *self.reads_down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Instant::now() + READ_BREAK);
+                }
+                Err(db(e))
+            }
+        }
     }
 
     /// Apply the migrations not applied yet; returns the schema version.
@@ -103,11 +137,13 @@ impl Metadata for PgStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let row = sqlx::query("SELECT record FROM wolf_jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+        let row = self
+            .read(
+                sqlx::query("SELECT record FROM wolf_jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
         row.map(|r| parse_record(id, r.get(0))).transpose()
     }
 

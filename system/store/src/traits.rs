@@ -153,6 +153,12 @@ pub trait Queue: Send + Sync {
     async fn janitor(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+    /// The job as queued (record and submission), while the queue holds it: another API's
+    /// fresh job is readable before the metadata store has it. Default: nothing (the embedded
+    /// queue writes the record in the admission's own transaction).
+    async fn peek(&self, _job_id: &str) -> Result<Option<(JobRecord, Submission)>, StoreError> {
+        Ok(None)
+    }
     /// Tell the queue the job is still being worked on (extends its lease).
     async fn progress(&self, _job_id: &str) -> Result<(), StoreError> {
         Ok(())

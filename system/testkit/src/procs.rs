@@ -155,3 +155,16 @@ pub fn workers_running(marker: &str) -> Vec<i32> {
     }
     out
 }
+
+/// The sandbox templates (fork servers) that `pid` started: its children whose first argument
+/// is the template's marker.
+pub fn templates_of(pid: i32) -> Vec<i32> {
+    children(pid)
+        .into_iter()
+        .filter(|c| {
+            std::fs::read(format!("/proc/{c}/cmdline"))
+                .map(|b| b.split(|x| *x == 0).nth(1) == Some(b"__wolf-sandbox-template".as_slice()))
+                .unwrap_or(false)
+        })
+        .collect()
+}

@@ -453,3 +453,50 @@ fn one_job_is_one_trace_across_the_api_the_manager_the_worker_and_storage() {
         }
     }
 }
+
+/// Submit on one API, read at once on the other: the record, the code and the timeline are
+/// there every time, also while PostgreSQL is down (the other API reads the job from the
+/// stream by its subject).
+#[test]
+fn any_api_answers_at_once_for_a_job_another_api_accepted() {
+    if !root() {
+        return;
+    }
+    let (_d, mut s) = stack(2, 1, &[("WOLF_WORKERS", "1")]);
+    let (a, b) = (s.apis[0].1.clone(), s.apis[1].1.clone());
+    let check = |phase: &str| {
+        let mut ids = Vec::new();
+        for i in 0..100 {
+            let code = format!("print({i})");
+            let (st, rec) = submit(&a, &json!({"code": code, "executionEngine": "python"}));
+            assert_eq!(st, 200, "{phase}: {rec}");
+            let id = rec["id"].as_str().unwrap().to_string();
+            let (st, body) = get(&b, &format!("/job/{id}"));
+            assert_eq!(st, 200, "{phase}: job {i} not found on the other API: {body}");
+            let other: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(other["id"], rec["id"]);
+            assert_eq!(other["codeHash"], rec["codeHash"]);
+            assert_eq!(
+                get(&b, &format!("/job/{id}/code")),
+                (200, code),
+                "{phase}: code of job {i}"
+            );
+            assert_eq!(
+                get(&b, &format!("/job/{id}/timeline")).0,
+                200,
+                "{phase}: timeline of job {i}"
+            );
+            ids.push((id, i));
+        }
+        ids
+    };
+    let before = check("PostgreSQL up");
+    s.postgres.kill9();
+    let during = check("PostgreSQL down");
+    s.postgres.restart().unwrap();
+    for (id, i) in before.iter().chain(&during) {
+        let done = wait_final(&b, id, Duration::from_secs(300));
+        assert_eq!(done["result"]["verdict"], "Accepted", "{done}");
+        assert_eq!(get(&b, &format!("/job/{id}/output")).1, format!("{i}\n"));
+    }
+}

@@ -173,23 +173,6 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         let meta = Arc::new(PgStore::connect(&args.services.database_url)?);
         let objects = Arc::new(S3Objects::new(&args.services.s3())?);
         let prometheus = crate::telemetry::install()?;
-        if let Some(addr) = &args.listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listen on {addr}"))?;
-            eprintln!("wolf: manager metrics on http://{}", listener.local_addr()?);
-            let app = axum::Router::new()
-                .route(
-                    "/healthz",
-                    axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-                )
-                .route(
-                    "/metrics",
-                    axum::routing::get(move || async move { prometheus.render() }),
-                );
-            // May be dropped at shutdown: it only reports.
-            tokio::spawn(async move { axum::serve(listener, app).await });
-        }
         let cfg = ManagerConfig {
             workers: args.workers.unwrap_or_else(|| ManagerConfig::default().workers),
             max_attempts: args.max_attempts,
@@ -205,6 +188,35 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
             cfg,
             Events::default(),
         ));
+        if let Some(addr) = &args.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on {addr}"))?;
+            eprintln!("wolf: manager metrics on http://{}", listener.local_addr()?);
+            let app = axum::Router::new()
+                .route(
+                    "/healthz",
+                    axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+                )
+                .route(
+                    "/readyz",
+                    axum::routing::get({
+                        let pool = manager.gauges.clone();
+                        move || async move {
+                            match pool.readiness() {
+                                Ok(()) => Ok(axum::Json(serde_json::json!({"status": "ready"}))),
+                                Err(why) => Err(wolf_api::ApiError::Unavailable(format!("not ready: {why}"))),
+                            }
+                        }
+                    }),
+                )
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || async move { prometheus.render() }),
+                );
+            // May be dropped at shutdown: it only reports.
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(manager.run(stop_rx));
         eprintln!("wolf: manager running");

@@ -183,7 +183,11 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         events,
         Some(prometheus),
         ready.clone(),
-    );
+    )
+    .with_readiness({
+        let pool = manager.gauges.clone();
+        move || pool.readiness()
+    });
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.listen))?;

@@ -1073,3 +1073,47 @@ fn json_logs_carry_the_job_and_trace_id_on_every_line_of_a_job() {
         assert_eq!(l["span"]["trace_id"], rec["traceId"], "{l}");
     }
 }
+
+#[test]
+fn a_dead_sandbox_template_is_replaced_and_the_pool_serves_again() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("workers = 2\n");
+    let run = |i: u32| {
+        let (st, v) = s.post(
+            "/job?wait=true&timeout=60",
+            "application/json",
+            json!({"code": format!("print({i})"), "executionEngine": "python"})
+                .to_string()
+                .into_bytes(),
+            &[],
+        );
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["result"]["verdict"], "Accepted", "job {i}: {v}");
+        assert_eq!(v["retryCount"], 0, "a dead warm sandbox cost job {i} an attempt: {v}");
+    };
+    run(0);
+    let server = s.child.id() as i32;
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        let templates = wolf_testkit::procs::templates_of(server);
+        assert_eq!(templates.len(), 1, "round {round}: {templates:?}");
+        assert!(!seen.contains(&templates[0]), "the same template after a kill");
+        seen.push(templates[0]);
+        let _ = Command::new("kill").args(["-9", &templates[0].to_string()]).status();
+        std::thread::sleep(Duration::from_millis(200));
+        // Both warm sandboxes died with their template; every job still runs, first time.
+        for i in 0..4 {
+            run(round * 10 + i);
+        }
+        assert_eq!(s.get("/readyz").0, 200, "round {round}");
+    }
+    let (_, metrics) = s.get("/metrics");
+    let restarts = metrics
+        .lines()
+        .find(|l| l.starts_with("wolf_sandbox_template_restarts_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(restarts, Some(3.0), "{metrics}");
+}
