@@ -7,6 +7,7 @@
 //! | Fault | Inject | Heal |
 //! |---|---|---|
 //! | `kill-worker` | kill -9 the init of a sandbox running a job | the manager replaces it |
+//! | `kill-template` | kill -9 a manager's sandbox template (its warm sandboxes die with it) | the manager starts a new one |
 //! | `kill-manager` | kill -9 a manager | start it again |
 //! | `kill-api` | kill -9 an API | start it again on its port |
 //! | `restart-nats` | kill -9 nats-server | start it on its data |
@@ -58,6 +59,8 @@ impl Server {
 pub enum Fault {
     /// kill -9 a worker (sandbox init) mid-job.
     KillWorker,
+    /// kill -9 a manager's sandbox template (fork server).
+    KillTemplate,
     /// kill -9 a manager, then start it again.
     KillManager,
     /// kill -9 an API, then start it again.
@@ -71,8 +74,9 @@ pub enum Fault {
 }
 
 /// Every fault a random schedule picks from.
-pub const ALL: [Fault; 9] = [
+pub const ALL: [Fault; 10] = [
     Fault::KillWorker,
+    Fault::KillTemplate,
     Fault::KillManager,
     Fault::KillApi,
     Fault::Restart(Server::Nats),
@@ -88,6 +92,7 @@ impl FromStr for Fault {
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
             "kill-worker" => Fault::KillWorker,
+            "kill-template" => Fault::KillTemplate,
             "kill-manager" => Fault::KillManager,
             "kill-api" => Fault::KillApi,
             "restart-nats" => Fault::Restart(Server::Nats),
@@ -99,7 +104,7 @@ impl FromStr for Fault {
             "random" => Fault::Random,
             _ => {
                 return Err(format!(
-                    "unknown fault {s:?}: kill-worker, kill-manager, kill-api, restart-nats, restart-postgres, \
+                    "unknown fault {s:?}: kill-worker, kill-template, kill-manager, kill-api, restart-nats, restart-postgres, \
                      restart-s3, pause-nats, pause-postgres, pause-s3, random"
                 ));
             }
@@ -111,6 +116,7 @@ impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Fault::KillWorker => write!(f, "kill-worker"),
+            Fault::KillTemplate => write!(f, "kill-template"),
             Fault::KillManager => write!(f, "kill-manager"),
             Fault::KillApi => write!(f, "kill-api"),
             Fault::Restart(s) => write!(f, "restart-{}", s.name()),
@@ -240,6 +246,15 @@ pub fn busy_workers(managers: &[i32]) -> Vec<i32> {
     out
 }
 
+/// kill -9 the sandbox template of the manager `pid`; `None` when it has none right now.
+pub fn kill_template(pid: i32) -> anyhow::Result<Option<String>> {
+    let templates = procs::templates_of(pid);
+    for t in &templates {
+        kill(Pid::from_raw(*t), Signal::SIGKILL)?;
+    }
+    Ok((!templates.is_empty()).then(|| format!("killed the sandbox template {templates:?} of manager pid {pid}")))
+}
+
 /// What an injection left to heal: the fault and which manager or API it hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Injected {
@@ -266,6 +281,15 @@ pub fn inject(cluster: &mut dyn Cluster, fault: Fault, rng: &mut Rng, log: &mut 
                     let pid = busy[rng.below(busy.len())];
                     kill(Pid::from_raw(pid), Signal::SIGKILL)?;
                     Some(format!("killed worker {pid}"))
+                }
+            }
+            Fault::KillTemplate => {
+                let n = cluster.managers().len();
+                if n == 0 {
+                    None
+                } else {
+                    index = rng.below(n);
+                    kill_template(cluster.managers()[index])?
                 }
             }
             Fault::KillManager => {
@@ -328,7 +352,7 @@ pub fn heal(cluster: &mut dyn Cluster, what: Injected, log: &mut Log) {
     let Injected { fault, index } = what;
     let r: anyhow::Result<Option<String>> = (|| {
         Ok(match fault {
-            Fault::KillWorker | Fault::Random => None,
+            Fault::KillWorker | Fault::KillTemplate | Fault::Random => None,
             Fault::KillManager => {
                 cluster.start_manager(index)?;
                 Some(format!("started manager {index} (pid {})", cluster.managers()[index]))
@@ -389,7 +413,7 @@ pub fn run_schedule(cluster: &mut dyn Cluster, s: Schedule, rng: &mut Rng, log: 
         }
         next += every;
         if let Some(done) = inject(cluster, fault, rng, log) {
-            if done.fault != Fault::KillWorker {
+            if !matches!(done.fault, Fault::KillWorker | Fault::KillTemplate) {
                 let until = Instant::now() + down;
                 while Instant::now() < until && !stop() {
                     std::thread::sleep(Duration::from_millis(20));

@@ -70,13 +70,18 @@ struct Ctx {
 
 type Run = fn(&Ctx, &mut Outcome) -> anyhow::Result<()>;
 
-const SCENARIOS: [(&str, &str, Run); 13] = [
+const SCENARIOS: [(&str, &str, Run); 14] = [
     (
         "steady",
         "5 jobs/s of C++ and python, no faults: latency targets",
         steady,
     ),
     ("worker-kills", "a running worker killed every 2 s", worker_kills),
+    (
+        "template-kill",
+        "each manager's sandbox template killed under load: every manager serves again",
+        template_kill,
+    ),
     (
         "manager-kill",
         "one of two managers killed mid-load, restarted",
@@ -309,6 +314,101 @@ fn worker_kills(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
     faulty(ctx, o, 1, Fault::KillWorker, [2, 8, 0, 10])?;
     let retries = o.counts["retries"].as_u64().unwrap_or(0);
     o.check(format!("killed jobs ran again ({retries} retries)"), retries > 0);
+    Ok(())
+}
+
+/// Under load, kill the sandbox template of each of two managers in turn; then every accepted
+/// job completed, every manager is ready, has replaced its template, and runs jobs again.
+fn template_kill(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
+    let (_d, s) = stack(2, &[])?;
+    let url = s.apis[0].1.clone();
+    preflight(ctx, &url, "python,sleep")?;
+    let load = ctx.rt.spawn(attack::run(plan(&url, 4.0, 10, "python,sleep")?));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut log = Log::new(false);
+    let managers = chaos::Cluster::managers(&s);
+    for (i, pid) in managers.iter().enumerate() {
+        match chaos::kill_template(*pid)? {
+            Some(detail) => log.events.push(chaos::Event {
+                at_ms: 2000 + 2000 * i as u64,
+                fault: "kill-template".into(),
+                action: "inject",
+                detail,
+            }),
+            None => o.check(format!("manager {i} had a template to kill"), false),
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    o.check(
+        format!("each manager's template was killed ({} kills)", log.events.len()),
+        log.events.len() == managers.len(),
+    );
+    o.chaos = log.events;
+    let rec = ctx.rt.block_on(load)??;
+    verify(ctx, &url, &rec, o);
+    // Every manager serves again: jobs submitted now run on each of them.
+    let mut ran_on = std::collections::BTreeSet::new();
+    for round in 0..5 {
+        let jobs: Vec<Value> = ctx.rt.block_on(async {
+            let mut out = Vec::new();
+            let sends = (0..8).map(|i| {
+                ctx.client
+                    .post(format!("{url}/job?wait=true&timeout=60"))
+                    .json(&json!({"code": format!("print({round} * 8 + {i})"), "executionEngine": "python"}))
+                    .send()
+            });
+            for r in futures::future::join_all(sends).await {
+                out.push(r?.json::<Value>().await?);
+            }
+            Ok::<_, reqwest::Error>(out)
+        })?;
+        for j in &jobs {
+            if j["result"]["verdict"] == "Accepted" {
+                for a in j["attempts"].as_array().into_iter().flatten() {
+                    // worker: <host>/<manager pid>/w<slot>
+                    if let Some(pid) = a["worker"].as_str().and_then(|w| w.split('/').nth(1)) {
+                        ran_on.insert(pid.to_string());
+                    }
+                }
+            }
+        }
+        if ran_on.len() >= managers.len() {
+            break;
+        }
+    }
+    for (i, pid) in managers.iter().enumerate() {
+        o.check(
+            format!("manager {i} ran jobs after its template was killed"),
+            ran_on.contains(&pid.to_string()),
+        );
+        let (ready, metrics) = ctx.rt.block_on(async {
+            let ready = ctx
+                .client
+                .get(format!("{}/readyz", s.manager_urls[i]))
+                .send()
+                .await?
+                .status();
+            let m = ctx
+                .client
+                .get(format!("{}/metrics", s.manager_urls[i]))
+                .send()
+                .await?
+                .text()
+                .await?;
+            Ok::<_, reqwest::Error>((ready, m))
+        })?;
+        o.check(format!("manager {i} is ready ({ready})"), ready.is_success());
+        let restarts = metrics
+            .lines()
+            .find(|l| l.starts_with("wolf_sandbox_template_restarts_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        o.check(
+            format!("manager {i} replaced its template ({restarts} restarts)"),
+            restarts >= 1.0,
+        );
+    }
     Ok(())
 }
 

@@ -18,8 +18,13 @@ pub struct Judge<'a> {
 
 /// Verdict of a compile step: `None` when it succeeded.
 pub fn compile_verdict(f: &StepFacts) -> Option<Verdict> {
-    if f.exit_code == Some(0) && !f.output_limit_hit && f.start_error.is_none() {
+    if f.exit_code == Some(0) && !f.output_limit_hit && f.start_error.is_none() && f.oom_kills == 0 {
         return None;
+    }
+    // The cgroup's OOM killer took a process of the step (the compiler, or its supervisor when
+    // the memory was in tmpfs or pipes): the program's fault, whichever process was hit.
+    if f.oom_kills > 0 {
+        return Some(Verdict::CompileError);
     }
     if f.start_error.is_some() {
         return Some(Verdict::InternalError);
@@ -31,6 +36,12 @@ pub fn compile_verdict(f: &StepFacts) -> Option<Verdict> {
 pub fn run_verdict(f: &StepFacts, stdout: &[u8], stderr: &[u8], j: &Judge<'_>) -> Verdict {
     const SIGXCPU: i32 = libc::SIGXCPU;
     const SIGXFSZ: i32 = libc::SIGXFSZ;
+    // The cgroup's OOM killer fired: the memory limit, whichever process of the step it took
+    // (the program, or its supervisor when the memory sat in tmpfs pages, pipe or socket
+    // buffers: then the step ends without a status, which is not an internal error).
+    if f.oom_kills > 0 && !f.output_limit_hit {
+        return Verdict::MemoryLimitExceeded;
+    }
     if let Some(_e) = &f.start_error {
         // The pipeline or execve failed before the program ran.
         if f.exit_code == Some(127) || (f.exit_code.is_none() && f.signal.is_none()) {
@@ -157,6 +168,32 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(judge(&fsz, b"", b"", None), Verdict::OutputLimitExceeded);
+    }
+
+    #[test]
+    fn an_oom_kill_of_the_supervisor_is_the_memory_limit_not_an_internal_error() {
+        // Memory in tmpfs or pipe buffers: the OOM killer took the step's supervisor, which
+        // left no status.
+        let facts = StepFacts {
+            oom_kills: 1,
+            start_error: Some("step supervisor ended without a status (\"\")".into()),
+            ..Default::default()
+        };
+        assert_eq!(judge(&facts, b"", b"", None), Verdict::MemoryLimitExceeded);
+        assert_eq!(compile_verdict(&facts), Some(Verdict::CompileError));
+        // A compiler killed by the OOM killer after printing nothing, exit status unknown.
+        let compiler = StepFacts {
+            signal: Some(9),
+            oom_kills: 2,
+            ..Default::default()
+        };
+        assert_eq!(compile_verdict(&compiler), Some(Verdict::CompileError));
+        // Without an OOM kill, a missing status stays an internal error.
+        let lost = StepFacts {
+            start_error: Some("step supervisor ended without a status".into()),
+            ..Default::default()
+        };
+        assert_eq!(judge(&lost, b"", b"", None), Verdict::InternalError);
     }
 
     #[test]

@@ -101,6 +101,30 @@ fn static_array_bomb_is_memory_limit_exceeded() {
 }
 
 #[test]
+fn memory_outside_any_process_is_memory_limit_exceeded() {
+    if !privileged() {
+        return;
+    }
+    // tmpfs pages: a 48 MiB file in /tmp under a 16 MiB limit. The memory is charged to the
+    // step's cgroup but belongs to no process, so the OOM killer may take the supervisor.
+    let v = c(
+        "#include <fcntl.h>\n#include <unistd.h>\nint main(void){ static char b[1 << 20]; memset(b, 7, sizeof b); \
+         int fd = open(\"/tmp/fill\", O_CREAT | O_WRONLY, 0600); for (int i = 0; i < 48; i++) if (write(fd, b, sizeof b) < 0) return 3; \
+         pause(); return 0; }",
+        &["--memory-mb", "16", "--wall-time-ms", "10000"],
+    );
+    assert_eq!(verdict(&v), "MemoryLimitExceeded", "tmpfs: {v}");
+    // Pipe buffers: forty pipes grown to 1 MiB each and filled.
+    let v = c(
+        "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <unistd.h>\nint main(void){ static char b[1 << 16]; memset(b, 7, sizeof b); \
+         for (int p = 0; p < 40; p++) { int fds[2]; if (pipe2(fds, O_NONBLOCK)) return 4; fcntl(fds[1], F_SETPIPE_SZ, 1 << 20); \
+         while (write(fds[1], b, sizeof b) > 0) {} } pause(); return 0; }",
+        &["--memory-mb", "16", "--wall-time-ms", "10000"],
+    );
+    assert_eq!(verdict(&v), "MemoryLimitExceeded", "pipes: {v}");
+}
+
+#[test]
 fn interpreter_memory_bomb_is_memory_limit_exceeded() {
     if !privileged() {
         return;
