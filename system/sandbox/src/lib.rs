@@ -19,6 +19,7 @@
 //! - [`verdict`]: decisions from kernel facts, no syscalls; [`language`] and [`limits`] are
 //!   `wolf-core`'s (domain data below the jail), re-exported.
 //! - [`bench`]: the overhead measurements behind `wolf bench` and the criterion bench.
+//! - [`uids`]: one uid per live sandbox, from a configured range.
 //! - [`template`]: the fork server that starts init processes without an exec.
 //! - [`sys`]: the only module with `unsafe`.
 
@@ -35,6 +36,7 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod sys;
 pub mod template;
+pub mod uids;
 pub mod userns;
 pub mod verdict;
 

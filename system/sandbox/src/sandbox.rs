@@ -72,7 +72,10 @@ pub struct SandboxConfig {
     pub tmp_bytes: u64,
     /// /dev/shm cap.
     pub shm_bytes: u64,
-    /// The unprivileged identity of the program.
+    /// One uid (and gid) per live sandbox from this range (root only; see [`crate::uids`]).
+    /// `None`, or without root: every sandbox runs as `uid`/`gid`.
+    pub uids: Option<crate::uids::UidRange>,
+    /// The unprivileged identity of the program when no range is used.
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
@@ -111,6 +114,7 @@ impl Default for SandboxConfig {
             work_bytes: 64 << 20,
             tmp_bytes: 64 << 20,
             shm_bytes: 16 << 20,
+            uids: Some(crate::uids::UidRange::default()),
             uid: 65534,
             gid: 65534,
             cpu_millis: 1000,
@@ -154,6 +158,8 @@ pub struct Sandboxes {
     template: std::sync::Mutex<Option<Arc<Template>>>,
     /// Template restarts so far.
     restarts: AtomicU64,
+    /// Per-sandbox uids, when a range is in use.
+    uids: Option<crate::uids::UidPool>,
 }
 
 /// A sandbox ready for one job.
@@ -177,6 +183,8 @@ pub struct Prepared {
     reaped: bool,
     used: bool,
     applied: Vec<Option<CgroupLimits>>,
+    /// The sandbox's own uid, released (after `destroy`) when this drops.
+    uid: Option<crate::uids::Lease>,
 }
 
 /// A file for the work dir.
@@ -271,7 +279,16 @@ impl Sandboxes {
         } else {
             None
         };
+        let uids = match &cfg.uids {
+            Some(range) if nix::unistd::geteuid().is_root() => {
+                let pool = crate::uids::UidPool::new(range.clone()).map_err(|e| SandboxError::Setup(e.to_string()))?;
+                tracing::debug!(base = range.base, count = range.count, "one uid per sandbox");
+                Some(pool)
+            }
+            _ => None,
+        };
         Ok(Self {
+            uids,
             template: std::sync::Mutex::new(template),
             restarts: AtomicU64::new(0),
             cfg,
@@ -335,6 +352,10 @@ impl Sandboxes {
     /// Build one sandbox up to the point where it waits for its job.
     pub fn prepare(&self) -> Result<Prepared, SandboxError> {
         let started = Instant::now();
+        let uid = match &self.uids {
+            Some(pool) => Some(pool.lease().map_err(|e| SandboxError::Setup(e.to_string()))?),
+            None => None,
+        };
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", std::process::id());
         let slots = (0..SLOTS)
@@ -376,7 +397,13 @@ impl Sandboxes {
             reaped: false,
             used: false,
             applied: vec![None; SLOTS],
+            uid: None,
         };
+        let mut rootfs = self.rootfs.clone();
+        if let Some(lease) = uid {
+            (rootfs.uid, rootfs.gid) = (lease.uid, lease.uid);
+            p.uid = Some(lease);
+        }
         if self.flags.contains(CloneFlags::CLONE_NEWUSER) {
             crate::userns::map_root_to_self(pid).map_err(SandboxError::Channel)?;
         }
@@ -413,7 +440,7 @@ impl Sandboxes {
         protocol::send_fds(&p.sock, &raw).map_err(SandboxError::Channel)?;
         drop(handles);
         let setup = Setup {
-            rootfs: self.rootfs.clone(),
+            rootfs,
             cgroup_version: self.layout.version(),
             slots: counts,
             job_listener: listener.is_some(),
@@ -480,6 +507,11 @@ impl Prepared {
     /// The init process's pid (host namespace).
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// The uid the program runs as.
+    pub fn uid(&self) -> Option<u32> {
+        self.uid.as_ref().map(|l| l.uid)
     }
 
     /// Whether the init process still waits for its job. It never writes to its channel

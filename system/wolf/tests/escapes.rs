@@ -719,3 +719,48 @@ fn stdin_is_delivered_and_large_stdin_does_not_deadlock() {
     let v = run("python", "print('ignored')\n", &["--stdin", f.to_str().unwrap()]);
     assert_eq!(verdict(&v), "Accepted", "{v}");
 }
+
+// ---------------------------------------------------------------- per-uid kernel limits
+
+/// Two sandboxes at once (two `wolf run` processes, as two Wolf instances would be): the first
+/// exhausts what the kernel counts per uid — inotify instances, queued real-time signals, pipe
+/// buffer pages — and holds it; the second must still get each. Each sandbox has a uid of its
+/// own, so the first one's exhaustion is its own.
+#[test]
+fn one_job_exhausting_per_uid_limits_does_not_starve_another() {
+    if !privileged() {
+        return;
+    }
+    let hog = r#"#include <sys/inotify.h>
+        #include <signal.h>
+        #include <fcntl.h>
+        int main(void){
+          int n = 0; while (inotify_init1(IN_CLOEXEC) >= 0) n++;
+          sigset_t s; sigemptyset(&s); sigaddset(&s, SIGRTMIN); sigprocmask(SIG_BLOCK, &s, 0);
+          union sigval v = {0}; int q = 0; while (sigqueue(getpid(), SIGRTMIN, v) == 0) q++;
+          int p = 0; for (;;) { int fds[2]; if (pipe(fds)) break; if (fcntl(fds[1], F_SETPIPE_SZ, 1 << 20) < 0) break; p++; }
+          printf("uid %d inotify %d sigqueue %d pipes %d\n", getuid(), n, q, p); fflush(stdout);
+          sleep(4); return 0; }"#;
+    let probe = r#"#include <sys/inotify.h>
+        #include <signal.h>
+        #include <fcntl.h>
+        int main(void){
+          int in = inotify_init1(IN_CLOEXEC);
+          sigset_t s; sigemptyset(&s); sigaddset(&s, SIGRTMIN); sigprocmask(SIG_BLOCK, &s, 0);
+          union sigval v = {0}; int sq = sigqueue(getpid(), SIGRTMIN, v);
+          int fds[2]; int pp = pipe(fds); int big = pp == 0 ? fcntl(fds[1], F_SETPIPE_SZ, 1 << 20) : -1;
+          printf("uid %d inotify %d sigqueue %d pipe %d\n", getuid(), in >= 0, sq == 0, big >= (1 << 20)); return 0; }"#;
+    let hog_run = std::thread::spawn(move || c(hog, &["--wall-time-ms", "10000"]));
+    // The hog compiles, then exhausts within milliseconds and sleeps 4 s: probe within that.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let p = c(probe, &[]);
+    let h = hog_run.join().unwrap();
+    assert_eq!(verdict(&h), "Accepted", "{h}");
+    assert_eq!(verdict(&p), "Accepted", "{p}");
+    let uid = |v: &serde_json::Value| stdout(v).split_whitespace().nth(1).map(str::to_string);
+    assert_ne!(uid(&h), uid(&p), "two live sandboxes share a uid: {h} {p}");
+    assert!(
+        stdout(&p).ends_with("inotify 1 sigqueue 1 pipe 1\n"),
+        "hog {h}\nprobe {p}"
+    );
+}
