@@ -72,6 +72,8 @@ pub struct SandboxConfig {
     pub tmp_bytes: u64,
     /// /dev/shm cap.
     pub shm_bytes: u64,
+    /// Where instances hold their lock files (see [`crate::cgroup::owner`]).
+    pub instance_dir: PathBuf,
     /// One uid (and gid) per live sandbox from this range (root only; see [`crate::uids`]).
     /// `None`, or without root: every sandbox runs as `uid`/`gid`.
     pub uids: Option<crate::uids::UidRange>,
@@ -115,6 +117,7 @@ impl Default for SandboxConfig {
             tmp_bytes: 64 << 20,
             shm_bytes: 16 << 20,
             uids: Some(crate::uids::UidRange::default()),
+            instance_dir: PathBuf::from(crate::cgroup::owner::DEFAULT_DIR),
             uid: 65534,
             gid: 65534,
             cpu_millis: 1000,
@@ -160,6 +163,8 @@ pub struct Sandboxes {
     restarts: AtomicU64,
     /// Per-sandbox uids, when a range is in use.
     uids: Option<crate::uids::UidPool>,
+    /// This instance: names its cgroups, and its held lock tells other instances it lives.
+    instance: crate::cgroup::owner::Instance,
 }
 
 /// A sandbox ready for one job.
@@ -231,7 +236,18 @@ impl Sandboxes {
             return Err(SandboxError::NoSeccomp);
         }
         let layout = Layout::from_host()?;
-        let stale = layout.sweep_stale();
+        // Without root the host-wide directory may not be writable: a per-user one still
+        // tells this user's instances apart.
+        let fallback = std::env::temp_dir().join(format!("wolf-sandbox-{}/instances", nix::unistd::geteuid()));
+        let instance = crate::cgroup::owner::Instance::new(&cfg.instance_dir)
+            .or_else(|_| crate::cgroup::owner::Instance::new(&fallback))
+            .map_err(|e| {
+                SandboxError::Setup(format!(
+                    "cannot register this instance in {}: {e}",
+                    cfg.instance_dir.display()
+                ))
+            })?;
+        let stale = layout.sweep_stale(&instance);
         if stale > 0 {
             tracing::info!(cgroups = stale, "removed step cgroups left by dead processes");
         }
@@ -288,6 +304,7 @@ impl Sandboxes {
             _ => None,
         };
         Ok(Self {
+            instance,
             uids,
             template: std::sync::Mutex::new(template),
             restarts: AtomicU64::new(0),
@@ -357,7 +374,7 @@ impl Sandboxes {
             None => None,
         };
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{n}", std::process::id());
+        let id = format!("{}-{n}", self.instance.id());
         let slots = (0..SLOTS)
             .map(|i| StepCgroup::create(&self.layout, &format!("{id}-{i}")))
             .collect::<Result<Vec<_>, _>>()?;

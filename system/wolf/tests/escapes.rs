@@ -764,3 +764,48 @@ fn one_job_exhausting_per_uid_limits_does_not_starve_another() {
         "hog {h}\nprobe {p}"
     );
 }
+
+// ---------------------------------------------------------------- instances
+
+/// `wolf run` inside a new pid namespace (with its own /proc), as a Wolf in a container is.
+fn run_in_pid_namespace(code: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prog.py");
+    std::fs::write(&file, code).unwrap();
+    let out = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_wolf"))
+        .args(["run", "--engine", "python", "--wall-time-ms", "15000"])
+        .arg(&file)
+        .env("WOLF_CACHE_DIR", cache_dir())
+        .output()
+        .expect("unshare");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Starting a Wolf sweeps stale step cgroups. One in another pid namespace sees none of the
+/// first one's processes; it must still leave the first one's running job alone (and the
+/// reverse): ownership is an instance lock, never a pid.
+#[test]
+fn a_wolf_in_another_pid_namespace_never_disturbs_a_running_job() {
+    if !privileged() {
+        return;
+    }
+    let slow = "import time\ntime.sleep(3)\nprint('alive')\n";
+    let quick = "print('quick')\n";
+    // Outside runs long; inside starts (and sweeps) meanwhile.
+    let outside = std::thread::spawn(move || run("python", slow, &["--wall-time-ms", "15000"]));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let q = run_in_pid_namespace(quick);
+    assert_eq!(stdout(&q), "quick\n", "{q}");
+    let o = outside.join().unwrap();
+    assert_eq!((verdict(&o), stdout(&o)), ("Accepted", "alive\n"), "{o}");
+    // Inside runs long; outside starts meanwhile.
+    let inside = std::thread::spawn(move || run_in_pid_namespace(slow));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let q = run("python", quick, &[]);
+    assert_eq!(stdout(&q), "quick\n", "{q}");
+    let i = inside.join().unwrap();
+    assert_eq!((verdict(&i), stdout(&i)), ("Accepted", "alive\n"), "{i}");
+}

@@ -9,6 +9,7 @@
 //! v2 is the native path (production hosts); v1 is what this machine has (hybrid layout, empty
 //! unified hierarchy): memory, pids, cpu and cpuacct hierarchies are used side by side.
 
+pub mod owner;
 mod v1;
 mod v2;
 
@@ -217,9 +218,12 @@ impl Layout {
         }
     }
 
-    /// Remove step cgroups left by processes that died without cleaning up (a kill -9 of the
-    /// host): their names start with the owner's pid. Returns how many were removed.
-    pub fn sweep_stale(&self) -> usize {
+    /// Remove step cgroups left by instances that died without cleaning up (a kill -9 of the
+    /// host), as [`owner`] tells them apart: a dead instance's cgroups are emptied (their
+    /// tasks killed) and removed; a cgroup of any other owner is only `rmdir`ed, which succeeds
+    /// only when it holds no task — a live job of another Wolf, whatever its pid namespace, is
+    /// never touched. Returns how many were removed.
+    pub fn sweep_stale(&self, me: &owner::Instance) -> usize {
         let bases: Vec<&PathBuf> = match self {
             Layout::V1 {
                 memory,
@@ -230,23 +234,38 @@ impl Layout {
             Layout::V2 { base } => vec![base],
         };
         let mut removed = 0;
-        for base in bases {
+        let mut dead = std::collections::BTreeSet::new();
+        let mut left = std::collections::BTreeSet::new();
+        for base in &bases {
             let Ok(dir) = fs::read_dir(base) else { continue };
             for entry in dir.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(owner) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-                    continue;
-                };
-                if !entry.path().is_dir() || Path::new(&format!("/proc/{owner}")).exists() {
+                if !entry.path().is_dir() {
                     continue;
                 }
-                let step = StepCgroup {
-                    version: self.version(),
-                    dirs: vec![entry.path()],
-                };
-                step.remove();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                match me.owner_of(&name) {
+                    owner::Owner::Us | owner::Owner::Alive => continue,
+                    owner::Owner::Dead(inst) => {
+                        StepCgroup {
+                            version: self.version(),
+                            dirs: vec![entry.path()],
+                        }
+                        .remove();
+                        if entry.path().exists() {
+                            left.insert(inst.clone());
+                        }
+                        dead.insert(inst);
+                    }
+                    // Empty or nothing: rmdir never kills.
+                    owner::Owner::Unknown => {
+                        let _ = fs::remove_dir(entry.path());
+                    }
+                }
                 removed += usize::from(!entry.path().exists());
             }
+        }
+        for inst in dead.difference(&left) {
+            me.forget(inst);
         }
         removed
     }
