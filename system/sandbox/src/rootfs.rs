@@ -79,7 +79,19 @@ pub const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 
 /// procfs entries masked like Docker does (bind of /dev/null or read-only).
 const PROC_READONLY: [&str; 4] = ["sys", "sysrq-trigger", "irq", "bus"];
-const PROC_MASKED: [&str; 5] = ["kcore", "keys", "timer_list", "sched_debug", "kallsyms"];
+/// Masked with /dev/null: kernel internals, and the host's identifiers — its boot id (which
+/// would let jobs tell whether they ran on the same host boot), its uids' key counts, its boot
+/// command line.
+const PROC_MASKED: [&str; 8] = [
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "kallsyms",
+    "key-users",
+    "cmdline",
+    "sys/kernel/random/boot_id",
+];
 
 /// Classify host paths (the real resolver; tests pass their own closure).
 pub fn resolve_host(path: &Path) -> HostEntry {

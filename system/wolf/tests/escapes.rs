@@ -809,3 +809,41 @@ fn a_wolf_in_another_pid_namespace_never_disturbs_a_running_job() {
     let i = inside.join().unwrap();
     assert_eq!((verdict(&i), stdout(&i)), ("Accepted", "alive\n"), "{i}");
 }
+
+// ---------------------------------------------------------------- host identifiers
+
+/// The host's boot id, its uids' key counts and its boot command line are not readable inside
+/// (each reads empty); KSM merging (a cross-job side channel) is refused.
+#[test]
+fn host_identifiers_are_masked_and_memory_merge_is_refused() {
+    if !privileged() {
+        return;
+    }
+    let host = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let v = run(
+        "python",
+        "import ctypes\nfor p in ['/proc/sys/kernel/random/boot_id', '/proc/key-users', '/proc/cmdline']:\n    try:\n        print(p, repr(open(p).read()))\n    except OSError as e:\n        print(p, 'error', e.errno)\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.prctl(67, 1, 0, 0, 0)\nprint('merge', r, ctypes.get_errno())\n",
+        &[],
+    );
+    assert_eq!(verdict(&v), "Accepted", "{v}");
+    let out = stdout(&v);
+    for p in ["/proc/sys/kernel/random/boot_id", "/proc/key-users", "/proc/cmdline"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("{p}: {v}"));
+        assert!(
+            line.ends_with("''") || line.contains("error"),
+            "{p} readable inside: {line}"
+        );
+        let h = host(p);
+        assert!(
+            h.trim().is_empty() || !line.contains(h.trim()),
+            "{p} shows the host's: {line}"
+        );
+    }
+    assert!(
+        out.contains("merge -1 1\n"),
+        "PR_SET_MEMORY_MERGE must fail with EPERM: {v}"
+    );
+}
