@@ -163,7 +163,7 @@ mod tests {
 
 /// Operator caps: no request goes past these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Caps {
     /// Compile step caps.
     pub compile: Limits,

@@ -1,7 +1,6 @@
 //! The distributed mode: `wolf api` (stateless HTTP front, many hosts) and `wolf manager`
 //! (worker pool, many hosts) on NATS JetStream, PostgreSQL and any S3 store.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,106 +9,39 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
-use wolf_api::{ApiConfig, AppState};
-use wolf_manager::{Manager, ManagerConfig};
-use wolf_sandbox::{Registry, SandboxConfig, Sandboxes};
-use wolf_store::{Events, JetStreamConfig, JetStreamQueue, PgStore, S3Config, S3Objects};
+use wolf_api::AppState;
+use wolf_manager::Manager;
+use wolf_sandbox::{Registry, Sandboxes};
+use wolf_store::{Events, JetStreamQueue, PgStore, S3Objects};
 
-/// Where the shared services are (flags or environment).
-#[derive(Debug, Clone, Args)]
-pub struct Services {
-    /// NATS server with JetStream.
-    #[arg(long, env = "WOLF_NATS_URL")]
-    nats_url: String,
-    /// PostgreSQL for metadata (run `wolf migrate` once).
-    #[arg(long, env = "WOLF_DATABASE_URL")]
-    database_url: String,
-    /// S3 endpoint (path-style), e.g. http://127.0.0.1:9000.
-    #[arg(long, env = "WOLF_S3_ENDPOINT")]
-    s3_endpoint: String,
-    /// Bucket for code and output.
-    #[arg(long, env = "WOLF_S3_BUCKET", default_value = "wolf")]
-    s3_bucket: String,
-    /// Region (any value for non-AWS stores).
-    #[arg(long, env = "WOLF_S3_REGION", default_value = "us-east-1")]
-    s3_region: String,
-    /// Access key id (empty: the instance's role, through the metadata service).
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true, default_value = "")]
-    aws_access_key_id: String,
-    /// Secret key.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true, default_value = "")]
-    aws_secret_access_key: String,
-    /// Jobs queued at most (the stream's max_msgs; 503 past it).
-    #[arg(long, env = "WOLF_MAX_PENDING", default_value_t = 10_000)]
-    max_pending: u64,
-    /// Seconds a delivery may go without an ack or in-progress ack before it is redelivered.
-    #[arg(long, env = "WOLF_ACK_WAIT_SECS", default_value_t = 30)]
-    ack_wait_secs: u64,
-}
+use crate::config::{Config, ConfigArgs, DEFAULT_LISTEN};
 
-impl Services {
-    fn s3(&self) -> S3Config {
-        S3Config {
-            endpoint: self.s3_endpoint.clone(),
-            bucket: self.s3_bucket.clone(),
-            region: self.s3_region.clone(),
-            access_key_id: self.aws_access_key_id.clone(),
-            secret_access_key: self.aws_secret_access_key.clone(),
-        }
-    }
-
-    fn jetstream(&self) -> JetStreamConfig {
-        JetStreamConfig {
-            max_pending: self.max_pending,
-            ack_wait: Duration::from_secs(self.ack_wait_secs.max(1)),
-            ..Default::default()
-        }
-    }
-}
-
-/// `wolf api`.
+/// `wolf api`: the configuration tree's flags (see [`crate::config`]).
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     #[command(flatten)]
-    services: Services,
-    /// Address to listen on.
-    #[arg(long, env = "WOLF_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// Requests in flight before 429.
-    #[arg(long, env = "WOLF_MAX_INFLIGHT", default_value_t = 512)]
-    max_inflight: usize,
-    /// Cache for the language registry's artifacts (only versions are probed here).
-    #[arg(long, env = "WOLF_CACHE_DIR", default_value = "wolf-cache")]
-    cache_dir: PathBuf,
+    cfg: ConfigArgs,
 }
 
-/// `wolf manager`.
+/// `wolf manager`: the configuration tree's flags; `--listen` serves /healthz, /readyz and
+/// /metrics.
 #[derive(Debug, Args)]
 pub struct ManagerArgs {
     #[command(flatten)]
-    services: Services,
-    /// Workers (pre-warmed sandboxes); default: the number of CPUs.
-    #[arg(long, env = "WOLF_WORKERS")]
-    workers: Option<usize>,
-    /// Local directory: worker sockets and the cache.
-    #[arg(long, env = "WOLF_DATA_DIR", default_value = "wolf-manager-data")]
-    data_dir: PathBuf,
-    /// Deliveries of a job before it is dead-lettered.
-    #[arg(long, env = "WOLF_MAX_ATTEMPTS", default_value_t = 3)]
-    max_attempts: u32,
-    /// Serve /healthz and /metrics (Prometheus) on this address.
-    #[arg(long, env = "WOLF_LISTEN")]
-    listen: Option<String>,
+    cfg: ConfigArgs,
 }
 
 pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&args.cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        std::fs::create_dir_all(&args.cache_dir)?;
-        let registry = Registry::builtin(&args.cache_dir)?;
-        let queue = Arc::new(JetStreamQueue::connect(&args.services.nats_url, args.services.jetstream()).await?);
-        let meta = Arc::new(PgStore::connect(&args.services.database_url)?);
-        let objects = Arc::new(S3Objects::new(&args.services.s3())?);
+        // Only the engines' versions are probed here; nothing is built.
+        let cache = cfg.cache_dir(&cfg.data_dir);
+        std::fs::create_dir_all(&cache)?;
+        let registry = Registry::builtin(&cache)?;
+        let queue = Arc::new(JetStreamQueue::connect(&cfg.nats.url, cfg.jetstream()).await?);
+        let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
+        let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
         let ready = Arc::new(AtomicBool::new(true));
         // Managers announce stored results on NATS: waiting requests answer at once.
@@ -117,25 +49,24 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         if let Err(e) = queue.follow_done(events.clone()).await {
             tracing::warn!(error = %e, "no result announcements; wait=true falls back to polling");
         }
-        let cfg = ApiConfig {
-            max_inflight: args.max_inflight,
-            max_pending: args.services.max_pending,
+        let api_cfg = wolf_api::ApiConfig {
             background_persistence: true,
-            ..Default::default()
+            ..cfg.api()
         };
         let state = AppState::new(
             meta,
             objects,
             queue,
             registry,
-            cfg,
+            api_cfg,
             events,
             Some(prometheus),
             ready.clone(),
         );
-        let listener = tokio::net::TcpListener::bind(&args.listen)
+        let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("listen on {}", args.listen))?;
+            .with_context(|| format!("listen on {listen}"))?;
         eprintln!("wolf: listening on http://{} (api)", listener.local_addr()?);
         let stop = async move {
             crate::serve::shutdown_signal().await;
@@ -150,34 +81,29 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&args.cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let code = rt.block_on(async move {
-        std::fs::create_dir_all(&args.data_dir)?;
-        let data_dir = std::fs::canonicalize(&args.data_dir)?;
-        let cache = data_dir.join("cache");
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let data_dir = std::fs::canonicalize(&cfg.data_dir)?;
+        let cache = cfg.cache_dir(&data_dir);
         let workers_dir = data_dir.join("workers");
         std::fs::create_dir_all(&cache)?;
         std::fs::create_dir_all(&workers_dir)?;
         let registry = Registry::builtin(&cache)?;
-        let sandboxes = Arc::new(Sandboxes::new(SandboxConfig {
-            binds: registry.bind_paths(),
-            worker_socket_dir: Some(workers_dir),
-            ..Default::default()
-        })?);
+        let sandboxes = Arc::new(Sandboxes::new(cfg.sandbox(registry.bind_paths(), Some(workers_dir)))?);
         tokio::task::spawn_blocking(move || {
             for lang in registry.all().iter().filter(|l| l.absent.is_none()) {
                 let _ = registry.get(&lang.spec.name);
             }
         });
-        let queue = Arc::new(JetStreamQueue::connect(&args.services.nats_url, args.services.jetstream()).await?);
-        let meta = Arc::new(PgStore::connect(&args.services.database_url)?);
-        let objects = Arc::new(S3Objects::new(&args.services.s3())?);
+        let queue = Arc::new(JetStreamQueue::connect(&cfg.nats.url, cfg.jetstream()).await?);
+        let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
+        let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
-        let cfg = ManagerConfig {
-            workers: args.workers.unwrap_or_else(|| ManagerConfig::default().workers),
-            max_attempts: args.max_attempts,
-            progress_every: Some(Duration::from_secs(args.services.ack_wait_secs.max(1)) / 3),
-            ..Default::default()
+        let manager_cfg = wolf_manager::ManagerConfig {
+            progress_every: Some(Duration::from_secs(cfg.nats.ack_wait_secs) / 3),
+            ..cfg.manager()
         };
         let manager = Arc::new(Manager::new(
             meta,
@@ -185,10 +111,10 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
             queue,
             sandboxes,
             registry,
-            cfg,
+            manager_cfg,
             Events::default(),
         ));
-        if let Some(addr) = &args.listen {
+        if let Some(addr) = &cfg.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listen on {addr}"))?;

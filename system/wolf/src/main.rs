@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_serve;
+mod config;
 mod distributed;
 mod migrate;
 mod run;
@@ -29,7 +30,7 @@ enum Command {
     /// Compile and run one program in a fresh sandbox; print the result as JSON.
     Run(Box<run::RunArgs>),
     /// API, durable queue and worker pool in one process (the embedded mode).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Distributed mode: the HTTP API on NATS JetStream, PostgreSQL and S3.
     Api(Box<distributed::ApiArgs>),
     /// Distributed mode: a worker pool consuming the JetStream queue.
@@ -38,6 +39,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Measure sandbox overhead against a bare spawn and bubblewrap; print and save the table.
     Bench(bench::BenchArgs),
+    /// Print the effective configuration (file, then environment, then flags; secrets redacted).
+    Config(Box<config::ConfigArgs>),
 }
 
 fn main() -> ExitCode {
@@ -54,10 +57,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::main(*args),
         Command::Bench(args) => bench::main(args),
-        Command::Serve(args) => serve::main(args),
+        Command::Serve(args) => serve::main(*args),
         Command::Migrate(args) => migrate::main(args),
         Command::Api(args) => distributed::api(*args),
         Command::Manager(args) => distributed::manager(*args),
+        Command::Config(args) => config::main(*args),
     };
     wolf_telemetry::shutdown();
     match result {

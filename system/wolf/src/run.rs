@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use wolf_sandbox::runner::Plan;
-use wolf_sandbox::{Caps, LimitRequest, Registry, RunRequest, SandboxConfig, Sandboxes};
+use wolf_sandbox::{LimitRequest, Registry, RunRequest, Sandboxes};
 
 /// Arguments of `wolf run`.
 #[derive(Debug, Args)]
@@ -109,11 +109,13 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         expected_output: expected,
         ..Default::default()
     };
-    let plan = Plan::new(reg, &Caps::default(), &req)?;
-    let sandboxes = Sandboxes::new(SandboxConfig {
-        binds: reg.bind_paths(),
+    // The configuration tree's file (WOLF_CONFIG) gives the caps and the sandbox's settings.
+    let cfg = crate::config::Config::load(&crate::config::ConfigArgs {
+        config: std::env::var_os("WOLF_CONFIG").map(PathBuf::from),
         ..Default::default()
     })?;
+    let plan = Plan::new(reg, &cfg.caps, &req)?;
+    let sandboxes = Sandboxes::new(cfg.sandbox(reg.bind_paths(), None))?;
     let created = Instant::now();
     let (out, sandbox) = match sandboxes.prepare() {
         Ok(mut sb) => (plan.run(&mut sb, created.elapsed().as_secs_f64() * 1000.0), Some(sb)),

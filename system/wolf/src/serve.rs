@@ -1,7 +1,6 @@
 //! `wolf serve`: API + embedded durable queue + manager + pre-warmed worker pool in one
 //! process, on one data directory (SQLite file and object files). No external service.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,91 +8,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use serde::Deserialize;
 use tokio::sync::watch;
-use wolf_api::{ApiConfig, AppState};
-use wolf_manager::{Manager, ManagerConfig};
-use wolf_sandbox::{Registry, SandboxConfig, Sandboxes};
+use wolf_api::AppState;
+use wolf_manager::Manager;
+use wolf_sandbox::{Registry, Sandboxes};
+
+use crate::config::{Config, ConfigArgs, DEFAULT_LISTEN};
 use wolf_store::{Events, LocalObjects, SqliteStore};
 
-/// Arguments of `wolf serve` (flags win over `WOLF_*` variables, which win over the file).
+/// Arguments of `wolf serve`: the configuration tree's flags (see [`crate::config`]).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free one; the address is logged).
-    #[arg(long, env = "WOLF_LISTEN")]
-    listen: Option<String>,
-    /// Data directory: wolf.db, jobs/<id>/..., the cache.
-    #[arg(long, env = "WOLF_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Workers (pre-warmed sandboxes); default: the number of CPUs.
-    #[arg(long, env = "WOLF_WORKERS")]
-    workers: Option<usize>,
-    /// TOML configuration file (see README, Configuration).
-    #[arg(long, env = "WOLF_CONFIG")]
-    config: Option<PathBuf>,
-}
-
-/// The configuration file. Every field is optional; defaults are in [`Config::default`].
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Listen address.
-    pub listen: String,
-    /// Data directory.
-    pub data_dir: PathBuf,
-    /// Workers.
-    pub workers: usize,
-    /// Requests in flight before 429.
-    pub max_inflight: usize,
-    /// Queued jobs before 503.
-    pub max_pending: u64,
-    /// Largest `code`, bytes.
-    pub max_code_bytes: usize,
-    /// Deliveries of a job before it is Failed.
-    pub max_attempts: u32,
-    /// Operator caps on the compile and run limits.
-    pub caps: wolf_sandbox::Caps,
-    /// Prepared artifacts (precompiled headers); default `<data_dir>/cache`.
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            data_dir: PathBuf::from("wolf-data"),
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            max_inflight: 512,
-            max_pending: 10_000,
-            max_code_bytes: 1 << 20,
-            max_attempts: 3,
-            caps: wolf_sandbox::Caps::default(),
-            cache_dir: None,
-        }
-    }
-}
-
-fn load(args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut cfg = match &args.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("parse {}", p.display()))?
-        }
-        None => Config::default(),
-    };
-    if let Some(l) = &args.listen {
-        cfg.listen = l.clone();
-    }
-    if let Some(d) = &args.data_dir {
-        cfg.data_dir = d.clone();
-    }
-    if let Some(w) = args.workers {
-        cfg.workers = w.max(1);
-    }
-    if let Some(c) = std::env::var_os("WOLF_CACHE_DIR") {
-        cfg.cache_dir = Some(PathBuf::from(c));
-    }
-    Ok(cfg)
+    #[command(flatten)]
+    cfg: ConfigArgs,
 }
 
 /// SIGTERM or SIGINT (every long-running command stops on either).
@@ -108,7 +35,7 @@ pub(crate) async fn shutdown_signal() {
 }
 
 pub fn main(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load(&args)?;
+    let cfg = Config::load(&args.cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let code = rt.block_on(serve(cfg));
     // Do not wait for background preparation (a compiler building a header writes to a
@@ -123,7 +50,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let prometheus = crate::telemetry::install().context("install the metrics recorder")?;
     let store = Arc::new(SqliteStore::open(&data_dir.join("wolf.db")).await?);
     let objects = Arc::new(LocalObjects::new(&data_dir));
-    let cache = cfg.cache_dir.clone().unwrap_or_else(|| data_dir.join("cache"));
+    let cache = cfg.cache_dir(&data_dir);
     std::fs::create_dir_all(&cache)?;
     let registry = Registry::builtin(&cache)?;
     let workers_dir = data_dir.join("workers");
@@ -133,13 +60,9 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         std::fs::set_permissions(&workers_dir, std::fs::Permissions::from_mode(0o700))?;
     }
     let sandboxes = Arc::new(
-        Sandboxes::new(SandboxConfig {
-            binds: registry.bind_paths(),
-            // Each worker serves its job over gRPC on a socket here (outside every sandbox).
-            worker_socket_dir: Some(workers_dir.clone()),
-            ..Default::default()
-        })
-        .context("the sandbox cannot start on this host (Wolf needs root, or a delegated cgroup)")?,
+        // Each worker serves its job over gRPC on a socket here (outside every sandbox).
+        Sandboxes::new(cfg.sandbox(registry.bind_paths(), Some(workers_dir.clone())))
+            .context("the sandbox cannot start on this host (Wolf needs root, or a delegated cgroup)")?,
     );
     // Build per-language artifacts (the C++ precompiled header) before the first job needs them.
     tokio::task::spawn_blocking(move || {
@@ -156,24 +79,13 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         store.clone(),
         sandboxes,
         registry,
-        ManagerConfig {
-            workers: cfg.workers,
-            max_attempts: cfg.max_attempts,
-            caps: cfg.caps,
-            ..Default::default()
-        },
+        cfg.manager(),
         events.clone(),
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let manager_task = tokio::spawn(manager.clone().run(stop_rx));
     let ready = Arc::new(AtomicBool::new(false));
-    let api_cfg = ApiConfig {
-        max_inflight: cfg.max_inflight,
-        max_pending: cfg.max_pending,
-        max_code_bytes: cfg.max_code_bytes,
-        caps: cfg.caps,
-        ..Default::default()
-    };
+    let api_cfg = cfg.api();
     let state = AppState::new(
         store.clone(),
         objects,
@@ -188,9 +100,10 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         let pool = manager.gauges.clone();
         move || pool.readiness()
     });
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+    let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listen on {}", cfg.listen))?;
+        .with_context(|| format!("listen on {listen}"))?;
     let addr = listener.local_addr()?;
     ready.store(true, Ordering::Relaxed);
     eprintln!(

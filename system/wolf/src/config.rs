@@ -1,0 +1,438 @@
+//! One configuration tree for `serve`, `api`, `manager`, `run` and `config`.
+//!
+//! Sources, each overriding the one before: the TOML file (`--config` / `WOLF_CONFIG`), then
+//! the `WOLF_*` environment, then flags (clap reads a flag or, when it is absent, its
+//! variable). Every field is documented once, here, with one named default ([`Config::default`]).
+//! Secrets (the database URL, the S3 secret key) come from the environment or from a file named
+//! by `*_FILE`, never from the TOML file, and are never printed or logged ([`Secret`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use wolf_core::Caps;
+
+/// The API's (and `wolf serve`'s) address when none is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// A value that is never shown: `Debug` and `wolf config` print `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
+/// The whole tree. TOML keys are the field names; sections are the nested structs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address this process serves HTTP on: the API (`serve`, `api`; default
+    /// [`DEFAULT_LISTEN`], port 0 picks a free one) or health, readiness and metrics
+    /// (`manager`; none by default).
+    pub listen: Option<String>,
+    /// Data directory: `wolf.db` and `jobs/` (serve), worker sockets (serve, manager).
+    pub data_dir: PathBuf,
+    /// Prepared artifacts (precompiled headers); default `<data_dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Workers: pre-warmed sandboxes, jobs run in parallel. Default: the number of CPUs.
+    pub workers: usize,
+    /// Requests handled at once; more get 429.
+    pub max_inflight: usize,
+    /// Long polls (`wait=true`) held at once, outside `max_inflight`; more get 429.
+    pub max_waits: usize,
+    /// Jobs queued at most (the JetStream stream's `max_msgs`); more get 503.
+    pub max_pending: u64,
+    /// Largest `code`, bytes (413).
+    pub max_code_bytes: usize,
+    /// Extra files per submission (422 past it).
+    pub max_files: usize,
+    /// Seconds a request body may take to arrive (408 after).
+    pub body_timeout_secs: u64,
+    /// Deliveries of a job before it is Failed and dead-lettered.
+    pub max_attempts: u32,
+    /// Operator caps on the compile and run limits (`[caps.compile]`, `[caps.run]`).
+    pub caps: Caps,
+    /// The jail.
+    pub sandbox: SandboxSection,
+    /// NATS JetStream (distributed mode).
+    pub nats: NatsSection,
+    /// PostgreSQL (distributed mode).
+    #[serde(skip_deserializing)]
+    pub postgres: PostgresSection,
+    /// S3-compatible object store (distributed mode).
+    pub s3: S3Section,
+}
+
+/// `[sandbox]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSection {
+    /// First uid (and gid) of the per-sandbox range (docs/sandbox.md).
+    pub uid_base: u32,
+    /// Uids in the range: at least the sandboxes alive at once on the host.
+    pub uid_count: u32,
+}
+
+/// `[nats]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSection {
+    /// Server URL (`WOLF_NATS_URL`).
+    pub url: String,
+    /// Seconds a delivery may go without an ack or progress before it is redelivered.
+    pub ack_wait_secs: u64,
+}
+
+/// PostgreSQL: only from the environment (a secret).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PostgresSection {
+    /// `WOLF_DATABASE_URL` or the file `WOLF_DATABASE_URL_FILE` names.
+    pub url: Secret,
+}
+
+/// `[s3]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Section {
+    /// Endpoint, path-style (`http://127.0.0.1:9000`).
+    pub endpoint: String,
+    /// Bucket for code and output.
+    pub bucket: String,
+    /// Region (any value for stores other than AWS).
+    pub region: String,
+    /// Access key id (empty: the instance's role).
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY` or the file `AWS_SECRET_ACCESS_KEY_FILE` names.
+    #[serde(skip_deserializing)]
+    pub secret_access_key: Secret,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let api = wolf_api::ApiConfig::default();
+        let uids = wolf_sandbox::uids::UidRange::default();
+        Self {
+            listen: None,
+            data_dir: PathBuf::from("wolf-data"),
+            cache_dir: None,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            max_inflight: api.max_inflight,
+            max_waits: api.max_waits,
+            max_pending: api.max_pending,
+            max_code_bytes: api.max_code_bytes,
+            max_files: api.max_files,
+            body_timeout_secs: api.body_timeout.as_secs(),
+            max_attempts: 3,
+            caps: Caps::default(),
+            sandbox: SandboxSection {
+                uid_base: uids.base,
+                uid_count: uids.count,
+            },
+            nats: NatsSection::default(),
+            postgres: PostgresSection::default(),
+            s3: S3Section::default(),
+        }
+    }
+}
+
+impl Default for SandboxSection {
+    fn default() -> Self {
+        Config::default().sandbox
+    }
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            ack_wait_secs: 30,
+        }
+    }
+}
+
+impl Default for S3Section {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            bucket: "wolf".into(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key: Secret::default(),
+        }
+    }
+}
+
+/// The flags every long-running command takes (each also read from its variable).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "WOLF_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// See `listen` in the configuration.
+    #[arg(long, env = "WOLF_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "WOLF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Cache directory (default `<data_dir>/cache`).
+    #[arg(long, env = "WOLF_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Workers (default: the number of CPUs).
+    #[arg(long, env = "WOLF_WORKERS")]
+    pub workers: Option<usize>,
+    /// Requests in flight before 429.
+    #[arg(long, env = "WOLF_MAX_INFLIGHT")]
+    pub max_inflight: Option<usize>,
+    /// Jobs queued before 503.
+    #[arg(long, env = "WOLF_MAX_PENDING")]
+    pub max_pending: Option<u64>,
+    /// Deliveries of a job before it is dead-lettered.
+    #[arg(long, env = "WOLF_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// NATS server with JetStream.
+    #[arg(long, env = "WOLF_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Seconds before an unacknowledged delivery is redelivered.
+    #[arg(long, env = "WOLF_ACK_WAIT_SECS")]
+    pub ack_wait_secs: Option<u64>,
+    /// PostgreSQL URL (prefer the environment, or WOLF_DATABASE_URL_FILE).
+    #[arg(long, env = "WOLF_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// S3 endpoint (path-style).
+    #[arg(long, env = "WOLF_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket.
+    #[arg(long, env = "WOLF_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "WOLF_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub aws_access_key_id: Option<String>,
+    /// S3 secret key (prefer the environment, or AWS_SECRET_ACCESS_KEY_FILE).
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
+}
+
+/// Reads a variable (the process environment; tests pass their own).
+type Env<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
+
+/// A secret from `value` (flag or variable), else from the file `$<var>_FILE` names.
+fn secret(value: &Option<String>, var: &str, env: Env<'_>) -> anyhow::Result<Option<Secret>> {
+    if let Some(v) = value {
+        return Ok(Some(Secret(v.clone())));
+    }
+    match env(&format!("{var}_FILE")) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("read {var}_FILE ({})", Path::new(&path).display()))?;
+            Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_string())))
+        }
+        None => Ok(None),
+    }
+}
+
+impl Config {
+    /// The file (if any), then the environment and flags in `args`.
+    pub fn load(args: &ConfigArgs) -> anyhow::Result<Self> {
+        Self::load_with(args, &|k| std::env::var_os(k))
+    }
+
+    /// [`Config::load`] reading `*_FILE` variables through `env`.
+    pub fn load_with(args: &ConfigArgs, env: Env<'_>) -> anyhow::Result<Self> {
+        let mut c = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parse {}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($field:expr, $arg:expr) => {
+                if let Some(v) = $arg.clone() {
+                    $field = v;
+                }
+            };
+        }
+        if args.listen.is_some() {
+            c.listen = args.listen.clone();
+        }
+        set!(c.data_dir, args.data_dir);
+        if args.cache_dir.is_some() {
+            c.cache_dir = args.cache_dir.clone();
+        }
+        set!(c.workers, args.workers);
+        set!(c.max_inflight, args.max_inflight);
+        set!(c.max_pending, args.max_pending);
+        set!(c.max_attempts, args.max_attempts);
+        set!(c.nats.url, args.nats_url);
+        set!(c.nats.ack_wait_secs, args.ack_wait_secs);
+        set!(c.s3.endpoint, args.s3_endpoint);
+        set!(c.s3.bucket, args.s3_bucket);
+        set!(c.s3.region, args.s3_region);
+        set!(c.s3.access_key_id, args.aws_access_key_id);
+        if let Some(s) = secret(&args.database_url, "WOLF_DATABASE_URL", env)? {
+            c.postgres.url = s;
+        }
+        if let Some(s) = secret(&args.aws_secret_access_key, "AWS_SECRET_ACCESS_KEY", env)? {
+            c.s3.secret_access_key = s;
+        }
+        c.workers = c.workers.max(1);
+        c.nats.ack_wait_secs = c.nats.ack_wait_secs.max(1);
+        anyhow::ensure!(c.max_inflight > 0, "max_inflight must be at least 1");
+        anyhow::ensure!(c.max_waits > 0, "max_waits must be at least 1");
+        Ok(c)
+    }
+
+    /// The cache directory, resolved against `data_dir`.
+    pub fn cache_dir(&self, data_dir: &Path) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| data_dir.join("cache"))
+    }
+
+    /// The API's settings.
+    pub fn api(&self) -> wolf_api::ApiConfig {
+        wolf_api::ApiConfig {
+            max_inflight: self.max_inflight,
+            max_waits: self.max_waits,
+            max_pending: self.max_pending,
+            max_code_bytes: self.max_code_bytes,
+            max_files: self.max_files,
+            body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+            caps: self.caps,
+            ..Default::default()
+        }
+    }
+
+    /// The manager's settings.
+    pub fn manager(&self) -> wolf_manager::ManagerConfig {
+        wolf_manager::ManagerConfig {
+            workers: self.workers,
+            max_attempts: self.max_attempts,
+            caps: self.caps,
+            ..Default::default()
+        }
+    }
+
+    /// How sandboxes are built.
+    pub fn sandbox(
+        &self,
+        binds: Vec<(PathBuf, PathBuf)>,
+        worker_socket_dir: Option<PathBuf>,
+    ) -> wolf_sandbox::SandboxConfig {
+        wolf_sandbox::SandboxConfig {
+            binds,
+            worker_socket_dir,
+            uids: Some(wolf_sandbox::uids::UidRange {
+                base: self.sandbox.uid_base,
+                count: self.sandbox.uid_count,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The JetStream queue's settings.
+    pub fn jetstream(&self) -> wolf_store::JetStreamConfig {
+        wolf_store::JetStreamConfig {
+            max_pending: self.max_pending,
+            max_deliver: i64::from(self.max_attempts) + 2,
+            ack_wait: Duration::from_secs(self.nats.ack_wait_secs),
+            ..Default::default()
+        }
+    }
+
+    /// The S3 store's settings.
+    pub fn s3(&self) -> wolf_store::S3Config {
+        wolf_store::S3Config {
+            endpoint: self.s3.endpoint.clone(),
+            bucket: self.s3.bucket.clone(),
+            region: self.s3.region.clone(),
+            access_key_id: self.s3.access_key_id.clone(),
+            secret_access_key: self.s3.secret_access_key.expose().to_string(),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted (`wolf config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// `wolf config`: print the effective configuration (secrets redacted).
+pub fn main(args: ConfigArgs) -> anyhow::Result<std::process::ExitCode> {
+    let c = Config::load(&args)?;
+    print!("{}", c.to_toml());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_then_flags_and_secrets_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wolf.toml");
+        std::fs::write(
+            &file,
+            "workers = 3\nmax_pending = 7\n[caps.run]\ncpuTimeMs = 1000\nwallTimeMs = 2000\nmemoryMb = 64\npids = 4\noutputBytes = 100\n[nats]\nurl = \"nats://n:1\"\n",
+        )
+        .unwrap();
+        let secret_file = dir.path().join("db");
+        std::fs::write(&secret_file, "postgres://u:hunter2@h/db\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(file),
+            max_pending: Some(9),
+            aws_secret_access_key: Some("s3cr3t".into()),
+            ..Default::default()
+        };
+        let env = |k: &str| (k == "WOLF_DATABASE_URL_FILE").then(|| secret_file.clone().into_os_string());
+        let c = Config::load_with(&args, &env).unwrap();
+        assert_eq!(c.workers, 3, "from the file");
+        assert_eq!(c.max_pending, 9, "the flag wins over the file");
+        assert_eq!(c.caps.run.memory_mb, 64);
+        assert_eq!(c.nats.url, "nats://n:1");
+        assert_eq!(c.postgres.url.expose(), "postgres://u:hunter2@h/db", "from the _FILE");
+        let shown = format!("{}{:?}", c.to_toml(), c);
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+        // Unknown keys are errors, not silently ignored.
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "wrokers = 2\n").unwrap();
+        let e = Config::load(&ConfigArgs {
+            config: Some(bad),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("wrokers"), "{e:#}");
+        // A secret cannot come from the file.
+        let leaky = dir.path().join("leaky.toml");
+        std::fs::write(&leaky, "[postgres]\nurl = \"postgres://x\"\n").unwrap();
+        assert!(
+            Config::load(&ConfigArgs {
+                config: Some(leaky),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+}
