@@ -66,3 +66,41 @@ impl LandlockPlan {
         Ok(created.no_new_privs(false).restrict_self()?.ruleset)
     }
 }
+
+/// The newest Landlock ABI this kernel supports completely (up to [`ABI_WANTED`]), `None`
+/// without Landlock. Probed by creating, and dropping, rulesets that require each ABI's rights:
+/// nothing is restricted.
+pub fn kernel_abi() -> Option<u8> {
+    let abis = [
+        (ABI::V6, 6),
+        (ABI::V5, 5),
+        (ABI::V4, 4),
+        (ABI::V3, 3),
+        (ABI::V2, 2),
+        (ABI::V1, 1),
+    ];
+    abis.into_iter().find_map(|(abi, n)| {
+        let mut r = Ruleset::default()
+            .set_compatibility(CompatLevel::HardRequirement)
+            .handle_access(AccessFs::from_all(abi))
+            .ok()?;
+        if n >= 4 {
+            r = r.handle_access(AccessNet::from_all(abi)).ok()?;
+        }
+        if n >= 6 {
+            r = r.scope(Scope::from_all(abi)).ok()?;
+        }
+        r.create().ok().map(|_| n)
+    })
+}
+
+/// What Landlock enforces at `abi`, for the startup report.
+pub fn describe(abi: Option<u8>) -> String {
+    match abi {
+        None => "Landlock: not in this kernel (the other layers still hold)".into(),
+        Some(n) if n >= 6 => format!("Landlock ABI {n}: files, TCP bind/connect, signal and abstract-socket scopes"),
+        Some(n) if n >= 4 => format!("Landlock ABI {n}: files and TCP bind/connect (no signal or abstract-socket scopes: the pid and network namespaces hold them)"),
+        Some(n) => format!("Landlock ABI {n}: files only (no TCP rules or scopes: the empty network and own pid namespaces hold them)"),
+    }
+}
+

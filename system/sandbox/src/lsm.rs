@@ -37,6 +37,14 @@ pub fn log_host_lsms() {
     ONCE.call_once(|| {
         let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
         let sys = Path::new("/sys");
+        let abi = crate::landlock_rules::kernel_abi();
+        tracing::info!(
+            lsms = %lsms.trim(),
+            apparmor = if apparmor_enabled(sys) && apparmor_profile_loaded(sys) { APPARMOR_PROFILE } else { "not applied" },
+            landlock_abi = abi.unwrap_or(0),
+            "sandbox layers: namespaces, seccomp, cgroups, rlimits; {}",
+            crate::landlock_rules::describe(abi)
+        );
         if !apparmor_enabled(sys) {
             tracing::info!(lsms = %lsms.trim(), "AppArmor is not available on this host: its profile is not applied; namespaces, seccomp, Landlock and cgroups still are");
         } else if !apparmor_profile_loaded(sys) {

@@ -10,7 +10,9 @@
 //! - [`stack`]: the whole distributed mode (servers + `wolf api` + `wolf manager` processes),
 //!   which the `testbed` binary prints as JSON.
 //! - [`port`]: free loopback ports and readiness probes.
+//! - [`guest`]: a real kernel (Debian's, under qemu) running one command as root.
 
+pub mod guest;
 pub mod nats;
 pub mod otlp;
 pub mod port;

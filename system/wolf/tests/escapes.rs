@@ -297,8 +297,10 @@ for p in ["/etc/shadow", "/etc/gshadow", "/root", "/home", "/var", "/run", "/sys
             print("ESCAPED listed", p, os.listdir(p)[:3])
         else:
             with open(p, "rb") as f:
-                f.read(1)
-            print("ESCAPED read", p)
+                data = f.read(1)
+            # A masked entry (a bind of /dev/null, as /proc/kcore is where the kernel has
+            # one) opens and reads empty: nothing leaked.
+            print("ESCAPED read" if data else "ok masked", p)
     except OSError as e:
         print("ok", p, e.errno)
 for e in glob.glob("/proc/[0-9]*/environ"):

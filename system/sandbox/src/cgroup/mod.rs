@@ -10,6 +10,10 @@
 //! unified hierarchy): memory, pids, cpu and cpuacct hierarchies are used side by side.
 
 pub mod owner;
+
+/// The leaf a v2 Wolf moves itself into when its own cgroup must enable controllers below it
+/// (cgroup v2 allows controllers only below cgroups without processes).
+pub const SUPERVISOR_LEAF: &str = "wolf-supervisor";
 mod v1;
 mod v2;
 
@@ -168,6 +172,9 @@ impl Layout {
             }
         }
         if let (Some(path), Some(m)) = (&v2_path, mounts.iter().find(|m| m.fstype == "cgroup2")) {
+            // In our own leaf (a restart placed there, or systemd's DelegateSubgroup=): the
+            // delegated cgroup is its parent.
+            let path = path.strip_suffix(&format!("/{SUPERVISOR_LEAF}")).unwrap_or(path);
             let mine = under_mount(m, path);
             let controllers = read(&m.point.join("cgroup.controllers")).unwrap_or_default();
             let has = |c: &str| controllers.split_whitespace().any(|x| x == c);

@@ -45,6 +45,17 @@ fn unified_host_with_controllers_uses_v2() {
         }
     );
     assert_eq!(layout.version(), Version::V2);
+    // Restarted inside its own leaf of a delegated cgroup: the base stays beside the leaf.
+    let again = Layout::detect("0::/system.slice/wolf.service/wolf-supervisor\n", mi, |_| {
+        Some("memory pids cpu".into())
+    })
+    .unwrap();
+    assert_eq!(
+        again,
+        Layout::V2 {
+            base: "/sys/fs/cgroup/system.slice/wolf.service/wolf".into()
+        }
+    );
 }
 
 #[test]

@@ -19,13 +19,25 @@ pub(super) fn ensure_base(base: &Path) -> Result<(), CgroupError> {
     })?;
     let want = "+memory +pids +cpu";
     if write(&parent.join("cgroup.subtree_control"), want).is_err() {
-        let leaf = parent.join("wolf-supervisor");
+        let leaf = parent.join(super::SUPERVISOR_LEAF);
         fs::create_dir_all(&leaf).map_err(|source| CgroupError::Create {
             path: leaf.clone(),
             source,
         })?;
         write(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
-        write(&parent.join("cgroup.subtree_control"), want)?;
+        if let Err(e) = write(&parent.join("cgroup.subtree_control"), want) {
+            // Still busy: other processes share our cgroup (a shell that started us, say).
+            // They are not ours to move.
+            let others = fs::read_to_string(parent.join("cgroup.procs")).unwrap_or_default();
+            let others: Vec<&str> = others.split_whitespace().collect();
+            return Err(CgroupError::NotFound(format!(
+                "cannot enable the memory, pids and cpu controllers below {}: it holds other processes \
+                 ({}) and cgroup v2 allows controllers only below cgroups without processes; run Wolf \
+                 as the only process of its cgroup (systemd: a service with Delegate=yes) ({e})",
+                parent.display(),
+                others.join(", ")
+            )));
+        }
     }
     write(&base.join("cgroup.subtree_control"), want)
 }
