@@ -20,6 +20,12 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)  
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)     # venvs for PyPI tools
 command -v cloud-init >/dev/null || missing+=(cloud-init)           # cloud-init schema of the user-data
 command -v curl >/dev/null || missing+=(curl)                       # deploy/smoke.sh
+# A real cgroup v2 + AppArmor kernel for the guest suites (scripts/guest-suites.sh).
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=(linux-image-amd64)
+[[ -x /bin/busybox ]] || missing+=(busybox-static)
+command -v cpio >/dev/null || missing+=(cpio)
+command -v apparmor_parser >/dev/null || missing+=(apparmor)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   $SUDO apt-get update -qq
@@ -54,8 +60,11 @@ for p in wolf-api wolf-core wolf-store loadgen; do
   fi
 done
 cargo nextest run --workspace --locked --no-fail-fast
-# The benchmark table command runs briefly to prove it works; numbers are not judged here.
 cargo build --workspace --locked -q
+# The adversarial suite, the engine's black-box tests and the cgroup v2 / AppArmor / Landlock
+# checks again, inside Debian's kernel under qemu (about 1.5 minutes).
+./scripts/guest-suites.sh
+# The benchmark table command runs briefly to prove it works; numbers are not judged here.
 "${CARGO_TARGET_DIR:-target}/debug/wolf" bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
 # The load generator, briefly, against the embedded server and the distributed testbed: it
 # proves every job is followed to its result; numbers are not judged here.
