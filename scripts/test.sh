@@ -64,6 +64,8 @@ cargo build --workspace --locked -q
 # The adversarial suite, the engine's black-box tests and the cgroup v2 / AppArmor / Landlock
 # checks again, inside Debian's kernel under qemu (about 1.5 minutes).
 ./scripts/guest-suites.sh
+# Property tests from the OpenAPI document (schemathesis, every check, stateful), zero failures.
+./scripts/schemathesis.sh
 # The benchmark table command runs briefly to prove it works; numbers are not judged here.
 "${CARGO_TARGET_DIR:-target}/debug/wolf" bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
 # The load generator, briefly, against the embedded server and the distributed testbed: it

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
@@ -53,6 +54,20 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Q<T> {
             .await
             .map(|Query(v)| Q(v))
             .map_err(|e| ApiError::Malformed(format!("invalid query: {}", e.body_text())))
+    }
+}
+
+/// A query value that is a whole number, also written with a zero fraction (`20.0`).
+pub fn whole_query_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Ok(n) = text.parse::<u64>() {
+        return Ok(Some(n));
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!("{text:?} is not a whole number"))),
     }
 }
 

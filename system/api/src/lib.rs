@@ -18,6 +18,7 @@ pub mod error;
 pub mod extract;
 pub mod persist;
 pub mod routes;
+pub mod schema;
 pub mod serve;
 
 use std::sync::Arc;

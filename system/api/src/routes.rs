@@ -31,6 +31,7 @@ pub struct ApiDoc;
 
 /// `POST /job` and `GET /job/{id}` query.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SubmitQuery {
     /// Answer once the job has finished (200 with the final record).
     #[serde(default)]
@@ -183,27 +184,29 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
     check_args(&sub.args)
 }
 
-/// The kernel refuses a single argument of `MAX_ARG_STRLEN` (32 pages) or more, NUL included.
-pub const MAX_ARG_BYTES: usize = 128 * 1024 - 1;
-/// All arguments together, bytes: exec takes up to a quarter of the stack limit, so 1 MiB fits
-/// whenever the run step's stack limit (its memory limit, up to 64 MiB) is 4 MiB or more.
-pub const MAX_ARGS_TOTAL: usize = 1 << 20;
+/// Characters in one argument at most: with at most [`MAX_ARGS`] of them, all arguments stay
+/// within 1 MiB even at four bytes a character, which exec takes whenever the run step's stack
+/// limit (its memory limit, up to 64 MiB) is 4 MiB or more; one argument stays far below the
+/// kernel's 128 KiB. Counted in characters so that the OpenAPI document can state it exactly.
+pub const MAX_ARG_CHARS: usize = 1024;
+/// Arguments at most.
+pub const MAX_ARGS: usize = 256;
 
-/// Arguments the kernel will take: no NUL, none too long, not too many bytes in all.
+/// Arguments the kernel will take: no NUL, not too long, not too many.
 fn check_args(args: &[String]) -> Result<(), ApiError> {
+    if args.len() > MAX_ARGS {
+        return Err(ApiError::Invalid(format!(
+            "{} args; at most {MAX_ARGS} are allowed",
+            args.len()
+        )));
+    }
     if args.iter().any(|a| a.contains('\0')) {
         return Err(ApiError::Invalid("args may not contain NUL".into()));
     }
-    if let Some((i, a)) = args.iter().enumerate().find(|(_, a)| a.len() > MAX_ARG_BYTES) {
+    if let Some((i, a)) = args.iter().enumerate().find(|(_, a)| a.chars().count() > MAX_ARG_CHARS) {
         return Err(ApiError::Invalid(format!(
-            "args[{i}] is {} bytes; one argument may have at most {MAX_ARG_BYTES}",
-            a.len()
-        )));
-    }
-    let total: usize = args.iter().map(|a| a.len() + 1).sum();
-    if total > MAX_ARGS_TOTAL {
-        return Err(ApiError::Invalid(format!(
-            "args take {total} bytes; at most {MAX_ARGS_TOTAL} are allowed in all"
+            "args[{i}] has {} characters; one argument may have at most {MAX_ARG_CHARS}",
+            a.chars().count()
         )));
     }
     Ok(())
@@ -461,11 +464,13 @@ pub async fn code(State(st): State<AppState>, JobId(id): JobId) -> Result<Respon
 
 /// Listing query.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// A number skips that many; a job id (the previous page's `nextOffset`) continues after it.
     pub offset: Option<String>,
     /// Page size, 1..=100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, value_type = Option<u64>)]
+    #[serde(default, deserialize_with = "crate::extract::whole_query_number")]
     pub limit: Option<u64>,
 }
 
@@ -576,8 +581,8 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 /// The OpenAPI 3 document.
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(crate::schema::document(&st))
 }
 
 /// Unknown routes.

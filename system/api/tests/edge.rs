@@ -297,7 +297,22 @@ async fn files_and_arguments_are_checked_in_linear_time_at_submission() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(jobs(&e.app).await, 0);
     // Within the limits: accepted.
-    let ok = json!({"code": HELLO, "executionEngine": "bash", "args": ["x".repeat(100 * 1024)],
+    let too_many: Vec<String> = (0..257).map(|i| i.to_string()).collect();
+    let (s, _) = call(
+        &e.app,
+        post(
+            "/job",
+            json!({"code": HELLO, "executionEngine": "bash", "args": too_many}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad_name = json!({"code": HELLO, "executionEngine": "bash", "files": [{"name": "é.txt", "content": ""}]});
+    assert_eq!(
+        call(&e.app, post("/job", bad_name)).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let ok = json!({"code": HELLO, "executionEngine": "bash", "args": ["x".repeat(1024), "é".repeat(1024)],
         "files": [{"name": "a.txt", "content": ""}, {"name": "b.txt", "content": ""}]});
     assert_eq!(call(&e.app, post("/job", ok)).await.0, StatusCode::OK);
 }

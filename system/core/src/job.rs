@@ -61,8 +61,8 @@ pub struct FileInput {
 }
 
 /// Limits a submission asks for (run step); each may only go up to the operator's cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct LimitsInput {
     /// CPU time, ms.
     pub cpu_time_ms: Option<u64>,
@@ -74,6 +74,56 @@ pub struct LimitsInput {
     pub pids: Option<u64>,
     /// Cap on stdout and stderr, bytes.
     pub output_bytes: Option<u64>,
+}
+
+/// The wire form of [`LimitsInput`]: only a JSON object (serde's derive would also take an
+/// array of the fields in order, which the API does not promise).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LimitsWire {
+    #[serde(default, deserialize_with = "whole_number")]
+    cpu_time_ms: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number")]
+    wall_time_ms: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number")]
+    memory_mb: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number")]
+    pids: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number")]
+    output_bytes: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for LimitsInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let w: LimitsWire = serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)?;
+        Ok(Self {
+            cpu_time_ms: w.cpu_time_ms,
+            wall_time_ms: w.wall_time_ms,
+            memory_mb: w.memory_mb,
+            pids: w.pids,
+            output_bytes: w.output_bytes,
+        })
+    }
+}
+
+/// A JSON integer, also when written with a zero fraction (`1000.0` is an integer to JSON
+/// Schema and to JavaScript clients): serde's `u64` alone refuses it.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        Int(u64),
+        Float(f64),
+    }
+    match Option::<Num>::deserialize(d)? {
+        None => Ok(None),
+        Some(Num::Int(n)) => Ok(Some(n)),
+        Some(Num::Float(f)) if f.fract() == 0.0 && f >= 0.0 && f <= u64::MAX as f64 => Ok(Some(f as u64)),
+        Some(Num::Float(f)) => Err(serde::de::Error::custom(format!(
+            "expected a whole number that is not negative, got {f}"
+        ))),
+    }
 }
 
 impl From<LimitsInput> for LimitRequest {

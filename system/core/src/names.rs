@@ -1,6 +1,41 @@
 //! Names a job may give its files: checked at the API and again in the jail.
 
-/// Whether `name` is acceptable as a work-dir file name.
+/// Longest file name, characters (ASCII only, so bytes too).
+pub const MAX_FILE_NAME: usize = 128;
+
+/// The characters a file name may use: portable on every file system and in every shell.
+pub const FILE_NAME_PATTERN: &str = "^[A-Za-z0-9._+-]{1,128}$";
+
+/// Whether `name` is acceptable as a work-dir file name: 1 to 128 of `A-Z a-z 0-9 . _ + -`,
+/// and not `.` or `..`.
 pub fn valid_file_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name != "." && name != ".." && !name.contains(['/', '\0'])
+    !name.is_empty()
+        && name.len() <= MAX_FILE_NAME
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_names_only() {
+        for ok in [
+            "Main.java",
+            "input.txt",
+            "data-1.csv",
+            "a+b",
+            "...",
+            "x".repeat(128).as_str(),
+        ] {
+            assert!(valid_file_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a\0b", "é.txt", "a b", "x".repeat(129).as_str()] {
+            assert!(!valid_file_name(bad), "{bad:?}");
+        }
+    }
 }

@@ -99,8 +99,11 @@ pub fn describe(abi: Option<u8>) -> String {
     match abi {
         None => "Landlock: not in this kernel (the other layers still hold)".into(),
         Some(n) if n >= 6 => format!("Landlock ABI {n}: files, TCP bind/connect, signal and abstract-socket scopes"),
-        Some(n) if n >= 4 => format!("Landlock ABI {n}: files and TCP bind/connect (no signal or abstract-socket scopes: the pid and network namespaces hold them)"),
-        Some(n) => format!("Landlock ABI {n}: files only (no TCP rules or scopes: the empty network and own pid namespaces hold them)"),
+        Some(n) if n >= 4 => format!(
+            "Landlock ABI {n}: files and TCP bind/connect (no signal or abstract-socket scopes: the pid and network namespaces hold them)"
+        ),
+        Some(n) => format!(
+            "Landlock ABI {n}: files only (no TCP rules or scopes: the empty network and own pid namespaces hold them)"
+        ),
     }
 }
-

@@ -81,7 +81,10 @@ fn newest_kernel() -> Option<(PathBuf, String)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let release = name.strip_prefix("vmlinuz-")?.to_string();
-            Path::new("/lib/modules").join(&release).is_dir().then(|| (e.path(), release))
+            Path::new("/lib/modules")
+                .join(&release)
+                .is_dir()
+                .then(|| (e.path(), release))
         })
         .collect();
     found.sort_by(|a, b| a.1.cmp(&b.1));
@@ -183,7 +186,18 @@ impl Guest {
         std::fs::write(&path, script)?;
         let started = Instant::now();
         let mut child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-cpu", "max", "-nographic", "-no-reboot", "-monitor", "none", "-nic", "none"])
+            .args([
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max",
+                "-nographic",
+                "-no-reboot",
+                "-monitor",
+                "none",
+                "-nic",
+                "none",
+            ])
             .args(["-m", &self.memory_mb.to_string(), "-smp", &self.cpus.to_string()])
             .arg("-kernel")
             .arg(&self.kernel)
@@ -306,7 +320,10 @@ fn build_initrd(release: &str, out: &Path) -> anyhow::Result<()> {
         .output()
         .context("cpio (apt-get install cpio)")?;
     if !list.status.success() || list.stdout.is_empty() {
-        bail!("building the initramfs failed: {}", String::from_utf8_lossy(&list.stderr));
+        bail!(
+            "building the initramfs failed: {}",
+            String::from_utf8_lossy(&list.stderr)
+        );
     }
     let tmp = out.with_extension("tmp");
     std::fs::File::create(&tmp)?.write_all(&list.stdout)?;

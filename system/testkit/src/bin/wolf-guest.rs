@@ -26,7 +26,9 @@ fn main() -> ExitCode {
                 break;
             }
             other => {
-                eprintln!("wolf-guest: unknown argument {other:?}; usage: wolf-guest [--timeout SECS] [--quiet] -- SCRIPT");
+                eprintln!(
+                    "wolf-guest: unknown argument {other:?}; usage: wolf-guest [--timeout SECS] [--quiet] -- SCRIPT"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -44,7 +46,14 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("wolf-guest: booting Linux {} (TCG)", guest.release);
-    let run = match guest.run(&format!("cd {}\n{script}\n", shell_quote(&std::env::current_dir().unwrap_or_default().display().to_string())), timeout, echo) {
+    let run = match guest.run(
+        &format!(
+            "cd {}\n{script}\n",
+            shell_quote(&std::env::current_dir().unwrap_or_default().display().to_string())
+        ),
+        timeout,
+        echo,
+    ) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("wolf-guest: {e:#}");

@@ -1,0 +1,19 @@
+"""Schemathesis hooks for Wolf's API (scripts/test.sh runs schemathesis with every check).
+
+A submission's file names must be unique; JSON Schema cannot state uniqueness by one property
+of the items, so the OpenAPI document cannot either. Generated bodies that repeat a name are
+dropped here; the server's 422 for them is tested in system/api/tests/edge.rs instead.
+"""
+
+import schemathesis
+
+
+@schemathesis.hook
+def filter_body(ctx, body):
+    if not isinstance(body, dict):
+        return True
+    files = body.get("files")
+    if not isinstance(files, list):
+        return True
+    names = [f.get("name") for f in files if isinstance(f, dict) and isinstance(f.get("name"), str)]
+    return len(names) == len(set(names))

@@ -1,0 +1,57 @@
+//! The OpenAPI document as this deployment enforces it: the handlers' generated document, with
+//! the constraints that depend on the deployment filled in — the engines present here, the
+//! operator's caps, the file and argument rules. A client generated from it, or a property
+//! test (schemathesis, in the test command), sees exactly what the server accepts.
+
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+use crate::AppState;
+use crate::routes::{ApiDoc, MAX_ARG_CHARS, MAX_ARGS};
+
+/// The document for this deployment.
+pub fn document(st: &AppState) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    let schemas = &mut doc["components"]["schemas"];
+    let mut engines: Vec<String> = Vec::new();
+    for l in st.registry.all().iter().filter(|l| l.absent.is_none()) {
+        engines.push(l.spec.name.clone());
+        engines.extend(l.spec.aliases.iter().cloned());
+    }
+    let sub = &mut schemas["Submission"]["properties"];
+    sub["executionEngine"]["enum"] = json!(engines);
+    sub["args"]["maxItems"] = json!(MAX_ARGS);
+    sub["args"]["items"] = json!({"type": "string", "maxLength": MAX_ARG_CHARS, "pattern": "^[^\\u0000]*$"});
+    sub["files"]["maxItems"] = json!(st.cfg.max_files);
+    let name = &mut schemas["FileInput"]["properties"]["name"];
+    name["pattern"] = json!(wolf_core::names::FILE_NAME_PATTERN);
+    name["not"] = json!({"enum": [".", ".."]});
+    let caps = st.cfg.caps.run;
+    let limits = &mut schemas["LimitsInput"];
+    limits["additionalProperties"] = json!(false);
+    for (field, max) in [
+        ("cpuTimeMs", caps.cpu_time_ms),
+        ("wallTimeMs", caps.wall_time_ms),
+        ("memoryMb", caps.memory_mb),
+        ("pids", caps.pids),
+        ("outputBytes", caps.output_bytes),
+    ] {
+        let p = &mut limits["properties"][field];
+        p["minimum"] = json!(1);
+        p["maximum"] = json!(max);
+    }
+    // A job's id, as POST /job answers it, is what every per-job operation takes: stated as
+    // OpenAPI links, so clients (and stateful property tests) can follow a job.
+    let link = |op: &str| json!({"operationId": op, "parameters": {"id": "$response.body#/id"}});
+    for status in ["200", "202"] {
+        if let Some(r) = doc["paths"]["/job"]["post"]["responses"].get_mut(status) {
+            r["links"] = json!({
+                "GetJob": link("get_job"),
+                "GetCode": link("code"),
+                "GetOutput": link("output"),
+                "GetTimeline": link("timeline"),
+            });
+        }
+    }
+    doc
+}
