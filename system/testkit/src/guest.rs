@@ -141,8 +141,8 @@ mount -t cgroup2 -o nsdelegate cgroup2 /root/sys/fs/cgroup
 mount -t securityfs securityfs /root/sys/kernel/security 2>/dev/null
 mount -t devtmpfs dev /root/dev
 mkdir -p /root/dev/pts /root/dev/shm && mount -t devpts devpts /root/dev/pts && mount -t tmpfs tmpfs /root/dev/shm
-mount -t tmpfs tmpfs /root/tmp
-mount -t tmpfs tmpfs /root/run
+# /tmp and /run stay the overlay's (writable, in the tmpfs upper layer): a checkout or a test
+# binary under the host's /tmp must stay visible.
 cmd=$(sed -n 's/.*wolf\.cmd=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo "WOLF-GUEST-START"
 # switch_root, not chroot: the command's mount namespace is rooted at the overlay, as on a real
@@ -179,7 +179,7 @@ impl Guest {
     /// Run `script` (shell, as root, with `/` the host's root under a writable overlay) in a
     /// fresh boot; killed after `timeout`. `echo` copies the console to stderr as it goes.
     pub fn run(&self, script: &str, timeout: Duration, echo: bool) -> anyhow::Result<GuestRun> {
-        // The script must be on the host's file system, outside /tmp and /run (tmpfs inside).
+        // The script must be on the host's file system (the guest sees it read-only).
         let dir = std::env::current_dir()?.join("target").join("guest-scripts");
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("cmd-{}-{}.sh", std::process::id(), crate::port::free_port()));
