@@ -216,6 +216,10 @@ pub struct JobResult {
     /// InternalError detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// stdout or stderr was not valid UTF-8: `stderr` here shows U+FFFD in its place, and
+    /// `GET /job/{id}/output` serves stdout's raw bytes. Present only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_not_utf8: bool,
 }
 
 /// What Wolf records about a job (`GET /job/{id}`).

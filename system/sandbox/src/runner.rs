@@ -79,6 +79,11 @@ pub struct RunResult {
     pub error: Option<String>,
     /// Stage timings.
     pub timings: Timings,
+    /// stdout or stderr was not valid UTF-8 (the text fields replaced it with U+FFFD; the
+    /// job's output object keeps the raw bytes). Shown only when true (the `wolf run` shape
+    /// stays as it was otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_not_utf8: bool,
 }
 
 /// The result plus the raw stdout bytes (stored as the job's output object).
@@ -299,6 +304,7 @@ fn result_from(v: Verdict, s: &StepOutput, stdout: String, compile_output: Strin
         truncated: s.facts.truncated,
         error: None,
         timings: Timings::default(),
+        output_not_utf8: std::str::from_utf8(&s.stdout).is_err() || std::str::from_utf8(&s.stderr).is_err(),
     }
 }
 
@@ -325,6 +331,7 @@ pub fn internal(e: &SandboxError) -> RunOutput {
             truncated: false,
             error: Some(msg),
             timings: Timings::default(),
+            output_not_utf8: false,
         },
         stdout: Vec::new(),
     }
@@ -344,6 +351,7 @@ impl From<&RunResult> for wolf_core::JobResult {
             compile_output: r.compile_output.clone(),
             truncated: r.truncated,
             error: r.error.clone(),
+            output_not_utf8: r.output_not_utf8,
         }
     }
 }

@@ -1117,3 +1117,38 @@ fn a_dead_sandbox_template_is_replaced_and_the_pool_serves_again() {
         .and_then(|v| v.parse::<f64>().ok());
     assert_eq!(restarts, Some(3.0), "{metrics}");
 }
+
+#[test]
+fn output_that_is_not_utf8_is_flagged_and_kept_raw() {
+    if !privileged() {
+        return;
+    }
+    let s = Server::start("workers = 1\n");
+    let (st, v) = s.post(
+        "/job?wait=true&timeout=60",
+        "application/json",
+        json!({"code": "import sys\nsys.stdout.buffer.write(b'ok \\xff\\xfe end')\nsys.stderr.buffer.write(b'\\xc3(')\n", "executionEngine": "python"})
+            .to_string()
+            .into_bytes(),
+        &[],
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["result"]["verdict"], "Accepted", "{v}");
+    assert_eq!(v["result"]["outputNotUtf8"], true, "{v}");
+    assert!(v["result"]["stderr"].as_str().unwrap().contains('\u{fffd}'), "{v}");
+    // The raw bytes, as the program wrote them.
+    let id = v["id"].as_str().unwrap();
+    let mut r = agent().get(format!("{}/job/{id}/output", s.base)).call().unwrap();
+    let raw = r.body_mut().read_to_vec().unwrap();
+    assert_eq!(raw, b"ok \xff\xfe end");
+    // Valid output carries no flag.
+    let (_, v) = s.post(
+        "/job?wait=true&timeout=60",
+        "application/json",
+        json!({"code": "print('fine')", "executionEngine": "python"})
+            .to_string()
+            .into_bytes(),
+        &[],
+    );
+    assert!(v["result"].get("outputNotUtf8").is_none(), "{v}");
+}
