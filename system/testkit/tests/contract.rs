@@ -1,0 +1,303 @@
+//! The HTTP contract, written once and run against both modes: `wolf serve` (embedded) and the
+//! distributed testbed (two APIs, one manager, JetStream, PostgreSQL, S3). Every request that
+//! can go to "another API" goes to the second one in the distributed run, so a behaviour that
+//! differs between the modes, or between APIs, fails here.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wolf_testkit::Stack;
+
+fn root() -> bool {
+    wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(90)))
+        .build()
+        .into()
+}
+
+/// Status, content type and body of one request.
+fn call(method: &str, url: &str, body: Option<&Value>) -> (u16, String, String) {
+    let a = agent();
+    let resp = match (method, body) {
+        ("GET", _) => a.get(url).call(),
+        ("POST", Some(b)) => a
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(b.to_string()),
+        ("POST", None) => a.post(url).send_empty(),
+        ("DELETE", _) => a.delete(url).call(),
+        _ => unreachable!(),
+    };
+    match resp {
+        Ok(mut r) => {
+            let ctype = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (
+                r.status().as_u16(),
+                ctype,
+                r.body_mut().read_to_string().unwrap_or_default(),
+            )
+        }
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// An error answer: its status, and the JSON shape every error has.
+fn error(method: &str, url: &str, body: Option<&Value>) -> (u16, String) {
+    let (s, ctype, b) = call(method, url, body);
+    assert!(ctype.starts_with("application/json"), "{method} {url}: {s} {ctype} {b}");
+    let v = json_of(&b);
+    let code = v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{method} {url}: {b}"));
+    assert!(v["error"]["message"].is_string(), "{b}");
+    (s, code.to_string())
+}
+
+/// The contract. `a` accepts jobs; `b` is where a client behind a load balancer may land next
+/// (the same API in the embedded mode).
+fn contract(mode: &str, a: &str, b: &str) {
+    // Submit and follow a job on the other API at once.
+    let sub = json!({"code": "import sys\nprint(input()[::-1], sys.argv[1])", "executionEngine": "python",
+        "stdin": "flow", "args": ["x"], "tags": ["contract"], "limits": {"wallTimeMs": 10000}});
+    let (s, _, body) = call("POST", &format!("{a}/job"), Some(&sub));
+    assert_eq!(s, 200, "{mode}: {body}");
+    let rec = json_of(&body);
+    let id = rec["id"].as_str().unwrap().to_string();
+    assert_eq!(rec["status"], "Pending", "{mode}: {rec}");
+    assert_eq!(rec["codePath"], format!("jobs/{id}/code.bin"));
+    assert_eq!(rec["tags"], json!(["contract"]));
+    assert!(rec["traceId"].as_str().is_some_and(|t| t.len() == 32), "{rec}");
+    let (s, _, body) = call("GET", &format!("{b}/job/{id}"), None);
+    assert_eq!(s, 200, "{mode}: the other API does not know the job: {body}");
+    assert_eq!(json_of(&body)["codeHash"], rec["codeHash"]);
+    let (s, ctype, code) = call("GET", &format!("{b}/job/{id}/code"), None);
+    assert_eq!((s, code.as_str()), (200, sub["code"].as_str().unwrap()), "{mode}");
+    assert!(ctype.starts_with("text/plain"), "{ctype}");
+    // The long poll answers with the final record.
+    let (s, _, body) = call("GET", &format!("{b}/job/{id}?wait=true&timeout=60"), None);
+    assert_eq!(s, 200, "{mode}: {body}");
+    let done = json_of(&body);
+    assert_eq!(done["status"], "Completed", "{mode}: {done}");
+    let r = &done["result"];
+    assert_eq!(r["verdict"], "Accepted", "{mode}: {done}");
+    for k in [
+        "exitCode",
+        "signal",
+        "cpuTimeMs",
+        "wallTimeMs",
+        "memoryKb",
+        "stderr",
+        "compileOutput",
+        "truncated",
+    ] {
+        assert!(r.get(k).is_some(), "{mode}: result lacks {k}: {done}");
+    }
+    for k in [
+        "server",
+        "queueWait",
+        "workerCreation",
+        "workerAcquire",
+        "compile",
+        "execution",
+        "storage",
+        "total",
+    ] {
+        assert!(done["timings"][k].is_number(), "{mode}: timings lack {k}: {done}");
+    }
+    assert_eq!(done["attempts"].as_array().map(Vec::len), Some(1), "{mode}: {done}");
+    assert_eq!(
+        call("GET", &format!("{b}/job/{id}/output"), None).2,
+        "wolf x\n",
+        "{mode}"
+    );
+    let (s, _, tl) = call("GET", &format!("{a}/job/{id}/timeline"), None);
+    assert_eq!(s, 200, "{mode}: {tl}");
+    assert!(
+        json_of(&tl)["spans"].as_array().is_some_and(|s| !s.is_empty()),
+        "{mode}: {tl}"
+    );
+    // wait=true on the submission itself; a verdict other than Accepted.
+    let (s, _, body) = call(
+        "POST",
+        &format!("{a}/job?wait=true&timeout=60"),
+        Some(&json!({"code": "print(1)", "executionEngine": "python", "expectedOutput": "2"})),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(json_of(&body)["result"]["verdict"], "WrongAnswer", "{mode}: {body}");
+    // A compile error, through a compiled engine.
+    let (_, _, body) = call(
+        "POST",
+        &format!("{a}/job?wait=true&timeout=120"),
+        Some(&json!({"code": "int main( {", "executionEngine": "c"})),
+    );
+    let ce = json_of(&body);
+    assert_eq!(ce["result"]["verdict"], "CompileError", "{mode}: {body}");
+    assert!(!ce["result"]["compileOutput"].as_str().unwrap_or("").is_empty());
+    // Idempotency: same key and body, same job; another body, 409 — across APIs.
+    let key = format!("contract-{}", uuid_like());
+    let body1 = json!({"code": "print('once')", "executionEngine": "python"});
+    let first = json_of(&post_with_key(a, &key, &body1).1);
+    let again = post_with_key(b, &key, &body1);
+    assert_eq!(again.0, 200, "{mode}: {}", again.1);
+    assert_eq!(
+        json_of(&again.1)["id"],
+        first["id"],
+        "{mode}: the same key gave another job"
+    );
+    let other = post_with_key(b, &key, &json!({"code": "print('twice')", "executionEngine": "python"}));
+    assert_eq!(other.0, 409, "{mode}: {}", other.1);
+    // The listing finds the jobs (newest first, cursor paging).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, page) = call("GET", &format!("{b}/job?limit=100"), None);
+        let p = json_of(&page);
+        if p["jobs"]
+            .as_array()
+            .is_some_and(|j| j.iter().any(|r| r["id"] == id.as_str()))
+        {
+            let (_, _, one) = call("GET", &format!("{b}/job?limit=1"), None);
+            let one = json_of(&one);
+            let next = one["nextOffset"].as_str().expect("a cursor").to_string();
+            let (_, _, two) = call("GET", &format!("{b}/job?limit=1&offset={next}"), None);
+            assert_ne!(
+                json_of(&two)["jobs"][0]["id"],
+                one["jobs"][0]["id"],
+                "{mode}: paging repeats"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{mode}: job {id} never listed: {page}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Errors: one shape, the same status in both modes.
+    let unknown = "0190c0a0-0000-7000-8000-000000000000";
+    for (method, path, body, want) in [
+        ("GET", format!("/job/{unknown}"), None, (404, "not_found")),
+        ("GET", "/job/not-an-id/code".to_string(), None, (404, "not_found")),
+        ("GET", "/nowhere".to_string(), None, (404, "not_found")),
+        ("DELETE", "/job".to_string(), None, (405, "method_not_allowed")),
+        ("GET", "/job?limit=0".to_string(), None, (422, "invalid_field")),
+        ("GET", "/job?limit=x".to_string(), None, (400, "malformed_request")),
+        (
+            "POST",
+            "/job".to_string(),
+            Some(json!({"code": "x", "executionEngine": "cobol"})),
+            (422, "invalid_field"),
+        ),
+        (
+            "POST",
+            "/job".to_string(),
+            Some(json!({"code": ""})),
+            (422, "invalid_field"),
+        ),
+        (
+            "POST",
+            "/job?wait=true&timeout=NaN".to_string(),
+            Some(json!({"code": "x", "executionEngine": "python"})),
+            (422, "invalid_field"),
+        ),
+        ("POST", "/job".to_string(), None, (415, "unsupported_media_type")),
+    ] {
+        let got = error(method, &format!("{b}{path}"), body.as_ref());
+        assert_eq!((got.0, got.1.as_str()), want, "{mode}: {method} {path}");
+    }
+    // The languages, health and the document.
+    let (s, _, langs) = call("GET", &format!("{b}/languages"), None);
+    assert_eq!(s, 200);
+    assert!(
+        json_of(&langs)
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["name"] == "python")),
+        "{langs}"
+    );
+    assert_eq!(call("GET", &format!("{b}/healthz"), None).0, 200);
+    assert_eq!(call("GET", &format!("{b}/readyz"), None).0, 200, "{mode}");
+    let (s, _, doc) = call("GET", &format!("{b}/openapi.json"), None);
+    assert_eq!(s, 200);
+    assert!(json_of(&doc)["paths"]["/job/{id}"].is_object());
+}
+
+fn post_with_key(api: &str, key: &str, body: &Value) -> (u16, String) {
+    match agent()
+        .post(format!("{api}/job"))
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", key)
+        .send(body.to_string())
+    {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// `wolf serve` on a free port in `dir`.
+fn serve(dir: &std::path::Path) -> (Child, String) {
+    let wolf = wolf_testkit::stack::wolf_binary().unwrap();
+    let mut child = Command::new(wolf)
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .arg(dir.join("data"))
+        .env("WOLF_LOG", "warn")
+        .env("WOLF_CACHE_DIR", dir.join("cache"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("wolf: listening on ")
+                .map(|r| r.split_whitespace().next().unwrap().to_string())
+        })
+        .expect("wolf serve printed its address");
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    (child, url)
+}
+
+#[test]
+fn the_contract_holds_embedded() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = serve(dir.path());
+    contract("embedded", &url, &url);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_contract_holds_distributed_across_two_apis() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Stack::up_with(dir.path(), 2, 1, &[("WOLF_WORKERS", "2")]).unwrap();
+    contract("distributed", &s.apis[0].1, &s.apis[1].1);
+}
