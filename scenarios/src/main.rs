@@ -531,7 +531,7 @@ fn poison(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
     let nats = s.nats.url();
     let dlq = ctx.rt.block_on(async {
         let q = wolf_store::JetStreamQueue::connect(&nats, wolf_store::JetStreamConfig::default()).await?;
-        q.dead_letters().await
+        q.dead_letter_count().await
     })?;
     o.check(format!("it is in the dead-letter stream ({dlq} letters)"), dlq >= 1);
     o.counts = json!({"kills": kills, "deadLetters": dlq, "retryCount": fin["retryCount"]});

@@ -219,6 +219,7 @@ pub fn app(state: AppState) -> Router {
         .route("/job/{id}/timeline", get(routes::timeline))
         .route("/job/{id}/output", get(routes::output))
         .route("/job/{id}/code", get(routes::code))
+        .route("/dead-letters", get(routes::dead_letters))
         .route("/languages", get(routes::languages))
         .layer(middleware::from_fn_with_state(state.clone(), shed))
         .layer(DefaultBodyLimit::max(limit));

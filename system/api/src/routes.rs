@@ -24,8 +24,19 @@ use crate::extract::{JobId, Q, wait_timeout};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Wolf", description = "Run untrusted code in a strict sandbox."),
-    paths(submit, get_job, timeline, output, code, list, languages, healthz, readyz),
-    components(schemas(Submission, JobRecord, ErrorBody, JobPage, Language))
+    paths(
+        submit,
+        get_job,
+        timeline,
+        output,
+        code,
+        list,
+        dead_letters,
+        languages,
+        healthz,
+        readyz
+    ),
+    components(schemas(Submission, JobRecord, ErrorBody, JobPage, Language, wolf_store::DeadLetter))
 )]
 pub struct ApiDoc;
 
@@ -508,6 +519,33 @@ pub async fn list(State(st): State<AppState>, Q(q): Q<ListQuery>) -> Result<Json
         .then(|| jobs.last().map(|j| j.id.clone()))
         .flatten();
     Ok(Json(JobPage { jobs, next_offset }))
+}
+
+/// `GET /dead-letters` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterQuery {
+    /// How many, newest first, 1..=100 (default 20).
+    #[param(minimum = 1, maximum = 100, value_type = Option<u64>)]
+    #[serde(default, deserialize_with = "crate::extract::whole_query_number")]
+    pub limit: Option<u64>,
+}
+
+/// Jobs that cannot run (every attempt's sandbox failed, or the job is malformed), newest first,
+/// with the reason: the same in both modes (SQLite table, JetStream stream `WOLF_DLQ`). Each
+/// job's record is `Failed` with the same reason.
+#[utoipa::path(get, path = "/dead-letters", params(DeadLetterQuery),
+    responses((status = 200, body = [wolf_store::DeadLetter]), (status = 400, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn dead_letters(
+    State(st): State<AppState>,
+    Q(q): Q<DeadLetterQuery>,
+) -> Result<Json<Vec<wolf_store::DeadLetter>>, ApiError> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::Invalid("limit must be between 1 and 100".into()));
+    }
+    Ok(Json(st.queue.dead_letters(limit).await?))
 }
 
 /// An execution engine of this deployment.

@@ -17,6 +17,7 @@ use wolf_store::{Events, LocalObjects, SqliteStore};
 
 struct Edge {
     app: Router,
+    store: Arc<SqliteStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -24,6 +25,7 @@ async fn edge(cfg: ApiConfig) -> Edge {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("wolf.db")).await.unwrap());
     let objects = Arc::new(LocalObjects::new(dir.path()));
+    let store_handle = store.clone();
     let registry = Registry::builtin(&dir.path().join("cache")).unwrap();
     let state = AppState::new(
         store.clone(),
@@ -37,6 +39,7 @@ async fn edge(cfg: ApiConfig) -> Edge {
     );
     Edge {
         app: wolf_api::app(state),
+        store: store_handle,
         _dir: dir,
     }
 }
@@ -350,5 +353,42 @@ async fn the_openapi_document_declares_every_path_parameter() {
     assert_eq!(
         doc["components"]["schemas"]["Submission"]["properties"]["code"]["minLength"],
         1
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_are_kept_and_listed_newest_first() {
+    use wolf_store::Queue;
+    let e = edge(ApiConfig::default()).await;
+    let (s, v) = call(&e.app, get("/dead-letters")).await;
+    assert_eq!((s, v), (StatusCode::OK, json!([])));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_, rec) = call(
+            &e.app,
+            post(
+                "/job",
+                json!({"code": format!("print({i})"), "executionEngine": "python"}),
+            ),
+        )
+        .await;
+        let id = rec["id"].as_str().unwrap().to_string();
+        e.store.dead_letter(&id, &format!("reason {i}")).await.unwrap();
+        ids.push(id);
+    }
+    let (s, v) = call(&e.app, get("/dead-letters?limit=2")).await;
+    assert_eq!(s, StatusCode::OK);
+    let got: Vec<(&str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["jobId"].as_str().unwrap(), l["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, [(ids[2].as_str(), "reason 2"), (ids[1].as_str(), "reason 1")]);
+    // Dead-lettered jobs left the queue.
+    assert_eq!(e.store.depth().await.unwrap(), 0);
+    assert_eq!(
+        call(&e.app, get("/dead-letters?limit=0")).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
     );
 }

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use wolf_core::{JobRecord, Submission};
 
-use crate::traits::{Admission, Delivery, Idempotency, Queue, StoreError};
+use crate::traits::{Admission, DeadLetter, Delivery, Idempotency, Queue, StoreError};
 
 /// Stream and consumer names.
 pub const STREAM: &str = "WOLF_JOBS";
@@ -85,17 +85,6 @@ pub struct Queued {
 struct Remembered {
     body_hash: String,
     queued: Queued,
-}
-
-/// A dead letter.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// The job.
-    pub job_id: String,
-    /// Why it cannot run.
-    pub reason: String,
-    /// When it was dead-lettered.
-    pub at: DateTime<Utc>,
 }
 
 /// The JetStream queue.
@@ -404,7 +393,7 @@ impl JetStreamQueue {
     }
 
     /// Messages in the dead-letter stream.
-    pub async fn dead_letters(&self) -> Result<u64, StoreError> {
+    pub async fn dead_letter_count(&self) -> Result<u64, StoreError> {
         let mut s = self.js.get_stream(DLQ_STREAM).await.map_err(unavailable)?;
         Ok(s.info().await.map_err(unavailable)?.state.messages)
     }
@@ -518,6 +507,26 @@ impl Queue for JetStreamQueue {
             msg.ack_with(AckKind::Term).await.map_err(StoreError::Unavailable)?;
         }
         Ok(())
+    }
+
+    async fn dead_letters(&self, limit: u64) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut stream = self.js.get_stream(DLQ_STREAM).await.map_err(unavailable)?;
+        let state = stream.info().await.map_err(unavailable)?.state.clone();
+        let mut out = Vec::new();
+        let mut seq = state.last_sequence;
+        while seq >= state.first_sequence.max(1) && (out.len() as u64) < limit {
+            match stream.get_raw_message(seq).await {
+                Ok(m) => {
+                    if let Ok(l) = serde_json::from_slice::<DeadLetter>(&m.payload) {
+                        out.push(l);
+                    }
+                }
+                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            seq -= 1;
+        }
+        Ok(out)
     }
 
     async fn depth(&self) -> Result<u64, StoreError> {

@@ -28,4 +28,4 @@ pub use local::LocalObjects;
 pub use postgres::PgStore;
 pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
-pub use traits::{Admission, Delivery, Idempotency, Metadata, Objects, Page, Queue, StoreError};
+pub use traits::{Admission, DeadLetter, Delivery, Idempotency, Metadata, Objects, Page, Queue, StoreError};

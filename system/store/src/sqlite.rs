@@ -16,7 +16,7 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use wolf_core::{Attempt, JobRecord, Status, Submission, Timings};
 
-use crate::traits::{Admission, Delivery, Idempotency, Metadata, Page, Queue, StoreError};
+use crate::traits::{Admission, DeadLetter, Delivery, Idempotency, Metadata, Page, Queue, StoreError};
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -43,6 +43,12 @@ const SCHEMA: &[&str] = &[
         enqueued_ms INTEGER NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS queue_available ON queue (available_at, seq)",
+    "CREATE TABLE IF NOT EXISTS dead_letters (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS idempotency (
         key TEXT PRIMARY KEY,
         body_hash TEXT NOT NULL,
@@ -324,6 +330,41 @@ impl Queue for SqliteStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    async fn dead_letter(&self, job_id: &str, reason: &str) -> Result<(), StoreError> {
+        // Kept and removed from the queue in one transaction: never both, never neither.
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("INSERT INTO dead_letters (job_id, reason, at_ms) VALUES (?, ?, ?)")
+            .bind(job_id)
+            .bind(reason)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("DELETE FROM queue WHERE job_id = ?")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn dead_letters(&self, limit: u64) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query("SELECT job_id, reason, at_ms FROM dead_letters ORDER BY seq DESC LIMIT ?")
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| DeadLetter {
+                job_id: r.get(0),
+                reason: r.get(1),
+                at: DateTime::from_timestamp_millis(r.get(2)).unwrap_or_else(Utc::now),
+            })
+            .collect())
     }
 
     async fn depth(&self) -> Result<u64, StoreError> {

@@ -58,6 +58,18 @@ pub fn merge_attempts(stored: Vec<wolf_core::Attempt>, new: &[wolf_core::Attempt
     all.into_values().collect()
 }
 
+/// A job that cannot run, kept for inspection (both modes: `GET /dead-letters`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The job.
+    pub job_id: String,
+    /// Why it cannot run.
+    pub reason: String,
+    /// When it was dead-lettered.
+    pub at: DateTime<Utc>,
+}
+
 /// Outcome of an admission.
 #[derive(Debug, Clone)]
 pub enum Admission {
@@ -165,9 +177,9 @@ pub trait Queue: Send + Sync {
     }
     /// The job cannot run: keep it in the dead-letter store with `reason`, and remove it from
     /// the queue.
-    async fn dead_letter(&self, job_id: &str, _reason: &str) -> Result<(), StoreError> {
-        self.ack(job_id).await
-    }
+    async fn dead_letter(&self, job_id: &str, reason: &str) -> Result<(), StoreError>;
+    /// The newest dead letters first, at most `limit`.
+    async fn dead_letters(&self, limit: u64) -> Result<Vec<DeadLetter>, StoreError>;
 }
 
 #[cfg(test)]

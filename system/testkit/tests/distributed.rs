@@ -231,9 +231,18 @@ fn a_poison_job_ends_failed_and_in_the_dead_letter_stream() {
         let q = wolf_store::JetStreamQueue::connect(&s.nats.url(), Default::default())
             .await
             .unwrap();
-        q.dead_letters().await.unwrap()
+        q.dead_letter_count().await.unwrap()
     });
     assert_eq!(dead, 1, "the job is kept in WOLF_DLQ");
+    // Inspectable through the API, as in the embedded mode.
+    let (st, body) = get(api, "/dead-letters");
+    assert_eq!(st, 200, "{body}");
+    let letters: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(letters[0]["jobId"], id, "{letters}");
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("3 attempts"),
+        "{letters}"
+    );
     drop(killer);
     // The pool healed: a normal job still runs.
     let (_, ok) = submit(api, &json!({"code": "print('fine')", "executionEngine": "python"}));
