@@ -48,9 +48,15 @@ impl Objects for LocalObjects {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use std::io::ErrorKind;
         match tokio::fs::read(self.path(key)?).await {
             Ok(d) => Ok(Some(d)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // A path through a file ("jobs/<id>/code.bin/x"): no such object either.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            // A key the file system cannot name is a bad key, not an outage.
+            Err(e) if matches!(e.kind(), ErrorKind::InvalidFilename | ErrorKind::InvalidInput) => {
+                Err(StoreError::InvalidKey(key.to_string()))
+            }
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -67,6 +73,15 @@ mod tests {
         o.put("jobs/a/code.bin", b"x".to_vec()).await.unwrap();
         assert_eq!(o.get("jobs/a/code.bin").await.unwrap().unwrap(), b"x");
         assert!(o.get("jobs/b/code.bin").await.unwrap().is_none());
+        assert!(o.get("jobs/a/code.bin/deeper").await.unwrap().is_none());
+        assert!(matches!(
+            o.get(&format!("jobs/{}/code.bin", "x".repeat(300))).await,
+            Err(StoreError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            o.get("jobs/a\0b/code.bin").await,
+            Err(StoreError::InvalidKey(_))
+        ));
         for bad in ["../x", "/etc/passwd", "jobs/../../x", ""] {
             assert!(
                 matches!(o.put(bad, vec![]).await, Err(StoreError::InvalidKey(_))),
