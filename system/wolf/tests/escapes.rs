@@ -669,7 +669,15 @@ fn memory_and_cpu_accounting_match_what_the_program_used() {
         "memory {kb} KiB vs {used} KiB used: {v}"
     );
     let cpu = v["cpuTimeMs"].as_u64().unwrap() as f64;
-    assert!((cpu - 500.0).abs() <= 100.0, "cpu {cpu} ms vs 500 ms used: {v}");
+    // The cgroup also charges what the kernel does for the step around the program (the fork,
+    // the exec, unmapping 100 MiB at exit). Natively that is a few ms; under an emulated CPU
+    // (the guest suites set WOLF_GUEST) it is hundreds, so only the upper slack widens there.
+    let slack = if std::env::var_os("WOLF_GUEST").is_some() {
+        600.0
+    } else {
+        100.0
+    };
+    assert!(cpu >= 400.0 && cpu <= 500.0 + slack, "cpu {cpu} ms vs 500 ms used: {v}");
 }
 
 #[test]
