@@ -61,49 +61,34 @@ pub struct FileInput {
 }
 
 /// Limits a submission asks for (run step); each may only go up to the operator's cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LimitsInput {
     /// CPU time, ms.
+    #[serde(default, deserialize_with = "whole_number")]
     pub cpu_time_ms: Option<u64>,
     /// Wall time, ms.
+    #[serde(default, deserialize_with = "whole_number")]
     pub wall_time_ms: Option<u64>,
     /// Memory, MiB.
+    #[serde(default, deserialize_with = "whole_number")]
     pub memory_mb: Option<u64>,
     /// Processes and threads.
+    #[serde(default, deserialize_with = "whole_number")]
     pub pids: Option<u64>,
     /// Cap on stdout and stderr, bytes.
+    #[serde(default, deserialize_with = "whole_number")]
     pub output_bytes: Option<u64>,
 }
 
-/// The wire form of [`LimitsInput`]: only a JSON object (serde's derive would also take an
-/// array of the fields in order, which the API does not promise).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LimitsWire {
-    #[serde(default, deserialize_with = "whole_number")]
-    cpu_time_ms: Option<u64>,
-    #[serde(default, deserialize_with = "whole_number")]
-    wall_time_ms: Option<u64>,
-    #[serde(default, deserialize_with = "whole_number")]
-    memory_mb: Option<u64>,
-    #[serde(default, deserialize_with = "whole_number")]
-    pids: Option<u64>,
-    #[serde(default, deserialize_with = "whole_number")]
-    output_bytes: Option<u64>,
-}
-
-impl<'de> Deserialize<'de> for LimitsInput {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
-        let w: LimitsWire = serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)?;
-        Ok(Self {
-            cpu_time_ms: w.cpu_time_ms,
-            wall_time_ms: w.wall_time_ms,
-            memory_mb: w.memory_mb,
-            pids: w.pids,
-            output_bytes: w.output_bytes,
-        })
+/// `limits` of a submission: only a JSON object (serde's derive would also take an array of the
+/// fields in order, which the API does not promise).
+fn limits_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LimitsInput>, D::Error> {
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
+        None => Ok(None),
+        Some(map) => LimitsInput::deserialize(serde_json::Value::Object(map))
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 
@@ -158,7 +143,7 @@ pub struct Submission {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileInput>,
     /// Limits of the run step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "limits_object")]
     pub limits: Option<LimitsInput>,
     /// Expected stdout: enables the WrongAnswer verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
