@@ -29,6 +29,10 @@ pub fn probe_inside(lang: &Language) -> Option<PathBuf> {
     Some(PathBuf::from("/opt/wolf/probe").join(safe))
 }
 
+/// Why an engine is absent from a registry that resolved only some ([`Registry::load_some`]):
+/// not known to be missing, just not looked at.
+const NOT_RESOLVED: &str = "not resolved by this command";
+
 /// The registry shipped with Wolf.
 pub const BUILTIN: &str = include_str!("../languages.toml");
 
@@ -178,6 +182,17 @@ fn substitute(arg: &str, probe: Option<&Path>, cache: &Path, memory_mb: u64) -> 
 impl Registry {
     /// Parse a registry and resolve it against this host. `cache_dir` holds prepared artifacts.
     pub fn load(text: &str, cache_dir: &Path) -> Result<Self, LanguageError> {
+        Self::load_some(text, cache_dir, |_| true)
+    }
+
+    /// Like [`Registry::load`], resolving only the engines `wanted` selects; the others are
+    /// absent ("not resolved"). A probe can be slow (`rustc --print sysroot` through the rustup
+    /// proxy costs ~25 ms): one-shot commands resolve just the engine they run.
+    pub fn load_some(
+        text: &str,
+        cache_dir: &Path,
+        wanted: impl Fn(&LanguageSpec) -> bool,
+    ) -> Result<Self, LanguageError> {
         let file: RegistryFile = toml::from_str(text).map_err(LanguageError::Parse)?;
         let languages = file
             .language
@@ -186,11 +201,14 @@ impl Registry {
                 let compile_limits = spec.limits.compile.unwrap_or(file.defaults.compile);
                 let mut run_limits = spec.limits.run.unwrap_or(file.defaults.run);
                 run_limits.pids += spec.extra_pids;
-                let mut absent = spec
-                    .requires
-                    .iter()
-                    .find(|p| !p.exists())
-                    .map(|p| format!("{} not found", p.display()));
+                let mut absent = if wanted(&spec) {
+                    spec.requires
+                        .iter()
+                        .find(|p| !p.exists())
+                        .map(|p| format!("{} not found", p.display()))
+                } else {
+                    Some(NOT_RESOLVED.to_string())
+                };
                 let mut probe_dir = None;
                 if absent.is_none()
                     && let Some(argv) = &spec.probe
@@ -237,6 +255,12 @@ impl Registry {
         Ok(REG.get_or_init(|| r))
     }
 
+    /// The built-in registry with only the engine named `engine` (a name or alias) resolved.
+    pub fn builtin_for(cache_dir: &Path, engine: &str) -> Result<Registry, LanguageError> {
+        let n = engine.trim().to_ascii_lowercase();
+        Registry::load_some(BUILTIN, cache_dir, |spec| spec.name == n || spec.aliases.contains(&n))
+    }
+
     /// All engines.
     pub fn all(&self) -> &[Language] {
         &self.languages
@@ -276,7 +300,7 @@ impl Registry {
     pub fn known(&self) -> Vec<String> {
         self.languages
             .iter()
-            .filter(|l| l.absent.is_none())
+            .filter(|l| l.absent.as_deref().is_none_or(|a| a == NOT_RESOLVED))
             .map(|l| l.spec.name.clone())
             .collect()
     }

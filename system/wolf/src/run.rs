@@ -87,7 +87,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     std::fs::create_dir_all(&cache).with_context(|| format!("create cache dir {}", cache.display()))?;
-    let reg = Registry::builtin(&cache)?;
+    // Only this engine is resolved: another engine's probe (rustc through rustup, ~25 ms) is
+    // not this run's to pay.
+    let registry = Registry::builtin_for(&cache, &args.engine)?;
+    let reg = &registry;
     let req = RunRequest {
         engine: args.engine.clone(),
         code,
