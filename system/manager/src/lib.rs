@@ -23,7 +23,10 @@ use tracing::Instrument;
 use wolf_core::job::{output_key, stderr_key};
 use wolf_core::{JobRecord, JobResult, Status, Timings};
 use wolf_sandbox::runner::Plan;
-use wolf_sandbox::{Caps, Prepared, Registry, RunRequest, Sandboxes};
+use wolf_sandbox::{Caps, Registry, RunRequest};
+
+pub mod pool;
+pub use pool::{Pool, Warm};
 use wolf_store::{Delivery, Events, Metadata, Objects, Queue, StoreError};
 
 /// Manager settings.
@@ -104,7 +107,7 @@ pub struct Manager {
     meta: Arc<dyn Metadata>,
     objects: Arc<dyn Objects>,
     queue: Arc<dyn Queue>,
-    sandboxes: Arc<Sandboxes>,
+    sandboxes: Arc<dyn Pool>,
     registry: &'static Registry,
     cfg: ManagerConfig,
     events: Events,
@@ -154,7 +157,7 @@ impl Manager {
         meta: Arc<dyn Metadata>,
         objects: Arc<dyn Objects>,
         queue: Arc<dyn Queue>,
-        sandboxes: Arc<Sandboxes>,
+        sandboxes: Arc<dyn Pool>,
         registry: &'static Registry,
         cfg: ManagerConfig,
         events: Events,
@@ -222,7 +225,7 @@ impl Manager {
 
     fn set_gauges(&self) {
         let g = &self.gauges;
-        metrics::counter!("wolf_sandbox_template_restarts_total").absolute(self.sandboxes.template_restarts());
+        metrics::counter!("wolf_sandbox_template_restarts_total").absolute(self.sandboxes.restarts());
         metrics::gauge!("wolf_workers", "state" => "idle").set(g.idle.load(Ordering::Relaxed) as f64);
         metrics::gauge!("wolf_workers", "state" => "busy").set(g.busy.load(Ordering::Relaxed) as f64);
         metrics::gauge!("wolf_workers", "state" => "warming").set(g.warming.load(Ordering::Relaxed) as f64);
@@ -252,7 +255,7 @@ impl Manager {
 
     /// One sandbox for worker `i`, retried with backoff until one is ready (or shutdown). A
     /// cause is logged once when it starts and once when it ends, however long it lasts.
-    async fn prepare(&self, i: usize, shutdown: &mut watch::Receiver<bool>) -> Option<(Prepared, f64)> {
+    async fn prepare(&self, i: usize, shutdown: &mut watch::Receiver<bool>) -> Option<(Box<dyn Warm>, f64)> {
         let mut delay = Duration::from_millis(50);
         let mut failing: Option<String> = None;
         loop {
@@ -306,7 +309,7 @@ impl Manager {
     ///
     /// Waiting for a job may be dropped at shutdown; running and persisting a job must finish.
     async fn worker(&self, i: usize, mut shutdown: watch::Receiver<bool>) {
-        let mut warm: Option<(Prepared, f64)> = None;
+        let mut warm: Option<(Box<dyn Warm>, f64)> = None;
         while !*shutdown.borrow() {
             if warm.is_none() {
                 warm = self.prepare(i, &mut shutdown).await;
@@ -378,11 +381,11 @@ impl Manager {
     async fn process(
         &self,
         d: Delivery,
-        mut sandbox: Prepared,
+        sandbox: Box<dyn Warm>,
         creation_ms: f64,
         leased_at: Instant,
         worker: usize,
-    ) -> Option<Prepared> {
+    ) -> Option<Box<dyn Warm>> {
         let id = d.job_id.clone();
         // The record: from the metadata store, or — when the queue carries it and the store
         // has not seen it yet (its API persists in the background) or is down — from the queue.
@@ -509,34 +512,7 @@ impl Manager {
             })
         });
         let run_span = tracing::info_span!("worker.run", worker = %record.attempts.last().map(|a| a.worker.as_str()).unwrap_or(""));
-        let run_id = id.clone();
-        let run = async move {
-            match sandbox.socket().map(ToOwned::to_owned) {
-                // The worker serves the job over gRPC on its Unix socket.
-                Some(socket) => {
-                    let started = Instant::now();
-                    let (files, steps) = plan.parts();
-                    let outcome = match sandbox.job_spec(files, steps) {
-                        Ok((spec, blobs)) => {
-                            match wolf_worker::client::run(&socket, sandbox.token(), &run_id, spec, blobs).await {
-                                Ok((report, out)) => wolf_sandbox::sandbox::outputs_from_report(report, out)
-                                    .map(|o| plan.finish(o, creation_ms, ms(started.elapsed()))),
-                                Err(e) => Err(wolf_sandbox::SandboxError::Setup(e.to_string())),
-                            }
-                        }
-                        Err(e) => Err(e),
-                    };
-                    (outcome, sandbox)
-                }
-                None => tokio::task::spawn_blocking(move || {
-                    let r = plan.try_run(&mut sandbox, creation_ms);
-                    (r, sandbox)
-                })
-                .await
-                .expect("sandbox thread"),
-            }
-        };
-        let (outcome, sandbox) = run.instrument(run_span.clone()).await;
+        let outcome = sandbox.run(&id, plan, creation_ms).instrument(run_span.clone()).await;
         let _ = marking.await;
         if let Ok(o) = &outcome {
             // The worker has no network to export from: its steps are recorded here, under
@@ -555,8 +531,6 @@ impl Manager {
         if let Some(t) = ticker {
             t.abort();
         }
-        // Destroying the sandbox is off the critical path.
-        tokio::task::spawn_blocking(move || drop(sandbox));
         let out = match outcome {
             Ok(o) => o,
             Err(e) => {
