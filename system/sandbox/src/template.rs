@@ -5,14 +5,19 @@
 //! relocating a large binary, runtime start); the template pays it once. The host keeps one
 //! template per [`crate::Sandboxes`] and talks to it over a socketpair:
 //!
-//! - `S` + clone flags (u64 LE), with the new sandbox's channel as SCM_RIGHTS → the template
-//!   forks; the child becomes the init process on that channel; the answer is its pid (i32 LE).
-//! - `R` + pid (i32 LE) → the template waits for that child (the host killed it) → `r`.
+//! - the new sandbox's channel as SCM_RIGHTS (marker byte `F`), then the frame
+//!   [`Order::Spawn`] → the template forks; the child becomes the init process on that channel;
+//!   the answer is [`Reply::Spawned`] with its pid (or [`Reply::Failed`] with the errno).
+//! - marker byte `O`, then [`Order::Reap`] → the template waits for that child (the host killed
+//!   it) → [`Reply::Reaped`].
+//!
+//! Orders and replies are typed frames of [`crate::protocol`] (a marker byte first, because
+//! descriptors must travel with a byte of their own).
 //!
 //! The template never reaps a child unasked, so a pid the host holds cannot be recycled before
 //! the host is done with it. When the host goes away (EOF), the template exits.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
@@ -21,8 +26,47 @@ use std::sync::Mutex;
 use nix::sched::CloneFlags;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 
 use crate::protocol;
+
+/// What the host asks of its template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Order {
+    /// Fork an init process into new namespaces (`clone_flags`), serving the channel that came
+    /// with the order's marker byte.
+    Spawn {
+        /// CloneFlags bits.
+        clone_flags: i32,
+    },
+    /// Wait for this child, which the host killed.
+    Reap {
+        /// Its pid.
+        pid: i32,
+    },
+}
+
+/// The template's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The init process runs.
+    Spawned {
+        /// Its pid (host namespace).
+        pid: i32,
+    },
+    /// fork failed.
+    Failed {
+        /// The errno.
+        errno: i32,
+    },
+    /// The child is reaped.
+    Reaped,
+}
+
+/// Marker byte of an order that carries a descriptor.
+const WITH_FD: u8 = b'F';
+/// Marker byte of an order without one.
+const PLAIN: u8 = b'O';
 
 /// argv[1] selecting the template.
 pub const TEMPLATE_ARG: &str = "__wolf-sandbox-template";
@@ -74,28 +118,26 @@ impl Template {
     pub fn spawn(&self, flags: CloneFlags, channel: &OwnedFd) -> io::Result<Pid> {
         let mut sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
         protocol::send_fds(&sock, &[channel.as_raw_fd()])?;
-        let mut req = [0u8; 9];
-        req[0] = b'S';
-        req[1..].copy_from_slice(&(flags.bits() as u64).to_le_bytes());
-        sock.write_all(&req)?;
-        let mut pid = [0u8; 4];
-        sock.read_exact(&mut pid)?;
-        let pid = i32::from_le_bytes(pid);
-        if pid <= 0 {
-            return Err(io::Error::from_raw_os_error(-pid));
+        let order = Order::Spawn {
+            clone_flags: flags.bits(),
+        };
+        protocol::write_frame(&mut *sock, &order, &[])?;
+        match protocol::read_frame::<Reply>(&mut *sock, 0)?.0 {
+            Reply::Spawned { pid } if pid > 0 => Ok(Pid::from_raw(pid)),
+            Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
+            other => Err(io::Error::other(format!("the template answered {other:?} to a spawn"))),
         }
-        Ok(Pid::from_raw(pid))
     }
 
     /// Reap `pid` (already killed by the host); returns once it is gone.
     pub fn reap(&self, pid: Pid) -> io::Result<()> {
         let mut sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut req = [0u8; 5];
-        req[0] = b'R';
-        req[1..].copy_from_slice(&pid.as_raw().to_le_bytes());
-        sock.write_all(&req)?;
-        let mut ok = [0u8; 1];
-        sock.read_exact(&mut ok)
+        sock.write_all(&[PLAIN])?;
+        protocol::write_frame(&mut *sock, &Order::Reap { pid: pid.as_raw() }, &[])?;
+        match protocol::read_frame::<Reply>(&mut *sock, 0)?.0 {
+            Reply::Reaped => Ok(()),
+            other => Err(io::Error::other(format!("the template answered {other:?} to a reap"))),
+        }
     }
 }
 
@@ -116,21 +158,18 @@ pub(crate) fn main() -> ! {
     }
     let mut sock = UnixStream::from(crate::sys::own_inherited_fd(fd));
     loop {
-        let Ok((op, mut fds)) = protocol::recv_byte_with_fds(&sock) else {
+        let Ok((marker, mut fds)) = protocol::recv_byte_with_fds(&sock) else {
             std::process::exit(0); // the host is gone
         };
-        let reply: Vec<u8> = match op {
-            // send_fds' marker byte carries the new sandbox's channel; the request follows.
-            b'F' => {
-                let Some(channel) = fds.pop() else {
+        let Ok((order, _)) = protocol::read_frame::<Order>(&mut sock, 0) else {
+            std::process::exit(0);
+        };
+        let reply = match (marker, order) {
+            (WITH_FD, Order::Spawn { clone_flags }) => {
+                let (Some(channel), true) = (fds.pop(), fds.is_empty()) else {
                     std::process::exit(1)
                 };
-                let mut req = [0u8; 9];
-                if sock.read_exact(&mut req).is_err() || req[0] != b'S' {
-                    std::process::exit(1);
-                }
-                let bits = u64::from_le_bytes(req[1..].try_into().expect("8 bytes"));
-                let flags = CloneFlags::from_bits_truncate(bits as i32);
+                let flags = CloneFlags::from_bits_truncate(clone_flags);
                 match crate::sys::fork_into(flags) {
                     Ok(None) => {
                         drop(sock);
@@ -141,23 +180,48 @@ pub(crate) fn main() -> ! {
                         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
                         crate::init::run_and_exit(UnixStream::from(channel));
                     }
-                    Ok(Some(pid)) => pid.as_raw().to_le_bytes().to_vec(),
-                    Err(e) => (-e.raw_os_error().unwrap_or(libc::EIO)).to_le_bytes().to_vec(),
+                    Ok(Some(pid)) => Reply::Spawned { pid: pid.as_raw() },
+                    Err(e) => Reply::Failed {
+                        errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    },
                 }
             }
-            b'R' => {
-                let mut pid = [0u8; 4];
-                if sock.read_exact(&mut pid).is_err() {
-                    std::process::exit(1);
-                }
-                let pid = Pid::from_raw(i32::from_le_bytes(pid));
+            (PLAIN, Order::Reap { pid }) if fds.is_empty() => {
+                let pid = Pid::from_raw(pid);
                 while let Err(nix::errno::Errno::EINTR) = waitpid(pid, None) {}
-                b"r".to_vec()
+                Reply::Reaped
             }
+            // Anything else is not the host speaking: stop serving.
             _ => std::process::exit(1),
         };
-        if sock.write_all(&reply).is_err() {
+        if protocol::write_frame(&mut sock, &reply, &[]).is_err() {
             std::process::exit(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_and_replies_are_typed_frames() {
+        for order in [
+            Order::Spawn {
+                clone_flags: 0x2002_0000,
+            },
+            Order::Reap { pid: 42 },
+        ] {
+            let mut buf = Vec::new();
+            protocol::write_frame(&mut buf, &order, &[]).unwrap();
+            let (back, blobs): (Order, _) = protocol::read_frame(&mut buf.as_slice(), 0).unwrap();
+            assert_eq!((back, blobs.len()), (order, 0));
+        }
+        for reply in [Reply::Spawned { pid: 7 }, Reply::Failed { errno: 11 }, Reply::Reaped] {
+            let mut buf = Vec::new();
+            protocol::write_frame(&mut buf, &reply, &[]).unwrap();
+            let (back, _): (Reply, _) = protocol::read_frame(&mut buf.as_slice(), 0).unwrap();
+            assert_eq!(back, reply);
         }
     }
 }
