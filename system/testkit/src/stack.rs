@@ -43,6 +43,15 @@ pub fn build_wolf_binary(always: bool) -> anyhow::Result<PathBuf> {
         return wolf_binary();
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Current already (newer than every source of the workspace): no cargo at all. Cargo would
+    // agree, but `cargo build -p wolf` unifies features for `wolf` alone, so after a build of
+    // another package (`cargo run -p loadgen`) it recompiles shared crates for minutes.
+    if let Ok(bin) = wolf_binary()
+        && let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified())
+        && newest_source(&root).is_some_and(|src| src <= built)
+    {
+        return Ok(bin);
+    }
     if root.join("Cargo.toml").is_file() {
         let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
         let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -53,6 +62,26 @@ pub fn build_wolf_binary(always: bool) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(st.success(), "cargo build -p wolf failed");
     }
     wolf_binary()
+}
+
+/// The newest modification time of the workspace's sources (Rust files, manifests, the lock
+/// file, the registry and policy files the build embeds), `None` when none is found.
+fn newest_source(root: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack = vec![root.join("system"), root.join("Cargo.lock"), root.join("Cargo.toml")];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if let Ok(m) = meta.modified() {
+            newest = newest.max(Some(m));
+        }
+    }
+    newest
 }
 
 impl Stack {
