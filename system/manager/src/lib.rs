@@ -387,37 +387,19 @@ impl Manager {
         worker: usize,
     ) -> Option<Box<dyn Warm>> {
         let id = d.job_id.clone();
-        // The record: from the metadata store, or — when the queue carries it and the store
-        // has not seen it yet (its API persists in the background) or is down — from the queue.
-        // Whether this manager must also store the code object: the accepting API writes it
-        // before the record, so a job without a stored record may have no code object either
-        // (that API died right after its answer). Written with the output, retried.
-        let mut store_code = false;
-        let (record, sub) = match (self.meta.get(&id).await, d.payload.as_deref()) {
-            (Ok(Some(r)), payload) => {
-                let sub = match payload {
-                    Some((_, s)) => Some(s.clone()),
-                    None => self.meta.submission(&id).await.ok().flatten(),
-                };
-                (r, sub)
-            }
-            (Ok(None) | Err(_), Some((rec, sub))) => {
-                // Idempotent: the API's background write may land before or after this one.
-                if let Err(e) = self.meta.insert(rec, sub).await {
+        // The job runs from its envelope. Its record is the stored one when the metadata store
+        // has it (a finished job's duplicate delivery is acked below); else — the accepting API
+        // persists in the background, or the store is down — the envelope's, written now
+        // (idempotent) together with the code object: that API may have died right after its
+        // answer, and the code must stay readable. The code is written with the output, retried.
+        let (queued, sub) = *d.envelope;
+        let (record, store_code) = match self.meta.get(&id).await {
+            Ok(Some(r)) => (r, false),
+            Ok(None) | Err(_) => {
+                if let Err(e) = self.meta.insert(&queued, &sub).await {
                     tracing::warn!(job = %id, error = %e, "metadata unavailable; running from the queued copy");
                 }
-                store_code = true;
-                (rec.clone(), Some(sub.clone()))
-            }
-            (Ok(None), None) => {
-                tracing::warn!(job = %id, "queued job has no record; dropping it");
-                let _ = self.queue.ack(&id).await;
-                return Some(sandbox);
-            }
-            (Err(e), None) => {
-                tracing::warn!(job = %id, error = %e, "metadata unavailable; releasing the job");
-                let _ = self.queue.release(&id, self.cfg.retry_delay).await;
-                return Some(sandbox);
+                (queued, true)
             }
         };
         if let Some(t) = &record.trace_id {
@@ -434,10 +416,6 @@ impl Manager {
         if d.attempt > 1 {
             metrics::counter!("wolf_redeliveries_total", "outcome" => "retried").increment(1);
         }
-        let Some(sub) = sub else {
-            let _ = self.queue.release(&id, self.cfg.retry_delay).await;
-            return Some(sandbox);
-        };
         let code = sub.code.clone().into_bytes();
         let req = RunRequest {
             engine: sub.execution_engine.clone(),

@@ -460,7 +460,7 @@ impl Queue for JetStreamQueue {
             job_id,
             attempt,
             enqueued_at,
-            payload: Some(Box::new((queued.record, queued.submission))),
+            envelope: Box::new((queued.record, queued.submission)),
             traceparent,
         }))
     }

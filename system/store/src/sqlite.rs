@@ -302,12 +302,27 @@ impl Queue for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok(row.map(|r| Delivery {
-            job_id: r.get(0),
+        let Some(r) = row else { return Ok(None) };
+        let job_id: String = r.get(0);
+        // The envelope, read under the same writer lock: admission wrote it in the transaction
+        // that queued the job, so it is always there.
+        let env = sqlx::query("SELECT record, submission FROM jobs WHERE id = ?")
+            .bind(&job_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let record = parse_record(&job_id, env.get::<&str, _>(0))?;
+        let submission: Submission =
+            serde_json::from_str(env.get::<&str, _>(1)).map_err(|source| StoreError::Corrupt {
+                what: format!("submission {job_id}"),
+                source,
+            })?;
+        Ok(Some(Delivery {
             attempt: r.get::<i64, _>(1) as u32,
             enqueued_at: DateTime::from_timestamp_millis(r.get(2)).unwrap_or_else(Utc::now),
-            payload: None,
+            envelope: Box::new((record, submission)),
             traceparent: r.get(3),
+            job_id,
         }))
     }
 

@@ -99,9 +99,10 @@ pub struct Delivery {
     pub attempt: u32,
     /// When it was queued.
     pub enqueued_at: DateTime<Utc>,
-    /// The record and submission as queued, when the queue carries them (JetStream): the
-    /// manager can run the job before its metadata reached the database.
-    pub payload: Option<Box<(JobRecord, Submission)>>,
+    /// The envelope: the record (as admitted, or as stored when the queue reads it from the
+    /// metadata store) and the submission. Every queue carries it, so the manager always runs
+    /// from it, also before the job's metadata reached the database or while it is down.
+    pub envelope: Box<(JobRecord, Submission)>,
     /// W3C trace context of the request that admitted the job.
     pub traceparent: Option<String>,
 }
