@@ -33,7 +33,7 @@ use nix::unistd::Pid;
 use crate::cgroup::{self, Version};
 use crate::landlock_rules::LandlockPlan;
 use crate::payload::{self, PayloadSpec};
-use crate::protocol::{self, JobReport, JobSpec, Setup, SetupReply, StepFacts, StepSpec};
+use crate::protocol::{self, JobReport, JobSpec, Setup, SetupReply, StepFacts, StepSpec, SupervisorStatus};
 use crate::rootfs;
 use crate::sys::Linux;
 
@@ -329,19 +329,13 @@ fn prefork_slot(
     }
 }
 
-/// Wait for S's "J": it is in its cgroups and confined.
+/// Wait for S's [`SupervisorStatus::Joined`]: it is in its cgroups and confined.
 fn await_joined(slot: &mut Slot) -> std::io::Result<()> {
-    let mut joined = [0u8; 1];
-    let n = slot.status.read(&mut joined)?;
-    if n != 1 || joined[0] != b'J' {
-        let mut why = String::from_utf8_lossy(&joined[..n]).into_owned();
-        let _ = slot.status.read_to_string(&mut why);
-        return Err(std::io::Error::other(format!(
-            "step slot setup: {}",
-            why.trim_start_matches('E')
-        )));
+    match protocol::read_frame::<SupervisorStatus>(&mut slot.status, 0)?.0 {
+        SupervisorStatus::Joined => Ok(()),
+        SupervisorStatus::Failed { error } => Err(std::io::Error::other(format!("step slot setup: {error}"))),
+        other => Err(std::io::Error::other(format!("step slot setup: unexpected {other:?}"))),
     }
-    Ok(())
 }
 
 /// Close every descriptor above 2 except `keep` (S must not hold other slots' pipe ends, or
@@ -382,13 +376,18 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig,
         apparmor,
     };
     if let Err(e) = payload::enter_slot(&mut Linux, &slot) {
-        let _ = status.write_all(format!("E{e}: {}", e.source).as_bytes());
+        let _ = status.write_all(
+            &SupervisorStatus::Failed {
+                error: format!("{e}: {}", e.source),
+            }
+            .frame(),
+        );
         return 1;
     }
     drop(procs);
     // From here on S is unprivileged, Landlocked and under seccomp, like the program it forks.
     // Tell the init process we are in place: the sandbox is only Ready once every slot is.
-    if status.write_all(b"J").is_err() {
+    if status.write_all(&SupervisorStatus::Joined.frame()).is_err() {
         return 1;
     }
     let mut go = std::fs::File::from(ends.go_r);
@@ -402,7 +401,12 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig,
     let (argv, env) = match (argv, env) {
         (Ok(a), Ok(e)) => (a, e),
         _ => {
-            let _ = status.write_all(b"Eargument contains NUL");
+            let _ = status.write_all(
+                &SupervisorStatus::Failed {
+                    error: "argument contains NUL".into(),
+                }
+                .frame(),
+            );
             return 1;
         }
     };
@@ -428,7 +432,12 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig,
     }) {
         Ok(pid) => pid,
         Err(e) => {
-            let _ = status.write_all(format!("Efork: {e}").as_bytes());
+            let _ = status.write_all(
+                &SupervisorStatus::Failed {
+                    error: format!("fork: {e}"),
+                }
+                .frame(),
+            );
             return 1;
         }
     };
@@ -438,16 +447,21 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig,
     loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == child => {
-                let _ = status.write_all(format!("X{code}").as_bytes());
+                let _ = status.write_all(&SupervisorStatus::Exited { code }.frame());
                 return 0;
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
-                let _ = status.write_all(format!("S{}", sig as i32).as_bytes());
+                let _ = status.write_all(&SupervisorStatus::Signaled { signal: sig as i32 }.frame());
                 return 0;
             }
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(e) => {
-                let _ = status.write_all(format!("Ewaitpid: {e}").as_bytes());
+                let _ = status.write_all(
+                    &SupervisorStatus::Failed {
+                        error: format!("waitpid: {e}"),
+                    }
+                    .frame(),
+                );
                 return 1;
             }
         }
@@ -602,20 +616,22 @@ fn run_step_inner(
         set_nonblocking(w);
     }
     set_nonblocking(status.as_fd());
-    let mut status_text = String::new();
+    let mut reported: Option<SupervisorStatus> = None;
     let wall_limit = Duration::from_millis(step.wall_time_ms);
     let cpu_limit_ns = step.cpu_time_ms.saturating_mul(1_000_000);
     let mut supervisor_gone = false;
     let mut killed = false;
     let mut end = start;
     loop {
-        // S writes the program's wait status in one write(2) (atomic: < PIPE_BUF), then exits.
-        let mut buf = [0u8; 512];
-        if status_text.is_empty()
+        // S writes the program's wait status as one frame in one write(2) (atomic: below
+        // PIPE_BUF), then exits: one read holds all of it.
+        let mut buf = [0u8; 4096];
+        if reported.is_none()
             && let Ok(n) = status.read(&mut buf)
             && n > 0
         {
-            status_text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            reported =
+                Some(SupervisorStatus::parse(&buf[..n]).unwrap_or_else(|error| SupervisorStatus::Failed { error }));
             end = Instant::now();
         }
         while let Ok(Some(_)) = sigfd.read_signal() {}
@@ -625,15 +641,15 @@ fn run_step_inner(
         }
         // Done: the program was reaped and its output is complete (EOF: nothing holds the
         // pipes), or its supervisor is gone (which took the whole step namespace with it).
-        if (!status_text.is_empty() && out.fd.is_none() && err.fd.is_none()) || supervisor_gone {
-            if status_text.is_empty() {
+        if (reported.is_some() && out.fd.is_none() && err.fd.is_none()) || supervisor_gone {
+            if reported.is_none() {
                 end = Instant::now();
             }
             break;
         }
         let elapsed = start.elapsed();
         let used = cgroup::parse_cpu_ns(version, &pread_text(&cpu)).saturating_sub(cpu_before);
-        if status_text.is_empty() {
+        if reported.is_none() {
             if elapsed >= wall_limit {
                 facts.wall_limit_hit = true;
             } else if used >= cpu_limit_ns {
@@ -660,7 +676,7 @@ fn run_step_inner(
             .min(cpu_left)
             .clamp(Duration::from_millis(1), Duration::from_millis(250));
         let mut pfds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-        if status_text.is_empty() {
+        if reported.is_none() {
             pfds.push(PollFd::new(status.as_fd(), PollFlags::POLLIN));
         }
         if let Some(f) = out.fd.as_ref() {
@@ -715,16 +731,20 @@ fn run_step_inner(
     if out.over || err.over {
         facts.output_limit_hit = true;
     }
-    if status_text.is_empty() {
-        let _ = status.read_to_string(&mut status_text);
+    if reported.is_none() {
+        let mut rest = Vec::new();
+        let _ = status.read_to_end(&mut rest);
+        if !rest.is_empty() {
+            reported = Some(SupervisorStatus::parse(&rest).unwrap_or_else(|error| SupervisorStatus::Failed { error }));
+        }
     }
-    match status_text.split_at_checked(1) {
-        Some(("X", code)) => facts.exit_code = code.parse().ok(),
-        Some(("S", sig)) => facts.signal = sig.parse().ok(),
-        Some(("E", e)) => facts.start_error = Some(e.to_string()),
+    match reported {
+        Some(SupervisorStatus::Exited { code }) => facts.exit_code = Some(code),
+        Some(SupervisorStatus::Signaled { signal }) => facts.signal = Some(signal),
+        Some(SupervisorStatus::Failed { error }) => facts.start_error = Some(error),
         // No word from S: we killed it (limits), or it died some other way.
-        _ if killed => facts.signal = Some(Signal::SIGKILL as i32),
-        _ => facts.start_error = Some(format!("step supervisor ended without a status ({status_text:?})")),
+        None if killed => facts.signal = Some(Signal::SIGKILL as i32),
+        other => facts.start_error = Some(format!("step supervisor ended without a status ({other:?})")),
     }
     let mut exec_text = String::new();
     let mut exec_file = std::fs::File::from(exec_err);

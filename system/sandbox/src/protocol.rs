@@ -245,9 +245,84 @@ fn own(fd: RawFd) -> OwnedFd {
 
 pub use wolf_core::names::valid_file_name;
 
+/// What a step supervisor tells the init process on its status pipe: one frame per write(2),
+/// small enough (below PIPE_BUF) to arrive whole, so a single read holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupervisorStatus {
+    /// In its cgroups and confined: the slot is ready.
+    Joined,
+    /// The program exited.
+    Exited {
+        /// Its exit code.
+        code: i32,
+    },
+    /// The program was killed by a signal.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+    },
+    /// The supervisor could not do its part (setup, fork, wait).
+    Failed {
+        /// What failed.
+        error: String,
+    },
+}
+
+/// Longest error a status frame carries, bytes (the frame stays below PIPE_BUF, 4096).
+const STATUS_ERROR_MAX: usize = 2048;
+
+impl SupervisorStatus {
+    /// The frame to write in one write(2).
+    pub fn frame(&self) -> Vec<u8> {
+        let capped = match self {
+            SupervisorStatus::Failed { error } if error.len() > STATUS_ERROR_MAX => {
+                let mut end = STATUS_ERROR_MAX;
+                while !error.is_char_boundary(end) {
+                    end -= 1;
+                }
+                SupervisorStatus::Failed {
+                    error: error[..end].to_string(),
+                }
+            }
+            other => other.clone(),
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &capped, &[]).expect("a small enum serializes into a Vec");
+        buf
+    }
+
+    /// Parse what one read of the status pipe returned.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        read_frame::<SupervisorStatus>(&mut &bytes[..], 0)
+            .map(|(s, _)| s)
+            .map_err(|e| format!("unreadable supervisor status ({} bytes): {e}", bytes.len()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn supervisor_statuses_fit_one_pipe_write() {
+        for st in [
+            SupervisorStatus::Joined,
+            SupervisorStatus::Exited { code: 3 },
+            SupervisorStatus::Signaled { signal: 9 },
+            SupervisorStatus::Failed {
+                error: "é".repeat(10_000),
+            },
+        ] {
+            let f = st.frame();
+            assert!(f.len() < 4096, "{} bytes", f.len());
+            let back = SupervisorStatus::parse(&f).unwrap();
+            match (&st, &back) {
+                (SupervisorStatus::Failed { .. }, SupervisorStatus::Failed { error }) => assert!(error.len() <= 2048),
+                _ => assert_eq!(back, st),
+            }
+        }
+        assert!(SupervisorStatus::parse(b"X0").is_err());
+    }
 
     #[test]
     fn frames_round_trip_with_binary_blobs() {
