@@ -223,7 +223,15 @@ async fn a_sandbox_that_always_crashes_fails_the_job_after_its_attempts_and_dead
         "{done:?}"
     );
     assert_eq!(pool.runs.load(Ordering::SeqCst), 3);
-    let letters = r.store.dead_letters(10).await.unwrap();
+    // The dead letter follows the final record (a client sees Failed first).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let letters = loop {
+        let l = r.store.dead_letters(10).await.unwrap();
+        if !l.is_empty() || Instant::now() > deadline {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].job_id, id);
     assert_eq!(r.store.depth().await.unwrap(), 0, "dead-lettered, not queued");
