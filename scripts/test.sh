@@ -23,7 +23,7 @@ command -v curl >/dev/null || missing+=(curl)                       # deploy/smo
 # A real cgroup v2 + AppArmor kernel for the guest suites (scripts/guest-suites.sh).
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=(linux-image-amd64)
-[[ -x /bin/busybox ]] || missing+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)   # static: it runs in the initramfs
 command -v cpio >/dev/null || missing+=(cpio)
 command -v apparmor_parser >/dev/null || missing+=(apparmor)
 if ((${#missing[@]})); then
