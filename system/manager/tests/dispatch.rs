@@ -138,7 +138,11 @@ struct Rig {
 }
 
 async fn rig(pool: Arc<Fake>, object_failures: usize) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
+    rig_on(tempfile::tempdir().unwrap(), pool, object_failures).await
+}
+
+/// A manager on the data already in `dir`.
+async fn rig_on(dir: tempfile::TempDir, pool: Arc<Fake>, object_failures: usize) -> Rig {
     let store = Arc::new(SqliteStore::open(&dir.path().join("wolf.db")).await.unwrap());
     let objects = Arc::new(Flaky {
         inner: LocalObjects::new(dir.path()),
@@ -311,37 +315,7 @@ async fn a_duplicate_delivery_of_a_finished_job_is_acked_without_running() {
     assert!(store.finish(&rec).await.unwrap());
     drop(store);
     // A manager on that data finds the job queued and its record final.
-    let r = {
-        let store = Arc::new(SqliteStore::open(&dir.path().join("wolf.db")).await.unwrap());
-        let objects = Arc::new(Flaky {
-            inner: LocalObjects::new(dir.path()),
-            failures: AtomicUsize::new(0),
-        });
-        let registry = Registry::builtin(&dir.path().join("cache")).unwrap();
-        let events = Events::default();
-        let manager = Arc::new(Manager::new(
-            store.clone(),
-            objects.clone(),
-            store.clone(),
-            pool.clone(),
-            registry,
-            ManagerConfig {
-                workers: 1,
-                ..Default::default()
-            },
-            events.clone(),
-        ));
-        let (stop, rx) = watch::channel(false);
-        tokio::spawn(manager.clone().run(rx));
-        Rig {
-            store,
-            objects,
-            events,
-            manager,
-            stop,
-            _dir: dir,
-        }
-    };
+    let r = rig_on(dir, pool.clone(), 0).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while r.store.depth().await.unwrap() != 0 {
         assert!(Instant::now() < deadline, "the duplicate was never acked");
