@@ -130,7 +130,7 @@ const SCENARIOS: [(&str, &str, Run); 14] = [
 fn stack(managers: usize, env: &[(&str, &str)]) -> anyhow::Result<(tempfile::TempDir, Stack)> {
     loadgen::target::wolf_binary()?;
     let dir = tempfile::tempdir()?;
-    let mut all = vec![("WOLF_WORKERS", "2"), ("WOLF_ACK_WAIT_SECS", "3")];
+    let mut all = vec![("WOLF_WORKERS", "2"), ("WOLF_LEASE_SECS", "3")];
     all.extend_from_slice(env);
     let s = Stack::up_with(dir.path(), 1, managers, &all)?;
     Ok((dir, s))
@@ -690,7 +690,7 @@ fn main() -> ExitCode {
 fn proxied_stack(which: &str) -> anyhow::Result<(tempfile::TempDir, Stack, chaos::proxy::Proxy)> {
     loadgen::target::wolf_binary()?;
     let dir = tempfile::tempdir()?;
-    let mut s = Stack::up_with(dir.path(), 0, 0, &[("WOLF_WORKERS", "2"), ("WOLF_ACK_WAIT_SECS", "3")])?;
+    let mut s = Stack::up_with(dir.path(), 0, 0, &[("WOLF_WORKERS", "2"), ("WOLF_LEASE_SECS", "3")])?;
     let (key, url) = match which {
         "postgres" => ("WOLF_DATABASE_URL", s.postgres.url()),
         _ => ("WOLF_NATS_URL", s.nats.url()),

@@ -13,6 +13,8 @@
 //! - [`error`]: [`ApiError`], the one error type at the edge.
 //! - [`extract`]: ids and query values checked before use, with JSON rejections.
 //! - [`serve`]: the HTTP server loop (header-read timeout, graceful shutdown).
+//! - [`service`]: [`run_api`], the API as a service in either mode, and the probes router.
+//! - [`persist`]: the admission's background writes (record and code object).
 
 pub mod error;
 pub mod extract;
@@ -20,6 +22,7 @@ pub mod persist;
 pub mod routes;
 pub mod schema;
 pub mod serve;
+pub mod service;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -36,14 +39,13 @@ use wolf_core::{Caps, Registry};
 use wolf_store::{Events, Metadata, Objects, Queue};
 
 pub use error::ApiError;
+pub use service::{ApiDeps, run_api};
 
 /// API settings.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// Requests handled at once; more are refused with 429.
     pub max_inflight: usize,
-    /// Jobs queued at most; more are refused with 503.
-    pub max_pending: u64,
     /// Largest `code`, bytes (413 past it).
     pub max_code_bytes: usize,
     /// Largest request body, bytes (413 past it).
@@ -54,9 +56,6 @@ pub struct ApiConfig {
     pub wait_max: Duration,
     /// Operator caps on limits.
     pub caps: Caps,
-    /// Distributed mode: answer once the queue holds the job, then write the record and the
-    /// code object in the background with retries (embedded: both before the answer).
-    pub background_persistence: bool,
     /// A request body must arrive within this (408 after it): an idle client cannot hold an
     /// in-flight permit.
     pub body_timeout: Duration,
@@ -70,13 +69,11 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_inflight: 512,
-            max_pending: 10_000,
             max_code_bytes: 1 << 20,
             max_body_bytes: 16 << 20,
             wait_default: Duration::from_secs(30),
             wait_max: Duration::from_secs(300),
             caps: Caps::default(),
-            background_persistence: false,
             body_timeout: Duration::from_secs(10),
             max_waits: 4096,
             max_files: 1000,

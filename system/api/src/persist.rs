@@ -1,6 +1,10 @@
-//! Background persistence (distributed mode): after the queue acknowledged a job, write its
-//! record to the metadata store and its code to the object store, retrying with backoff until
-//! both succeed, so a brief database or object-store outage costs no accepted job.
+//! The admission's second half, the same in both modes: once the queue holds the job's envelope
+//! durably (and the client has its answer), write its record to the metadata store and its
+//! code to the object store, retrying with backoff until both succeed, so a brief database or
+//! object-store outage costs no accepted job. Both writes are idempotent: the embedded queue
+//! wrote the record in its admission transaction already, and the manager writes both again
+//! before it runs the job (the code is durable even if this process dies right after its
+//! answer).
 
 use std::time::Duration;
 

@@ -279,22 +279,19 @@ pub async fn submit(
     span.record("job_id", id.as_str());
     span.record("trace_id", trace_id.as_str());
     record.trace_id = Some(trace_id);
-    if !st.cfg.background_persistence {
-        // Embedded: code first, then one transaction; a queued job always finds its code.
-        st.objects.put(&code_key(&id), sub.code.clone().into_bytes()).await?;
-    }
     record.timings = Some(Timings {
         server: started.elapsed().as_secs_f64() * 1000.0,
         ..Default::default()
     });
-    let record = match st.queue.admit(&record, &sub, idem.as_ref(), st.cfg.max_pending).await? {
+    let record = match st.queue.admit(&record, &sub, idem.as_ref()).await? {
         Admission::New => {
             st.events.queued();
-            if st.cfg.background_persistence {
-                // Distributed: the queue holds the job durably (code included); the record and
-                // the code object follow in the background, retried until stored.
-                crate::persist::spawn(&st, record.clone(), sub.clone());
-            }
+            // One admission in both modes: the queue holds the envelope (record and submission,
+            // code included) durably once `admit` returns, so the answer goes out now. The
+            // record and the code object follow in the background, retried until stored (the
+            // embedded queue wrote the record in its own transaction already: that insert is a
+            // no-op); the manager writes both idempotently too before it runs the job.
+            crate::persist::spawn(&st, record.clone(), sub.clone());
             record
         }
         Admission::Existing(existing) => *existing,
@@ -460,16 +457,21 @@ pub async fn code(State(st): State<AppState>, JobId(id): JobId) -> Result<Respon
     if let (_, Some(sub)) = found {
         return Ok(text(sub.code.into_bytes()));
     }
-    match st.objects.get(&code_key(&id)).await? {
-        Some(d) => Ok(text(d)),
-        // Known, code not stored yet: the accepting API writes it in the background; the queue
-        // has it while the job waits.
-        None => match st.queue.peek(&id).await? {
-            Some((_, sub)) => Ok(text(sub.code.into_bytes())),
-            None => Err(ApiError::Unavailable(format!(
-                "the code of job {id} is not stored yet; retry"
-            ))),
-        },
+    if let Some(d) = st.objects.get(&code_key(&id)).await? {
+        return Ok(text(d));
+    }
+    // Known, code object not written yet (the admission writes it in the background): the
+    // stored submission holds the code, and the queue has it while the job waits.
+    if let Ok(Some(sub)) = st.meta.submission(&id).await
+        && !sub.code.is_empty()
+    {
+        return Ok(text(sub.code.into_bytes()));
+    }
+    match st.queue.peek(&id).await? {
+        Some((_, sub)) => Ok(text(sub.code.into_bytes())),
+        None => Err(ApiError::Unavailable(format!(
+            "the code of job {id} is not stored yet; retry"
+        ))),
     }
 }
 

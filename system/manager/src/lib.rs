@@ -6,12 +6,13 @@
 //! destroyed off the critical path while the worker warms its next one.
 //!
 //! At-least-once: a job whose sandbox died mid-run is released and retried (its `retryCount`
-//! grows) up to `max_attempts`, then marked Failed with the reason. A lease left by a crashed
+//! grows) up to the queue's `max_attempts`, then marked Failed with the reason. A lease left by a crashed
 //! process is voided at startup. A job whose record is already final is acked without running
 //! again, so a duplicate delivery never produces a second result.
 //!
 //! # Layout
-//! - [`Manager`]: configuration, the pool, [`Manager::run`].
+//! - [`Manager`]: configuration, the pool, [`Manager::run`]; [`run_manager`] as a service.
+//! - [`pool`]: what the dispatch loop needs of a sandbox pool (the fake one in tests).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -34,17 +35,10 @@ use wolf_store::{Delivery, Events, Metadata, Objects, Queue, StoreError};
 pub struct ManagerConfig {
     /// Workers (pre-warmed sandboxes, jobs in parallel).
     pub workers: usize,
-    /// How long a lease holds a job before it may be redelivered.
-    pub lease: Duration,
-    /// Deliveries before a job is Failed.
-    pub max_attempts: u32,
     /// Delay before a released job is offered again.
     pub retry_delay: Duration,
     /// Operator caps on limits.
     pub caps: Caps,
-    /// Send the queue an in-progress ack this often while a job runs (JetStream's ack_wait / 3),
-    /// so a long job is not redelivered to another manager.
-    pub progress_every: Option<Duration>,
     /// Run the queue's janitor ([`Queue::janitor`]) this often.
     pub janitor_every: Duration,
 }
@@ -53,13 +47,27 @@ impl Default for ManagerConfig {
     fn default() -> Self {
         Self {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            lease: Duration::from_secs(600),
-            max_attempts: 3,
             retry_delay: Duration::from_millis(100),
             caps: Caps::default(),
-            progress_every: None,
             janitor_every: Duration::from_secs(5),
         }
+    }
+}
+
+/// The manager as a service, the same in both modes (`wolf serve` runs it beside the API on the
+/// embedded stores, `wolf manager` on the distributed ones): run `manager` until `shutdown`
+/// resolves, then let running jobs finish and be persisted for up to `drain`; queued jobs stay
+/// queued for the next start.
+pub async fn run_manager(manager: Arc<Manager>, shutdown: impl std::future::Future<Output = ()>, drain: Duration) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(manager.run(stop_rx));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(drain, task).await.is_err() {
+        tracing::warn!(
+            secs = drain.as_secs(),
+            "jobs still running at the end of the drain; their leases bring them back"
+        );
     }
 }
 
@@ -140,6 +148,15 @@ struct Leased<'a>(&'a AtomicI64);
 impl Drop for Leased<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A task that ends with its owner (a renewal must not outlive the worker that holds the job).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -320,7 +337,7 @@ impl Manager {
             let idle = Held::new(&self.gauges.idle);
             self.set_gauges();
             let delivery = loop {
-                match self.queue.lease(self.cfg.lease).await {
+                match self.queue.lease().await {
                     Ok(Some(d)) => break Some(d),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(worker = i, error = %e, "queue unavailable"),
@@ -478,17 +495,20 @@ impl Manager {
         record.attempts.push(attempt);
         timings.worker_acquire = ms(leased_at.elapsed());
         stage("worker_acquire", timings.worker_acquire);
-        // Keep the lease alive while the job runs.
-        let ticker = self.cfg.progress_every.map(|every| {
+        // Keep the lease alive while the job runs (both queues: a third of the lease), so a
+        // long job is not offered to another worker. Stopped when dropped: a worker that
+        // panics mid-job stops renewing, and its lease brings the job back.
+        let ticker = {
             let queue = self.queue.clone();
             let id = id.clone();
-            tokio::spawn(async move {
+            let every = self.queue.config().lease / 3;
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
                     let _ = queue.progress(&id).await;
                 }
-            })
-        });
+            }))
+        };
         let run_span = tracing::info_span!("worker.run", worker = %record.attempts.last().map(|a| a.worker.as_str()).unwrap_or(""));
         let outcome = sandbox.run(&id, plan, creation_ms).instrument(run_span.clone()).await;
         let _ = marking.await;
@@ -506,14 +526,12 @@ impl Manager {
             let verdict = format!("{:?}", o.result.verdict);
             wolf_telemetry::record_span("worker.execution", exec_start, end, vec![("verdict", verdict)]);
         }
-        if let Some(t) = ticker {
-            t.abort();
-        }
+        drop(ticker);
         let out = match outcome {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(job = %id, attempt = d.attempt, error = %e, "worker died mid-job");
-                if d.attempt >= self.cfg.max_attempts {
+                if d.attempt >= self.queue.config().max_attempts {
                     let mut rec = record;
                     rec.retry_count = d.attempt.saturating_sub(1);
                     self.fail(

@@ -51,14 +51,15 @@ impl Warm for Prepared {
 
     async fn run(self: Box<Self>, job_id: &str, plan: Plan, creation_ms: f64) -> Result<RunOutput, SandboxError> {
         let mut sandbox = *self;
+        // The manager's sandboxes always serve their job over gRPC on a Unix socket
+        // (`SandboxConfig::worker_socket_dir`); `wolf run` drives the socketpair itself.
+        let started = Instant::now();
         let outcome = match sandbox.socket().map(ToOwned::to_owned) {
-            // The worker serves the job over gRPC on its Unix socket.
             Some(socket) => {
-                let started = Instant::now();
                 let (files, steps) = plan.parts();
                 match sandbox.job_spec(files, steps) {
                     Ok((spec, blobs)) => {
-                        match wolf_worker::client::run(&socket, sandbox.token(), job_id, spec, blobs).await {
+                        match wolf_worker::client::run(&socket, sandbox.token(), job_id, &spec, blobs).await {
                             Ok((report, out)) => wolf_sandbox::sandbox::outputs_from_report(report, out)
                                 .map(|o| plan.finish(o, creation_ms, ms(started.elapsed()))),
                             Err(e) => Err(SandboxError::Setup(e.to_string())),
@@ -67,16 +68,9 @@ impl Warm for Prepared {
                     Err(e) => Err(e),
                 }
             }
-            None => {
-                let (r, sb) = tokio::task::spawn_blocking(move || {
-                    let r = plan.try_run(&mut sandbox, creation_ms);
-                    (r, sandbox)
-                })
-                .await
-                .map_err(|e| SandboxError::Setup(format!("sandbox thread: {e}")))?;
-                sandbox = sb;
-                r
-            }
+            None => Err(SandboxError::Setup(
+                "the sandbox has no worker socket (the pool was built without worker_socket_dir)".into(),
+            )),
         };
         // Destroying the sandbox (killing its init, reaping, removing cgroups) is off the path.
         tokio::task::spawn_blocking(move || drop(sandbox));

@@ -14,7 +14,7 @@ use wolf_core::{JobRecord, Registry, Status, Submission};
 use wolf_manager::{Manager, ManagerConfig, Pool, Warm};
 use wolf_sandbox::runner::{Plan, RunOutput, RunResult, Timings};
 use wolf_sandbox::{SandboxError, Verdict};
-use wolf_store::{Events, LocalObjects, Metadata, Objects, Queue, SqliteStore, StoreError};
+use wolf_store::{Events, LocalObjects, Metadata, Objects, Queue, QueueConfig, SqliteStore, StoreError};
 
 /// What the next sandbox does with its job.
 #[derive(Debug, Clone)]
@@ -141,9 +141,18 @@ async fn rig(pool: Arc<Fake>, object_failures: usize) -> Rig {
     rig_on(tempfile::tempdir().unwrap(), pool, object_failures).await
 }
 
+/// The embedded store in `dir`, with a lease short enough for a test to outlive.
+async fn store_in(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+    let store = SqliteStore::open(&dir.path().join("wolf.db")).await.unwrap();
+    Arc::new(store.with_queue(QueueConfig {
+        lease: Duration::from_secs(1),
+        ..Default::default()
+    }))
+}
+
 /// A manager on the data already in `dir`.
 async fn rig_on(dir: tempfile::TempDir, pool: Arc<Fake>, object_failures: usize) -> Rig {
-    let store = Arc::new(SqliteStore::open(&dir.path().join("wolf.db")).await.unwrap());
+    let store = store_in(&dir).await;
     let objects = Arc::new(Flaky {
         inner: LocalObjects::new(dir.path()),
         failures: AtomicUsize::new(object_failures),
@@ -158,9 +167,7 @@ async fn rig_on(dir: tempfile::TempDir, pool: Arc<Fake>, object_failures: usize)
         registry,
         ManagerConfig {
             workers: 1,
-            lease: Duration::from_secs(1),
             retry_delay: Duration::from_millis(10),
-            max_attempts: 3,
             janitor_every: Duration::from_secs(3600),
             ..Default::default()
         },
@@ -184,7 +191,7 @@ impl Rig {
             serde_json::from_value(serde_json::json!({"code": code, "executionEngine": "python"})).unwrap();
         let id = format!("0190c0a0-0000-7000-8000-{:012}", rand_suffix());
         let rec = JobRecord::new(id.clone(), &sub, Utc::now());
-        self.store.admit(&rec, &sub, None, 100).await.unwrap();
+        self.store.admit(&rec, &sub, None).await.unwrap();
         self.events.queued();
         id
     }
@@ -304,12 +311,12 @@ async fn a_duplicate_delivery_of_a_finished_job_is_acked_without_running() {
     let pool = Fake::with(&[]);
     // Write a finished record for a queued job before any worker runs.
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("wolf.db")).await.unwrap());
+    let store = store_in(&dir).await;
     let sub: Submission =
         serde_json::from_value(serde_json::json!({"code": "print(1)", "executionEngine": "python"})).unwrap();
     let id = "0190c0a0-0000-7000-8000-00000000dddd".to_string();
     let mut rec = JobRecord::new(id.clone(), &sub, Utc::now());
-    store.admit(&rec, &sub, None, 100).await.unwrap();
+    store.admit(&rec, &sub, None).await.unwrap();
     rec.status = Status::Completed;
     rec.end_time = Some(Utc::now());
     assert!(store.finish(&rec).await.unwrap());

@@ -155,9 +155,27 @@ pub struct JobReport {
     pub error: Option<String>,
 }
 
+/// Blobs per frame, at most (every file of a submission, stdin, and a step's outputs fit).
+pub const MAX_BLOBS: usize = 1024;
+
+/// A frame's header alone, for a transport that carries the blobs itself (the worker's gRPC
+/// message holds this JSON and the blobs side by side).
+pub fn encode_header<T: Serialize>(header: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(header).map_err(io::Error::other)
+}
+
+/// Parse a header that arrived without its frame, with the same bound as [`read_frame`]: the
+/// peer is not trusted to be reasonable.
+pub fn decode_header<T: DeserializeOwned>(json: &[u8]) -> io::Result<T> {
+    if json.len() > MAX_HEADER {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame header too large"));
+    }
+    serde_json::from_slice(json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Write one frame.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, header: &T, blobs: &[&[u8]]) -> io::Result<()> {
-    let json = serde_json::to_vec(header).map_err(io::Error::other)?;
+    let json = encode_header(header)?;
     let mut buf = Vec::with_capacity(8 + json.len() + blobs.iter().map(|b| b.len() + 4).sum::<usize>());
     buf.extend_from_slice(&(json.len() as u32).to_le_bytes());
     buf.extend_from_slice(&json);
@@ -185,9 +203,9 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read, max_blob_bytes: usize)
     }
     let mut json = vec![0u8; n];
     r.read_exact(&mut json)?;
-    let header = serde_json::from_slice(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let header = decode_header(&json)?;
     let count = read_u32(r)?;
-    if count > 1024 {
+    if count > MAX_BLOBS {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "too many blobs"));
     }
     let mut blobs = Vec::with_capacity(count);

@@ -6,7 +6,7 @@
 //!   included), so a manager can run the job before its metadata reached PostgreSQL, and any
 //!   API can read a job it did not accept by its subject ([`Queue::peek`]) until PostgreSQL has
 //!   it. `Nats-Msg-Id` is the job id (a retried publish is not a second job).
-//! - consumer `wolf-managers`: explicit ack, `ack_wait`, `max_deliver`. A manager acks only after
+//! - consumer `wolf-managers`: explicit ack, `ack_wait` = the lease, `max_deliver` = attempts + 2. A manager acks only after
 //!   the result is persisted, sends in-progress acks while it works or retries storage, naks
 //!   with a delay when its worker died.
 //! - `WOLF_DLQ` (subject `wolf.dlq`): jobs that cannot run, with the reason, kept for inspection.
@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use wolf_core::{JobRecord, Submission};
 
-use crate::traits::{Admission, DeadLetter, Delivery, Idempotency, Queue, StoreError};
+use crate::traits::{Admission, DeadLetter, Delivery, Idempotency, Queue, QueueConfig, StoreError};
 
 /// Stream and consumer names.
 pub const STREAM: &str = "WOLF_JOBS";
@@ -50,12 +50,10 @@ pub const IDEMPOTENCY_BUCKET: &str = "WOLF_IDEMPOTENCY";
 /// Settings.
 #[derive(Debug, Clone)]
 pub struct JetStreamConfig {
-    /// Most jobs queued (admission answers 503 past it).
-    pub max_pending: u64,
-    /// Deliveries before the server stops redelivering (the manager dead-letters before).
-    pub max_deliver: i64,
-    /// How long a delivery may go without an ack or in-progress ack.
-    pub ack_wait: Duration,
+    /// Lease (`ack_wait`), pending bound (`max_msgs`) and attempts, as in the embedded queue.
+    /// The server stops redelivering after `max_attempts + 2` deliveries: the manager
+    /// dead-letters at `max_attempts`, the two spare ones cover a manager that died in between.
+    pub queue: QueueConfig,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_ttl: Duration,
 }
@@ -63,9 +61,7 @@ pub struct JetStreamConfig {
 impl Default for JetStreamConfig {
     fn default() -> Self {
         Self {
-            max_pending: 10_000,
-            max_deliver: 5,
-            ack_wait: Duration::from_secs(30),
+            queue: QueueConfig::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
@@ -139,7 +135,7 @@ impl JetStreamQueue {
             name: STREAM.into(),
             subjects: vec![SUBJECTS.into()],
             retention: stream::RetentionPolicy::WorkQueue,
-            max_messages: self.cfg.max_pending as i64,
+            max_messages: self.cfg.queue.max_pending as i64,
             discard: stream::DiscardPolicy::New,
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(120),
@@ -177,8 +173,8 @@ impl JetStreamQueue {
                         consumer::pull::Config {
                             durable_name: Some(CONSUMER.into()),
                             ack_policy: consumer::AckPolicy::Explicit,
-                            ack_wait: self.cfg.ack_wait,
-                            max_deliver: self.cfg.max_deliver,
+                            ack_wait: self.cfg.queue.lease,
+                            max_deliver: i64::from(self.cfg.queue.max_attempts) + 2,
                             ..Default::default()
                         },
                     )
@@ -233,7 +229,7 @@ impl JetStreamQueue {
             Ok(_) => Ok(()),
             // DiscardNew past max_msgs: err_code 10077, "maximum messages exceeded".
             Err(e) if e.to_string().contains("maximum messages") => Err(StoreError::QueueFull {
-                pending: self.cfg.max_pending,
+                pending: self.cfg.queue.max_pending,
             }),
             Err(e) => Err(unavailable(e)),
         }
@@ -406,7 +402,6 @@ impl Queue for JetStreamQueue {
         record: &JobRecord,
         submission: &Submission,
         idempotency: Option<&Idempotency>,
-        _max_pending: u64,
     ) -> Result<Admission, StoreError> {
         let queued = Queued {
             record: record.clone(),
@@ -418,7 +413,11 @@ impl Queue for JetStreamQueue {
         }
     }
 
-    async fn lease(&self, _hold: Duration) -> Result<Option<Delivery>, StoreError> {
+    fn config(&self) -> QueueConfig {
+        self.cfg.queue
+    }
+
+    async fn lease(&self) -> Result<Option<Delivery>, StoreError> {
         let consumer = self.consumer().await?;
         let mut batch = consumer
             .fetch()

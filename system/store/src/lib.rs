@@ -28,4 +28,6 @@ pub use local::LocalObjects;
 pub use postgres::PgStore;
 pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
-pub use traits::{Admission, DeadLetter, Delivery, Idempotency, Metadata, Objects, Page, Queue, StoreError};
+pub use traits::{
+    Admission, DeadLetter, Delivery, Idempotency, Metadata, Objects, Page, Queue, QueueConfig, StoreError,
+};

@@ -16,7 +16,7 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use wolf_core::{Attempt, JobRecord, Status, Submission, Timings};
 
-use crate::traits::{Admission, DeadLetter, Delivery, Idempotency, Metadata, Page, Queue, StoreError};
+use crate::traits::{Admission, DeadLetter, Delivery, Idempotency, Metadata, Page, Queue, QueueConfig, StoreError};
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -26,6 +26,7 @@ pub struct SqliteStore {
     /// handler, which a read-then-write transaction cannot wait on) keeps writes fair and
     /// never fails them with SQLITE_BUSY.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    queue: QueueConfig,
 }
 
 const SCHEMA: &[&str] = &[
@@ -107,7 +108,14 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Default::default(),
+            queue: QueueConfig::default(),
         })
+    }
+
+    /// The queue's settings (lease, pending bound, attempts); [`QueueConfig::default`] else.
+    pub fn with_queue(mut self, queue: QueueConfig) -> Self {
+        self.queue = queue;
+        self
     }
 }
 
@@ -223,8 +231,8 @@ impl Queue for SqliteStore {
         record: &JobRecord,
         submission: &Submission,
         idempotency: Option<&Idempotency>,
-        max_pending: u64,
     ) -> Result<Admission, StoreError> {
+        let max_pending = self.queue.max_pending;
         let _w = self.writer.lock().await;
         let mut tx = self.pool.begin().await.map_err(db)?;
         if let Some(idem) = idempotency {
@@ -289,7 +297,12 @@ impl Queue for SqliteStore {
         Ok(Admission::New)
     }
 
-    async fn lease(&self, hold: Duration) -> Result<Option<Delivery>, StoreError> {
+    fn config(&self) -> QueueConfig {
+        self.queue
+    }
+
+    async fn lease(&self) -> Result<Option<Delivery>, StoreError> {
+        let hold = self.queue.lease;
         let _w = self.writer.lock().await;
         let now = now_ms();
         let row = sqlx::query(
@@ -329,6 +342,17 @@ impl Queue for SqliteStore {
     async fn ack(&self, job_id: &str) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
         sqlx::query("DELETE FROM queue WHERE job_id = ?")
+            .bind(job_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn progress(&self, job_id: &str) -> Result<(), StoreError> {
+        let _w = self.writer.lock().await;
+        sqlx::query("UPDATE queue SET available_at = ? WHERE job_id = ?")
+            .bind(now_ms() + self.queue.lease.as_millis() as i64)
             .bind(job_id)
             .execute(&self.pool)
             .await
@@ -417,31 +441,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn progress_renews_the_lease_and_silence_loses_it() {
+        let (_d, s) = store().await;
+        let s = s.with_queue(QueueConfig {
+            lease: Duration::from_millis(300),
+            ..Default::default()
+        });
+        for id in ["kept", "lost"] {
+            let rec = JobRecord::new(id.into(), &sub("print(1)"), Utc::now());
+            s.admit(&rec, &sub("print(1)"), None).await.unwrap();
+            assert_eq!(s.lease().await.unwrap().unwrap().job_id, id);
+        }
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            s.progress("kept").await.unwrap();
+        }
+        let again = s.lease().await.unwrap().expect("the silent lease expired");
+        assert_eq!((again.job_id.as_str(), again.attempt), ("lost", 2));
+        assert!(
+            s.lease().await.unwrap().is_none(),
+            "the renewed lease still holds after longer than one lease"
+        );
+    }
+
+    #[tokio::test]
     async fn admit_lease_ack_and_the_pending_bound() {
         let (_d, s) = store().await;
+        let s = s.with_queue(QueueConfig {
+            max_pending: 3,
+            lease: Duration::from_secs(60),
+            ..Default::default()
+        });
         for i in 0..3 {
             let rec = JobRecord::new(format!("job-{i}"), &sub("print(1)"), Utc::now());
             assert!(matches!(
-                s.admit(&rec, &sub("print(1)"), None, 3).await.unwrap(),
+                s.admit(&rec, &sub("print(1)"), None).await.unwrap(),
                 Admission::New
             ));
         }
         let rec = JobRecord::new("job-9".into(), &sub("x"), Utc::now());
         assert!(matches!(
-            s.admit(&rec, &sub("x"), None, 3).await,
+            s.admit(&rec, &sub("x"), None).await,
             Err(StoreError::QueueFull { pending: 3 })
         ));
-        let d = s.lease(Duration::from_secs(60)).await.unwrap().unwrap();
+        let d = s.lease().await.unwrap().unwrap();
         assert_eq!((d.job_id.as_str(), d.attempt), ("job-0", 1), "oldest first");
         assert_eq!(
-            s.lease(Duration::from_secs(60)).await.unwrap().unwrap().job_id,
+            s.lease().await.unwrap().unwrap().job_id,
             "job-1",
             "a leased job is not handed out twice"
         );
         s.ack("job-0").await.unwrap();
         assert_eq!(s.depth().await.unwrap(), 2);
         assert_eq!(s.recover().await.unwrap(), 1, "job-1's lease is voided after a restart");
-        let again = s.lease(Duration::from_secs(60)).await.unwrap().unwrap();
+        let again = s.lease().await.unwrap().unwrap();
         assert_eq!(
             (again.job_id.as_str(), again.attempt),
             ("job-1", 2),
@@ -458,11 +511,11 @@ mod tests {
         };
         let rec = JobRecord::new("job-a".into(), &sub("a"), Utc::now());
         assert!(matches!(
-            s.admit(&rec, &sub("a"), Some(&idem), 10).await.unwrap(),
+            s.admit(&rec, &sub("a"), Some(&idem)).await.unwrap(),
             Admission::New
         ));
         let rec2 = JobRecord::new("job-b".into(), &sub("a"), Utc::now());
-        match s.admit(&rec2, &sub("a"), Some(&idem), 10).await.unwrap() {
+        match s.admit(&rec2, &sub("a"), Some(&idem)).await.unwrap() {
             Admission::Existing(r) => assert_eq!(r.id, "job-a"),
             other => panic!("{other:?}"),
         }
@@ -471,7 +524,7 @@ mod tests {
             body_hash: "h2".into(),
         };
         assert!(matches!(
-            s.admit(&rec2, &sub("b"), Some(&other), 10).await,
+            s.admit(&rec2, &sub("b"), Some(&other)).await,
             Err(StoreError::IdempotencyConflict { .. })
         ));
         assert_eq!(s.depth().await.unwrap(), 1, "run once");
@@ -481,7 +534,7 @@ mod tests {
     async fn the_final_result_is_written_once() {
         let (_d, s) = store().await;
         let rec = JobRecord::new("job-f".into(), &sub("a"), Utc::now());
-        s.admit(&rec, &sub("a"), None, 10).await.unwrap();
+        s.admit(&rec, &sub("a"), None).await.unwrap();
         let mut done = rec.clone();
         done.status = Status::Completed;
         done.output_hash = Some("first".into());
@@ -517,7 +570,7 @@ mod tests {
         let (_d, s) = store().await;
         for i in 0..5 {
             let rec = JobRecord::new(format!("job-{i}"), &sub("a"), Utc::now());
-            s.admit(&rec, &sub("a"), None, 10).await.unwrap();
+            s.admit(&rec, &sub("a"), None).await.unwrap();
         }
         let first = s
             .list(Page {

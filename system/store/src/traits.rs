@@ -70,6 +70,30 @@ pub struct DeadLetter {
     pub at: DateTime<Utc>,
 }
 
+/// The queue's settings: the same three in both modes (the embedded SQLite queue and
+/// JetStream), so a job is held, bounded and retried alike wherever it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// How long a delivery stays with its manager without news before it is offered again
+    /// (SQLite: the lease; JetStream: the consumer's `ack_wait`). A manager renews it every
+    /// third of it while the job runs ([`Queue::progress`]), so only a silent one loses it.
+    pub lease: Duration,
+    /// Jobs queued at most (leased or not); admission refuses past it (the API answers 503).
+    pub max_pending: u64,
+    /// Deliveries of a job before the manager fails it and dead-letters it.
+    pub max_attempts: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            max_pending: 10_000,
+            max_attempts: 3,
+        }
+    }
+}
+
 /// Outcome of an admission.
 #[derive(Debug, Clone)]
 pub enum Admission {
@@ -139,17 +163,19 @@ pub trait Objects: Send + Sync {
 /// The durable work queue.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Durably accept a job (its code object is stored first): record, queue entry and
-    /// idempotency key together. Refuses past the pending bound.
+    /// The settings it was opened with.
+    fn config(&self) -> QueueConfig;
+    /// Durably accept a job: the envelope (record and submission, code included) and the
+    /// idempotency key together. Refuses past [`QueueConfig::max_pending`].
     async fn admit(
         &self,
         record: &JobRecord,
         submission: &Submission,
         idempotency: Option<&Idempotency>,
-        max_pending: u64,
     ) -> Result<Admission, StoreError>;
-    /// Lease the oldest available job for `hold`; it comes back if not acked by then.
-    async fn lease(&self, hold: Duration) -> Result<Option<Delivery>, StoreError>;
+    /// Lease the oldest available job for [`QueueConfig::lease`]; it comes back if neither
+    /// acked nor renewed ([`Queue::progress`]) by then.
+    async fn lease(&self) -> Result<Option<Delivery>, StoreError>;
     /// Remove a job whose result is persisted.
     async fn ack(&self, job_id: &str) -> Result<(), StoreError>;
     /// Make a leased job available again after `delay` (its worker died).
@@ -172,10 +198,8 @@ pub trait Queue: Send + Sync {
     async fn peek(&self, _job_id: &str) -> Result<Option<(JobRecord, Submission)>, StoreError> {
         Ok(None)
     }
-    /// Tell the queue the job is still being worked on (extends its lease).
-    async fn progress(&self, _job_id: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
+    /// Tell the queue the job is still being worked on: its lease starts again.
+    async fn progress(&self, job_id: &str) -> Result<(), StoreError>;
     /// The job cannot run: keep it in the dead-letter store with `reason`, and remove it from
     /// the queue.
     async fn dead_letter(&self, job_id: &str, reason: &str) -> Result<(), StoreError>;

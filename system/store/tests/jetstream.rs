@@ -1,13 +1,12 @@
 //! The JetStream queue against a real nats-server from the testkit.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use chrono::Utc;
 use wolf_core::{JobRecord, Submission};
 use wolf_store::jetstream::{CONSUMER, STREAM};
-use wolf_store::{JetStreamConfig, JetStreamQueue, Queue};
+use wolf_store::{JetStreamConfig, JetStreamQueue, Queue, QueueConfig};
 use wolf_testkit::Nats;
 
 fn sub() -> Submission {
@@ -16,12 +15,12 @@ fn sub() -> Submission {
 
 async fn admit(q: &JetStreamQueue, id: &str) -> bool {
     let rec = JobRecord::new(id.to_string(), &sub(), Utc::now());
-    q.admit(&rec, &sub(), None, 3).await.is_ok()
+    q.admit(&rec, &sub(), None).await.is_ok()
 }
 
 async fn lease_all(q: &JetStreamQueue) -> BTreeSet<String> {
     let mut got = BTreeSet::new();
-    while let Some(d) = q.lease(Duration::from_secs(30)).await.unwrap() {
+    while let Some(d) = q.lease().await.unwrap() {
         q.ack(&d.job_id).await.unwrap();
         got.insert(d.job_id);
     }
@@ -42,7 +41,10 @@ async fn the_janitor_requeues_messages_orphaned_below_the_ack_floor_by_a_crash()
     let dir = tempfile::tempdir().unwrap();
     let mut nats = Nats::start(dir.path()).unwrap();
     let cfg = JetStreamConfig {
-        max_pending: 3,
+        queue: QueueConfig {
+            max_pending: 3,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let q = JetStreamQueue::connect(&nats.url(), cfg).await.unwrap();
@@ -106,22 +108,22 @@ async fn an_idempotency_key_admits_once_and_a_different_body_conflicts() {
     };
     let first = JobRecord::new("job-a".into(), &sub(), Utc::now());
     assert!(matches!(
-        q.admit(&first, &sub(), Some(&idem("h1")), 10).await.unwrap(),
+        q.admit(&first, &sub(), Some(&idem("h1"))).await.unwrap(),
         Admission::New
     ));
     let retry = JobRecord::new("job-b".into(), &sub(), Utc::now());
-    match q.admit(&retry, &sub(), Some(&idem("h1")), 10).await.unwrap() {
+    match q.admit(&retry, &sub(), Some(&idem("h1"))).await.unwrap() {
         Admission::Existing(rec) => assert_eq!(rec.id, "job-a", "the retry answers the first job"),
         Admission::New => panic!("a retry with the same key and body made a second job"),
     }
     assert!(matches!(
-        q.admit(&retry, &sub(), Some(&idem("h2")), 10).await,
+        q.admit(&retry, &sub(), Some(&idem("h2"))).await,
         Err(StoreError::IdempotencyConflict { .. })
     ));
     assert_eq!(lease_all(&q).await, set(&["job-a"]), "one job queued, once");
     // Past the duplicate window a retry publishes the job again; the manager acks it without
     // running because its record is final. Here: the retry after the job ran is that message.
-    match q.admit(&retry, &sub(), Some(&idem("h1")), 10).await.unwrap() {
+    match q.admit(&retry, &sub(), Some(&idem("h1"))).await.unwrap() {
         Admission::Existing(rec) => assert_eq!(rec.id, "job-a"),
         Admission::New => panic!("second job"),
     }
@@ -155,7 +157,7 @@ async fn kill_9_mid_acks_loses_no_job_and_reports_lost_acks_and_orphans() {
         // Ack about half, then crash the server without warning.
         let mut acked = BTreeSet::new();
         while acked.len() < 100 {
-            let Some(d) = q.lease(Duration::from_secs(30)).await.unwrap() else {
+            let Some(d) = q.lease().await.unwrap() else {
                 break;
             };
             q.ack(&d.job_id).await.unwrap();

@@ -91,7 +91,7 @@ impl Stack {
     }
 
     /// Like [`Stack::up`], with extra environment for the Wolf processes (`WOLF_MAX_PENDING`,
-    /// `WOLF_ACK_WAIT_SECS`, `WOLF_WORKERS`...).
+    /// `WOLF_LEASE_SECS`, `WOLF_WORKERS`...).
     pub fn up_with(dir: &Path, apis: usize, managers: usize, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let wolf = wolf_binary()?;
         let nats = Nats::start(dir)?;

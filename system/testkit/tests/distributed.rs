@@ -257,7 +257,7 @@ fn a_manager_killed_mid_job_is_redelivered_to_another() {
     if !root() {
         return;
     }
-    let (_d, mut s) = stack(1, 1, &[("WOLF_WORKERS", "1"), ("WOLF_ACK_WAIT_SECS", "2")]);
+    let (_d, mut s) = stack(1, 1, &[("WOLF_WORKERS", "1"), ("WOLF_LEASE_SECS", "2")]);
     let api = s.apis[0].1.clone();
     let marker = format!("longjob{}", std::process::id());
     let (_, rec) = submit(
@@ -338,7 +338,7 @@ fn an_s3_outage_holds_acks_until_everything_is_stored() {
     if !root() {
         return;
     }
-    let (_d, mut s) = stack(1, 1, &[("WOLF_WORKERS", "1"), ("WOLF_ACK_WAIT_SECS", "3")]);
+    let (_d, mut s) = stack(1, 1, &[("WOLF_WORKERS", "1"), ("WOLF_LEASE_SECS", "3")]);
     let api = s.apis[0].1.clone();
     s.s3.kill9();
     let during = submit_batch(&api, 4, "s3down");

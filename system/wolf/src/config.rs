@@ -58,7 +58,7 @@ pub struct Config {
     pub max_inflight: usize,
     /// Long polls (`wait=true`) held at once, outside `max_inflight`; more get 429.
     pub max_waits: usize,
-    /// Jobs queued at most (the JetStream stream's `max_msgs`); more get 503.
+    /// Jobs queued at most, both queues (JetStream: the stream's `max_msgs`); more get 503.
     pub max_pending: u64,
     /// Largest `code`, bytes (413).
     pub max_code_bytes: usize,
@@ -68,6 +68,9 @@ pub struct Config {
     pub body_timeout_secs: u64,
     /// Deliveries of a job before it is Failed and dead-lettered.
     pub max_attempts: u32,
+    /// Seconds a job stays with a manager that sends no news (no progress, no ack) before the
+    /// queue offers it again; a working manager renews it every third of it. Both queues.
+    pub lease_secs: u64,
     /// Operator caps on the compile and run limits (`[caps.compile]`, `[caps.run]`).
     pub caps: Caps,
     /// The jail.
@@ -97,8 +100,6 @@ pub struct SandboxSection {
 pub struct NatsSection {
     /// Server URL (`WOLF_NATS_URL`).
     pub url: String,
-    /// Seconds a delivery may go without an ack or progress before it is redelivered.
-    pub ack_wait_secs: u64,
 }
 
 /// PostgreSQL: only from the environment (a secret).
@@ -128,6 +129,7 @@ pub struct S3Section {
 impl Default for Config {
     fn default() -> Self {
         let api = wolf_api::ApiConfig::default();
+        let queue = wolf_store::QueueConfig::default();
         let uids = wolf_sandbox::uids::UidRange::default();
         Self {
             listen: None,
@@ -136,11 +138,12 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             max_inflight: api.max_inflight,
             max_waits: api.max_waits,
-            max_pending: api.max_pending,
+            max_pending: queue.max_pending,
             max_code_bytes: api.max_code_bytes,
             max_files: api.max_files,
             body_timeout_secs: api.body_timeout.as_secs(),
-            max_attempts: 3,
+            max_attempts: queue.max_attempts,
+            lease_secs: queue.lease.as_secs(),
             caps: Caps::default(),
             sandbox: SandboxSection {
                 uid_base: uids.base,
@@ -163,7 +166,6 @@ impl Default for NatsSection {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".into(),
-            ack_wait_secs: 30,
         }
     }
 }
@@ -210,9 +212,9 @@ pub struct ConfigArgs {
     /// NATS server with JetStream.
     #[arg(long, env = "WOLF_NATS_URL")]
     pub nats_url: Option<String>,
-    /// Seconds before an unacknowledged delivery is redelivered.
-    #[arg(long, env = "WOLF_ACK_WAIT_SECS")]
-    pub ack_wait_secs: Option<u64>,
+    /// Seconds a job stays with a silent manager before it is offered again.
+    #[arg(long, env = "WOLF_LEASE_SECS")]
+    pub lease_secs: Option<u64>,
     /// PostgreSQL URL (prefer the environment, or WOLF_DATABASE_URL_FILE).
     #[arg(long, env = "WOLF_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -285,7 +287,7 @@ impl Config {
         set!(c.max_pending, args.max_pending);
         set!(c.max_attempts, args.max_attempts);
         set!(c.nats.url, args.nats_url);
-        set!(c.nats.ack_wait_secs, args.ack_wait_secs);
+        set!(c.lease_secs, args.lease_secs);
         set!(c.s3.endpoint, args.s3_endpoint);
         set!(c.s3.bucket, args.s3_bucket);
         set!(c.s3.region, args.s3_region);
@@ -297,7 +299,7 @@ impl Config {
             c.s3.secret_access_key = s;
         }
         c.workers = c.workers.max(1);
-        c.nats.ack_wait_secs = c.nats.ack_wait_secs.max(1);
+        c.lease_secs = c.lease_secs.max(1);
         anyhow::ensure!(c.max_inflight > 0, "max_inflight must be at least 1");
         anyhow::ensure!(c.max_waits > 0, "max_waits must be at least 1");
         Ok(c)
@@ -313,7 +315,6 @@ impl Config {
         wolf_api::ApiConfig {
             max_inflight: self.max_inflight,
             max_waits: self.max_waits,
-            max_pending: self.max_pending,
             max_code_bytes: self.max_code_bytes,
             max_files: self.max_files,
             body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
@@ -326,7 +327,6 @@ impl Config {
     pub fn manager(&self) -> wolf_manager::ManagerConfig {
         wolf_manager::ManagerConfig {
             workers: self.workers,
-            max_attempts: self.max_attempts,
             caps: self.caps,
             ..Default::default()
         }
@@ -350,12 +350,19 @@ impl Config {
         }
     }
 
+    /// The queue's settings, the same for both queues.
+    pub fn queue(&self) -> wolf_store::QueueConfig {
+        wolf_store::QueueConfig {
+            lease: Duration::from_secs(self.lease_secs),
+            max_pending: self.max_pending,
+            max_attempts: self.max_attempts,
+        }
+    }
+
     /// The JetStream queue's settings.
     pub fn jetstream(&self) -> wolf_store::JetStreamConfig {
         wolf_store::JetStreamConfig {
-            max_pending: self.max_pending,
-            max_deliver: i64::from(self.max_attempts) + 2,
-            ack_wait: Duration::from_secs(self.nats.ack_wait_secs),
+            queue: self.queue(),
             ..Default::default()
         }
     }

@@ -3,14 +3,12 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use tokio::sync::watch;
-use wolf_api::AppState;
-use wolf_manager::Manager;
+use wolf_api::{ApiDeps, run_api};
+use wolf_manager::{Manager, run_manager};
 use wolf_sandbox::{Registry, Sandboxes};
 use wolf_store::{Events, JetStreamQueue, PgStore, S3Objects};
 
@@ -43,39 +41,26 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
-        let ready = Arc::new(AtomicBool::new(true));
         // Managers announce stored results on NATS: waiting requests answer at once.
         let events = Events::default();
         if let Err(e) = queue.follow_done(events.clone()).await {
             tracing::warn!(error = %e, "no result announcements; wait=true falls back to polling");
         }
-        let api_cfg = wolf_api::ApiConfig {
-            background_persistence: true,
-            ..cfg.api()
-        };
-        let state = AppState::new(
+        let deps = ApiDeps {
             meta,
             objects,
             queue,
             registry,
-            api_cfg,
             events,
-            Some(prometheus),
-            ready.clone(),
-        );
+            prometheus: Some(prometheus),
+            readiness: None,
+        };
         let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
         eprintln!("wolf: listening on http://{} (api)", listener.local_addr()?);
-        let stop = async move {
-            crate::serve::shutdown_signal().await;
-            ready.store(false, Ordering::Relaxed);
-        };
-        wolf_api::serve::serve(listener, wolf_api::app(state), stop, Duration::from_secs(30)).await;
-        // Background writes of accepted jobs get a moment to finish; the queue holds the jobs
-        // regardless.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        run_api(listener, cfg.api(), deps, crate::serve::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -101,17 +86,13 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
-        let manager_cfg = wolf_manager::ManagerConfig {
-            progress_every: Some(Duration::from_secs(cfg.nats.ack_wait_secs) / 3),
-            ..cfg.manager()
-        };
         let manager = Arc::new(Manager::new(
             meta,
             objects,
             queue,
             sandboxes,
             registry,
-            manager_cfg,
+            cfg.manager(),
             Events::default(),
         ));
         if let Some(addr) = &cfg.listen {
@@ -119,36 +100,18 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("listen on {addr}"))?;
             eprintln!("wolf: manager metrics on http://{}", listener.local_addr()?);
-            let app = axum::Router::new()
-                .route(
-                    "/healthz",
-                    axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-                )
-                .route(
-                    "/readyz",
-                    axum::routing::get({
-                        let pool = manager.gauges.clone();
-                        move || async move {
-                            match pool.readiness() {
-                                Ok(()) => Ok(axum::Json(serde_json::json!({"status": "ready"}))),
-                                Err(why) => Err(wolf_api::ApiError::Unavailable(format!("not ready: {why}"))),
-                            }
-                        }
-                    }),
-                )
-                .route(
-                    "/metrics",
-                    axum::routing::get(move || async move { prometheus.render() }),
-                );
+            let pool = manager.gauges.clone();
+            let app = wolf_api::service::probes(Arc::new(move || pool.readiness()), prometheus);
             // May be dropped at shutdown: it only reports.
-            tokio::spawn(async move { axum::serve(listener, app).await });
+            tokio::spawn(wolf_api::serve::serve(
+                listener,
+                app,
+                std::future::pending(),
+                Duration::ZERO,
+            ));
         }
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(manager.run(stop_rx));
         eprintln!("wolf: manager running");
-        crate::serve::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(120), task).await;
+        run_manager(manager, crate::serve::shutdown_signal(), Duration::from_secs(120)).await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     });
     rt.shutdown_background();

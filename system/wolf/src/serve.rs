@@ -3,14 +3,12 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use tokio::sync::watch;
-use wolf_api::AppState;
-use wolf_manager::Manager;
+use wolf_api::{ApiDeps, run_api};
+use wolf_manager::{Manager, run_manager};
 use wolf_sandbox::{Registry, Sandboxes};
 
 use crate::config::{Config, ConfigArgs, DEFAULT_LISTEN};
@@ -48,7 +46,11 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&cfg.data_dir)?;
     let prometheus = crate::telemetry::install().context("install the metrics recorder")?;
-    let store = Arc::new(SqliteStore::open(&data_dir.join("wolf.db")).await?);
+    let store = Arc::new(
+        SqliteStore::open(&data_dir.join("wolf.db"))
+            .await?
+            .with_queue(cfg.queue()),
+    );
     let objects = Arc::new(LocalObjects::new(&data_dir));
     let cache = cfg.cache_dir(&data_dir);
     std::fs::create_dir_all(&cache)?;
@@ -82,48 +84,44 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         cfg.manager(),
         events.clone(),
     ));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let manager_task = tokio::spawn(manager.clone().run(stop_rx));
-    let ready = Arc::new(AtomicBool::new(false));
-    let api_cfg = cfg.api();
-    let state = AppState::new(
-        store.clone(),
-        objects,
-        store,
-        registry,
-        api_cfg,
-        events,
-        Some(prometheus),
-        ready.clone(),
-    )
-    .with_readiness({
-        let pool = manager.gauges.clone();
-        move || pool.readiness()
-    });
     let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    ready.store(true, Ordering::Relaxed);
+    let pool = manager.gauges.clone();
+    let deps = ApiDeps {
+        meta: store.clone(),
+        objects,
+        queue: store,
+        registry,
+        events,
+        prometheus: Some(prometheus),
+        readiness: Some(Arc::new(move || pool.readiness())),
+    };
+    // The two services of the distributed mode, in one process on the embedded stores.
+    let (stop_manager, manager_stops) = tokio::sync::oneshot::channel::<()>();
+    let manager_task = tokio::spawn(run_manager(
+        manager,
+        async move {
+            let _ = manager_stops.await;
+        },
+        Duration::from_secs(120),
+    ));
     eprintln!(
         "wolf: listening on http://{addr} (data dir {}, {} workers)",
         data_dir.display(),
         cfg.workers
     );
     tracing::info!(%addr, "listening");
-    let app = wolf_api::app(state);
-    let ready_on_stop = ready.clone();
-    let stop = async move {
+    let stop = async {
         shutdown_signal().await;
-        // Stop intake; requests in flight finish.
-        ready_on_stop.store(false, Ordering::Relaxed);
         eprintln!("wolf: shutting down: intake stopped, finishing running jobs");
     };
-    wolf_api::serve::serve(listener, app, stop, Duration::from_secs(30)).await;
+    run_api(listener, cfg.api(), deps, stop).await;
     // Running jobs finish and are persisted; queued ones stay queued for the next start.
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(120), manager_task).await;
+    let _ = stop_manager.send(());
+    let _ = manager_task.await;
     eprintln!("wolf: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -790,7 +790,7 @@ fn a_worker_socket_serves_only_its_manager() {
     };
     for token in ["", "not-the-token"] {
         // Same uid as the manager, outside the sandbox: SO_PEERCRED passes, the token does not.
-        match rt.block_on(wolf_worker::client::run(&sock, token, "rogue", spec.clone(), vec![])) {
+        match rt.block_on(wolf_worker::client::run(&sock, token, "rogue", &spec, vec![])) {
             Err(wolf_worker::client::ClientError::Call(st)) => {
                 assert_eq!(st.code(), tonic::Code::PermissionDenied, "{st:?}")
             }

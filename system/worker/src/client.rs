@@ -16,6 +16,9 @@ pub enum ClientError {
     /// The call failed (the worker died, refused, or broke the stream).
     #[error("worker call failed: {}: {}", .0.code(), .0.message())]
     Call(tonic::Status),
+    /// A frame that does not encode or parse (a worker answering garbage).
+    #[error("worker frame")]
+    Frame(#[source] std::io::Error),
 }
 
 /// Send the job to the worker listening on `socket` and wait for its report.
@@ -23,7 +26,7 @@ pub async fn run(
     socket: &Path,
     token: &str,
     job_id: &str,
-    spec: JobSpec,
+    spec: &JobSpec,
     blobs: Vec<Vec<u8>>,
 ) -> Result<(JobReport, Vec<Vec<u8>>), ClientError> {
     let path: PathBuf = socket.to_path_buf();
@@ -38,7 +41,8 @@ pub async fn run(
     let mut client = WorkerClient::new(channel)
         .max_decoding_message_size(512 << 20)
         .max_encoding_message_size(512 << 20);
-    let mut req = tonic::Request::new(crate::convert::request(job_id, spec, blobs));
+    let msg = crate::convert::request(job_id, spec, blobs).map_err(ClientError::Frame)?;
+    let mut req = tonic::Request::new(msg);
     if let Ok(v) = token.parse() {
         req.metadata_mut().insert(crate::TOKEN_HEADER, v);
     }
@@ -47,5 +51,5 @@ pub async fn run(
         req.metadata_mut().insert("traceparent", tp);
     }
     let reply = client.run(req).await.map_err(ClientError::Call)?.into_inner();
-    Ok(crate::convert::report(reply))
+    crate::convert::report(reply).map_err(ClientError::Frame)
 }

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use wolf_proto::v1;
 use wolf_proto::v1::worker_server::{Worker, WorkerServer};
 use wolf_sandbox::init::{Execute, JobServerContext};
+use wolf_sandbox::protocol::JobReport;
 
 type Job = (v1::RunRequest, oneshot::Sender<v1::RunReply>);
 
@@ -93,10 +94,19 @@ pub fn serve_one(ctx: JobServerContext, execute: &mut Execute<'_>) -> io::Result
             _ = host.readable() => return Ok(()),
             job = jobs_rx.recv() => {
                 if let Some((req, reply)) = job {
-                    let (spec, blobs) = crate::convert::job(req);
-                    // Blocking on purpose: this process exists for this one job.
-                    let (report, out) = execute(spec, blobs);
-                    let _ = reply.send(crate::convert::reply(report, out));
+                    let answer = match crate::convert::job(req) {
+                        // Blocking on purpose: this process exists for this one job.
+                        Ok((spec, blobs)) => {
+                            let (report, out) = execute(spec, blobs);
+                            crate::convert::reply(&report, out)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let answer = answer.unwrap_or_else(|e| {
+                        let refused = JobReport { steps: Vec::new(), error: Some(format!("bad job frame: {e}")) };
+                        crate::convert::reply(&refused, Vec::new()).expect("a report without steps encodes")
+                    });
+                    let _ = reply.send(answer);
                 }
             }
         }

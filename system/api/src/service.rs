@@ -1,0 +1,99 @@
+//! The API as a service: [`run_api`] serves one listener from its dependencies until shutdown,
+//! the same way in both modes (`wolf serve` passes the embedded stores, `wolf api` the
+//! distributed ones); [`probes`] is the health, readiness and metrics router a process without
+//! the job routes (`wolf manager`) serves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use wolf_core::Registry;
+use wolf_store::{Events, Metadata, Objects, Queue};
+
+use crate::{ApiConfig, ApiError, AppState, Readiness};
+
+/// What an API serves from.
+pub struct ApiDeps {
+    /// Job records.
+    pub meta: Arc<dyn Metadata>,
+    /// Code and output.
+    pub objects: Arc<dyn Objects>,
+    /// The durable queue.
+    pub queue: Arc<dyn Queue>,
+    /// Languages.
+    pub registry: &'static Registry,
+    /// Queued and finished notifications (shared with an in-process manager).
+    pub events: Events,
+    /// Prometheus rendering for `/metrics`.
+    pub prometheus: Option<PrometheusHandle>,
+    /// A check `/readyz` adds (an in-process pool that cannot prepare sandboxes).
+    pub readiness: Option<Readiness>,
+}
+
+/// Requests in flight get this long to finish after shutdown begins.
+pub const DRAIN: Duration = Duration::from_secs(30);
+
+/// Background writes of accepted jobs get this long after the listener closed (the queue holds
+/// every accepted job regardless, and the manager writes its record too).
+pub const WRITES_DRAIN: Duration = Duration::from_secs(10);
+
+/// Serve the API on `listener` until `shutdown` resolves: intake stops at once (`/readyz` and
+/// `POST /job` answer 503), requests in flight finish, then the background writes of accepted
+/// jobs.
+pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutdown: impl Future<Output = ()>) {
+    let ready = Arc::new(AtomicBool::new(true));
+    let mut state = AppState::new(
+        deps.meta,
+        deps.objects,
+        deps.queue,
+        deps.registry,
+        cfg,
+        deps.events,
+        deps.prometheus,
+        ready.clone(),
+    );
+    state.readiness = deps.readiness;
+    let pending = state.pending_writes.clone();
+    let stop = async move {
+        shutdown.await;
+        ready.store(false, Ordering::Relaxed);
+    };
+    crate::serve::serve(listener, crate::app(state), stop, DRAIN).await;
+    let deadline = tokio::time::Instant::now() + WRITES_DRAIN;
+    loop {
+        let left = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if left == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                left,
+                "accepted jobs still being written at exit; the queue and the manager have them"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `/healthz`, `/readyz` (from `readiness`) and `/metrics`, for a process that serves no jobs.
+pub fn probes(readiness: Readiness, prometheus: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(crate::routes::healthz))
+        .route(
+            "/readyz",
+            get(move || async move {
+                match readiness() {
+                    Ok(()) => Ok(axum::Json(serde_json::json!({"status": "ready"}))),
+                    Err(why) => Err(ApiError::Unavailable(format!("not ready: {why}"))),
+                }
+            }),
+        )
+        .route("/metrics", get(move || async move { prometheus.render() }))
+        .fallback(crate::routes::not_found)
+}
