@@ -199,7 +199,9 @@ fn filling_every_writable_place_stops_at_its_cap() {
            int main(void){ signal(SIGXFSZ, SIG_IGN);
              long a = fill("/work/fill"), b = fill("/tmp/fill"), c = fill("/dev/shm/fill");
              printf("%ld %ld %ld\n", a, b, c); return 0; }"#,
-        &["--memory-mb", "512"],
+        // The caps are what is tested, not time: writing 144 MiB costs ~100 ms natively, and
+        // seconds of CPU under the guest suites' emulated CPU.
+        &["--memory-mb", "512", "--cpu-time-ms", "20000", "--wall-time-ms", "40000"],
     );
     assert_contained(&v);
     let n: Vec<i64> = stdout(&v).split_whitespace().map(|s| s.parse().unwrap()).collect();
@@ -659,7 +661,7 @@ fn memory_and_cpu_accounting_match_what_the_program_used() {
            int main(void){ size_t n = 100u << 20; char *p = malloc(n); memset(p, 1, n);
              volatile unsigned long x = 0; while (cpu() < 500) x++;
              printf("%c\n", p[n - 1] + '0'); return 0; }"#,
-        &["--memory-mb", "256", "--cpu-time-ms", "3000"],
+        &["--memory-mb", "256", "--cpu-time-ms", "6000"],
     );
     assert_eq!(verdict(&v), "Accepted", "{v}");
     let kb = v["memoryKb"].as_u64().unwrap() as f64;
@@ -671,9 +673,11 @@ fn memory_and_cpu_accounting_match_what_the_program_used() {
     let cpu = v["cpuTimeMs"].as_u64().unwrap() as f64;
     // The cgroup also charges what the kernel does for the step around the program (the fork,
     // the exec, unmapping 100 MiB at exit). Natively that is a few ms; under an emulated CPU
-    // (the guest suites set WOLF_GUEST) it is hundreds, so only the upper slack widens there.
+    // (the guest suites set WOLF_GUEST) it is hundreds to above a thousand, depending on how
+    // busy the host is (seen: 1005 ms over), so only the upper slack widens there; reporting
+    // wall time or nothing still fails.
     let slack = if std::env::var_os("WOLF_GUEST").is_some() {
-        600.0
+        2500.0
     } else {
         100.0
     };
