@@ -2,7 +2,10 @@
 
 A submission's file names must be unique; JSON Schema cannot state uniqueness by one property
 of the items, so the OpenAPI document cannot either. Generated bodies that repeat a name are
-dropped here; the server's 422 for them is tested in system/api/tests/edge.rs instead.
+dropped here; the server's 422 for them is tested in system/api/tests/edge.rs instead. The
+same for the two rules between fields of a submission with test cases: with `tests`, stdin
+and expectedOutput go per test; `stopOnFirstFailure` needs tests (both answered 422, tested in
+system/testkit/tests/contract.rs).
 """
 
 import schemathesis
@@ -12,6 +15,11 @@ import schemathesis
 def filter_body(ctx, body):
     if not isinstance(body, dict):
         return True
+    tests = body.get("tests")
+    if isinstance(tests, list) and tests and ("stdin" in body or "expectedOutput" in body):
+        return False
+    if body.get("stopOnFirstFailure") and not (isinstance(tests, list) and tests):
+        return False
     files = body.get("files")
     if not isinstance(files, list):
         return True

@@ -29,14 +29,41 @@ impl<S: Send + Sync> FromRequestParts<S> for JobId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        // By name: the same extractor serves `/job/{id}` and `/job/{id}/tests/{n}/output`.
+        let Path(mut params) = Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::NotFound("no job has this id (ids are UUIDs)".into()))?;
+        let raw = params
+            .remove("id")
+            .ok_or_else(|| ApiError::NotFound("no job has this id (ids are UUIDs)".into()))?;
         match uuid::Uuid::try_parse(&raw) {
             Ok(u) if raw.len() == 36 => Ok(JobId(u.hyphenated().to_string())),
             _ => Err(ApiError::NotFound(format!(
                 "job {:?} not found (ids are UUIDs)",
                 echo(&raw)
+            ))),
+        }
+    }
+}
+
+/// A test's index from the path (`/job/{id}/tests/{n}/...`, counting from 0 as
+/// `result.tests`): anything but a small whole number names no test (404).
+#[derive(Debug, Clone, Copy)]
+pub struct TestIndex(pub usize);
+
+impl<S: Send + Sync> FromRequestParts<S> for TestIndex {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound("no such test".into()))?;
+        let raw = params.get("n").map(String::as_str).unwrap_or("");
+        match raw.parse::<usize>() {
+            Ok(n) if raw.len() <= 4 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(TestIndex(n)),
+            _ => Err(ApiError::NotFound(format!(
+                "test {:?} not found (tests are numbered from 0, as result.tests)",
+                echo(raw)
             ))),
         }
     }

@@ -215,6 +215,7 @@ pub fn app(state: AppState) -> Router {
         .route("/job/{id}", get(routes::get_job))
         .route("/job/{id}/timeline", get(routes::timeline))
         .route("/job/{id}/output", get(routes::output))
+        .route("/job/{id}/tests/{n}/output", get(routes::test_output))
         .route("/job/{id}/code", get(routes::code))
         .route("/dead-letters", get(routes::dead_letters))
         .route("/languages", get(routes::languages))

@@ -29,6 +29,7 @@ use crate::extract::{JobId, Q, wait_timeout};
         get_job,
         timeline,
         output,
+        test_output,
         code,
         list,
         dead_letters,
@@ -192,7 +193,58 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
             )));
         }
     }
-    check_args(&sub.args)
+    check_args(&sub.args)?;
+    validate_tests(st, sub, &lang.run_limits)
+}
+
+/// Test cases: how many, and each one's name, arguments and limits (against the same caps as
+/// the submission's), so a suite never fails at its 900th test for a bad request.
+fn validate_tests(st: &AppState, sub: &Submission, defaults: &Limits) -> Result<(), ApiError> {
+    if let Some(c) = &sub.checker {
+        c.validate().map_err(ApiError::Invalid)?;
+    }
+    if sub.tests.is_empty() {
+        if sub.stop_on_first_failure {
+            return Err(ApiError::Invalid("stopOnFirstFailure needs tests".into()));
+        }
+        return Ok(());
+    }
+    if sub.tests.len() > wolf_core::job::MAX_TESTS {
+        return Err(ApiError::Invalid(format!(
+            "{} tests; at most {} are allowed",
+            sub.tests.len(),
+            wolf_core::job::MAX_TESTS
+        )));
+    }
+    if sub.stdin.is_some() || sub.expected_output.is_some() {
+        return Err(ApiError::Invalid(
+            "with tests, give stdin and expectedOutput per test (the top-level ones are the implicit single test)"
+                .into(),
+        ));
+    }
+    let base = sub.limits.unwrap_or_default();
+    for (i, t) in sub.tests.iter().enumerate() {
+        let at = |e: String| ApiError::Invalid(format!("tests[{i}]: {e}"));
+        if let Some(name) = &t.name
+            && (name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control))
+        {
+            return Err(at("name must be 1 to 128 characters, none a control character".into()));
+        }
+        check_args(&t.args).map_err(|e| match e {
+            ApiError::Invalid(m) => at(m),
+            other => other,
+        })?;
+        let l = t.limits.unwrap_or_default();
+        let req = wolf_core::LimitRequest {
+            cpu_time_ms: l.cpu_time_ms.or(base.cpu_time_ms),
+            wall_time_ms: l.wall_time_ms.or(base.wall_time_ms),
+            memory_mb: l.memory_mb.or(base.memory_mb),
+            pids: l.pids.or(base.pids),
+            output_bytes: l.output_bytes.or(base.output_bytes),
+        };
+        Limits::resolve(defaults, &st.cfg.caps.run, &req).map_err(|e| at(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Characters in one argument at most: with at most [`MAX_ARGS`] of them, all arguments stay
@@ -443,6 +495,50 @@ pub async fn output(State(st): State<AppState>, JobId(id): JobId) -> Result<Resp
         .get(&path)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("output of job {id} not found")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
+}
+
+/// A test's path parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TestPath {
+    /// The job's id (a UUID).
+    #[param(format = Uuid)]
+    pub id: String,
+    /// The test's index in `result.tests`, from 0.
+    #[param(minimum = 0, maximum = 999)]
+    pub n: u32,
+}
+
+/// The full stdout of one test (409 while the job has not finished).
+#[utoipa::path(get, path = "/job/{id}/tests/{n}/output", params(TestPath), responses((status = 200, content_type = "text/plain", body = String),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
+pub async fn test_output(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+    crate::extract::TestIndex(n): crate::extract::TestIndex,
+) -> Result<Response, ApiError> {
+    let rec = lookup(&st, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    if !rec.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}; its tests' output is not ready",
+            rec.status.as_str()
+        )));
+    }
+    let ran = rec.result.as_ref().map_or(0, |r| r.tests.len());
+    if n >= ran {
+        return Err(ApiError::NotFound(format!(
+            "job {id} ran {ran} tests; there is no test {n} (numbered from 0)"
+        )));
+    }
+    let data = st
+        .objects
+        .get(&wolf_core::job::test_output_key(&id, n))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("output of test {n} of job {id} not found")))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
 }
 

@@ -21,11 +21,27 @@ pub fn document(st: &AppState) -> Value {
     let sub = &mut schemas["Submission"]["properties"];
     sub["executionEngine"]["enum"] = json!(engines);
     sub["args"]["maxItems"] = json!(MAX_ARGS);
-    sub["args"]["items"] = json!({"type": "string", "maxLength": MAX_ARG_CHARS, "pattern": "^[^\\u0000]*$"});
+    let arg_items = json!({"type": "string", "maxLength": MAX_ARG_CHARS, "pattern": "^[^\\u0000]*$"});
+    sub["args"]["items"] = arg_items.clone();
     sub["files"]["maxItems"] = json!(st.cfg.max_files);
+    sub["tests"]["maxItems"] = json!(wolf_core::job::MAX_TESTS);
+    let test = &mut schemas["TestInput"];
+    test["additionalProperties"] = json!(false);
+    test["properties"]["args"]["maxItems"] = json!(MAX_ARGS);
+    test["properties"]["args"]["items"] = arg_items.clone();
+    test["properties"]["name"]["pattern"] = json!("^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$");
     let name = &mut schemas["FileInput"]["properties"]["name"];
     name["pattern"] = json!(wolf_core::names::FILE_NAME_PATTERN);
     name["not"] = json!({"enum": [".", ".."]});
+    // The float checker's epsilon (the other checkers have no fields).
+    if let Some(variants) = schemas["Checker"]["oneOf"].as_array_mut() {
+        for v in variants {
+            v["additionalProperties"] = json!(false);
+            if v["properties"].get("epsilon").is_some() {
+                v["properties"]["epsilon"]["minimum"] = json!(0);
+            }
+        }
+    }
     let caps = st.cfg.caps.run;
     let limits = &mut schemas["LimitsInput"];
     limits["additionalProperties"] = json!(false);

@@ -125,7 +125,7 @@ impl From<LimitsInput> for LimitRequest {
 
 /// What a client submits (`POST /job`). Only `code` and `executionEngine` are required, so the
 /// seed's requests work unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Submission {
     /// Source code (not empty, not only whitespace).
@@ -151,7 +151,79 @@ pub struct Submission {
     /// Free-form labels, echoed in the record.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    /// Test cases (1 to 1000): the program is compiled once and each test runs in a fresh
+    /// sandbox. Without them `stdin` and `expectedOutput` are the one implicit test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestInput>,
+    /// Stop at the first test that is not Accepted (the rest do not run).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_on_first_failure: bool,
+    /// How outputs are compared with `expectedOutput` (default: `lines`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checker: Option<crate::Checker>,
 }
+
+/// One test case of a submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TestInput {
+    /// Shown in the result (default: `test-<n>`, counting from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// stdin of this test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// Expected stdout: enables WrongAnswer for this test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_output: Option<String>,
+    /// Arguments of this test (instead of the submission's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Limits of this test; each field given replaces the submission's.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "limits_object")]
+    pub limits: Option<LimitsInput>,
+}
+
+/// What one test did (`result.tests[n]`; its full stdout is `GET /job/{id}/tests/{n}/output`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResult {
+    /// The test's name.
+    pub name: String,
+    /// Its verdict.
+    #[schema(value_type = String)]
+    pub verdict: Verdict,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Killing signal.
+    pub signal: Option<i32>,
+    /// CPU time, ms.
+    pub cpu_time_ms: u64,
+    /// Wall time, ms.
+    pub wall_time_ms: u64,
+    /// Peak memory, KiB.
+    pub memory_kb: u64,
+    /// stdout, capped at [`TEST_TEXT_CAP`] bytes (lossy UTF-8).
+    pub stdout: String,
+    /// stderr, capped at [`TEST_TEXT_CAP`] bytes.
+    pub stderr: String,
+    /// stdout or stderr was cut (here, or at the output limit).
+    pub truncated: bool,
+    /// What the checker said, when it said something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checker_message: Option<String>,
+    /// 1 for Accepted, 0 otherwise.
+    pub score: f64,
+    /// InternalError detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// stdout and stderr of each test in the record are cut here (the objects keep all of stdout).
+pub const TEST_TEXT_CAP: usize = 4096;
+
+/// Tests per submission, at most.
+pub const MAX_TESTS: usize = 1000;
 
 /// Per-stage durations, milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -205,6 +277,18 @@ pub struct JobResult {
     /// `GET /job/{id}/output` serves stdout's raw bytes. Present only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_not_utf8: bool,
+    /// With test cases: each test that ran, in order (after `stopOnFirstFailure` stopped, the
+    /// rest are absent). `verdict` is then the first non-Accepted test's, the resource figures
+    /// are the largest of any test, and the output object is the stdout of the test that
+    /// decided the verdict (the first failing one, else the last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestResult>,
+    /// With test cases: how many were Accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<u32>,
+    /// With test cases: the sum of their scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 /// What Wolf records about a job (`GET /job/{id}`).
@@ -306,6 +390,11 @@ pub fn output_key(id: &str) -> String {
 /// Object key of a job's stderr.
 pub fn stderr_key(id: &str) -> String {
     format!("jobs/{id}/stderr.log")
+}
+
+/// The full stdout of test `n` (counting from 0, as `result.tests`).
+pub fn test_output_key(id: &str, n: usize) -> String {
+    format!("jobs/{id}/tests/{n}/output.log")
 }
 
 #[cfg(test)]

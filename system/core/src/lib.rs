@@ -8,10 +8,12 @@
 //! # Layout
 //! - [`job`]: submissions, records, statuses, timings, results.
 //! - [`hash`]: sha256 hex of code and outputs.
+//! - [`checker`]: the built-in output checkers of test cases.
 //! - [`limits`], [`language`], [`verdict`], [`names`]: limits and caps, the language registry's
 //!   data, verdicts, file-name rules — the domain the jail depends on (never the reverse).
 //! - [`machine`]: the machine and commit a measurement ran on.
 
+pub mod checker;
 pub mod hash;
 pub mod job;
 pub mod language;
@@ -21,7 +23,10 @@ pub mod names;
 pub mod timeline;
 pub mod verdict;
 
-pub use job::{Attempt, FileInput, JobRecord, JobResult, LimitsInput, Status, Submission, Timings};
+pub use checker::Checker;
+pub use job::{
+    Attempt, FileInput, JobRecord, JobResult, LimitsInput, Status, Submission, TestInput, TestResult, Timings,
+};
 pub use language::{Language, Registry};
 pub use limits::{Caps, LimitRequest, Limits};
 pub use verdict::Verdict;

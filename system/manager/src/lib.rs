@@ -24,9 +24,11 @@ use tracing::Instrument;
 use wolf_core::job::{output_key, stderr_key};
 use wolf_core::{JobRecord, JobResult, Status, Timings};
 use wolf_sandbox::runner::Plan;
-use wolf_sandbox::{Caps, Registry, RunRequest};
+use wolf_sandbox::suite::Suite;
+use wolf_sandbox::{Caps, Registry, RunRequest, TestRequest};
 
 pub mod pool;
+mod suite;
 pub use pool::{Pool, Warm};
 use wolf_store::{Delivery, Events, Metadata, Objects, Queue, StoreError};
 
@@ -50,6 +52,22 @@ impl Default for ManagerConfig {
             retry_delay: Duration::from_millis(100),
             caps: Caps::default(),
             janitor_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a delivery runs: one program, or test cases compiled once.
+enum Job {
+    One(Plan),
+    Tests(Suite),
+}
+
+impl Job {
+    fn new(reg: &'static Registry, caps: &Caps, req: &RunRequest) -> Result<Self, wolf_sandbox::runner::RequestError> {
+        if req.tests.is_empty() {
+            Plan::new(reg, caps, req).map(Job::One)
+        } else {
+            Suite::new(reg, caps, req).map(Job::Tests)
         }
     }
 }
@@ -447,6 +465,20 @@ impl Manager {
             limits: sub.limits.unwrap_or_default().into(),
             compile_limits: Default::default(),
             expected_output: sub.expected_output.clone().map(String::into_bytes),
+            tests: sub
+                .tests
+                .iter()
+                .enumerate()
+                .map(|(i, t)| TestRequest {
+                    name: t.name.clone().unwrap_or_else(|| format!("test-{}", i + 1)),
+                    stdin: t.stdin.clone().map(String::into_bytes),
+                    expected_output: t.expected_output.clone().map(String::into_bytes),
+                    args: (!t.args.is_empty()).then(|| t.args.clone()),
+                    limits: t.limits.unwrap_or_default().into(),
+                })
+                .collect(),
+            stop_on_first_failure: sub.stop_on_first_failure,
+            checker: sub.checker.unwrap_or_default(),
         };
         let engine = self
             .registry
@@ -455,7 +487,7 @@ impl Manager {
             .unwrap_or_else(|_| "unknown".into());
         // Plan::new may build a language's artifacts once (the C++ precompiled header): blocking.
         let (registry, caps) = (self.registry, self.cfg.caps);
-        let plan = match tokio::task::spawn_blocking(move || Plan::new(registry, &caps, &req))
+        let plan = match tokio::task::spawn_blocking(move || Job::new(registry, &caps, &req))
             .await
             .expect("plan thread")
         {
@@ -510,7 +542,14 @@ impl Manager {
             }))
         };
         let run_span = tracing::info_span!("worker.run", worker = %record.attempts.last().map(|a| a.worker.as_str()).unwrap_or(""));
-        let outcome = sandbox.run(&id, plan, creation_ms).instrument(run_span.clone()).await;
+        let outcome = match plan {
+            Job::One(plan) => sandbox.run(&id, plan, creation_ms).instrument(run_span.clone()).await,
+            Job::Tests(s) => {
+                suite::run(self.sandboxes.clone(), &id, s, sandbox, creation_ms)
+                    .instrument(run_span.clone())
+                    .await
+            }
+        };
         let _ = marking.await;
         if let Ok(o) = &outcome {
             // The worker has no network to export from: its steps are recorded here, under
@@ -564,6 +603,11 @@ impl Manager {
                 self.objects.put(&wolf_core::job::code_key(&id), code.clone()).await?;
             }
             self.objects.put(&output_key(&id), stdout.clone()).await?;
+            for (n, o) in out.test_outputs.iter().enumerate() {
+                self.objects
+                    .put(&wolf_core::job::test_output_key(&id, n), o.clone())
+                    .await?;
+            }
             // stderr is also in the record; the object exists only when there is some.
             if !stderr_bytes.is_empty() {
                 self.objects.put(&stderr_key(&id), stderr_bytes.clone()).await?;
@@ -590,6 +634,9 @@ impl Manager {
         }
         stage("storage", timings.storage);
         stage("end_to_end", timings.total);
+        for t in &out.result.tests {
+            metrics::counter!("wolf_tests_total", "verdict" => format!("{:?}", t.verdict)).increment(1);
+        }
         let verdict = format!("{:?}", out.result.verdict);
         tracing::debug!(verdict = %verdict, total_ms = timings.total, "job completed");
         metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine)

@@ -57,7 +57,7 @@ impl Warm for Prepared {
         let outcome = match sandbox.socket().map(ToOwned::to_owned) {
             Some(socket) => {
                 let (files, steps) = plan.parts();
-                match sandbox.job_spec(files, steps) {
+                match sandbox.job_spec(files, steps, plan.collect()) {
                     Ok((spec, blobs)) => {
                         match wolf_worker::client::run(&socket, sandbox.token(), job_id, &spec, blobs).await {
                             Ok((report, out)) => wolf_sandbox::sandbox::outputs_from_report(report, out)

@@ -95,8 +95,13 @@ impl Warm for FakeWarm {
                         ..Default::default()
                     },
                     output_not_utf8: false,
+                    tests: Vec::new(),
+                    passed: None,
+                    score: None,
                 },
                 stdout: out.as_bytes().to_vec(),
+                files: Vec::new(),
+                test_outputs: Vec::new(),
             }),
             Act::Crash => Err(SandboxError::Setup("fake: the sandbox died".into())),
             Act::Panic => panic!("fake: a bug while driving the sandbox"),

@@ -258,6 +258,28 @@ impl Executor<'_> {
                 break;
             }
         }
+        // Every step ran and exited 0, and every process of theirs is gone: nothing can change
+        // the work dir while it is read.
+        if let Some(c) = &job.collect
+            && report.error.is_none()
+            && report.steps.len() == job.steps.len()
+            && report.steps.iter().all(|f| f.exit_code == Some(0))
+        {
+            reap_all(&mut self.to_reap);
+            match collect(work, &job, c) {
+                Ok(files) => {
+                    for (name, mode, data) in files {
+                        report.files.push(protocol::CollectedFile {
+                            name,
+                            mode,
+                            blob: out_blobs.len(),
+                        });
+                        out_blobs.push(data);
+                    }
+                }
+                Err(e) => report.collect_error = Some(e),
+            }
+        }
         (report, out_blobs)
     }
 }
@@ -473,9 +495,55 @@ fn unsafe_free_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
     crate::sys::borrow_fd(fd)
 }
 
+/// The regular files the steps left in the work dir, other than the job's own: name, mode and
+/// contents. Opened with `O_NOFOLLOW | O_NONBLOCK` (a planted symlink or FIFO is skipped, never
+/// followed or waited on) and checked with `fstat`; the bounds hold whatever the sizes claim.
+fn collect(work: &Path, job: &JobSpec, c: &protocol::Collect) -> Result<Vec<(String, u32, Vec<u8>)>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let given: std::collections::HashSet<&str> = job.files.iter().map(|f| f.name.as_str()).collect();
+    let mut out = Vec::new();
+    let mut total: u64 = 0;
+    let entries = std::fs::read_dir(work).map_err(|e| format!("read the work dir: {e}"))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("read the work dir: {e}"))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !protocol::valid_work_name(&name) || given.contains(name.as_str()) {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(work.join(&name))
+        else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        if out.len() >= c.max_files {
+            return Err(format!("more than {} files in the work dir", c.max_files));
+        }
+        let room = c.max_bytes.saturating_sub(total);
+        let mut data = Vec::new();
+        (&file)
+            .take(room.saturating_add(1))
+            .read_to_end(&mut data)
+            .map_err(|e| format!("read {name}: {e}"))?;
+        if data.len() as u64 > room {
+            return Err(format!("the files in the work dir exceed {} bytes", c.max_bytes));
+        }
+        total += data.len() as u64;
+        out.push((name, meta.permissions().mode() & 0o777, data));
+    }
+    Ok(out)
+}
+
 fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32) -> Result<(), String> {
     for f in &job.files {
-        if !protocol::valid_file_name(&f.name) {
+        if !protocol::valid_work_name(&f.name) {
             return Err(format!("invalid file name {:?}", f.name));
         }
         let data = blobs.get(f.blob).ok_or("missing file contents")?;

@@ -13,6 +13,7 @@
 //!
 //! - [`sandbox`]: host API — [`Sandboxes::prepare`] a sandbox ahead, [`Prepared::run`] one job.
 //! - [`runner`]: a language job (compile + run + verdict) on top of it.
+//! - [`suite`]: test cases, compiled once, each run in a fresh sandbox.
 //! - [`init`]: the init process (PID 1 inside, supervisor of the job).
 //! - [`rootfs`], [`payload`]: the ordered pipelines, run through [`sys::Sys`].
 //! - [`cgroup`], [`seccomp`], [`landlock_rules`], [`lsm`], [`userns`]: one kernel feature each.
@@ -34,6 +35,7 @@ pub mod rootfs;
 pub mod runner;
 pub mod sandbox;
 pub mod seccomp;
+pub mod suite;
 pub mod sys;
 pub mod template;
 pub mod uids;
@@ -45,6 +47,6 @@ pub use wolf_core::{language, limits};
 pub use init::main_if_init;
 pub use language::{Language, Registry};
 pub use limits::{LimitRequest, Limits};
-pub use runner::{Caps, RunRequest, RunResult, Timings};
+pub use runner::{Caps, RunRequest, RunResult, TestRequest, Timings};
 pub use sandbox::{Prepared, SandboxConfig, SandboxError, Sandboxes};
 pub use verdict::Verdict;

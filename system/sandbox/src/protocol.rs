@@ -109,6 +109,31 @@ pub struct JobSpec {
     pub files: Vec<FileSpec>,
     /// Steps.
     pub steps: Vec<StepSpec>,
+    /// After every step exited 0: return the files the steps left in the work dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect: Option<Collect>,
+}
+
+/// Which files of the work dir come back with the report (a compile step's artifacts). Read
+/// by the init process after every process of the steps is gone, through descriptors that
+/// never follow a symlink; only regular files are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collect {
+    /// At most this many files (more: the job reports an error).
+    pub max_files: usize,
+    /// At most this many bytes in all (more: the job reports an error).
+    pub max_bytes: u64,
+}
+
+/// A file the init process collected ([`JobSpec::collect`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectedFile {
+    /// Its name in the work dir (checked with [`valid_work_name`]).
+    pub name: String,
+    /// Its mode bits (0o777 at most).
+    pub mode: u32,
+    /// Blob index of its contents in the report frame.
+    pub blob: usize,
 }
 
 /// What the kernel said about one step.
@@ -153,6 +178,13 @@ pub struct JobReport {
     pub steps: Vec<StepFacts>,
     /// An error outside any step (writing files), if any.
     pub error: Option<String>,
+    /// The collected files, when the job asked for them and every step exited 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<CollectedFile>,
+    /// Why the files could not be collected (past a bound): the program's fault, not the
+    /// sandbox's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect_error: Option<String>,
 }
 
 /// Blobs per frame, at most (every file of a submission, stdin, and a step's outputs fit).
@@ -263,6 +295,14 @@ fn own(fd: RawFd) -> OwnedFd {
 
 pub use wolf_core::names::valid_file_name;
 
+/// A name the init process may create in the work dir: what a client may name a file
+/// ([`valid_file_name`]) or what a compiler wrote there (`Main$Inner.class`): one path
+/// component, not `.` or `..`, no NUL, at most 255 bytes. Never a path: nothing can leave the
+/// directory, and files are created with `O_NOFOLLOW | O_EXCL`.
+pub fn valid_work_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 /// What a step supervisor tells the init process on its status pipe: one frame per write(2),
 /// small enough (below PIPE_BUF) to arrive whole, so a single read holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,6 +391,7 @@ mod tests {
                 ..Default::default()
             }],
             error: None,
+            ..Default::default()
         };
         write_frame(&mut buf, &rep, &[b"\x00\xffout", b""]).unwrap();
         let (back, blobs): (JobReport, _) = read_frame(&mut buf.as_slice(), 1 << 20).unwrap();
@@ -376,6 +417,10 @@ mod tests {
         }
         assert!(valid_file_name("Main.java"));
         assert!(valid_file_name("..."));
+        for bad in ["", ".", "..", "../x", "a/b", "/etc/passwd", "x\0y"] {
+            assert!(!valid_work_name(bad), "{bad:?}");
+        }
+        assert!(valid_work_name("Main$Inner.class") && !valid_work_name(&"a".repeat(256)));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::language::{Language, LanguageError, Registry};
 use crate::limits::{LimitError, LimitRequest, Limits};
-use crate::sandbox::{JobFile, Prepared, SandboxError, Step, StepOutput};
+use crate::protocol::Collect;
+use crate::sandbox::{JobFile, JobOutcome, Prepared, SandboxError, Step, StepOutput};
 use crate::verdict::{self, Judge, Verdict};
 
 /// Cap on `compileOutput` and `stderr` in results, bytes.
@@ -34,6 +35,27 @@ pub struct RunRequest {
     pub compile_limits: LimitRequest,
     /// Expected stdout (enables WrongAnswer).
     pub expected_output: Option<Vec<u8>>,
+    /// Test cases: compiled once, each run in a fresh sandbox ([`crate::suite::Suite`]).
+    pub tests: Vec<TestRequest>,
+    /// Stop at the first test that is not Accepted.
+    pub stop_on_first_failure: bool,
+    /// How stdout is compared with the expected output.
+    pub checker: wolf_core::Checker,
+}
+
+/// One test case: what differs from the submission's run step.
+#[derive(Debug, Clone, Default)]
+pub struct TestRequest {
+    /// Its name in the result.
+    pub name: String,
+    /// stdin.
+    pub stdin: Option<Vec<u8>>,
+    /// Expected stdout.
+    pub expected_output: Option<Vec<u8>>,
+    /// Arguments instead of the submission's, when given.
+    pub args: Option<Vec<String>>,
+    /// Limits; each field given replaces the submission's.
+    pub limits: LimitRequest,
 }
 
 /// Per-stage timings, milliseconds.
@@ -84,6 +106,15 @@ pub struct RunResult {
     /// stays as it was otherwise).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_not_utf8: bool,
+    /// With test cases: each test that ran (see [`wolf_core::JobResult::tests`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<wolf_core::TestResult>,
+    /// With test cases: how many were Accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<u32>,
+    /// With test cases: the sum of their scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 /// The result plus the raw stdout bytes (stored as the job's output object).
@@ -93,6 +124,21 @@ pub struct RunOutput {
     pub result: RunResult,
     /// Raw stdout.
     pub stdout: Vec<u8>,
+    /// Files collected from the work dir (a compile step's artifacts).
+    pub files: Vec<JobFile>,
+    /// With test cases: each test's raw stdout, in the order of `result.tests`.
+    pub test_outputs: Vec<Vec<u8>>,
+}
+
+impl RunOutput {
+    fn of(result: RunResult, stdout: Vec<u8>) -> Self {
+        Self {
+            result,
+            stdout,
+            files: Vec::new(),
+            test_outputs: Vec::new(),
+        }
+    }
 }
 
 /// Errors that are the request's fault (a 4xx for the API).
@@ -118,7 +164,16 @@ pub struct Plan {
     run_limits: Limits,
     expected: Option<Vec<u8>>,
     oom_patterns: Vec<String>,
+    checker: wolf_core::Checker,
+    /// Only the compile step runs, and its artifacts come back ([`Plan::compile_only`]).
+    collect: Option<Collect>,
 }
+
+/// A compiler's output files, at most (the artifacts every test's sandbox receives).
+pub const ARTIFACT_LIMITS: Collect = Collect {
+    max_files: 256,
+    max_bytes: 256 << 20,
+};
 
 impl Plan {
     /// Validate `req` (engine, limits, names) before any sandbox is touched.
@@ -171,7 +226,39 @@ impl Plan {
             run_limits,
             expected: req.expected_output.clone(),
             oom_patterns: lang.spec.oom_patterns.clone(),
+            checker: req.checker,
+            collect: None,
         })
+    }
+
+    /// This plan's compile step alone, bringing back what the compiler wrote (`None` for a
+    /// language without one).
+    pub fn compile_only(&self) -> Option<Plan> {
+        if !self.has_compile {
+            return None;
+        }
+        let mut p = self.clone();
+        p.steps.truncate(1);
+        p.collect = Some(ARTIFACT_LIMITS);
+        Some(p)
+    }
+
+    /// This plan's run step alone, in a work dir that also holds `artifacts` (what the compile
+    /// step wrote, from [`Plan::compile_only`]).
+    pub fn run_only(mut self, artifacts: &[JobFile]) -> Plan {
+        if self.has_compile {
+            self.steps.remove(0);
+            self.has_compile = false;
+        }
+        let given: std::collections::HashSet<String> = self.files.iter().map(|f| f.name.clone()).collect();
+        self.files
+            .extend(artifacts.iter().filter(|a| !given.contains(&a.name)).cloned());
+        self
+    }
+
+    /// Files to bring back after the steps, if any.
+    pub fn collect(&self) -> Option<Collect> {
+        self.collect
     }
 
     /// Run in `sandbox` and decide the verdict. Sandbox failures become an InternalError
@@ -186,8 +273,8 @@ impl Plan {
     /// broke) is an error: the engine retries the job on another sandbox.
     pub fn try_run(&self, sandbox: &mut Prepared, worker_creation_ms: f64) -> Result<RunOutput, SandboxError> {
         let started = Instant::now();
-        let outputs = sandbox.run(&self.files, &self.steps)?;
-        Ok(self.finish(outputs, worker_creation_ms, ms(started.elapsed())))
+        let outcome = sandbox.run_with(&self.files, &self.steps, self.collect)?;
+        Ok(self.finish(outcome, worker_creation_ms, ms(started.elapsed())))
     }
 
     /// The files and steps, for a caller that sends the job over its own transport (the
@@ -197,18 +284,23 @@ impl Plan {
     }
 
     /// Decide the verdict from the steps' outputs; `elapsed_ms` is the time the job took.
-    pub fn finish(&self, outputs: Vec<StepOutput>, worker_creation_ms: f64, elapsed_ms: f64) -> RunOutput {
+    pub fn finish(&self, outcome: JobOutcome, worker_creation_ms: f64, elapsed_ms: f64) -> RunOutput {
         let mut timings = Timings {
             worker_creation: worker_creation_ms,
             ..Default::default()
         };
-        let mut out = self.decide(outputs, &mut timings);
+        let mut out = self.decide(outcome, &mut timings);
         timings.total = elapsed_ms + worker_creation_ms;
         out.result.timings = timings;
         out
     }
 
-    fn decide(&self, outputs: Vec<StepOutput>, t: &mut Timings) -> RunOutput {
+    fn decide(&self, outcome: JobOutcome, t: &mut Timings) -> RunOutput {
+        let JobOutcome {
+            steps: outputs,
+            files,
+            collect_error,
+        } = outcome;
         let mut it = outputs.into_iter();
         let mut compile_output = String::new();
         if self.has_compile {
@@ -233,10 +325,21 @@ impl Plan {
                 r.cpu_time_ms = 0;
                 r.wall_time_ms = 0;
                 r.memory_kb = 0;
-                return RunOutput {
-                    result: r,
-                    stdout: Vec::new(),
-                };
+                return RunOutput::of(r, Vec::new());
+            }
+            if self.collect.is_some() {
+                // The compile step alone: its artifacts are the outcome.
+                let mut r = result_from(Verdict::Accepted, &c, String::new(), compile_output);
+                r.stderr = String::new();
+                (r.cpu_time_ms, r.wall_time_ms, r.memory_kb) = (0, 0, 0);
+                if let Some(e) = collect_error {
+                    r.verdict = Verdict::CompileError;
+                    r.compile_output
+                        .push_str(&format!("\nwolf: the compiler's output cannot be used: {e}\n"));
+                }
+                let mut out = RunOutput::of(r, Vec::new());
+                out.files = files;
+                return out;
             }
         }
         let Some(run) = it.next() else {
@@ -247,6 +350,7 @@ impl Plan {
             limits: &self.run_limits,
             expected: self.expected.as_deref(),
             oom_patterns: &self.oom_patterns,
+            checker: self.checker,
         };
         let v = verdict::run_verdict(&run.facts, &run.stdout, &run.stderr, &judge);
         let mut r = result_from(
@@ -258,10 +362,7 @@ impl Plan {
         if v == Verdict::InternalError {
             r.error = run.facts.start_error.clone();
         }
-        RunOutput {
-            result: r,
-            stdout: run.stdout,
-        }
+        RunOutput::of(r, run.stdout)
     }
 }
 
@@ -305,6 +406,9 @@ fn result_from(v: Verdict, s: &StepOutput, stdout: String, compile_output: Strin
         error: None,
         timings: Timings::default(),
         output_not_utf8: std::str::from_utf8(&s.stdout).is_err() || std::str::from_utf8(&s.stderr).is_err(),
+        tests: Vec::new(),
+        passed: None,
+        score: None,
     }
 }
 
@@ -317,8 +421,8 @@ pub fn internal(e: &SandboxError) -> RunOutput {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    RunOutput {
-        result: RunResult {
+    RunOutput::of(
+        RunResult {
             verdict: Verdict::InternalError,
             exit_code: None,
             signal: None,
@@ -332,9 +436,12 @@ pub fn internal(e: &SandboxError) -> RunOutput {
             error: Some(msg),
             timings: Timings::default(),
             output_not_utf8: false,
+            tests: Vec::new(),
+            passed: None,
+            score: None,
         },
-        stdout: Vec::new(),
-    }
+        Vec::new(),
+    )
 }
 
 /// The record's result: the run's outcome without its output (stdout is the job's object).
@@ -352,6 +459,9 @@ impl From<&RunResult> for wolf_core::JobResult {
             truncated: r.truncated,
             error: r.error.clone(),
             output_not_utf8: r.output_not_utf8,
+            tests: r.tests.clone(),
+            passed: r.passed,
+            score: r.score,
         }
     }
 }

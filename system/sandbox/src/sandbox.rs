@@ -488,13 +488,24 @@ fn random_token() -> Result<String, SandboxError> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Pair each step's facts with its output blobs.
-pub fn outputs_from_report(report: JobReport, mut out: Vec<Vec<u8>>) -> Result<Vec<StepOutput>, SandboxError> {
+/// What a job's report says, with the blobs in place.
+#[derive(Debug, Clone, Default)]
+pub struct JobOutcome {
+    /// Each step that ran.
+    pub steps: Vec<StepOutput>,
+    /// The files collected after the steps ([`protocol::Collect`]).
+    pub files: Vec<JobFile>,
+    /// Why the files could not be collected.
+    pub collect_error: Option<String>,
+}
+
+/// Pair each step's facts with its output blobs, and each collected file with its contents.
+pub fn outputs_from_report(report: JobReport, mut out: Vec<Vec<u8>>) -> Result<JobOutcome, SandboxError> {
     if let Some(e) = report.error {
         return Err(SandboxError::InvalidJob(e));
     }
     let mut take = |i: usize| out.get_mut(i).map(std::mem::take).unwrap_or_default();
-    Ok(report
+    let steps = report
         .steps
         .into_iter()
         .map(|facts| {
@@ -502,7 +513,24 @@ pub fn outputs_from_report(report: JobReport, mut out: Vec<Vec<u8>>) -> Result<V
             let stderr = take(facts.stderr_blob);
             StepOutput { facts, stdout, stderr }
         })
-        .collect())
+        .collect();
+    let mut files = Vec::with_capacity(report.files.len());
+    for f in report.files {
+        // The init process checked it; a worker answering over gRPC is checked again here.
+        if !protocol::valid_work_name(&f.name) {
+            return Err(SandboxError::InvalidJob(format!("collected file name {:?}", f.name)));
+        }
+        files.push(JobFile {
+            contents: take(f.blob),
+            name: f.name,
+            mode: f.mode & 0o777,
+        });
+    }
+    Ok(JobOutcome {
+        steps,
+        files,
+        collect_error: report.collect_error,
+    })
 }
 
 /// The cgroup side of a step's limits. The step's supervisor is one task of the cgroup, hence
@@ -548,6 +576,16 @@ impl Prepared {
     /// Run one job: files, then steps in order (a failing step ends the job). A sandbox runs
     /// one job only; drop it afterwards (off the critical path) to destroy it.
     pub fn run(&mut self, files: &[JobFile], steps: &[Step]) -> Result<Vec<StepOutput>, SandboxError> {
+        self.run_with(files, steps, None).map(|o| o.steps)
+    }
+
+    /// [`Prepared::run`], returning the files left in the work dir when `collect` asks.
+    pub fn run_with(
+        &mut self,
+        files: &[JobFile],
+        steps: &[Step],
+        collect: Option<protocol::Collect>,
+    ) -> Result<JobOutcome, SandboxError> {
         if self.used {
             return Err(SandboxError::InvalidJob(
                 "a prepared sandbox serves exactly one job".into(),
@@ -559,16 +597,23 @@ impl Prepared {
             ));
         }
         self.used = true;
-        let (job, blobs) = self.spec(files, steps)?;
+        let (job, blobs) = self.spec(files, steps, collect)?;
         protocol::write_frame(&mut self.sock, &job, &blobs).map_err(SandboxError::Channel)?;
-        let max = steps.iter().map(|s| s.limits.output_bytes as usize * 2).sum::<usize>() + 4096;
+        let max = steps.iter().map(|s| s.limits.output_bytes as usize * 2).sum::<usize>()
+            + collect.map_or(0, |c| c.max_bytes as usize)
+            + 4096;
         let (report, out): (JobReport, Vec<Vec<u8>>) =
             protocol::read_frame(&mut self.sock, max).map_err(SandboxError::Channel)?;
         outputs_from_report(report, out)
     }
 
     /// Validate the job and apply its cgroup limits; the frame the init process executes.
-    fn spec<'a>(&mut self, files: &'a [JobFile], steps: &'a [Step]) -> Result<(JobSpec, Vec<&'a [u8]>), SandboxError> {
+    fn spec<'a>(
+        &mut self,
+        files: &'a [JobFile],
+        steps: &'a [Step],
+        collect: Option<protocol::Collect>,
+    ) -> Result<(JobSpec, Vec<&'a [u8]>), SandboxError> {
         if steps.len() > self.slots.len() {
             return Err(SandboxError::InvalidJob(format!(
                 "{} steps, {} slots",
@@ -579,7 +624,7 @@ impl Prepared {
         let mut blobs: Vec<&[u8]> = Vec::new();
         let mut fspecs = Vec::new();
         for f in files {
-            if !protocol::valid_file_name(&f.name) {
+            if !protocol::valid_work_name(&f.name) {
                 return Err(SandboxError::InvalidJob(format!("file name {:?}", f.name)));
             }
             fspecs.push(FileSpec {
@@ -623,6 +668,7 @@ impl Prepared {
             JobSpec {
                 files: fspecs,
                 steps: sspecs,
+                collect,
             },
             blobs,
         ))
@@ -665,14 +711,19 @@ impl Prepared {
 
     /// The files and steps as the init process executes them, for a job server's client.
     /// Marks the sandbox used, like [`Prepared::run`].
-    pub fn job_spec(&mut self, files: &[JobFile], steps: &[Step]) -> Result<(JobSpec, Vec<Vec<u8>>), SandboxError> {
+    pub fn job_spec(
+        &mut self,
+        files: &[JobFile],
+        steps: &[Step],
+        collect: Option<protocol::Collect>,
+    ) -> Result<(JobSpec, Vec<Vec<u8>>), SandboxError> {
         if self.used {
             return Err(SandboxError::InvalidJob(
                 "a prepared sandbox serves exactly one job".into(),
             ));
         }
         self.used = true;
-        let (spec, blobs) = self.spec(files, steps)?;
+        let (spec, blobs) = self.spec(files, steps, collect)?;
         Ok((spec, blobs.into_iter().map(<[u8]>::to_vec).collect()))
     }
 }

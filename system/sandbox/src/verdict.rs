@@ -14,6 +14,8 @@ pub struct Judge<'a> {
     pub expected: Option<&'a [u8]>,
     /// stderr patterns by which a runtime says it ran out of memory (registry data).
     pub oom_patterns: &'a [String],
+    /// How stdout is compared with `expected`.
+    pub checker: wolf_core::Checker,
 }
 
 /// Verdict of a compile step: `None` when it succeeded.
@@ -68,21 +70,15 @@ pub fn run_verdict(f: &StepFacts, stdout: &[u8], stderr: &[u8], j: &Judge<'_>) -
         return Verdict::RuntimeError;
     }
     match j.expected {
-        Some(exp) if !same_output(stdout, exp) => Verdict::WrongAnswer,
+        Some(exp) if !j.checker.accepts(stdout, exp) => Verdict::WrongAnswer,
         _ => Verdict::Accepted,
     }
 }
 
-/// Compare outputs ignoring trailing whitespace on each line and at the end.
+/// Compare outputs ignoring trailing whitespace on each line and at the end (the default
+/// checker, [`wolf_core::Checker::Lines`]).
 pub fn same_output(got: &[u8], expected: &[u8]) -> bool {
-    fn norm(b: &[u8]) -> Vec<&[u8]> {
-        let mut lines: Vec<&[u8]> = b.split(|&c| c == b'\n').map(|l| l.trim_ascii_end()).collect();
-        while lines.last().is_some_and(|l| l.is_empty()) {
-            lines.pop();
-        }
-        lines
-    }
-    norm(got) == norm(expected)
+    wolf_core::Checker::Lines {}.accepts(got, expected)
 }
 
 #[cfg(test)]
@@ -107,6 +103,7 @@ mod tests {
                 limits: &L,
                 expected: exp,
                 oom_patterns: &pats,
+                checker: wolf_core::Checker::default(),
             },
         )
     }

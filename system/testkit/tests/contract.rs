@@ -233,6 +233,113 @@ fn contract(mode: &str, a: &str, b: &str) {
     assert!(json_of(&doc)["paths"]["/job/{id}"].is_object());
 }
 
+/// Test cases: compiled once, each test in a fresh sandbox, judged and stored per test.
+fn tests_contract(mode: &str, a: &str, b: &str) {
+    // Prints "dirty" when an earlier test's file is still in the work dir.
+    let code = r#"#include <stdio.h>
+#include <unistd.h>
+int main(void){ if (access("mark", F_OK) == 0) puts("dirty"); FILE *f = fopen("mark", "w"); if (f) fclose(f);
+  long x, y; if (scanf("%ld %ld", &x, &y) != 2) return 3; printf("%ld\n", x + y); return 0; }"#;
+    let tests: Vec<Value> = (0..50)
+        .map(|i| {
+            let want = if i == 36 { i + 2 * i + 1 } else { i + 2 * i };
+            json!({"stdin": format!("{i} {}\n", 2 * i), "expectedOutput": format!("{want}\n")})
+        })
+        .collect();
+    let run = |extra: Value| {
+        let mut sub = json!({"code": code, "executionEngine": "c", "tests": tests});
+        for (k, v) in extra.as_object().unwrap() {
+            sub[k] = v.clone();
+        }
+        let (s, _, body) = call("POST", &format!("{a}/job?wait=true&timeout=240"), Some(&sub));
+        assert_eq!(s, 200, "{mode}: {body}");
+        let id = json_of(&body)["id"].as_str().unwrap().to_string();
+        let (s, _, body) = call("GET", &format!("{b}/job/{id}"), None);
+        assert_eq!(s, 200, "{mode}: {body}");
+        (id, json_of(&body))
+    };
+    let (id, rec) = run(json!({}));
+    let r = &rec["result"];
+    assert_eq!(r["verdict"], "WrongAnswer", "{mode}: {rec}");
+    let t = r["tests"].as_array().expect("tests");
+    assert_eq!(t.len(), 50, "{mode}: every test ran: {rec}");
+    assert_eq!(
+        (r["passed"].as_u64(), r["score"].as_f64()),
+        (Some(49), Some(49.0)),
+        "{mode}"
+    );
+    for (i, x) in t.iter().enumerate() {
+        let want = if i == 36 { "WrongAnswer" } else { "Accepted" };
+        assert_eq!(x["verdict"], want, "{mode}: test {i} (a fresh work dir each time): {x}");
+        assert_eq!(x["name"], format!("test-{}", i + 1));
+    }
+    assert_eq!(t[36]["stdout"], "108\n");
+    assert!(
+        rec["timings"]["compile"].as_f64().unwrap() > 0.0,
+        "{mode}: compiled: {rec}"
+    );
+    let (s, _, out) = call("GET", &format!("{b}/job/{id}/tests/36/output"), None);
+    assert_eq!((s, out.as_str()), (200, "108\n"), "{mode}");
+    let (s, _, out) = call("GET", &format!("{b}/job/{id}/tests/0/output"), None);
+    assert_eq!((s, out.as_str()), (200, "0\n"), "{mode}");
+    for n in ["50", "x", "-1", "99999"] {
+        assert_eq!(
+            error("GET", &format!("{b}/job/{id}/tests/{n}/output"), None).0,
+            404,
+            "{mode}: {n}"
+        );
+    }
+    // stopOnFirstFailure stops at the wrong test.
+    let (_, rec) = run(json!({"stopOnFirstFailure": true}));
+    assert_eq!(rec["result"]["verdict"], "WrongAnswer");
+    assert_eq!(
+        rec["result"]["tests"].as_array().map(Vec::len),
+        Some(37),
+        "{mode}: {rec}"
+    );
+    assert_eq!(rec["result"]["passed"], 36);
+    // A compile error ends the job before any test.
+    let (_, rec) = run(json!({"code": "int main(void){ return nope; }"}));
+    assert_eq!(rec["result"]["verdict"], "CompileError", "{mode}: {rec}");
+    assert!(rec["result"].get("tests").is_none(), "{mode}: {rec}");
+    // Checkers: float within epsilon, exact refuses the same answer.
+    let float = |checker: Value| {
+        let sub = json!({"code": "print(1/3)", "executionEngine": "python", "checker": checker,
+            "tests": [{"name": "third", "expectedOutput": "0.33333"}]});
+        let (s, _, body) = call("POST", &format!("{a}/job?wait=true&timeout=120"), Some(&sub));
+        assert_eq!(s, 200, "{mode}: {body}");
+        json_of(&body)["result"]["tests"][0].clone()
+    };
+    let t = float(json!({"type": "float", "epsilon": 1e-4}));
+    assert_eq!(
+        (t["verdict"].as_str(), t["name"].as_str()),
+        (Some("Accepted"), Some("third")),
+        "{mode}: {t}"
+    );
+    assert_eq!(float(json!({"type": "exact"}))["verdict"], "WrongAnswer", "{mode}");
+    assert_eq!(
+        float(json!({"type": "float", "epsilon": 1e-9}))["verdict"],
+        "WrongAnswer",
+        "{mode}"
+    );
+    // Bad suites are refused before admission.
+    let many: Vec<Value> = (0..1001).map(|_| json!({})).collect();
+    for bad in [
+        json!({"code": "print(1)", "executionEngine": "python", "tests": many}),
+        json!({"code": "print(1)", "executionEngine": "python", "stdin": "1", "tests": [{}]}),
+        json!({"code": "print(1)", "executionEngine": "python", "tests": [{"limits": {"cpuTimeMs": 999999999}}]}),
+        json!({"code": "print(1)", "executionEngine": "python", "tests": [{"name": ""}]}),
+        json!({"code": "print(1)", "executionEngine": "python", "tests": [{"args": ["a\u{0}b"]}]}),
+        json!({"code": "print(1)", "executionEngine": "python", "tests": [{"stdn": "typo"}]}),
+        json!({"code": "print(1)", "executionEngine": "python", "tests": [{}], "checker": {"type": "float", "epsilon": -1}}),
+        json!({"code": "print(1)", "executionEngine": "python", "tests": [{}], "checker": {"type": "testlib", "code": "x"}}),
+        json!({"code": "print(1)", "executionEngine": "python", "stopOnFirstFailure": true}),
+    ] {
+        let (s, code) = error("POST", &format!("{a}/job"), Some(&bad));
+        assert!(s == 422 || s == 400, "{mode}: {s} {code} for {bad}");
+    }
+}
+
 fn post_with_key(api: &str, key: &str, body: &Value) -> (u16, String) {
     match agent()
         .post(format!("{api}/job"))
@@ -288,6 +395,7 @@ fn the_contract_holds_embedded() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, url) = serve(dir.path());
     contract("embedded", &url, &url);
+    tests_contract("embedded", &url, &url);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -300,4 +408,5 @@ fn the_contract_holds_distributed_across_two_apis() {
     let dir = tempfile::tempdir().unwrap();
     let s = Stack::up_with(dir.path(), 2, 1, &[("WOLF_WORKERS", "2")]).unwrap();
     contract("distributed", &s.apis[0].1, &s.apis[1].1);
+    tests_contract("distributed", &s.apis[0].1, &s.apis[1].1);
 }

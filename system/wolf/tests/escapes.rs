@@ -201,7 +201,14 @@ fn filling_every_writable_place_stops_at_its_cap() {
              printf("%ld %ld %ld\n", a, b, c); return 0; }"#,
         // The caps are what is tested, not time: writing 144 MiB costs ~100 ms natively, and
         // seconds of CPU under the guest suites' emulated CPU.
-        &["--memory-mb", "512", "--cpu-time-ms", "20000", "--wall-time-ms", "40000"],
+        &[
+            "--memory-mb",
+            "512",
+            "--cpu-time-ms",
+            "20000",
+            "--wall-time-ms",
+            "40000",
+        ],
     );
     assert_contained(&v);
     let n: Vec<i64> = stdout(&v).split_whitespace().map(|s| s.parse().unwrap()).collect();

@@ -787,6 +787,7 @@ fn a_worker_socket_serves_only_its_manager() {
     let spec = wolf_sandbox::protocol::JobSpec {
         files: vec![],
         steps: vec![],
+        collect: None,
     };
     for token in ["", "not-the-token"] {
         // Same uid as the manager, outside the sandbox: SO_PEERCRED passes, the token does not.

@@ -68,11 +68,19 @@ mod tests {
                 stack_bytes: 6,
                 cpu_millis: 7,
             }],
+            collect: Some(wolf_sandbox::protocol::Collect {
+                max_files: 3,
+                max_bytes: 10,
+            }),
         };
         let req = request("j", &spec, vec![b"code".to_vec(), b"in".to_vec()]).unwrap();
         let (back, blobs) = job(req).unwrap();
         assert_eq!(blobs, vec![b"code".to_vec(), b"in".to_vec()]);
         assert_eq!(back.steps[0].argv, spec.steps[0].argv);
+        assert_eq!(
+            back.collect, spec.collect,
+            "a new field travels without a copy per transport"
+        );
         assert_eq!(
             (back.steps[0].slot, back.steps[0].stdin_blob, back.steps[0].cpu_millis),
             (1, Some(1), 7)
@@ -87,6 +95,7 @@ mod tests {
                 ..Default::default()
             }],
             error: None,
+            ..Default::default()
         };
         let (r, out) = report(reply(&rep, vec![b"out".to_vec(), b"err".to_vec()]).unwrap()).unwrap();
         assert_eq!(r.steps[0], rep.steps[0]);

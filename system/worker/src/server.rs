@@ -103,7 +103,7 @@ pub fn serve_one(ctx: JobServerContext, execute: &mut Execute<'_>) -> io::Result
                         Err(e) => Err(e),
                     };
                     let answer = answer.unwrap_or_else(|e| {
-                        let refused = JobReport { steps: Vec::new(), error: Some(format!("bad job frame: {e}")) };
+                        let refused = JobReport { error: Some(format!("bad job frame: {e}")), ..Default::default() };
                         crate::convert::reply(&refused, Vec::new()).expect("a report without steps encodes")
                     });
                     let _ = reply.send(answer);

@@ -1,0 +1,140 @@
+//! How a test's output is compared with its expected output: the built-in checkers.
+//!
+//! The default is the rule Wolf always had (`lines`): trailing whitespace on each line and
+//! trailing empty lines do not count. A checker compares bytes; nothing here parses the
+//! program's output beyond what its rule says, and any input terminates in linear time.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A built-in checker (`{"type": "exact" | "lines" | "tokens" | "float", "epsilon"?}`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Checker {
+    // Struct variants, though empty: serde refuses unknown fields only in those
+    // (`{"type": "exact", "epsilon": 1}` is an error, not a silently ignored epsilon).
+    /// Byte for byte.
+    Exact {},
+    /// Line by line, ignoring trailing whitespace on each line and trailing empty lines.
+    Lines {},
+    /// The same whitespace-separated tokens, however they are spaced.
+    Tokens {},
+    /// Tokens; where both are numbers they may differ by `epsilon`, absolute or relative to
+    /// the expected value (whichever is larger), as judges compare floating-point answers.
+    Float {
+        /// Allowed difference (default 1e-6); finite, not negative.
+        #[serde(default = "default_epsilon")]
+        epsilon: f64,
+    },
+}
+
+impl Default for Checker {
+    /// The rule Wolf always had.
+    fn default() -> Self {
+        Checker::Lines {}
+    }
+}
+
+fn default_epsilon() -> f64 {
+    1e-6
+}
+
+impl Checker {
+    /// Whether `got` is accepted against `expected`.
+    pub fn accepts(&self, got: &[u8], expected: &[u8]) -> bool {
+        match self {
+            Checker::Exact {} => got == expected,
+            Checker::Lines {} => lines(got) == lines(expected),
+            Checker::Tokens {} => tokens(got).eq(tokens(expected)),
+            Checker::Float { epsilon } => {
+                let (mut g, mut e) = (tokens(got), tokens(expected));
+                loop {
+                    match (g.next(), e.next()) {
+                        (None, None) => return true,
+                        (Some(a), Some(b)) if close(a, b, *epsilon) => {}
+                        _ => return false,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why a checker is not usable (422 at the API).
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Checker::Float { epsilon } if !epsilon.is_finite() || *epsilon < 0.0 => Err(format!(
+                "checker epsilon must be finite and not negative, got {epsilon}"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn lines(b: &[u8]) -> Vec<&[u8]> {
+    let mut v: Vec<&[u8]> = b.split(|&c| c == b'\n').map(|l| l.trim_ascii_end()).collect();
+    while v.last().is_some_and(|l| l.is_empty()) {
+        v.pop();
+    }
+    v
+}
+
+fn tokens(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    b.split(|c| c.is_ascii_whitespace()).filter(|t| !t.is_empty())
+}
+
+fn close(a: &[u8], b: &[u8], epsilon: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    let num = |t: &[u8]| {
+        std::str::from_utf8(t)
+            .ok()?
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+    };
+    match (num(a), num(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= epsilon * y.abs().max(1.0),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_rule_accepts_what_it_says_and_refuses_the_rest() {
+        assert!(Checker::Exact {}.accepts(b"3\n", b"3\n"));
+        assert!(!Checker::Exact {}.accepts(b"3", b"3\n"));
+        assert!(Checker::Lines {}.accepts(b"1 2  \n3\n\n\n", b"1 2\n3"));
+        assert!(!Checker::Lines {}.accepts(b"1  2\n", b"1 2\n"), "inner spacing counts");
+        assert!(Checker::Tokens {}.accepts(b"1  2\n\t3", b"1 2 3\n"));
+        assert!(!Checker::Tokens {}.accepts(b"1 2", b"1 2 3"));
+        let f = Checker::Float { epsilon: 1e-3 };
+        assert!(f.accepts(b"3.1415 x\n", b"3.1416 x"));
+        assert!(!f.accepts(b"3.13 x", b"3.1416 x"), "outside epsilon");
+        assert!(
+            f.accepts(b"1000000.5", b"1000000"),
+            "relative to a large expected value"
+        );
+        assert!(!f.accepts(b"inf", b"1e308"), "an infinity is not a number here");
+        assert!(!f.accepts(b"1 2", b"1"), "a token too many");
+        assert!(Checker::Float { epsilon: -1.0 }.validate().is_err());
+        assert!(Checker::Float { epsilon: f64::NAN }.validate().is_err());
+    }
+
+    #[test]
+    fn checkers_parse_from_the_documented_json() {
+        let c: Checker = serde_json::from_str(r#"{"type":"float","epsilon":0.01}"#).unwrap();
+        assert_eq!(c, Checker::Float { epsilon: 0.01 });
+        let c: Checker = serde_json::from_str(r#"{"type":"float"}"#).unwrap();
+        assert_eq!(c, Checker::Float { epsilon: 1e-6 });
+        assert!(serde_json::from_str::<Checker>(r#"{"type":"testlib","code":"x"}"#).is_err());
+        assert!(serde_json::from_str::<Checker>(r#"{"type":"exact","epsilon":1}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Checker>(r#"{"type":"tokens"}"#).unwrap(),
+            Checker::Tokens {}
+        );
+    }
+}
