@@ -823,3 +823,81 @@ fn run_step_inner(
     }
     Ok((out.data, err.data))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Collect, FileSpec};
+
+    fn job(given: &[&str]) -> JobSpec {
+        JobSpec {
+            files: given
+                .iter()
+                .map(|n| FileSpec {
+                    name: n.to_string(),
+                    mode: 0o644,
+                    blob: 0,
+                })
+                .collect(),
+            steps: Vec::new(),
+            collect: None,
+        }
+    }
+
+    const ROOMY: Collect = Collect {
+        max_files: 10,
+        max_bytes: 1 << 20,
+    };
+
+    #[test]
+    fn collecting_takes_regular_files_only_and_never_follows_a_planted_link() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "host data").unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        std::fs::write(w.join("main.c"), "int main;").unwrap();
+        std::fs::write(w.join("main"), "\x7fELF").unwrap();
+        std::fs::write(w.join("Main$Inner.class"), "cafe").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), w.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), w.join("dirlink")).unwrap();
+        nix::unistd::mkfifo(&w.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::create_dir(w.join("sub")).unwrap();
+        std::fs::write(w.join("sub").join("deep"), "x").unwrap();
+        let mut got = collect(w, &job(&["main.c"]), &ROOMY).unwrap();
+        got.sort();
+        let names: Vec<&str> = got.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Main$Inner.class", "main"],
+            "no link, FIFO, directory or given file"
+        );
+        assert_eq!(got[1].2, b"\x7fELF");
+        assert!(
+            !got.iter().any(|(_, _, d)| d == b"host data"),
+            "a link's target is never read"
+        );
+    }
+
+    #[test]
+    fn collecting_past_a_bound_is_an_error_not_a_partial_answer() {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(work.path().join("big"), vec![7u8; 2000]).unwrap();
+        let tight = Collect {
+            max_files: 10,
+            max_bytes: 1000,
+        };
+        assert!(collect(work.path(), &job(&[]), &tight).unwrap_err().contains("exceed"));
+        for i in 0..3 {
+            std::fs::write(work.path().join(format!("f{i}")), "x").unwrap();
+        }
+        let few = Collect {
+            max_files: 2,
+            max_bytes: 1 << 20,
+        };
+        assert!(
+            collect(work.path(), &job(&[]), &few)
+                .unwrap_err()
+                .contains("more than 2")
+        );
+    }
+}
