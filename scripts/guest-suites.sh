@@ -33,7 +33,8 @@ LANGUAGES=$(bins --test languages)
 set -e
 echo '== kernel'; uname -r; cat /sys/fs/cgroup/cgroup.controllers; cat /sys/kernel/security/lsm; echo
 echo '== adversarial suite (cgroup v2 at the root of the hierarchy)'
-# WOLF_GUEST: timing tolerances of an emulated CPU (see the test that reads it).
+# WOLF_GUEST: an emulated CPU: limits a case does not set get room (tests/common run_env), and
+# the accounting case widens its upper slack.
 WOLF_GUEST=tcg $ESCAPES --test-threads 2
 echo '== engine black-box tests'
 WOLF_GUEST=tcg $LANGUAGES --test-threads 2

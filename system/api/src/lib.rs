@@ -216,6 +216,7 @@ pub fn app(state: AppState) -> Router {
         .route("/job/{id}/timeline", get(routes::timeline))
         .route("/job/{id}/output", get(routes::output))
         .route("/job/{id}/tests/{n}/output", get(routes::test_output))
+        .route("/job/{id}/files/{*path}", get(routes::output_file))
         .route("/job/{id}/code", get(routes::code))
         .route("/dead-letters", get(routes::dead_letters))
         .route("/languages", get(routes::languages))

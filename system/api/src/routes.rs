@@ -30,6 +30,7 @@ use crate::extract::{JobId, Q, wait_timeout};
         timeline,
         output,
         test_output,
+        output_file,
         code,
         list,
         dead_letters,
@@ -203,6 +204,7 @@ fn validate_tests(st: &AppState, sub: &Submission, defaults: &Limits) -> Result<
     if let Some(c) = &sub.checker {
         c.validate().map_err(ApiError::Invalid)?;
     }
+    check_output_patterns(sub)?;
     if sub.tests.is_empty() {
         if sub.stop_on_first_failure {
             return Err(ApiError::Invalid("stopOnFirstFailure needs tests".into()));
@@ -243,6 +245,29 @@ fn validate_tests(st: &AppState, sub: &Submission, defaults: &Limits) -> Result<
             output_bytes: l.output_bytes.or(base.output_bytes),
         };
         Limits::resolve(defaults, &st.cfg.caps.run, &req).map_err(|e| at(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Output-file patterns: how many, and each a relative path of plain components (globs with
+/// `*` and `?` allowed), never absolute, never `.` or `..`.
+fn check_output_patterns(sub: &Submission) -> Result<(), ApiError> {
+    use wolf_core::job::MAX_OUTPUT_PATTERNS;
+    if sub.output_files.len() > MAX_OUTPUT_PATTERNS {
+        return Err(ApiError::Invalid(format!(
+            "{} outputFiles; at most {MAX_OUTPUT_PATTERNS} are allowed",
+            sub.output_files.len()
+        )));
+    }
+    if !sub.output_files.is_empty() && !sub.tests.is_empty() {
+        return Err(ApiError::Invalid("outputFiles with tests is not supported yet".into()));
+    }
+    for p in &sub.output_files {
+        if !wolf_core::names::valid_output_pattern(p) {
+            return Err(ApiError::Invalid(format!(
+                "outputFiles: {p:?} is not a relative path of at most 8 components of [A-Za-z0-9._+*?-]"
+            )));
+        }
     }
     Ok(())
 }
@@ -496,6 +521,83 @@ pub async fn output(State(st): State<AppState>, JobId(id): JobId) -> Result<Resp
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("output of job {id} not found")))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
+}
+
+/// An output file's path parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct FilePath {
+    /// The job's id (a UUID).
+    #[param(format = Uuid)]
+    pub id: String,
+    /// The file's path as `result.files` lists it.
+    pub path: String,
+}
+
+/// A type for an output file from its extension; anything unknown (and anything a browser
+/// would run, like HTML) is served as bytes to download.
+fn content_type(path: &str) -> &'static str {
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "pdf" => "application/pdf",
+        "csv" => "text/csv; charset=utf-8",
+        "json" => "application/json",
+        "txt" | "log" | "md" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A file the program wrote, as `result.files` lists it. Served with `nosniff` and a
+/// sandboxing Content-Security-Policy: a program's SVG or PDF cannot run script on this
+/// origin.
+#[utoipa::path(get, path = "/job/{id}/files/{path}", params(FilePath), responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
+pub async fn output_file(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+    axum::extract::Path(params): axum::extract::Path<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let path = params.get("path").cloned().unwrap_or_default();
+    let rec = lookup(&st, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    if !rec.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}; its files are not ready",
+            rec.status.as_str()
+        )));
+    }
+    // Only a listed path is read: nothing a request names can reach another key.
+    let listed = rec
+        .result
+        .as_ref()
+        .is_some_and(|r| r.files.iter().any(|f| f.path == path));
+    if !listed {
+        return Err(ApiError::NotFound(format!("job {id} has no output file {:?}", path)));
+    }
+    let data = st
+        .objects
+        .get(&wolf_core::job::output_file_key(&id, &path))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("output file {path:?} of job {id} not found")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type(&path)),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox"),
+        ],
+        data,
+    )
+        .into_response())
 }
 
 /// A test's path parameters.

@@ -25,6 +25,8 @@ pub fn document(st: &AppState) -> Value {
     sub["args"]["items"] = arg_items.clone();
     sub["files"]["maxItems"] = json!(st.cfg.max_files);
     sub["tests"]["maxItems"] = json!(wolf_core::job::MAX_TESTS);
+    sub["outputFiles"]["maxItems"] = json!(wolf_core::job::MAX_OUTPUT_PATTERNS);
+    sub["outputFiles"]["items"] = json!({"type": "string", "pattern": wolf_core::names::OUTPUT_PATTERN});
     let test = &mut schemas["TestInput"];
     test["additionalProperties"] = json!(false);
     test["properties"]["args"]["maxItems"] = json!(MAX_ARGS);

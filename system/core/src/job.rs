@@ -161,6 +161,41 @@ pub struct Submission {
     /// How outputs are compared with `expectedOutput` (default: `lines`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checker: Option<crate::Checker>,
+    /// Files to bring back from the work dir after the run: relative paths or simple globs
+    /// (`*`, `?` within a component), at most [`MAX_OUTPUT_PATTERNS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_files: Vec<String>,
+}
+
+/// Output-file patterns per submission, at most.
+pub const MAX_OUTPUT_PATTERNS: usize = 32;
+/// Output files per job, at most.
+pub const MAX_OUTPUT_FILES: usize = 64;
+/// One output file, at most (bytes).
+pub const MAX_OUTPUT_FILE_BYTES: u64 = 16 << 20;
+/// All output files of a job together, at most (bytes).
+pub const MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
+/// A file the program wrote, stored with the job (`GET /job/{id}/files/{path}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputFile {
+    /// Its path relative to the work dir.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// sha256 hex of its contents.
+    pub sha256: String,
+}
+
+/// An output file asked for and not brought back, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedOutput {
+    /// The path, or the pattern that matched nothing.
+    pub path: String,
+    /// Why (a symbolic link, too large, not a regular file, no match).
+    pub reason: String,
 }
 
 /// One test case of a submission.
@@ -289,6 +324,12 @@ pub struct JobResult {
     /// With test cases: the sum of their scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
+    /// The output files brought back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<OutputFile>,
+    /// Output files asked for and refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_refused: Vec<RefusedOutput>,
 }
 
 /// What Wolf records about a job (`GET /job/{id}`).
@@ -390,6 +431,11 @@ pub fn output_key(id: &str) -> String {
 /// Object key of a job's stderr.
 pub fn stderr_key(id: &str) -> String {
     format!("jobs/{id}/stderr.log")
+}
+
+/// An output file of a job (its path checked before).
+pub fn output_file_key(id: &str, path: &str) -> String {
+    format!("jobs/{id}/files/{path}")
 }
 
 /// The full stdout of test `n` (counting from 0, as `result.tests`).

@@ -25,7 +25,8 @@ pub mod verdict;
 
 pub use checker::Checker;
 pub use job::{
-    Attempt, FileInput, JobRecord, JobResult, LimitsInput, Status, Submission, TestInput, TestResult, Timings,
+    Attempt, FileInput, JobRecord, JobResult, LimitsInput, OutputFile, RefusedOutput, Status, Submission, TestInput,
+    TestResult, Timings,
 };
 pub use language::{Language, Registry};
 pub use limits::{Caps, LimitRequest, Limits};

@@ -479,6 +479,7 @@ impl Manager {
                 .collect(),
             stop_on_first_failure: sub.stop_on_first_failure,
             checker: sub.checker.unwrap_or_default(),
+            output_files: sub.output_files.clone(),
         };
         let engine = self
             .registry
@@ -603,6 +604,11 @@ impl Manager {
                 self.objects.put(&wolf_core::job::code_key(&id), code.clone()).await?;
             }
             self.objects.put(&output_key(&id), stdout.clone()).await?;
+            for f in &out.files {
+                self.objects
+                    .put(&wolf_core::job::output_file_key(&id, &f.name), f.contents.clone())
+                    .await?;
+            }
             for (n, o) in out.test_outputs.iter().enumerate() {
                 self.objects
                     .put(&wolf_core::job::test_output_key(&id, n), o.clone())

@@ -98,6 +98,8 @@ impl Warm for FakeWarm {
                     tests: Vec::new(),
                     passed: None,
                     score: None,
+                    files: Vec::new(),
+                    files_refused: Vec::new(),
                 },
                 stdout: out.as_bytes().to_vec(),
                 files: Vec::new(),

@@ -258,15 +258,25 @@ impl Executor<'_> {
                 break;
             }
         }
-        // Every step ran and exited 0, and every process of theirs is gone: nothing can change
-        // the work dir while it is read.
+        // Artifacts only after every step ran and exited 0; output files whatever the steps
+        // did. Every process of the steps is gone first: nothing changes the work dir while it
+        // is read.
+        let succeeded = report.error.is_none()
+            && report.steps.len() == job.steps.len()
+            && report.steps.iter().all(|f| f.exit_code == Some(0));
         if let Some(c) = &job.collect
             && report.error.is_none()
-            && report.steps.len() == job.steps.len()
-            && report.steps.iter().all(|f| f.exit_code == Some(0))
+            && (succeeded || !c.patterns.is_empty())
         {
             reap_all(&mut self.to_reap);
-            match collect(work, &job, c) {
+            let taken = if c.patterns.is_empty() {
+                crate::collect::artifacts(work, &job, c)
+            } else {
+                let (files, refused) = crate::collect::outputs(work, c);
+                report.refused = refused;
+                Ok(files)
+            };
+            match taken {
                 Ok(files) => {
                     for (name, mode, data) in files {
                         report.files.push(protocol::CollectedFile {
@@ -493,52 +503,6 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig,
 /// A borrowed view of a descriptor S keeps open until after the program's process is gone.
 fn unsafe_free_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
     crate::sys::borrow_fd(fd)
-}
-
-/// The regular files the steps left in the work dir, other than the job's own: name, mode and
-/// contents. Opened with `O_NOFOLLOW | O_NONBLOCK` (a planted symlink or FIFO is skipped, never
-/// followed or waited on) and checked with `fstat`; the bounds hold whatever the sizes claim.
-fn collect(work: &Path, job: &JobSpec, c: &protocol::Collect) -> Result<Vec<(String, u32, Vec<u8>)>, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let given: std::collections::HashSet<&str> = job.files.iter().map(|f| f.name.as_str()).collect();
-    let mut out = Vec::new();
-    let mut total: u64 = 0;
-    let entries = std::fs::read_dir(work).map_err(|e| format!("read the work dir: {e}"))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("read the work dir: {e}"))?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !protocol::valid_work_name(&name) || given.contains(name.as_str()) {
-            continue;
-        }
-        let Ok(file) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(work.join(&name))
-        else {
-            continue;
-        };
-        let Ok(meta) = file.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        if out.len() >= c.max_files {
-            return Err(format!("more than {} files in the work dir", c.max_files));
-        }
-        let room = c.max_bytes.saturating_sub(total);
-        let mut data = Vec::new();
-        (&file)
-            .take(room.saturating_add(1))
-            .read_to_end(&mut data)
-            .map_err(|e| format!("read {name}: {e}"))?;
-        if data.len() as u64 > room {
-            return Err(format!("the files in the work dir exceed {} bytes", c.max_bytes));
-        }
-        total += data.len() as u64;
-        out.push((name, meta.permissions().mode() & 0o777, data));
-    }
-    Ok(out)
 }
 
 fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32) -> Result<(), String> {
@@ -822,82 +786,4 @@ fn run_step_inner(
         facts.start_error = Some(exec_text);
     }
     Ok((out.data, err.data))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::{Collect, FileSpec};
-
-    fn job(given: &[&str]) -> JobSpec {
-        JobSpec {
-            files: given
-                .iter()
-                .map(|n| FileSpec {
-                    name: n.to_string(),
-                    mode: 0o644,
-                    blob: 0,
-                })
-                .collect(),
-            steps: Vec::new(),
-            collect: None,
-        }
-    }
-
-    const ROOMY: Collect = Collect {
-        max_files: 10,
-        max_bytes: 1 << 20,
-    };
-
-    #[test]
-    fn collecting_takes_regular_files_only_and_never_follows_a_planted_link() {
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), "host data").unwrap();
-        let work = tempfile::tempdir().unwrap();
-        let w = work.path();
-        std::fs::write(w.join("main.c"), "int main;").unwrap();
-        std::fs::write(w.join("main"), "\x7fELF").unwrap();
-        std::fs::write(w.join("Main$Inner.class"), "cafe").unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), w.join("link")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), w.join("dirlink")).unwrap();
-        nix::unistd::mkfifo(&w.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        std::fs::create_dir(w.join("sub")).unwrap();
-        std::fs::write(w.join("sub").join("deep"), "x").unwrap();
-        let mut got = collect(w, &job(&["main.c"]), &ROOMY).unwrap();
-        got.sort();
-        let names: Vec<&str> = got.iter().map(|(n, _, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["Main$Inner.class", "main"],
-            "no link, FIFO, directory or given file"
-        );
-        assert_eq!(got[1].2, b"\x7fELF");
-        assert!(
-            !got.iter().any(|(_, _, d)| d == b"host data"),
-            "a link's target is never read"
-        );
-    }
-
-    #[test]
-    fn collecting_past_a_bound_is_an_error_not_a_partial_answer() {
-        let work = tempfile::tempdir().unwrap();
-        std::fs::write(work.path().join("big"), vec![7u8; 2000]).unwrap();
-        let tight = Collect {
-            max_files: 10,
-            max_bytes: 1000,
-        };
-        assert!(collect(work.path(), &job(&[]), &tight).unwrap_err().contains("exceed"));
-        for i in 0..3 {
-            std::fs::write(work.path().join(format!("f{i}")), "x").unwrap();
-        }
-        let few = Collect {
-            max_files: 2,
-            max_bytes: 1 << 20,
-        };
-        assert!(
-            collect(work.path(), &job(&[]), &few)
-                .unwrap_err()
-                .contains("more than 2")
-        );
-    }
 }

@@ -14,6 +14,7 @@
 //! - [`sandbox`]: host API — [`Sandboxes::prepare`] a sandbox ahead, [`Prepared::run`] one job.
 //! - [`runner`]: a language job (compile + run + verdict) on top of it.
 //! - [`suite`]: test cases, compiled once, each run in a fresh sandbox.
+//! - [`collect`]: files read back out of a work dir (artifacts, output files).
 //! - [`init`]: the init process (PID 1 inside, supervisor of the job).
 //! - [`rootfs`], [`payload`]: the ordered pipelines, run through [`sys::Sys`].
 //! - [`cgroup`], [`seccomp`], [`landlock_rules`], [`lsm`], [`userns`]: one kernel feature each.
@@ -26,6 +27,7 @@
 
 pub mod bench;
 pub mod cgroup;
+pub mod collect;
 pub mod init;
 pub mod landlock_rules;
 pub mod lsm;

@@ -114,21 +114,39 @@ pub struct JobSpec {
     pub collect: Option<Collect>,
 }
 
-/// Which files of the work dir come back with the report (a compile step's artifacts). Read
-/// by the init process after every process of the steps is gone, through descriptors that
-/// never follow a symlink; only regular files are taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which files of the work dir come back with the report. Read by the init process after
+/// every process of the steps is gone, without following a symlink; only regular files are
+/// taken ([`crate::collect`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Collect {
-    /// At most this many files (more: the job reports an error).
+    /// At most this many files.
     pub max_files: usize,
-    /// At most this many bytes in all (more: the job reports an error).
+    /// At most this many bytes in all.
     pub max_bytes: u64,
+    /// Output files: these relative paths or simple globs (`*`, `?` within one component),
+    /// taken whether or not the steps succeeded; what cannot be taken is reported as refused.
+    /// Empty: a compile step's artifacts, every top-level regular file the job did not bring,
+    /// after every step exited 0 (past a bound: an error).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    /// With `patterns`: the largest one file (a larger one is refused).
+    #[serde(default)]
+    pub max_file_bytes: u64,
+}
+
+/// An output file that was asked for and not taken, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedFile {
+    /// Its path (or the pattern that matched nothing).
+    pub path: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// A file the init process collected ([`JobSpec::collect`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectedFile {
-    /// Its name in the work dir (checked with [`valid_work_name`]).
+    /// Its path in the work dir (checked with [`valid_work_path`]).
     pub name: String,
     /// Its mode bits (0o777 at most).
     pub mode: u32,
@@ -185,6 +203,9 @@ pub struct JobReport {
     /// sandbox's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collect_error: Option<String>,
+    /// Output files asked for and not taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedFile>,
 }
 
 /// Blobs per frame, at most (every file of a submission, stdin, and a step's outputs fit).
@@ -301,6 +322,11 @@ pub use wolf_core::names::valid_file_name;
 /// directory, and files are created with `O_NOFOLLOW | O_EXCL`.
 pub fn valid_work_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 255 && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// A relative path below the work dir: at most 8 components, each a [`valid_work_name`].
+pub fn valid_work_path(path: &str) -> bool {
+    path.len() <= 1024 && path.split('/').count() <= 8 && path.split('/').all(valid_work_name)
 }
 
 /// What a step supervisor tells the init process on its status pipe: one frame per write(2),

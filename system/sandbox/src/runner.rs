@@ -41,6 +41,8 @@ pub struct RunRequest {
     pub stop_on_first_failure: bool,
     /// How stdout is compared with the expected output.
     pub checker: wolf_core::Checker,
+    /// Output-file patterns to bring back after the run.
+    pub output_files: Vec<String>,
 }
 
 /// One test case: what differs from the submission's run step.
@@ -115,6 +117,12 @@ pub struct RunResult {
     /// With test cases: the sum of their scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
+    /// Output files brought back (their contents are in [`RunOutput::files`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<wolf_core::OutputFile>,
+    /// Output files refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_refused: Vec<wolf_core::RefusedOutput>,
 }
 
 /// The result plus the raw stdout bytes (stored as the job's output object).
@@ -124,7 +132,7 @@ pub struct RunOutput {
     pub result: RunResult,
     /// Raw stdout.
     pub stdout: Vec<u8>,
-    /// Files collected from the work dir (a compile step's artifacts).
+    /// Files collected from the work dir (a compile step's artifacts, or the output files).
     pub files: Vec<JobFile>,
     /// With test cases: each test's raw stdout, in the order of `result.tests`.
     pub test_outputs: Vec<Vec<u8>>,
@@ -165,15 +173,21 @@ pub struct Plan {
     expected: Option<Vec<u8>>,
     oom_patterns: Vec<String>,
     checker: wolf_core::Checker,
-    /// Only the compile step runs, and its artifacts come back ([`Plan::compile_only`]).
+    /// Files to bring back after the steps.
     collect: Option<Collect>,
+    /// Only the compile step runs, and its artifacts come back ([`Plan::compile_only`]).
+    compile_only: bool,
 }
 
 /// A compiler's output files, at most (the artifacts every test's sandbox receives).
-pub const ARTIFACT_LIMITS: Collect = Collect {
-    max_files: 256,
-    max_bytes: 256 << 20,
-};
+fn artifact_limits() -> Collect {
+    Collect {
+        max_files: 256,
+        max_bytes: 256 << 20,
+        patterns: Vec::new(),
+        max_file_bytes: 0,
+    }
+}
 
 impl Plan {
     /// Validate `req` (engine, limits, names) before any sandbox is touched.
@@ -227,7 +241,13 @@ impl Plan {
             expected: req.expected_output.clone(),
             oom_patterns: lang.spec.oom_patterns.clone(),
             checker: req.checker,
-            collect: None,
+            collect: (!req.output_files.is_empty()).then(|| Collect {
+                max_files: wolf_core::job::MAX_OUTPUT_FILES,
+                max_bytes: wolf_core::job::MAX_OUTPUT_BYTES,
+                patterns: req.output_files.clone(),
+                max_file_bytes: wolf_core::job::MAX_OUTPUT_FILE_BYTES,
+            }),
+            compile_only: false,
         })
     }
 
@@ -239,7 +259,8 @@ impl Plan {
         }
         let mut p = self.clone();
         p.steps.truncate(1);
-        p.collect = Some(ARTIFACT_LIMITS);
+        p.collect = Some(artifact_limits());
+        p.compile_only = true;
         Some(p)
     }
 
@@ -258,7 +279,7 @@ impl Plan {
 
     /// Files to bring back after the steps, if any.
     pub fn collect(&self) -> Option<Collect> {
-        self.collect
+        self.collect.clone()
     }
 
     /// Run in `sandbox` and decide the verdict. Sandbox failures become an InternalError
@@ -273,7 +294,7 @@ impl Plan {
     /// broke) is an error: the engine retries the job on another sandbox.
     pub fn try_run(&self, sandbox: &mut Prepared, worker_creation_ms: f64) -> Result<RunOutput, SandboxError> {
         let started = Instant::now();
-        let outcome = sandbox.run_with(&self.files, &self.steps, self.collect)?;
+        let outcome = sandbox.run_with(&self.files, &self.steps, self.collect.clone())?;
         Ok(self.finish(outcome, worker_creation_ms, ms(started.elapsed())))
     }
 
@@ -300,6 +321,7 @@ impl Plan {
             steps: outputs,
             files,
             collect_error,
+            refused,
         } = outcome;
         let mut it = outputs.into_iter();
         let mut compile_output = String::new();
@@ -327,7 +349,7 @@ impl Plan {
                 r.memory_kb = 0;
                 return RunOutput::of(r, Vec::new());
             }
-            if self.collect.is_some() {
+            if self.compile_only {
                 // The compile step alone: its artifacts are the outcome.
                 let mut r = result_from(Verdict::Accepted, &c, String::new(), compile_output);
                 r.stderr = String::new();
@@ -362,7 +384,25 @@ impl Plan {
         if v == Verdict::InternalError {
             r.error = run.facts.start_error.clone();
         }
-        RunOutput::of(r, run.stdout)
+        // Output files: listed with their size and hash; the contents go with the output.
+        r.files = files
+            .iter()
+            .map(|f| wolf_core::OutputFile {
+                path: f.name.clone(),
+                size: f.contents.len() as u64,
+                sha256: wolf_core::hash::sha256_hex(&f.contents),
+            })
+            .collect();
+        r.files_refused = refused
+            .into_iter()
+            .map(|x| wolf_core::RefusedOutput {
+                path: x.path,
+                reason: x.reason,
+            })
+            .collect();
+        let mut out = RunOutput::of(r, run.stdout);
+        out.files = files;
+        out
     }
 }
 
@@ -409,6 +449,8 @@ fn result_from(v: Verdict, s: &StepOutput, stdout: String, compile_output: Strin
         tests: Vec::new(),
         passed: None,
         score: None,
+        files: Vec::new(),
+        files_refused: Vec::new(),
     }
 }
 
@@ -439,6 +481,8 @@ pub fn internal(e: &SandboxError) -> RunOutput {
             tests: Vec::new(),
             passed: None,
             score: None,
+            files: Vec::new(),
+            files_refused: Vec::new(),
         },
         Vec::new(),
     )
@@ -462,6 +506,8 @@ impl From<&RunResult> for wolf_core::JobResult {
             tests: r.tests.clone(),
             passed: r.passed,
             score: r.score,
+            files: r.files.clone(),
+            files_refused: r.files_refused.clone(),
         }
     }
 }

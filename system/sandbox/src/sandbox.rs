@@ -497,6 +497,8 @@ pub struct JobOutcome {
     pub files: Vec<JobFile>,
     /// Why the files could not be collected.
     pub collect_error: Option<String>,
+    /// Output files asked for and not taken.
+    pub refused: Vec<protocol::RefusedFile>,
 }
 
 /// Pair each step's facts with its output blobs, and each collected file with its contents.
@@ -517,7 +519,7 @@ pub fn outputs_from_report(report: JobReport, mut out: Vec<Vec<u8>>) -> Result<J
     let mut files = Vec::with_capacity(report.files.len());
     for f in report.files {
         // The init process checked it; a worker answering over gRPC is checked again here.
-        if !protocol::valid_work_name(&f.name) {
+        if !protocol::valid_work_path(&f.name) {
             return Err(SandboxError::InvalidJob(format!("collected file name {:?}", f.name)));
         }
         files.push(JobFile {
@@ -530,6 +532,7 @@ pub fn outputs_from_report(report: JobReport, mut out: Vec<Vec<u8>>) -> Result<J
         steps,
         files,
         collect_error: report.collect_error,
+        refused: report.refused,
     })
 }
 
@@ -597,11 +600,10 @@ impl Prepared {
             ));
         }
         self.used = true;
+        let collect_room = collect.as_ref().map_or(0, |c| c.max_bytes as usize);
         let (job, blobs) = self.spec(files, steps, collect)?;
         protocol::write_frame(&mut self.sock, &job, &blobs).map_err(SandboxError::Channel)?;
-        let max = steps.iter().map(|s| s.limits.output_bytes as usize * 2).sum::<usize>()
-            + collect.map_or(0, |c| c.max_bytes as usize)
-            + 4096;
+        let max = steps.iter().map(|s| s.limits.output_bytes as usize * 2).sum::<usize>() + collect_room + 4096;
         let (report, out): (JobReport, Vec<Vec<u8>>) =
             protocol::read_frame(&mut self.sock, max).map_err(SandboxError::Channel)?;
         outputs_from_report(report, out)

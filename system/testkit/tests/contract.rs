@@ -340,6 +340,98 @@ int main(void){ if (access("mark", F_OK) == 0) puts("dirty"); FILE *f = fopen("m
     }
 }
 
+/// Status, content type, `X-Content-Type-Options` and the raw body of a GET.
+fn get_bytes(url: &str) -> (u16, String, String, Vec<u8>) {
+    let mut r = agent().get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let h = |k: &str| {
+        r.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (ctype, nosniff) = (h("content-type"), h("x-content-type-options"));
+    (
+        r.status().as_u16(),
+        ctype,
+        nosniff,
+        r.body_mut().read_to_vec().unwrap_or_default(),
+    )
+}
+
+/// Output files: collected after the run, stored, listed and served; links, oversize files and
+/// patterns that match nothing are refused with the reason.
+fn output_files_contract(mode: &str, a: &str, b: &str) {
+    let code = r#"import os
+png = b'\x89PNG\r\n\x1a\n' + bytes(range(256))
+open('plot.png', 'wb').write(png)
+os.makedirs('out', exist_ok=True)
+open('out/data.csv', 'w').write('a,b\n1,2\n')
+open('out/skip.txt', 'w').write('not asked for')
+os.symlink('/etc/passwd', 'leak.txt')
+open('big.bin', 'wb').write(b'\0' * (17 << 20))
+print('done')
+"#;
+    let sub = json!({"code": code, "executionEngine": "python", "limits": {"memoryMb": 512},
+        "outputFiles": ["plot.png", "out/*.csv", "leak.txt", "big.bin", "nothing/*.x"]});
+    let (s, _, body) = call("POST", &format!("{a}/job?wait=true&timeout=120"), Some(&sub));
+    assert_eq!(s, 200, "{mode}: {body}");
+    let id = json_of(&body)["id"].as_str().unwrap().to_string();
+    let rec = json_of(&call("GET", &format!("{b}/job/{id}"), None).2);
+    let r = &rec["result"];
+    assert_eq!(r["verdict"], "Accepted", "{mode}: {rec}");
+    let files: Vec<&str> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["plot.png", "out/data.csv"], "{mode}: {rec}");
+    assert_eq!(r["files"][0]["size"], 264);
+    let why = |p: &str| {
+        r["filesRefused"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["path"] == p))
+            .map(|x| x["reason"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert!(why("leak.txt").contains("symbolic link"), "{mode}: {rec}");
+    assert!(why("big.bin").contains("larger than"), "{mode}: {rec}");
+    assert!(why("nothing/*.x").contains("no file"), "{mode}: {rec}");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(0..=255u8);
+    let (s, ctype, nosniff, data) = get_bytes(&format!("{b}/job/{id}/files/plot.png"));
+    assert_eq!(
+        (s, ctype.as_str(), nosniff.as_str()),
+        (200, "image/png", "nosniff"),
+        "{mode}"
+    );
+    assert_eq!(data, png, "{mode}: the bytes the program wrote");
+    let (s, ctype, _, data) = get_bytes(&format!("{b}/job/{id}/files/out/data.csv"));
+    assert_eq!(
+        (s, ctype.as_str(), data.as_slice()),
+        (200, "text/csv; charset=utf-8", &b"a,b\n1,2\n"[..])
+    );
+    for p in [
+        "leak.txt",
+        "big.bin",
+        "out/skip.txt",
+        "%2e%2e/code.bin",
+        "..%2fcode.bin",
+        "code.bin",
+    ] {
+        assert_eq!(
+            error("GET", &format!("{b}/job/{id}/files/{p}"), None).0,
+            404,
+            "{mode}: {p}"
+        );
+    }
+    for bad in ["/etc/passwd", "../x", "a/../b", "a b"] {
+        let sub = json!({"code": "print(1)", "executionEngine": "python", "outputFiles": [bad]});
+        assert_eq!(error("POST", &format!("{a}/job"), Some(&sub)).0, 422, "{mode}: {bad}");
+    }
+}
+
 fn post_with_key(api: &str, key: &str, body: &Value) -> (u16, String) {
     match agent()
         .post(format!("{api}/job"))
@@ -396,6 +488,7 @@ fn the_contract_holds_embedded() {
     let (mut child, url) = serve(dir.path());
     contract("embedded", &url, &url);
     tests_contract("embedded", &url, &url);
+    output_files_contract("embedded", &url, &url);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -409,4 +502,5 @@ fn the_contract_holds_distributed_across_two_apis() {
     let s = Stack::up_with(dir.path(), 2, 1, &[("WOLF_WORKERS", "2")]).unwrap();
     contract("distributed", &s.apis[0].1, &s.apis[1].1);
     tests_contract("distributed", &s.apis[0].1, &s.apis[1].1);
+    output_files_contract("distributed", &s.apis[0].1, &s.apis[1].1);
 }

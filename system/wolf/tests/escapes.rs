@@ -797,6 +797,12 @@ fn run_in_pid_namespace(code: &str) -> serde_json::Value {
         .args(["--pid", "--fork", "--mount-proc"])
         .arg(env!("CARGO_BIN_EXE_wolf"))
         .args(["run", "--engine", "python", "--wall-time-ms", "15000"])
+        // The emulated CPU of the guest suites: room for python's start (see common::run_env).
+        .args(if std::env::var_os("WOLF_GUEST").is_some() {
+            &["--cpu-time-ms", "20000"][..]
+        } else {
+            &[][..]
+        })
         .arg(&file)
         .env("WOLF_CACHE_DIR", cache_dir())
         .output()

@@ -71,6 +71,8 @@ mod tests {
             collect: Some(wolf_sandbox::protocol::Collect {
                 max_files: 3,
                 max_bytes: 10,
+                patterns: vec!["out/*.csv".into()],
+                max_file_bytes: 5,
             }),
         };
         let req = request("j", &spec, vec![b"code".to_vec(), b"in".to_vec()]).unwrap();
