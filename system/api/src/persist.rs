@@ -16,7 +16,7 @@ use wolf_core::{JobRecord, Submission};
 use crate::AppState;
 
 /// Start persisting `record` and its code; the record stays readable from this API meanwhile.
-pub fn spawn(st: &AppState, record: JobRecord, submission: Submission) {
+pub fn spawn(st: &AppState, record: JobRecord, submission: Submission, code_stored: bool) {
     st.pending_writes
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -30,11 +30,14 @@ pub fn spawn(st: &AppState, record: JobRecord, submission: Submission) {
             let id = record.id.clone();
             let mut delay = Duration::from_millis(50);
             loop {
-                let code = st
-                    .objects
-                    .put(&code_key(&id), submission.code.clone().into_bytes())
-                    .instrument(tracing::info_span!("storage.code_put"))
-                    .await;
+                let code = if code_stored {
+                    Ok(())
+                } else {
+                    st.objects
+                        .put(&code_key(&id), submission.code.clone().into_bytes())
+                        .instrument(tracing::info_span!("storage.code_put"))
+                        .await
+                };
                 let meta = match code {
                     Ok(()) => st
                         .meta

@@ -356,6 +356,10 @@ pub async fn submit(
     span.record("job_id", id.as_str());
     span.record("trace_id", trace_id.as_str());
     record.trace_id = Some(trace_id);
+    let code_stored = st.queue.code_before_admission();
+    if code_stored {
+        st.objects.put(&code_key(&id), sub.code.clone().into_bytes()).await?;
+    }
     record.timings = Some(Timings {
         server: started.elapsed().as_secs_f64() * 1000.0,
         ..Default::default()
@@ -368,7 +372,7 @@ pub async fn submit(
             // record and the code object follow in the background, retried until stored (the
             // embedded queue wrote the record in its own transaction already: that insert is a
             // no-op); the manager writes both idempotently too before it runs the job.
-            crate::persist::spawn(&st, record.clone(), sub.clone());
+            crate::persist::spawn(&st, record.clone(), sub.clone(), code_stored);
             record
         }
         Admission::Existing(existing) => *existing,

@@ -301,6 +301,10 @@ impl Queue for SqliteStore {
         self.queue
     }
 
+    fn code_before_admission(&self) -> bool {
+        true
+    }
+
     async fn lease(&self) -> Result<Option<Delivery>, StoreError> {
         let hold = self.queue.lease;
         let _w = self.writer.lock().await;

@@ -165,6 +165,14 @@ pub trait Objects: Send + Sync {
 pub trait Queue: Send + Sync {
     /// The settings it was opened with.
     fn config(&self) -> QueueConfig;
+    /// Whether admission stores the code object first and refuses the job (503) when that
+    /// fails. The embedded queue shares its disk with the object store: a write that fails
+    /// there (a full disk) refuses the job before the queue's own transaction can fail on it
+    /// (seen: SQLite transactions failing on a full disk left the database locked for every
+    /// later request). JetStream does not: S3 stays off the acceptance path.
+    fn code_before_admission(&self) -> bool {
+        false
+    }
     /// Durably accept a job: the envelope (record and submission, code included) and the
     /// idempotency key together. Refuses past [`QueueConfig::max_pending`].
     async fn admit(
