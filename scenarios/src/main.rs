@@ -73,7 +73,7 @@ type Run = fn(&Ctx, &mut Outcome) -> anyhow::Result<()>;
 const SCENARIOS: [(&str, &str, Run); 14] = [
     (
         "steady",
-        "5 jobs/s of C++ and python, no faults: latency targets",
+        "C++ and python at 5 jobs/s (at most 60 % of capacity), no faults: latency targets",
         steady,
     ),
     ("worker-kills", "a running worker killed every 2 s", worker_kills),
@@ -261,18 +261,41 @@ fn num(t: &toml::Value, section: &str, key: &str) -> f64 {
         .unwrap_or(f64::INFINITY)
 }
 
+/// The rate a steady load offers: 5 jobs/s, or less where this host is too slow for that to be
+/// steady. A latency target measures orchestration only below saturation: a C++ compile takes
+/// 0.3 s on one CI host and 0.7 s on another, and at 5 jobs/s the slower one queues without
+/// bound. So the mix's service time is measured first (each job once, unloaded, after the
+/// preflight warmed the caches) and the load kept at 60 % of the capacity that gives.
+const STEADY_RPS: f64 = 5.0;
+const STEADY_UTILISATION: f64 = 0.6;
+const STACK_WORKERS: f64 = 2.0;
+
 fn steady(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
     let (_d, mut s) = stack(1, &[])?;
     let url = s.apis[0].1.clone();
-    preflight(ctx, &url, "cpp,python")?;
-    let rec = under_chaos(ctx, plan(&url, 5.0, 10, "cpp,python")?, &mut s, None, o)?;
+    let mix = "cpp,python";
+    preflight(ctx, &url, mix)?;
+    let service = preflight(ctx, &url, mix)?;
+    let capacity = STACK_WORKERS / service.as_secs_f64();
+    let rps = STEADY_RPS.min(STEADY_UTILISATION * capacity);
+    eprintln!(
+        "steady: mean service {:.0} ms, capacity {capacity:.1} jobs/s, load {rps:.1} jobs/s",
+        service.as_secs_f64() * 1000.0
+    );
+    let rec = under_chaos(ctx, plan(&url, rps, 10, mix)?, &mut s, None, o)?;
     verify(ctx, &url, &rec, o);
+    o.counts["serviceMs"] = json!((service.as_secs_f64() * 1000.0).round());
+    o.counts["rps"] = json!((rps * 10.0).round() / 10.0);
     targets_check(ctx, "steady", o);
     Ok(())
 }
 
-fn preflight(ctx: &Ctx, url: &str, mix: &str) -> anyhow::Result<()> {
-    for (job, _) in loadgen::mix::parse(mix)? {
+/// Run each job of `mix` once and wait for it: the stack runs them all. Returns the mean round
+/// trip per job, weighted as the mix is.
+fn preflight(ctx: &Ctx, url: &str, mix: &str) -> anyhow::Result<Duration> {
+    let (mut total, mut weights) = (Duration::ZERO, 0u32);
+    for (job, weight) in loadgen::mix::parse(mix)? {
+        let started = std::time::Instant::now();
         let r: Value = ctx.rt.block_on(async {
             ctx.client
                 .post(format!("{url}/job?wait=true&timeout=120"))
@@ -283,8 +306,10 @@ fn preflight(ctx: &Ctx, url: &str, mix: &str) -> anyhow::Result<()> {
                 .await
         })?;
         anyhow::ensure!(r["status"] == "Completed", "the {} job does not run: {r}", job.name);
+        total += started.elapsed() * weight;
+        weights += weight;
     }
-    Ok(())
+    Ok(total / weights.max(1))
 }
 
 /// `secs` of load at 4 jobs/s on `managers` managers while `fault` is injected every `every`
