@@ -203,6 +203,7 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
 fn validate_tests(st: &AppState, sub: &Submission, defaults: &Limits) -> Result<(), ApiError> {
     if let Some(c) = &sub.checker {
         c.validate().map_err(ApiError::Invalid)?;
+        check_checker_program(st, c)?;
     }
     check_output_patterns(sub)?;
     if sub.tests.is_empty() {
@@ -249,6 +250,40 @@ fn validate_tests(st: &AppState, sub: &Submission, defaults: &Limits) -> Result<
     Ok(())
 }
 
+/// A checker program: its code within the size cap, its engine one this deployment runs, its
+/// limits within the caps.
+fn check_checker_program(st: &AppState, c: &wolf_core::Checker) -> Result<(), ApiError> {
+    let wolf_core::Checker::Testlib {
+        code,
+        execution_engine,
+        limits,
+    } = c
+    else {
+        return Ok(());
+    };
+    if code.len() > st.cfg.max_code_bytes {
+        return Err(ApiError::TooLarge(format!(
+            "the checker's code is {} bytes; the limit is {}",
+            code.len(),
+            st.cfg.max_code_bytes
+        )));
+    }
+    let lang = st
+        .registry
+        .find(execution_engine)
+        .map_err(|e| ApiError::Invalid(format!("checker: {e}")))?;
+    if let Some(reason) = &lang.absent {
+        return Err(ApiError::Invalid(format!(
+            "checker: execution engine {} is not available on this deployment ({reason})",
+            lang.spec.name
+        )));
+    }
+    let req = limits.unwrap_or_default().into();
+    Limits::resolve(&lang.run_limits, &st.cfg.caps.run, &req)
+        .map_err(|e| ApiError::Invalid(format!("checker: {e}")))?;
+    Ok(())
+}
+
 /// Output-file patterns: how many, and each a relative path of plain components (globs with
 /// `*` and `?` allowed), never absolute, never `.` or `..`.
 fn check_output_patterns(sub: &Submission) -> Result<(), ApiError> {
@@ -259,8 +294,10 @@ fn check_output_patterns(sub: &Submission) -> Result<(), ApiError> {
             sub.output_files.len()
         )));
     }
-    if !sub.output_files.is_empty() && !sub.tests.is_empty() {
-        return Err(ApiError::Invalid("outputFiles with tests is not supported yet".into()));
+    if !sub.output_files.is_empty() && (!sub.tests.is_empty() || sub.checker.as_ref().is_some_and(|c| c.is_program())) {
+        return Err(ApiError::Invalid(
+            "outputFiles with tests (or a checker program) is not supported yet".into(),
+        ));
     }
     for p in &sub.output_files {
         if !wolf_core::names::valid_output_pattern(p) {

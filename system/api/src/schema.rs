@@ -35,12 +35,19 @@ pub fn document(st: &AppState) -> Value {
     let name = &mut schemas["FileInput"]["properties"]["name"];
     name["pattern"] = json!(wolf_core::names::FILE_NAME_PATTERN);
     name["not"] = json!({"enum": [".", ".."]});
-    // The float checker's epsilon (the other checkers have no fields).
+    // The float checker's epsilon and the checker program's code and engine.
     if let Some(variants) = schemas["Checker"]["oneOf"].as_array_mut() {
         for v in variants {
             v["additionalProperties"] = json!(false);
             if v["properties"].get("epsilon").is_some() {
                 v["properties"]["epsilon"]["minimum"] = json!(0);
+            }
+            // A checker program: code as the submission's, an engine this deployment runs.
+            if v["properties"].get("code").is_some() {
+                v["properties"]["code"]["minLength"] = json!(1);
+                v["properties"]["code"]["pattern"] = json!("\\S");
+                v["properties"]["code"]["maxLength"] = json!(st.cfg.max_code_bytes);
+                v["properties"]["executionEngine"]["enum"] = json!(engines);
             }
         }
     }

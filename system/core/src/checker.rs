@@ -1,14 +1,18 @@
-//! How a test's output is compared with its expected output: the built-in checkers.
+//! How a test's output is compared with its expected output: the built-in checkers, or a
+//! checker program.
 //!
 //! The default is the rule Wolf always had (`lines`): trailing whitespace on each line and
-//! trailing empty lines do not count. A checker compares bytes; nothing here parses the
-//! program's output beyond what its rule says, and any input terminates in linear time.
+//! trailing empty lines do not count. A built-in checker compares bytes; nothing here parses the
+//! program's output beyond what its rule says, and any input terminates in linear time. A
+//! checker program (`testlib`) is compiled once and run sandboxed per test; what its exit code
+//! means is [`crate::testlib`].
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A built-in checker (`{"type": "exact" | "lines" | "tokens" | "float", "epsilon"?}`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A checker: built in (`{"type": "exact" | "lines" | "tokens" | "float", "epsilon"?}`) or a
+/// program (`{"type": "testlib", "code", "executionEngine", "limits"?}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Checker {
     // Struct variants, though empty: serde refuses unknown fields only in those
@@ -26,6 +30,23 @@ pub enum Checker {
         #[serde(default = "default_epsilon")]
         epsilon: f64,
     },
+    /// A checker program, run as `checker input output answer` in its own sandbox after each
+    /// test whose program exited 0, following testlib's conventions (exit 0 accepted, 1 wrong
+    /// answer, 2 presentation error, 3 judge failure, 7 partial points; the message on stderr).
+    Testlib {
+        /// Its source code.
+        code: String,
+        /// Its engine (any of the registry's, not necessarily the program's).
+        #[serde(rename = "executionEngine")]
+        execution_engine: String,
+        /// Its limits (each field given replaces the engine's default; the caps apply).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::job::limits_object"
+        )]
+        limits: Option<crate::LimitsInput>,
+    },
 }
 
 impl Default for Checker {
@@ -40,9 +61,17 @@ fn default_epsilon() -> f64 {
 }
 
 impl Checker {
-    /// Whether `got` is accepted against `expected`.
+    /// Whether this is a checker program (run by the test suite, not compared here).
+    pub fn is_program(&self) -> bool {
+        matches!(self, Checker::Testlib { .. })
+    }
+
+    /// Whether `got` is accepted against `expected` by a built-in rule. A checker program is
+    /// run by the test suite with the expected output as its answer file, never through this:
+    /// as a comparison it accepts nothing, so a path that forgot it fails closed.
     pub fn accepts(&self, got: &[u8], expected: &[u8]) -> bool {
         match self {
+            Checker::Testlib { .. } => false,
             Checker::Exact {} => got == expected,
             Checker::Lines {} => lines(got) == lines(expected),
             Checker::Tokens {} => tokens(got).eq(tokens(expected)),
@@ -65,6 +94,7 @@ impl Checker {
             Checker::Float { epsilon } if !epsilon.is_finite() || *epsilon < 0.0 => Err(format!(
                 "checker epsilon must be finite and not negative, got {epsilon}"
             )),
+            Checker::Testlib { code, .. } if code.trim().is_empty() => Err("the checker's code is empty".into()),
             _ => Ok(()),
         }
     }
@@ -130,7 +160,26 @@ mod tests {
         assert_eq!(c, Checker::Float { epsilon: 0.01 });
         let c: Checker = serde_json::from_str(r#"{"type":"float"}"#).unwrap();
         assert_eq!(c, Checker::Float { epsilon: 1e-6 });
-        assert!(serde_json::from_str::<Checker>(r#"{"type":"testlib","code":"x"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Checker>(r#"{"type":"testlib","code":"x"}"#).is_err(),
+            "a checker program names its engine"
+        );
+        let c: Checker = serde_json::from_str(
+            r#"{"type":"testlib","code":"x","executionEngine":"python","limits":{"cpuTimeMs":500}}"#,
+        )
+        .unwrap();
+        assert!(c.is_program() && !c.accepts(b"1", b"1"));
+        assert!(
+            serde_json::from_str::<Checker>(r#"{"type":"testlib","code":"x","executionEngine":"c","epsilon":1}"#)
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<Checker>(r#"{"type":"testlib","code":"x","executionEngine":"c","limits":[1]}"#)
+                .is_err(),
+            "limits only as an object"
+        );
+        let empty: Checker = serde_json::from_str(r#"{"type":"testlib","code":"  ","executionEngine":"c"}"#).unwrap();
+        assert!(empty.validate().is_err());
         assert!(serde_json::from_str::<Checker>(r#"{"type":"exact","epsilon":1}"#).is_err());
         assert_eq!(
             serde_json::from_str::<Checker>(r#"{"type":"tokens"}"#).unwrap(),

@@ -83,7 +83,7 @@ pub struct LimitsInput {
 
 /// `limits` of a submission: only a JSON object (serde's derive would also take an array of the
 /// fields in order, which the API does not promise).
-fn limits_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LimitsInput>, D::Error> {
+pub(crate) fn limits_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LimitsInput>, D::Error> {
     match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
         None => Ok(None),
         Some(map) => LimitsInput::deserialize(serde_json::Value::Object(map))

@@ -8,7 +8,7 @@
 //! # Layout
 //! - [`job`]: submissions, records, statuses, timings, results.
 //! - [`hash`]: sha256 hex of code and outputs.
-//! - [`checker`]: the built-in output checkers of test cases.
+//! - [`checker`]: how test outputs are checked; [`testlib`]: what a checker program's exit means.
 //! - [`limits`], [`language`], [`verdict`], [`names`]: limits and caps, the language registry's
 //!   data, verdicts, file-name rules — the domain the jail depends on (never the reverse).
 //! - [`machine`]: the machine and commit a measurement ran on.
@@ -20,6 +20,7 @@ pub mod language;
 pub mod limits;
 pub mod machine;
 pub mod names;
+pub mod testlib;
 pub mod timeline;
 pub mod verdict;
 

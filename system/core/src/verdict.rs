@@ -19,6 +19,9 @@ pub enum Verdict {
     MemoryLimitExceeded,
     /// stdout or stderr (or a written file) went past its cap.
     OutputLimitExceeded,
-    /// The sandbox could not run the job; not the program's fault.
+    /// The sandbox could not run the job, or a judge's own program (a checker, an interactor)
+    /// failed; not the program's fault.
     InternalError,
+    /// A checker program found the output malformed rather than wrong (testlib exit code 2).
+    PresentationError,
 }

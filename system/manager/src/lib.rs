@@ -452,7 +452,7 @@ impl Manager {
             metrics::counter!("wolf_redeliveries_total", "outcome" => "retried").increment(1);
         }
         let code = sub.code.clone().into_bytes();
-        let req = RunRequest {
+        let mut req = RunRequest {
             engine: sub.execution_engine.clone(),
             code,
             stdin: sub.stdin.clone().map(String::into_bytes),
@@ -481,6 +481,17 @@ impl Manager {
             checker: sub.checker.unwrap_or_default(),
             output_files: sub.output_files.clone(),
         };
+        if req.tests.is_empty() && req.checker.is_program() {
+            // A checker program judges test cases: the top-level stdin and expected output are
+            // the one implicit test.
+            req.tests.push(TestRequest {
+                name: "test-1".into(),
+                stdin: req.stdin.take(),
+                expected_output: req.expected_output.take(),
+                args: None,
+                limits: Default::default(),
+            });
+        }
         let engine = self
             .registry
             .find(&sub.execution_engine)

@@ -1,5 +1,8 @@
 //! Running a submission with test cases: compile once on the worker's warm sandbox, then each
 //! test on a fresh sandbox from the pool, the next one prepared while the current test runs.
+//! A checker program is compiled once too, on a sandbox of its own, and judges each test whose
+//! program exited 0 on yet another fresh sandbox: nothing of the program's run can reach it
+//! but the output it wrote.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,23 +47,32 @@ pub(crate) async fn run(
         artifacts = out.files;
         compiled = Some(out.result);
     }
+    let mut checker_artifacts = Vec::new();
+    if let Some(plan) = suite.checker_compile() {
+        let sandbox = take(&mut next, &pool).await?;
+        let out = sandbox.run(job_id, plan, 0.0).await?;
+        timings.compile += out.result.timings.compile;
+        if out.result.verdict != Verdict::Accepted {
+            let mut out = Suite::checker_unusable(&out);
+            out.result.timings = timings;
+            out.result.timings.total = ms(started.elapsed()) + creation_ms;
+            return Ok(out);
+        }
+        checker_artifacts = out.files;
+    }
     let mut outs = Vec::with_capacity(suite.len());
     for i in 0..suite.len() {
-        let sandbox = match next.take() {
-            Some(s) => s,
-            None => prepare(&pool).await?,
-        };
-        // The next test's sandbox is prepared while this one runs (a blocking thread).
-        let ahead = (i + 1 < suite.len()).then(|| {
-            let pool = pool.clone();
-            tokio::task::spawn_blocking(move || pool.prepare())
-        });
-        let out = sandbox.run(job_id, suite.test(i, &artifacts), 0.0).await;
-        if let Some(a) = ahead {
-            next = a.await.ok().and_then(Result::ok).filter(|s| s.is_alive());
-        }
-        let out = out?;
+        // A checker's run follows the last test too.
+        let more = i + 1 < suite.len() || suite.has_checker();
+        let mut out = run_ahead(&pool, &mut next, job_id, suite.test(i, &artifacts), more).await?;
         timings.execution += out.result.timings.execution;
+        if suite.checks(&out)
+            && let Some(plan) = suite.check(i, &out, &checker_artifacts)
+        {
+            let judged = run_ahead(&pool, &mut next, job_id, plan, i + 1 < suite.len()).await?;
+            timings.execution += judged.result.timings.execution;
+            Suite::judge(&mut out, &judged);
+        }
         let stop = suite.stops_after(&out);
         outs.push(out);
         if stop {
@@ -69,6 +81,35 @@ pub(crate) async fn run(
     }
     timings.total = ms(started.elapsed()) + creation_ms;
     Ok(suite.summarize(compiled.as_ref(), outs, timings))
+}
+
+/// Run `plan` on the prepared sandbox in `next` (or a new one), preparing the next one while
+/// it runs when `more` work follows.
+async fn run_ahead(
+    pool: &Arc<dyn Pool>,
+    next: &mut Option<Box<dyn Warm>>,
+    job_id: &str,
+    plan: wolf_sandbox::runner::Plan,
+    more: bool,
+) -> Result<RunOutput, SandboxError> {
+    let sandbox = take(next, pool).await?;
+    // Prepared on a blocking thread while this one runs.
+    let ahead = more.then(|| {
+        let pool = pool.clone();
+        tokio::task::spawn_blocking(move || pool.prepare())
+    });
+    let out = sandbox.run(job_id, plan, 0.0).await;
+    if let Some(a) = ahead {
+        *next = a.await.ok().and_then(Result::ok).filter(|s| s.is_alive());
+    }
+    out
+}
+
+async fn take(next: &mut Option<Box<dyn Warm>>, pool: &Arc<dyn Pool>) -> Result<Box<dyn Warm>, SandboxError> {
+    match next.take() {
+        Some(s) => Ok(s),
+        None => prepare(pool).await,
+    }
 }
 
 async fn prepare(pool: &Arc<dyn Pool>) -> Result<Box<dyn Warm>, SandboxError> {

@@ -104,6 +104,7 @@ impl Warm for FakeWarm {
                 stdout: out.as_bytes().to_vec(),
                 files: Vec::new(),
                 test_outputs: Vec::new(),
+                judgement: None,
             }),
             Act::Crash => Err(SandboxError::Setup("fake: the sandbox died".into())),
             Act::Panic => panic!("fake: a bug while driving the sandbox"),

@@ -136,6 +136,8 @@ pub struct RunOutput {
     pub files: Vec<JobFile>,
     /// With test cases: each test's raw stdout, in the order of `result.tests`.
     pub test_outputs: Vec<Vec<u8>>,
+    /// A test judged by a checker program: what it decided ([`crate::suite::Suite::judge`]).
+    pub judgement: Option<wolf_core::testlib::Judgement>,
 }
 
 impl RunOutput {
@@ -145,6 +147,7 @@ impl RunOutput {
             stdout,
             files: Vec::new(),
             test_outputs: Vec::new(),
+            judgement: None,
         }
     }
 }
@@ -161,6 +164,9 @@ pub enum RequestError {
     /// Bad extra file name.
     #[error("invalid file name {0:?}")]
     FileName(String),
+    /// The checker program's request is not valid.
+    #[error("checker: {0}")]
+    Checker(Box<RequestError>),
 }
 
 /// A request checked against the registry and caps: ready to run.
@@ -240,7 +246,13 @@ impl Plan {
             run_limits,
             expected: req.expected_output.clone(),
             oom_patterns: lang.spec.oom_patterns.clone(),
-            checker: req.checker,
+            // A checker program is the suite's to run ([`crate::suite`]); a plan compares only
+            // with a built-in rule.
+            checker: if req.checker.is_program() {
+                wolf_core::Checker::default()
+            } else {
+                req.checker.clone()
+            },
             collect: (!req.output_files.is_empty()).then(|| Collect {
                 max_files: wolf_core::job::MAX_OUTPUT_FILES,
                 max_bytes: wolf_core::job::MAX_OUTPUT_BYTES,
@@ -274,6 +286,13 @@ impl Plan {
         let given: std::collections::HashSet<String> = self.files.iter().map(|f| f.name.clone()).collect();
         self.files
             .extend(artifacts.iter().filter(|a| !given.contains(&a.name)).cloned());
+        self
+    }
+
+    /// This plan with `files` in its work dir too, each replacing one of the same name.
+    pub fn with_files(mut self, files: Vec<JobFile>) -> Plan {
+        self.files.retain(|f| !files.iter().any(|n| n.name == f.name));
+        self.files.extend(files);
         self
     }
 
@@ -372,7 +391,7 @@ impl Plan {
             limits: &self.run_limits,
             expected: self.expected.as_deref(),
             oom_patterns: &self.oom_patterns,
-            checker: self.checker,
+            checker: &self.checker,
         };
         let v = verdict::run_verdict(&run.facts, &run.stdout, &run.stderr, &judge);
         let mut r = result_from(

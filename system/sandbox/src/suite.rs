@@ -4,33 +4,74 @@
 //! file names). Its compile plan runs the compile step alone and brings back what the compiler
 //! wrote ([`Plan::compile_only`]); each test's plan is the run step alone in a work dir holding
 //! the source, the submission's files and those artifacts, and nothing an earlier test wrote —
-//! it is a new sandbox. [`Suite::summarize`] turns the tests' outputs into the job's result.
+//! it is a new sandbox. A checker program ([`wolf_core::Checker::Testlib`]) is compiled once
+//! the same way and run after each test whose program exited 0, in a sandbox of its own, as
+//! `checker input output answer` ([`Suite::check`], [`Suite::judge`]). [`Suite::summarize`]
+//! turns the tests' outputs into the job's result.
 
-use wolf_core::TestResult;
 use wolf_core::job::TEST_TEXT_CAP;
+use wolf_core::testlib::{self, Judgement};
+use wolf_core::{Checker, TestResult};
 
 use crate::language::Registry;
 use crate::runner::{Caps, Plan, RequestError, RunOutput, RunRequest, RunResult, Timings};
 use crate::sandbox::JobFile;
 use crate::verdict::Verdict;
 
+/// The names of a checker program's three files in its work dir, in the order of its argv.
+pub const CHECKER_FILES: [&str; 3] = ["input", "output", "answer"];
+
 /// A validated submission with test cases.
 #[derive(Debug, Clone)]
 pub struct Suite {
-    /// The plan of each test (compile step included; [`Suite::test`] drops it).
-    tests: Vec<(String, Plan)>,
+    tests: Vec<TestPlan>,
+    /// The checker program's plan (compile step included), when there is one.
+    checker: Option<Plan>,
     stop_on_first_failure: bool,
+}
+
+#[derive(Debug, Clone)]
+struct TestPlan {
+    name: String,
+    /// Compile step included; [`Suite::test`] drops it.
+    plan: Plan,
+    /// The test's stdin and expected output: a checker program's `input` and `answer`.
+    stdin: Vec<u8>,
+    expected: Vec<u8>,
 }
 
 impl Suite {
     /// Validate `req` and every one of its tests.
     pub fn new(reg: &Registry, caps: &Caps, req: &RunRequest) -> Result<Self, RequestError> {
+        let checker = match &req.checker {
+            Checker::Testlib {
+                code,
+                execution_engine,
+                limits,
+            } => {
+                let c = RunRequest {
+                    engine: execution_engine.clone(),
+                    code: code.clone().into_bytes(),
+                    args: CHECKER_FILES.iter().map(|f| f.to_string()).collect(),
+                    limits: limits.unwrap_or_default().into(),
+                    ..RunRequest::default()
+                };
+                Some(Plan::new(reg, caps, &c).map_err(|e| RequestError::Checker(Box::new(e)))?)
+            }
+            _ => None,
+        };
         let mut tests = Vec::with_capacity(req.tests.len());
         for t in &req.tests {
             let mut one = req.clone();
             one.tests = Vec::new();
             one.stdin = t.stdin.clone();
-            one.expected_output = t.expected_output.clone();
+            // With a checker program the test's own verdict ignores the expected output: the
+            // checker reads it as its answer file.
+            one.expected_output = if checker.is_some() {
+                None
+            } else {
+                t.expected_output.clone()
+            };
             if let Some(args) = &t.args {
                 one.args = args.clone();
             }
@@ -43,17 +84,85 @@ impl Suite {
                 pids: l.pids.or(base.pids),
                 output_bytes: l.output_bytes.or(base.output_bytes),
             };
-            tests.push((t.name.clone(), Plan::new(reg, caps, &one)?));
+            tests.push(TestPlan {
+                name: t.name.clone(),
+                plan: Plan::new(reg, caps, &one)?,
+                stdin: t.stdin.clone().unwrap_or_default(),
+                expected: t.expected_output.clone().unwrap_or_default(),
+            });
         }
         Ok(Self {
             tests,
+            checker,
             stop_on_first_failure: req.stop_on_first_failure,
         })
     }
 
     /// The compile step alone, when the language has one.
     pub fn compile(&self) -> Option<Plan> {
-        self.tests.first().and_then(|(_, p)| p.compile_only())
+        self.tests.first().and_then(|t| t.plan.compile_only())
+    }
+
+    /// The checker program's compile step alone, when there is a checker program and its
+    /// language compiles.
+    pub fn checker_compile(&self) -> Option<Plan> {
+        self.checker.as_ref().and_then(Plan::compile_only)
+    }
+
+    /// Whether a checker program judges the tests.
+    pub fn has_checker(&self) -> bool {
+        self.checker.is_some()
+    }
+
+    /// Whether a checker program judges `out` (a test whose program exited 0 in its limits).
+    pub fn checks(&self, out: &RunOutput) -> bool {
+        self.checker.is_some() && out.result.verdict == Verdict::Accepted
+    }
+
+    /// The checker program's run for test `i`, whose program wrote `out`: in a work dir that
+    /// holds the checker's `artifacts` and the test's input, the output and the answer.
+    pub fn check(&self, i: usize, out: &RunOutput, artifacts: &[JobFile]) -> Option<Plan> {
+        let t = &self.tests[i];
+        let files = [t.stdin.clone(), out.stdout.clone(), t.expected.clone()];
+        let files = CHECKER_FILES.iter().zip(files).map(|(name, contents)| JobFile {
+            name: name.to_string(),
+            contents,
+            mode: 0o644,
+        });
+        Some(self.checker.clone()?.run_only(artifacts).with_files(files.collect()))
+    }
+
+    /// Let the checker's run `checker` decide the verdict of the test that wrote `out`.
+    pub fn judge(out: &mut RunOutput, checker: &RunOutput) {
+        let r = &checker.result;
+        let j = match (r.verdict, r.exit_code, r.signal) {
+            (Verdict::Accepted, _, _) => testlib::judgement(0, r.stderr.as_bytes()),
+            (Verdict::RuntimeError, Some(code), None) => testlib::judgement(code, r.stderr.as_bytes()),
+            (Verdict::RuntimeError, _, Some(sig)) => testlib::failed(format!("the checker was killed by signal {sig}")),
+            (Verdict::TimeLimitExceeded, ..) => testlib::failed("the checker exceeded its time limit".into()),
+            (Verdict::MemoryLimitExceeded, ..) => testlib::failed("the checker exceeded its memory limit".into()),
+            (Verdict::OutputLimitExceeded, ..) => testlib::failed("the checker exceeded its output limit".into()),
+            (v, ..) => testlib::failed(format!(
+                "the checker did not run ({v:?}): {}",
+                r.error.as_deref().unwrap_or("no detail")
+            )),
+        };
+        out.result.verdict = j.verdict;
+        if j.verdict == Verdict::InternalError {
+            out.result.error = j.message.clone();
+        }
+        out.judgement = Some(j);
+    }
+
+    /// The job's result when the checker program does not compile: the submission is not at
+    /// fault, so it is an InternalError whose detail is the checker's compiler output.
+    pub fn checker_unusable(compiled: &RunOutput) -> RunOutput {
+        let mut out = crate::runner::internal(&crate::SandboxError::Setup(format!(
+            "the checker does not compile: {}",
+            compiled.result.compile_output
+        )));
+        out.result.compile_output = compiled.result.compile_output.clone();
+        out
     }
 
     /// Tests in the suite.
@@ -68,7 +177,7 @@ impl Suite {
 
     /// Test `i`'s plan, in a work dir that also holds the compiler's `artifacts`.
     pub fn test(&self, i: usize, artifacts: &[JobFile]) -> Plan {
-        self.tests[i].1.clone().run_only(artifacts)
+        self.tests[i].plan.clone().run_only(artifacts)
     }
 
     /// Whether the suite stops after `out` (a test that is not Accepted, when asked).
@@ -108,8 +217,9 @@ impl Suite {
             let (out_text, cut_out) = cut(&r.stdout);
             let (err_text, cut_err) = cut(&r.stderr);
             let accepted = r.verdict == Verdict::Accepted;
+            let judged: Option<&Judgement> = o.judgement.as_ref();
             tests.push(TestResult {
-                name: self.tests[i].0.clone(),
+                name: self.tests[i].name.clone(),
                 verdict: r.verdict,
                 exit_code: r.exit_code,
                 signal: r.signal,
@@ -119,8 +229,8 @@ impl Suite {
                 stdout: out_text,
                 stderr: err_text,
                 truncated: r.truncated || cut_out || cut_err,
-                checker_message: None,
-                score: if accepted { 1.0 } else { 0.0 },
+                checker_message: judged.and_then(|j| j.message.clone()),
+                score: judged.map_or(if accepted { 1.0 } else { 0.0 }, |j| j.score),
                 error: r.error.clone(),
             });
             if i == decisive {
@@ -139,6 +249,7 @@ impl Suite {
             stdout,
             files: Vec::new(),
             test_outputs,
+            judgement: None,
         }
     }
 }

@@ -15,7 +15,7 @@ pub struct Judge<'a> {
     /// stderr patterns by which a runtime says it ran out of memory (registry data).
     pub oom_patterns: &'a [String],
     /// How stdout is compared with `expected`.
-    pub checker: wolf_core::Checker,
+    pub checker: &'a wolf_core::Checker,
 }
 
 /// Verdict of a compile step: `None` when it succeeded.
@@ -103,7 +103,7 @@ mod tests {
                 limits: &L,
                 expected: exp,
                 oom_patterns: &pats,
-                checker: wolf_core::Checker::default(),
+                checker: &wolf_core::Checker::Lines {},
             },
         )
     }

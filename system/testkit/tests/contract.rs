@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wolf_testkit::Stack;
 
+#[path = "contract/checkers.rs"]
+mod checkers;
+
 fn root() -> bool {
     wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
 }
@@ -332,7 +335,6 @@ int main(void){ if (access("mark", F_OK) == 0) puts("dirty"); FILE *f = fopen("m
         json!({"code": "print(1)", "executionEngine": "python", "tests": [{"args": ["a\u{0}b"]}]}),
         json!({"code": "print(1)", "executionEngine": "python", "tests": [{"stdn": "typo"}]}),
         json!({"code": "print(1)", "executionEngine": "python", "tests": [{}], "checker": {"type": "float", "epsilon": -1}}),
-        json!({"code": "print(1)", "executionEngine": "python", "tests": [{}], "checker": {"type": "testlib", "code": "x"}}),
         json!({"code": "print(1)", "executionEngine": "python", "stopOnFirstFailure": true}),
     ] {
         let (s, code) = error("POST", &format!("{a}/job"), Some(&bad));
@@ -489,6 +491,7 @@ fn the_contract_holds_embedded() {
     contract("embedded", &url, &url);
     tests_contract("embedded", &url, &url);
     output_files_contract("embedded", &url, &url);
+    checkers::checkers_contract("embedded", &url, &url);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -503,4 +506,5 @@ fn the_contract_holds_distributed_across_two_apis() {
     contract("distributed", &s.apis[0].1, &s.apis[1].1);
     tests_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     output_files_contract("distributed", &s.apis[0].1, &s.apis[1].1);
+    checkers::checkers_contract("distributed", &s.apis[0].1, &s.apis[1].1);
 }

@@ -1,0 +1,219 @@
+//! Checker programs through the API: a testlib-style checker compiled once and run per test,
+//! with every exit code it can give, a checker that fails or tries to escape, and the refusals.
+
+use serde_json::{Value, json};
+
+use super::{call, error, json_of};
+
+/// A float checker in C++ (no testlib.h: its conventions only): accepted within 1e-6, half a
+/// point within 1e-2, wrong beyond, a presentation error when the output is not a number; it
+/// reads its input file too and says so.
+const FLOAT_CHECKER: &str = r#"#include <cmath>
+#include <cstdio>
+int main(int argc, char **argv) {
+  if (argc != 4) { std::fprintf(stderr, "usage: checker input output answer"); return 3; }
+  std::FILE *in = std::fopen(argv[1], "r"), *out = std::fopen(argv[2], "r"), *ans = std::fopen(argv[3], "r");
+  if (!in || !out || !ans) { std::fprintf(stderr, "cannot open the files"); return 3; }
+  double given, want, got;
+  if (std::fscanf(in, "%lf", &given) != 1) given = -1;
+  if (std::fscanf(ans, "%lf", &want) != 1) { std::fprintf(stderr, "bad answer file"); return 3; }
+  if (std::fscanf(out, "%lf", &got) != 1) { std::fprintf(stderr, "expected a number"); return 2; }
+  double d = std::fabs(got - want);
+  if (d <= 1e-6) { std::fprintf(stderr, "ok input %.3f", given); return 0; }
+  if (d <= 1e-2) { std::fprintf(stderr, "points 0.5 close, off by %.4f", d); return 7; }
+  std::fprintf(stderr, "wrong answer expected %.6f, found %.6f", want, got);
+  return 1;
+}
+"#;
+
+fn judged(mode: &str, a: &str, b: &str, sub: &Value) -> Value {
+    let (s, _, body) = call("POST", &format!("{a}/job?wait=true&timeout=240"), Some(sub));
+    assert_eq!(s, 200, "{mode}: {body}");
+    let id = json_of(&body)["id"].as_str().unwrap().to_string();
+    let (s, _, body) = call("GET", &format!("{b}/job/{id}"), None);
+    assert_eq!(s, 200, "{mode}: {body}");
+    json_of(&body)
+}
+
+pub(crate) fn checkers_contract(mode: &str, a: &str, b: &str) {
+    // The program echoes its stdin: each test's stdin is the answer it gives.
+    let echo = "import sys\nsys.stdout.write(sys.stdin.read())";
+    let checker = json!({"type": "testlib", "code": FLOAT_CHECKER, "executionEngine": "c++"});
+    let test = |out: &str| json!({"stdin": out, "expectedOutput": "0.3333333333\n"});
+    let rec = judged(
+        mode,
+        a,
+        b,
+        &json!({"code": echo, "executionEngine": "python", "checker": checker,
+            "tests": [test("0.3333333\n"), test("0.334\n"), test("0.5\n"), test("a third\n")]}),
+    );
+    let r = &rec["result"];
+    let t = r["tests"].as_array().unwrap_or_else(|| panic!("{mode}: {rec}"));
+    let seen: Vec<_> = t
+        .iter()
+        .map(|x| (x["verdict"].as_str().unwrap_or(""), x["score"].as_f64().unwrap_or(-1.0)))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("Accepted", 1.0),
+            ("Accepted", 0.5),
+            ("WrongAnswer", 0.0),
+            ("PresentationError", 0.0)
+        ],
+        "{mode}: {rec}"
+    );
+    assert_eq!(
+        t[0]["checkerMessage"], "ok input 0.333",
+        "{mode}: the checker read its input file"
+    );
+    assert_eq!(t[1]["checkerMessage"], "close, off by 0.0007", "{mode}");
+    assert!(
+        t[2]["checkerMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("wrong answer expected 0.333333")
+    );
+    assert_eq!(t[3]["checkerMessage"], "expected a number", "{mode}");
+    assert_eq!(
+        r["verdict"], "WrongAnswer",
+        "{mode}: the first test not accepted decides"
+    );
+    assert_eq!(
+        (r["passed"].as_u64(), r["score"].as_f64()),
+        (Some(2), Some(1.5)),
+        "{mode}"
+    );
+    assert!(
+        rec["timings"]["compile"].as_f64().unwrap() > 0.0,
+        "{mode}: the checker compiled"
+    );
+
+    // Without tests the top-level stdin and expected output are the one test; a presentation
+    // error is the job's verdict when it comes first.
+    let rec = judged(
+        mode,
+        a,
+        b,
+        &json!({"code": echo, "executionEngine": "python", "checker": checker,
+            "stdin": "three\n", "expectedOutput": "3\n"}),
+    );
+    assert_eq!(rec["result"]["verdict"], "PresentationError", "{mode}: {rec}");
+    assert_eq!(rec["result"]["tests"].as_array().map(Vec::len), Some(1), "{mode}");
+
+    // A program that fails is not judged: its own verdict stands.
+    let rec = judged(
+        mode,
+        a,
+        b,
+        &json!({"code": "raise SystemExit(4)", "executionEngine": "python", "checker": checker,
+            "tests": [test("1")]}),
+    );
+    let t0 = &rec["result"]["tests"][0];
+    assert_eq!(t0["verdict"], "RuntimeError", "{mode}: {rec}");
+    assert!(t0.get("checkerMessage").is_none(), "{mode}: {rec}");
+
+    // A checker that fails is the judge's fault, never the submission's.
+    let python_checker = |code: &str, limits: Value| {
+        let mut c = json!({"type": "testlib", "code": code, "executionEngine": "python"});
+        if !limits.is_null() {
+            c["limits"] = limits;
+        }
+        let rec = judged(
+            mode,
+            a,
+            b,
+            &json!({"code": "print(1)", "executionEngine": "python", "checker": c, "tests": [{"expectedOutput": "1"}]}),
+        );
+        rec["result"]["tests"][0].clone()
+    };
+    for (code, limits, says) in [
+        (
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+            Value::Null,
+            "signal 9",
+        ),
+        ("while True: pass", json!({"cpuTimeMs": 300}), "time limit"),
+        (
+            "import sys\nsys.stderr.write('answer file is broken')\nsys.exit(3)",
+            Value::Null,
+            "answer file is broken",
+        ),
+        ("raise SystemExit(120)", Value::Null, "exited 120"),
+        (
+            "import sys\nsys.stderr.write('points many')\nsys.exit(7)",
+            Value::Null,
+            "score",
+        ),
+    ] {
+        let t = python_checker(code, limits);
+        assert_eq!(t["verdict"], "InternalError", "{mode}: {code}: {t}");
+        let msg = t["checkerMessage"].as_str().unwrap_or("");
+        assert!(msg.contains(says), "{mode}: {code}: {msg:?} should say {says:?}: {t}");
+    }
+
+    // A checker is contained like any program: it can read its three files and nothing of the
+    // host's; it says "accepted" only if an escape worked.
+    let escape = r#"import os, socket, sys
+got = []
+for path in ["/etc/shadow", "/root", "/proc/1/environ"]:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+        got.append("read " + path)
+    except OSError:
+        pass
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=1)
+    got.append("network")
+except OSError:
+    pass
+try:
+    open("/usr/escaped", "w")
+    got.append("wrote /usr")
+except OSError:
+    pass
+files = sorted(os.listdir("."))
+if got:
+    sys.stderr.write("escaped: " + ", ".join(got)); sys.exit(0)
+sys.stderr.write("contained; saw " + " ".join(f for f in files if f in ("input", "output", "answer")))
+sys.exit(1)
+"#;
+    let t = python_checker(escape, Value::Null);
+    assert_eq!(t["verdict"], "WrongAnswer", "{mode}: the checker got out: {t}");
+    assert_eq!(t["checkerMessage"], "contained; saw answer input output", "{mode}: {t}");
+
+    // A checker that does not compile: an InternalError that says so, before any test ran.
+    let rec = judged(
+        mode,
+        a,
+        b,
+        &json!({"code": "print(1)", "executionEngine": "python",
+            "checker": {"type": "testlib", "code": "int main( {", "executionEngine": "c"},
+            "tests": [{"expectedOutput": "1"}]}),
+    );
+    assert_eq!(rec["result"]["verdict"], "InternalError", "{mode}: {rec}");
+    assert!(
+        rec["result"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the checker does not compile"),
+        "{mode}: {rec}"
+    );
+
+    // Refused before admission.
+    for bad in [
+        json!({"type": "testlib", "code": "x", "executionEngine": "cobol"}),
+        json!({"type": "testlib", "code": "  ", "executionEngine": "python"}),
+        json!({"type": "testlib", "code": "x", "executionEngine": "python", "limits": {"cpuTimeMs": 999999999}}),
+        json!({"type": "testlib", "code": "x", "executionEngine": "python", "epsilon": 1}),
+        json!({"type": "testlib", "executionEngine": "python"}),
+    ] {
+        let sub = json!({"code": "print(1)", "executionEngine": "python", "checker": bad, "tests": [{}]});
+        let (s, body) = error("POST", &format!("{a}/job"), Some(&sub));
+        assert!(s == 422 || s == 400, "{mode}: {s} {body} for {sub}");
+    }
+    let sub = json!({"code": "print(1)", "executionEngine": "python", "outputFiles": ["x"],
+        "checker": {"type": "testlib", "code": "x", "executionEngine": "python"}});
+    assert_eq!(error("POST", &format!("{a}/job"), Some(&sub)).0, 422, "{mode}");
+}
