@@ -7,10 +7,23 @@ same for the two rules between fields of a submission with test cases: with `tes
 and expectedOutput go per test; `stopOnFirstFailure` needs tests (both answered 422, tested in
 system/testkit/tests/contract.rs). And output-file patterns with a `.` or `..` component
 (refused with 422; JSON Schema has no portable way to say "no such component"), and
-outputFiles together with tests or a checker program (not supported yet, 422).
+outputFiles together with tests or a checker program (not supported yet, 422). For files:
+a path with a `.` or `..` component, a path that is also another file's directory, and
+base64 contents that do not decode (all 422, tested in system/api/tests/edge.rs).
 """
 
+import base64
+import binascii
+
 import schemathesis
+
+
+def canonical_base64(text):
+    """Whether `text` is base64 as the server decodes it: standard alphabet, padded, canonical."""
+    try:
+        return base64.b64encode(base64.b64decode(text, validate=True)).decode() == text
+    except (binascii.Error, ValueError):
+        return False
 
 
 @schemathesis.hook
@@ -36,4 +49,15 @@ def filter_body(ctx, body):
     if not isinstance(files, list):
         return True
     names = [f.get("name") for f in files if isinstance(f, dict) and isinstance(f.get("name"), str)]
-    return len(names) == len(set(names))
+    if len(names) != len(set(names)):
+        return False
+    dirs = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
+    if any(n in dirs for n in names):
+        return False
+    if any(c in (".", "..") for n in names for c in n.split("/")):
+        return False
+    for f in files:
+        if isinstance(f, dict) and f.get("encoding") == "base64" and isinstance(f.get("content"), str):
+            if not canonical_base64(f["content"]):
+                return False
+    return True

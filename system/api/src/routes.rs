@@ -180,19 +180,11 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
             st.cfg.max_files
         )));
     }
-    // One pass with a set: linear in the number of files, however many there are.
-    let mut names = std::collections::HashSet::with_capacity(sub.files.len() + 1);
-    names.insert(lang.spec.source.as_str());
+    // The source file's name counts: a file may not replace it.
+    let paths = std::iter::once(lang.spec.source.as_str()).chain(sub.files.iter().map(|f| f.name.as_str()));
+    wolf_core::names::check_file_paths(paths).map_err(ApiError::Invalid)?;
     for f in &sub.files {
-        if !wolf_core::names::valid_file_name(&f.name) {
-            return Err(ApiError::Invalid(format!("invalid file name {:?}", f.name)));
-        }
-        if !names.insert(f.name.as_str()) {
-            return Err(ApiError::Invalid(format!(
-                "file name {:?} is used twice (or is the source file's name)",
-                f.name
-            )));
-        }
+        f.bytes().map_err(ApiError::Invalid)?;
     }
     check_args(&sub.args)?;
     validate_tests(st, sub, &lang.run_limits)

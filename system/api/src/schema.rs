@@ -33,7 +33,7 @@ pub fn document(st: &AppState) -> Value {
     test["properties"]["args"]["items"] = arg_items.clone();
     test["properties"]["name"]["pattern"] = json!("^[^\\u0000-\\u001f\\u007f-\\u009f]{1,128}$");
     let name = &mut schemas["FileInput"]["properties"]["name"];
-    name["pattern"] = json!(wolf_core::names::FILE_NAME_PATTERN);
+    name["pattern"] = json!(wolf_core::names::FILE_PATH_PATTERN);
     name["not"] = json!({"enum": [".", ".."]});
     // The float checker's epsilon and the checker program's code and engine.
     if let Some(variants) = schemas["Checker"]["oneOf"].as_array_mut() {

@@ -321,6 +321,39 @@ async fn files_and_arguments_are_checked_in_linear_time_at_submission() {
 }
 
 #[tokio::test]
+async fn file_paths_and_encodings_are_checked_at_submission() {
+    let e = edge(ApiConfig::default()).await;
+    let with = |files: Value| json!({"code": HELLO, "executionEngine": "bash", "files": files});
+    for bad in [
+        json!([{"name": "/etc/passwd", "content": ""}]),
+        json!([{"name": "../up", "content": ""}]),
+        json!([{"name": "a/../../up", "content": ""}]),
+        json!([{"name": "a//b", "content": ""}]),
+        json!([{"name": "./a", "content": ""}]),
+        json!([{"name": "a/", "content": ""}]),
+        json!([{"name": "a/b/c/d/e/f/g/h/i", "content": ""}]),
+        json!([{"name": "src", "content": ""}, {"name": "src/x.py", "content": ""}]),
+        json!([{"name": "src/x.py", "content": ""}, {"name": "src/x.py/y", "content": ""}]),
+        json!([{"name": "x", "content": "not base64!", "encoding": "base64"}]),
+        json!([{"name": "x", "content": "QQ", "encoding": "base64"}]),
+        json!([{"name": "x", "content": "", "encoding": "rot13"}]),
+    ] {
+        let (s, v) = call(&e.app, post("/job", with(bad.clone()))).await;
+        assert!(
+            s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::BAD_REQUEST,
+            "{s} {v} for {bad}"
+        );
+    }
+    assert_eq!(jobs(&e.app).await, 0);
+    let ok = with(
+        json!([{"name": "src/pkg/util.py", "content": ""}, {"name": "src/main.txt", "content": ""},
+        {"name": "blob.bin", "content": "AAH/", "encoding": "base64"}, {"name": "t", "content": "x", "encoding": "utf8"}]),
+    );
+    let (s, v) = call(&e.app, post("/job", ok)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
 async fn the_openapi_document_declares_every_path_parameter() {
     let e = edge(ApiConfig::default()).await;
     let (s, doc) = call(&e.app, get("/openapi.json")).await;

@@ -54,10 +54,37 @@ impl Status {
 /// An extra file for the work dir.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileInput {
-    /// Plain file name (no `/`).
+    /// Its path in the work dir: a name, or a relative path with up to 8 components
+    /// (`src/util.py`), normal (no `.`, `..` or empty component).
     pub name: String,
-    /// Contents (UTF-8 text).
+    /// Contents: UTF-8 text, or base64 when `encoding` says so.
     pub content: String,
+    /// `utf8` (the default) or `base64` (standard alphabet, padded) for binary contents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+}
+
+/// How a file's `content` is written in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The bytes are the text's UTF-8.
+    Utf8,
+    /// The bytes are the text decoded as base64 (RFC 4648, standard alphabet, padded).
+    Base64,
+}
+
+impl FileInput {
+    /// The file's bytes; `Err` says why `content` is not what `encoding` claims.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        match self.encoding {
+            None | Some(Encoding::Utf8) => Ok(self.content.clone().into_bytes()),
+            Some(Encoding::Base64) => base64::engine::general_purpose::STANDARD
+                .decode(&self.content)
+                .map_err(|e| format!("file {:?}: content is not base64: {e}", self.name)),
+        }
+    }
 }
 
 /// Limits a submission asks for (run step); each may only go up to the operator's cap.

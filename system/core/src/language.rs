@@ -257,8 +257,15 @@ impl Registry {
 
     /// The built-in registry with only the engine named `engine` (a name or alias) resolved.
     pub fn builtin_for(cache_dir: &Path, engine: &str) -> Result<Registry, LanguageError> {
-        let n = engine.trim().to_ascii_lowercase();
-        Registry::load_some(BUILTIN, cache_dir, |spec| spec.name == n || spec.aliases.contains(&n))
+        Registry::builtin_for_each(cache_dir, &[engine])
+    }
+
+    /// Like [`Registry::builtin_for`], for each of `engines` (a program's and its checker's).
+    pub fn builtin_for_each(cache_dir: &Path, engines: &[&str]) -> Result<Registry, LanguageError> {
+        let wanted: Vec<String> = engines.iter().map(|e| e.trim().to_ascii_lowercase()).collect();
+        Registry::load_some(BUILTIN, cache_dir, |spec| {
+            wanted.iter().any(|n| spec.name == *n || spec.aliases.contains(n))
+        })
     }
 
     /// All engines.

@@ -26,8 +26,8 @@ pub mod verdict;
 
 pub use checker::Checker;
 pub use job::{
-    Attempt, FileInput, JobRecord, JobResult, LimitsInput, OutputFile, RefusedOutput, Status, Submission, TestInput,
-    TestResult, Timings,
+    Attempt, Encoding, FileInput, JobRecord, JobResult, LimitsInput, OutputFile, RefusedOutput, Status, Submission,
+    TestInput, TestResult, Timings,
 };
 pub use language::{Language, Registry};
 pub use limits::{Caps, LimitRequest, Limits};

@@ -30,6 +30,7 @@ use wolf_sandbox::{Caps, Registry, RunRequest, TestRequest};
 pub mod pool;
 mod suite;
 pub use pool::{Pool, Warm};
+pub use suite::run as run_suite;
 use wolf_store::{Delivery, Events, Metadata, Objects, Queue, StoreError};
 
 /// Manager settings.
@@ -452,16 +453,26 @@ impl Manager {
             metrics::counter!("wolf_redeliveries_total", "outcome" => "retried").increment(1);
         }
         let code = sub.code.clone().into_bytes();
+        // Checked at admission already: an error here is a record admitted before that check.
+        let files = match sub
+            .files
+            .iter()
+            .map(|f| Ok((f.name.clone(), f.bytes()?)))
+            .collect::<Result<Vec<_>, String>>()
+        {
+            Ok(files) => files,
+            Err(e) => {
+                let engine = sub.execution_engine.clone();
+                self.fail(record, format!("cannot run: {e}"), &engine).await;
+                return Some(sandbox);
+            }
+        };
         let mut req = RunRequest {
             engine: sub.execution_engine.clone(),
             code,
             stdin: sub.stdin.clone().map(String::into_bytes),
             args: sub.args.clone(),
-            files: sub
-                .files
-                .iter()
-                .map(|f| (f.name.clone(), f.content.clone().into_bytes()))
-                .collect(),
+            files,
             limits: sub.limits.unwrap_or_default().into(),
             compile_limits: Default::default(),
             expected_output: sub.expected_output.clone().map(String::into_bytes),

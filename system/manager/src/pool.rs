@@ -51,8 +51,9 @@ impl Warm for Prepared {
 
     async fn run(self: Box<Self>, job_id: &str, plan: Plan, creation_ms: f64) -> Result<RunOutput, SandboxError> {
         let mut sandbox = *self;
-        // The manager's sandboxes always serve their job over gRPC on a Unix socket
-        // (`SandboxConfig::worker_socket_dir`); `wolf run` drives the socketpair itself.
+        // The manager's sandboxes serve their job over gRPC on a Unix socket
+        // (`SandboxConfig::worker_socket_dir`); `wolf run --tests` builds its pool without one
+        // and drives each sandbox's socketpair itself, on a blocking thread.
         let started = Instant::now();
         let outcome = match sandbox.socket().map(ToOwned::to_owned) {
             Some(socket) => {
@@ -68,9 +69,17 @@ impl Warm for Prepared {
                     Err(e) => Err(e),
                 }
             }
-            None => Err(SandboxError::Setup(
-                "the sandbox has no worker socket (the pool was built without worker_socket_dir)".into(),
-            )),
+            None => {
+                let job = tokio::task::spawn_blocking(move || {
+                    let out = plan.try_run(&mut sandbox, creation_ms);
+                    (out, sandbox)
+                });
+                let (out, back) = job
+                    .await
+                    .map_err(|e| SandboxError::Setup(format!("sandbox thread: {e}")))?;
+                sandbox = back;
+                out
+            }
         };
         // Destroying the sandbox (killing its init, reaping, removing cgroups) is off the path.
         tokio::task::spawn_blocking(move || drop(sandbox));

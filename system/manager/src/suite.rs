@@ -18,7 +18,7 @@ use crate::pool::{Pool, Warm};
 const PREPARE_ATTEMPTS: u32 = 3;
 
 /// Run `suite` starting on `first`. `Err` means a sandbox failed, not the program.
-pub(crate) async fn run(
+pub async fn run(
     pool: Arc<dyn Pool>,
     job_id: &str,
     suite: Suite,

@@ -14,50 +14,63 @@ use crate::protocol::{self, Collect, JobSpec, RefusedFile};
 /// A file taken: its path relative to the work dir, its mode bits, its contents.
 pub type Taken = (String, u32, Vec<u8>);
 
-/// The regular files the steps left in the work dir, other than the job's own: name, mode and
-/// contents. Opened with `O_NOFOLLOW | O_NONBLOCK` (a planted symlink or FIFO is skipped, never
-/// followed or waited on) and checked with `fstat`; the bounds hold whatever the sizes claim.
+/// The regular files the steps left in the work dir and its subdirectories (at most
+/// [`MAX_DEPTH`] deep), other than the job's own: path, mode and contents. Directories are
+/// entered only when `lstat` says they are real ones; a planted symlink or FIFO is skipped,
+/// never followed or waited on ([`read_regular`]); the bounds hold whatever the sizes claim.
 pub fn artifacts(work: &Path, job: &JobSpec, c: &Collect) -> Result<Vec<Taken>, String> {
     let given: std::collections::HashSet<&str> = job.files.iter().map(|f| f.name.as_str()).collect();
     let mut out = Vec::new();
     let mut total: u64 = 0;
-    let entries = std::fs::read_dir(work).map_err(|e| format!("read the work dir: {e}"))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("read the work dir: {e}"))?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !protocol::valid_work_name(&name) || given.contains(name.as_str()) {
-            continue;
+    let mut dirs = vec![(work.to_path_buf(), String::new(), 1usize)];
+    while let Some((dir, prefix, depth)) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("read the work dir: {e}"))?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| protocol::valid_work_name(n))
+            .collect();
+        names.sort();
+        for name in names {
+            let rel = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let path = dir.join(&name);
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if depth < MAX_DEPTH {
+                    dirs.push((path, rel, depth + 1));
+                }
+                continue;
+            }
+            if !meta.is_file() || given.contains(rel.as_str()) {
+                continue;
+            }
+            if out.len() >= c.max_files {
+                return Err(format!("more than {} files in the work dir", c.max_files));
+            }
+            let room = c.max_bytes.saturating_sub(total);
+            let (mode, data) = match read_regular(&path, room) {
+                Ok(x) => x,
+                Err(why) if why.starts_with("larger than") => {
+                    return Err(format!("the files in the work dir exceed {} bytes", c.max_bytes));
+                }
+                // Replaced by something that is not a regular file since the lstat: skipped.
+                Err(_) => continue,
+            };
+            total += data.len() as u64;
+            out.push((rel, mode, data));
         }
-        let Ok(file) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(work.join(&name))
-        else {
-            continue;
-        };
-        let Ok(meta) = file.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        if out.len() >= c.max_files {
-            return Err(format!("more than {} files in the work dir", c.max_files));
-        }
-        let room = c.max_bytes.saturating_sub(total);
-        let mut data = Vec::new();
-        (&file)
-            .take(room.saturating_add(1))
-            .read_to_end(&mut data)
-            .map_err(|e| format!("read {name}: {e}"))?;
-        if data.len() as u64 > room {
-            return Err(format!("the files in the work dir exceed {} bytes", c.max_bytes));
-        }
-        total += data.len() as u64;
-        out.push((name, meta.permissions().mode() & 0o777, data));
     }
     Ok(out)
 }
+
+/// How deep [`artifacts`] looks: the depth of a path a job's file may have
+/// ([`protocol::valid_work_path`]).
+pub const MAX_DEPTH: usize = 8;
 
 /// The output files `c.patterns` name. Each pattern is a relative path whose components may
 /// hold `*` and `?`; a directory on the way must be a real one. What matches nothing, is not a
@@ -241,17 +254,26 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), w.join("link")).unwrap();
         std::os::unix::fs::symlink(outside.path(), w.join("dirlink")).unwrap();
         nix::unistd::mkfifo(&w.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        std::fs::create_dir(w.join("sub")).unwrap();
-        std::fs::write(w.join("sub").join("deep"), "x").unwrap();
-        let mut got = artifacts(w, &job(&["main.c"]), &ROOMY).unwrap();
+        std::fs::create_dir_all(w.join("com/x")).unwrap();
+        std::fs::write(w.join("com/x/Main.class"), "x").unwrap();
+        std::fs::write(w.join("com/x/Main.java"), "class Main {}").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), w.join("com/x/link")).unwrap();
+        let mut deep = w.to_path_buf();
+        for i in 0..10 {
+            deep.push(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("too-deep"), "x").unwrap();
+        let mut got = artifacts(w, &job(&["main.c", "com/x/Main.java"]), &ROOMY).unwrap();
         got.sort();
         let names: Vec<&str> = got.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["Main$Inner.class", "main"],
-            "no link, FIFO, directory or given file"
+            ["Main$Inner.class", "com/x/Main.class", "main"],
+            "subdirectories entered; no link (to a file or a directory), FIFO, given file, or \
+             anything deeper than a job's file may be"
         );
-        assert_eq!(got[1].2, b"\x7fELF");
+        assert_eq!(got[2].2, b"\x7fELF");
         assert!(
             !got.iter().any(|(_, _, d)| d == b"host data"),
             "a link's target is never read"

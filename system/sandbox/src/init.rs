@@ -17,7 +17,7 @@
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -507,10 +507,11 @@ fn unsafe_free_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
 
 fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32) -> Result<(), String> {
     for f in &job.files {
-        if !protocol::valid_work_name(&f.name) {
+        if !protocol::valid_work_path(&f.name) {
             return Err(format!("invalid file name {:?}", f.name));
         }
         let data = blobs.get(f.blob).ok_or("missing file contents")?;
+        make_parents(work, &f.name, uid, gid)?;
         let path = work.join(&f.name);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -521,6 +522,30 @@ fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32
             .map_err(|e| format!("create {}: {e}", f.name))?;
         file.write_all(data).map_err(|e| format!("write {}: {e}", f.name))?;
         std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", f.name))?;
+    }
+    Ok(())
+}
+
+/// The directories on the way to `name` (a [`protocol::valid_work_path`]) in the work dir,
+/// owned by the program's user so it may write there too. Nothing but this process has touched
+/// the fresh work dir yet, and what is in the way must be a real directory (`lstat`), never a
+/// link: a path cannot leave the work dir.
+fn make_parents(work: &Path, name: &str, uid: u32, gid: u32) -> Result<(), String> {
+    let mut dir = work.to_path_buf();
+    let comps: Vec<&str> = name.split('/').collect();
+    for c in &comps[..comps.len() - 1] {
+        dir.push(c);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => return Err(format!("{name}: {c} is already a file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .map_err(|e| format!("create the directory of {name}: {e}"))?;
+        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid)).map_err(|e| format!("chown {name}: {e}"))?;
     }
     Ok(())
 }

@@ -161,8 +161,8 @@ pub enum RequestError {
     /// Limits past the caps.
     #[error(transparent)]
     Limits(#[from] LimitError),
-    /// Bad extra file name.
-    #[error("invalid file name {0:?}")]
+    /// Bad extra file names (what is wrong with them).
+    #[error("{0}")]
     FileName(String),
     /// The checker program's request is not valid.
     #[error("checker: {0}")]
@@ -206,13 +206,9 @@ impl Plan {
             contents: req.code.clone(),
             mode: 0o644,
         }];
-        // A set, not a scan per file: linear however many files a request carries.
-        let mut seen = std::collections::HashSet::with_capacity(req.files.len() + 1);
-        seen.insert(lang.spec.source.clone());
+        let paths = std::iter::once(lang.spec.source.as_str()).chain(req.files.iter().map(|(n, _)| n.as_str()));
+        wolf_core::names::check_file_paths(paths).map_err(RequestError::FileName)?;
         for (name, contents) in &req.files {
-            if !crate::protocol::valid_file_name(name) || !seen.insert(name.clone()) {
-                return Err(RequestError::FileName(name.clone()));
-            }
             files.push(JobFile {
                 name: name.clone(),
                 contents: contents.clone(),

@@ -626,7 +626,7 @@ impl Prepared {
         let mut blobs: Vec<&[u8]> = Vec::new();
         let mut fspecs = Vec::new();
         for f in files {
-            if !protocol::valid_work_name(&f.name) {
+            if !protocol::valid_work_path(&f.name) {
                 return Err(SandboxError::InvalidJob(format!("file name {:?}", f.name)));
             }
             fspecs.push(FileSpec {

@@ -12,6 +12,8 @@ use wolf_testkit::Stack;
 
 #[path = "contract/checkers.rs"]
 mod checkers;
+#[path = "contract/inputs.rs"]
+mod inputs;
 
 fn root() -> bool {
     wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
@@ -492,6 +494,7 @@ fn the_contract_holds_embedded() {
     tests_contract("embedded", &url, &url);
     output_files_contract("embedded", &url, &url);
     checkers::checkers_contract("embedded", &url, &url);
+    inputs::inputs_contract("embedded", &url, &url);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -507,4 +510,5 @@ fn the_contract_holds_distributed_across_two_apis() {
     tests_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     output_files_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     checkers::checkers_contract("distributed", &s.apis[0].1, &s.apis[1].1);
+    inputs::inputs_contract("distributed", &s.apis[0].1, &s.apis[1].1);
 }

@@ -10,6 +10,7 @@ mod config;
 mod distributed;
 mod migrate;
 mod run;
+mod run_suite;
 mod serve;
 mod telemetry;
 

@@ -4,6 +4,11 @@
 //! Prints one JSON object (`verdict`, `exitCode`, `signal`, `cpuTimeMs`, `wallTimeMs`,
 //! `memoryKb`, `stdout`, `stderr`, `compileOutput`, `timings`); exit status 0 whenever a verdict
 //! was reached. Outside checks rely on this interface.
+//!
+//! Judge-grade runs add `--tests DIR` (compiled once, each test in a fresh sandbox, the same
+//! `tests`, `passed` and `score` as the API's result), `--checker FILE` (a testlib-convention
+//! checker program), `--stop-on-first-failure`, and `--output-file PATTERN` (the files the
+//! program wrote, listed in `files` and copied under `--output-dir`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +59,27 @@ pub struct RunArgs {
     /// Extra program arguments for the run step (repeatable).
     #[arg(long = "arg")]
     args: Vec<String>,
+    /// Test cases: NAME.in (stdin) with NAME.out or NAME.ans (expected output), in NAME order
+    /// (numbers by value); the program is compiled once.
+    #[arg(long)]
+    tests: Option<PathBuf>,
+    /// Stop at the first test that is not Accepted.
+    #[arg(long, requires = "tests")]
+    stop_on_first_failure: bool,
+    /// A checker program (testlib conventions), run as `checker input output answer` after each
+    /// test; without --tests, --stdin and --expected-output are the one test.
+    #[arg(long)]
+    checker: Option<PathBuf>,
+    /// The checker's engine (default: from its extension).
+    #[arg(long, requires = "checker")]
+    checker_engine: Option<String>,
+    /// Bring back the files the program wrote that match (a relative path or a glob with * and
+    /// ?; repeatable).
+    #[arg(long = "output-file", conflicts_with_all = ["tests", "checker"])]
+    output_files: Vec<String>,
+    /// Where the files of --output-file are written (created; existing files are not replaced).
+    #[arg(long, default_value = "wolf-output", requires = "output_files")]
+    output_dir: PathBuf,
     /// Cache for prepared artifacts (precompiled headers).
     #[arg(long, env = "WOLF_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -87,11 +113,30 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     std::fs::create_dir_all(&cache).with_context(|| format!("create cache dir {}", cache.display()))?;
-    // Only this engine is resolved: another engine's probe (rustc through rustup, ~25 ms) is
-    // not this run's to pay.
-    let registry = Registry::builtin_for(&cache, &args.engine)?;
+    let checker = match &args.checker {
+        Some(file) => {
+            let engine = match &args.checker_engine {
+                Some(e) => e.clone(),
+                None => crate::run_suite::engine_of(file)?,
+            };
+            let code = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+            Some(wolf_core::Checker::Testlib {
+                code,
+                execution_engine: engine,
+                limits: None,
+            })
+        }
+        None => None,
+    };
+    let mut engines = vec![args.engine.as_str()];
+    if let Some(wolf_core::Checker::Testlib { execution_engine, .. }) = &checker {
+        engines.push(execution_engine);
+    }
+    // Only these engines are resolved: another engine's probe (rustc through rustup, ~25 ms)
+    // is not this run's to pay.
+    let registry = Registry::builtin_for_each(&cache, &engines)?;
     let reg = &registry;
-    let req = RunRequest {
+    let mut req = RunRequest {
         engine: args.engine.clone(),
         code,
         stdin,
@@ -110,23 +155,105 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         args: args.args.clone(),
         expected_output: expected,
+        stop_on_first_failure: args.stop_on_first_failure,
+        output_files: args.output_files.clone(),
         ..Default::default()
     };
+    if let Some(dir) = &args.tests {
+        anyhow::ensure!(
+            req.stdin.is_none() && req.expected_output.is_none(),
+            "with --tests, stdin and expected output come from the tests directory"
+        );
+        req.tests = crate::run_suite::load_tests(dir)?;
+    }
+    if let Some(c) = checker {
+        c.validate().map_err(anyhow::Error::msg)?;
+        if req.tests.is_empty() {
+            req.tests.push(wolf_sandbox::runner::TestRequest {
+                name: "test-1".into(),
+                stdin: req.stdin.take(),
+                expected_output: req.expected_output.take(),
+                ..Default::default()
+            });
+        }
+        req.checker = c;
+    }
+    for p in &req.output_files {
+        anyhow::ensure!(
+            wolf_core::names::valid_output_pattern(p),
+            "--output-file {p:?}: a relative path (globs * and ?), no . or .. component"
+        );
+    }
     // The configuration tree's file (WOLF_CONFIG) gives the caps and the sandbox's settings.
     let cfg = crate::config::Config::load(&crate::config::ConfigArgs {
         config: std::env::var_os("WOLF_CONFIG").map(PathBuf::from),
         ..Default::default()
     })?;
-    let plan = Plan::new(reg, &cfg.caps, &req)?;
     let sandboxes = Sandboxes::new(cfg.sandbox(reg.bind_paths(), None))?;
+    if !req.tests.is_empty() {
+        return run_tests(reg, &cfg.caps, &req, sandboxes, started);
+    }
+    let plan = Plan::new(reg, &cfg.caps, &req)?;
     let created = Instant::now();
     let (out, sandbox) = match sandboxes.prepare() {
         Ok(mut sb) => (plan.run(&mut sb, created.elapsed().as_secs_f64() * 1000.0), Some(sb)),
         Err(e) => (wolf_sandbox::runner::internal(&e), None),
     };
+    if !out.files.is_empty() {
+        write_outputs(&args.output_dir, &out.files)?;
+    }
     let mut result = out.result;
     result.timings.total = started.elapsed().as_secs_f64() * 1000.0;
     println!("{}", serde_json::to_string(&result)?);
     drop(sandbox);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A submission with test cases, through the manager's own suite runner on local sandboxes.
+fn run_tests(
+    reg: &Registry,
+    caps: &wolf_sandbox::runner::Caps,
+    req: &RunRequest,
+    sandboxes: Sandboxes,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    let suite = wolf_sandbox::suite::Suite::new(reg, caps, req)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let pool: std::sync::Arc<dyn wolf_manager::Pool> = std::sync::Arc::new(sandboxes);
+    let created = Instant::now();
+    let out = rt.block_on(async {
+        let first = pool.prepare()?;
+        let creation = created.elapsed().as_secs_f64() * 1000.0;
+        wolf_manager::run_suite(pool.clone(), "wolf-run", suite, first, creation).await
+    });
+    let mut result = match out {
+        Ok(out) => out.result,
+        Err(e) => wolf_sandbox::runner::internal(&e).result,
+    };
+    result.timings.total = started.elapsed().as_secs_f64() * 1000.0;
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write the collected output files under `dir`; their paths were checked by the collector
+/// (relative, no `.` or `..`), and an existing file is never replaced.
+fn write_outputs(dir: &std::path::Path, files: &[wolf_sandbox::sandbox::JobFile]) -> anyhow::Result<()> {
+    for f in files {
+        anyhow::ensure!(
+            wolf_sandbox::protocol::valid_work_path(&f.name),
+            "output file {:?}: not a relative path",
+            f.name
+        );
+        let path = dir.join(&f.name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("write {} (it must not exist yet)", path.display()))?;
+        std::io::Write::write_all(&mut file, &f.contents).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
 }

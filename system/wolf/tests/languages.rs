@@ -108,3 +108,89 @@ fn unknown_engine_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn wolf_run_judges_a_tests_directory_with_a_checker_program() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("tests");
+    std::fs::create_dir(&tests).unwrap();
+    for (name, input, answer) in [("1", "1 2", "3"), ("2", "5 5", "10"), ("10", "2 2", "5")] {
+        std::fs::write(tests.join(format!("{name}.in")), input).unwrap();
+        std::fs::write(tests.join(format!("{name}.ans")), answer).unwrap();
+    }
+    let tests = tests.to_str().unwrap();
+    let ab = "a, b = map(int, input().split())\nprint(a + b)";
+    let v = run("python", ab, &["--tests", tests]);
+    assert_eq!(verdict(&v), "WrongAnswer", "{v}");
+    let names: Vec<&str> = v["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["1", "2", "10"], "numeric order: {v}");
+    assert_eq!((v["passed"].as_u64(), v["score"].as_f64()), (Some(2), Some(2.0)), "{v}");
+    let v = run("python", ab, &["--tests", tests, "--stop-on-first-failure"]);
+    assert_eq!(v["tests"].as_array().map(Vec::len), Some(3), "{v}");
+    // A checker program that gives half a point for an answer one off.
+    let checker = dir.path().join("check.py");
+    std::fs::write(
+        &checker,
+        "import sys\no, a = (int(open(p).read()) for p in sys.argv[2:4])\n\
+         if o == a: sys.exit(0)\n\
+         if abs(o - a) == 1:\n    sys.stderr.write('points 0.5 one off'); sys.exit(7)\n\
+         sys.stderr.write(f'wrong answer {o} is not {a}'); sys.exit(1)\n",
+    )
+    .unwrap();
+    let v = run(
+        "python",
+        ab,
+        &["--tests", tests, "--checker", checker.to_str().unwrap()],
+    );
+    assert_eq!(verdict(&v), "Accepted", "{v}");
+    let t = &v["tests"][2];
+    assert_eq!(
+        (t["score"].as_f64(), t["checkerMessage"].as_str()),
+        (Some(0.5), Some("one off")),
+        "{v}"
+    );
+    assert_eq!(v["score"].as_f64(), Some(2.5), "{v}");
+}
+
+#[test]
+fn wolf_run_brings_back_the_output_files_asked_for() {
+    if !privileged() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("files");
+    let code = "import os\nos.makedirs('out', exist_ok=True)\nopen('out/t.csv', 'w').write('a,b\\n')\n\
+        open('plot.png', 'wb').write(bytes(range(256)))\nos.symlink('/etc/passwd', 'out/link.csv')";
+    let v = run(
+        "python",
+        code,
+        &[
+            "--output-file",
+            "out/*.csv",
+            "--output-file",
+            "plot.png",
+            "--output-dir",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(verdict(&v), "Accepted", "{v}");
+    assert_eq!(std::fs::read(target.join("out/t.csv")).unwrap(), b"a,b\n");
+    assert_eq!(
+        std::fs::read(target.join("plot.png")).unwrap(),
+        (0..=255u8).collect::<Vec<_>>()
+    );
+    assert!(
+        !target.join("out/link.csv").exists(),
+        "a planted link is never brought back"
+    );
+    let refused = v["filesRefused"].as_array().unwrap();
+    assert!(refused.iter().any(|r| r["path"] == "out/link.csv"), "{v}");
+}

@@ -1,0 +1,84 @@
+//! Richer inputs through the API: projects with subdirectories (Java packages, Python
+//! packages), compiled once for many tests, and binary files given as base64 that come back
+//! byte for byte.
+
+use serde_json::{Value, json};
+
+use super::{call, get_bytes, json_of};
+
+fn finished(mode: &str, a: &str, sub: &Value) -> Value {
+    let (s, _, body) = call("POST", &format!("{a}/job?wait=true&timeout=240"), Some(sub));
+    assert_eq!(s, 200, "{mode}: {body}");
+    json_of(&body)
+}
+
+pub(crate) fn inputs_contract(mode: &str, a: &str, b: &str) {
+    // Java: Main in the default package uses a class of a package two directories down; javac
+    // finds its source there, and every test's sandbox gets the compiled classes of both.
+    let main = "import com.example.util.Adder;\npublic class Main { public static void main(String[] a) {\n\
+        java.util.Scanner s = new java.util.Scanner(System.in);\n\
+        System.out.println(Adder.add(s.nextInt(), s.nextInt())); } }";
+    let adder =
+        "package com.example.util;\npublic class Adder { public static int add(int x, int y) { return x + y; } }";
+    let rec = finished(
+        mode,
+        a,
+        &json!({"code": main, "executionEngine": "java",
+            "files": [{"name": "com/example/util/Adder.java", "content": adder}],
+            "tests": [{"stdin": "1 2", "expectedOutput": "3"}, {"stdin": "20 22", "expectedOutput": "42"}]}),
+    );
+    assert_eq!(rec["result"]["verdict"], "Accepted", "{mode}: {rec}");
+    assert_eq!(rec["result"]["passed"], 2, "{mode}: {rec}");
+
+    // Python: a package in a subdirectory, imported by the main file.
+    let rec = finished(
+        mode,
+        a,
+        &json!({"code": "from lib.text import shout\nprint(shout(input()))", "executionEngine": "python",
+            "stdin": "hi", "files": [{"name": "lib/__init__.py", "content": ""},
+                {"name": "lib/text.py", "content": "def shout(s):\n    return s.upper() + '!'"}]}),
+    );
+    let id = rec["id"].as_str().unwrap();
+    let (s, _, out) = call("GET", &format!("{b}/job/{id}/output"), None);
+    assert_eq!((s, out.as_str()), (200, "HI!\n"), "{mode}: {rec}");
+
+    // Binary in, binary out: every byte value, given as base64, copied to stdout unchanged.
+    let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    let b64 = base64_encode(&all);
+    let rec = finished(
+        mode,
+        a,
+        &json!({"code": "cat data/all.bin", "executionEngine": "bash",
+            "files": [{"name": "data/all.bin", "content": b64, "encoding": "base64"}]}),
+    );
+    assert_eq!(rec["result"]["verdict"], "Accepted", "{mode}: {rec}");
+    let id = rec["id"].as_str().unwrap();
+    let (s, _, _, body) = get_bytes(&format!("{b}/job/{id}/output"));
+    assert_eq!((s, body), (200, all), "{mode}: the output object holds the raw bytes");
+}
+
+/// Standard padded base64, written out here so the test does not share the server's decoder.
+fn base64_encode(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_test_encoder_is_standard_base64() {
+    assert_eq!(base64_encode(b""), "");
+    assert_eq!(base64_encode(b"f"), "Zg==");
+    assert_eq!(base64_encode(b"fo"), "Zm8=");
+    assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    assert_eq!(base64_encode(&[0, 255, 254]), "AP/+");
+}
