@@ -68,6 +68,8 @@ cargo build --workspace --locked -q
 ./scripts/schemathesis.sh
 # The benchmark table command runs briefly to prove it works; numbers are not judged here.
 "${CARGO_TARGET_DIR:-target}/debug/wolf" bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
+# ... and the test-case benchmark (it fails if a job's tests do not all pass or it compiled twice).
+"${CARGO_TARGET_DIR:-target}/debug/wolf" bench --tests --runs 1 --out "${CARGO_TARGET_DIR:-target}/bench-tests-smoke.md" >/dev/null
 # The load generator, briefly, against the embedded server and the distributed testbed: it
 # proves every job is followed to its result; numbers are not judged here.
 "${CARGO_TARGET_DIR:-target}/debug/loadgen" --duration 3s --warmup 1s --no-write

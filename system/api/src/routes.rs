@@ -187,6 +187,18 @@ fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
         f.bytes().map_err(ApiError::Invalid)?;
     }
     check_args(&sub.args)?;
+    if !sub.compiler_options.is_empty() {
+        if lang.spec.compile.is_none() {
+            return Err(ApiError::Invalid(format!(
+                "compilerOptions: {} has no compile step",
+                lang.spec.name
+            )));
+        }
+        check_args(&sub.compiler_options).map_err(|e| match e {
+            ApiError::Invalid(m) => ApiError::Invalid(format!("compilerOptions: {m}")),
+            other => other,
+        })?;
+    }
     validate_tests(st, sub, &lang.run_limits)
 }
 

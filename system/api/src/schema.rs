@@ -23,6 +23,8 @@ pub fn document(st: &AppState) -> Value {
     sub["args"]["maxItems"] = json!(MAX_ARGS);
     let arg_items = json!({"type": "string", "maxLength": MAX_ARG_CHARS, "pattern": "^[^\\u0000]*$"});
     sub["args"]["items"] = arg_items.clone();
+    sub["compilerOptions"]["maxItems"] = json!(MAX_ARGS);
+    sub["compilerOptions"]["items"] = arg_items.clone();
     sub["files"]["maxItems"] = json!(st.cfg.max_files);
     sub["tests"]["maxItems"] = json!(wolf_core::job::MAX_TESTS);
     sub["outputFiles"]["maxItems"] = json!(wolf_core::job::MAX_OUTPUT_PATTERNS);

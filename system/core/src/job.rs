@@ -188,6 +188,10 @@ pub struct Submission {
     /// How outputs are compared with `expectedOutput` (default: `lines`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checker: Option<crate::Checker>,
+    /// Extra arguments for the compiler, appended to the engine's compile command (argv, never
+    /// a shell); only for engines with a compile step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compiler_options: Vec<String>,
     /// Files to bring back from the work dir after the run: relative paths or simple globs
     /// (`*`, `?` within a component), at most [`MAX_OUTPUT_PATTERNS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -473,6 +473,7 @@ impl Manager {
             stdin: sub.stdin.clone().map(String::into_bytes),
             args: sub.args.clone(),
             files,
+            compiler_options: sub.compiler_options.clone(),
             limits: sub.limits.unwrap_or_default().into(),
             compile_limits: Default::default(),
             expected_output: sub.expected_output.clone().map(String::into_bytes),

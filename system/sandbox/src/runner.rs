@@ -29,6 +29,8 @@ pub struct RunRequest {
     pub args: Vec<String>,
     /// Extra files for the work dir.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Extra arguments appended to the compile command.
+    pub compiler_options: Vec<String>,
     /// Run step limits wished for.
     pub limits: LimitRequest,
     /// Compile step limits wished for.
@@ -218,9 +220,11 @@ impl Plan {
         let env = reg.sandbox.env.clone();
         let mut steps = Vec::new();
         if let Some(c) = &lang.spec.compile {
+            let mut argv = reg.argv(lang, c, compile_limits.memory_mb);
+            argv.extend(req.compiler_options.iter().cloned());
             steps.push(Step {
                 name: "compile".into(),
-                argv: reg.argv(lang, c, compile_limits.memory_mb),
+                argv,
                 env: env.clone(),
                 stdin: None,
                 limits: compile_limits,

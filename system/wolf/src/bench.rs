@@ -20,7 +20,12 @@ pub struct BenchArgs {
     /// Measure the engine end to end (`wolf serve`, ?wait=true jobs) instead of the sandbox.
     #[arg(long)]
     serve: bool,
-    /// With --serve: drive this deployment (e.g. a testbed API) instead of starting `wolf serve`.
+    /// Measure what a test case costs beyond its program (`wolf serve`, jobs of 100 tests of a
+    /// C++ A+B); --runs is the number of jobs.
+    #[arg(long, conflicts_with = "serve")]
+    tests: bool,
+    /// With --serve or --tests: drive this deployment (e.g. a testbed API) instead of starting
+    /// `wolf serve`.
     #[arg(long)]
     target: Option<String>,
 }
@@ -38,6 +43,27 @@ fn utc_date() -> String {
 }
 
 pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.tests {
+        let table = crate::bench_tests::run(args.runs, args.target.as_deref())?;
+        let doc = format!(
+            "# Test cases: the cost of one beyond its program ({})\n\nMachine: {}\nCommit: {}\n\
+             Command: `cargo run --release -p wolf -- bench --tests --runs {}`\n\n{table}",
+            args.target.as_deref().unwrap_or("wolf serve, embedded mode"),
+            bench::machine(),
+            git_commit(),
+            args.runs
+        );
+        print!("{table}");
+        let out = args
+            .out
+            .unwrap_or_else(|| PathBuf::from(format!("results/{}-tests.md", utc_date())));
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, doc)?;
+        eprintln!("written to {}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.serve {
         let table = crate::bench_serve::run(args.runs, args.target.as_deref())?;
         let doc = format!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use wolf_sandbox::bench::{Row, bare};
 
-struct Child(std::process::Child);
+pub(crate) struct Child(std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -20,7 +20,7 @@ impl Drop for Child {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
@@ -44,14 +44,14 @@ fn job(agent: &ureq::Agent, base: &str) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Run the benchmark; returns the markdown section.
-pub fn run(runs: usize, target: Option<&str>) -> anyhow::Result<String> {
-    let dir = std::env::temp_dir().join(format!("wolf-bench-{}", std::process::id()));
-    let (base, child) = match target {
+/// The API to drive: `target`, or a `wolf serve` (this executable) started on a temporary data
+/// dir and a free port, stopped when the returned guard drops.
+pub(crate) fn start(target: Option<&str>, dir: &std::path::Path) -> anyhow::Result<(String, Option<Child>)> {
+    Ok(match target {
         Some(url) => (url.trim_end_matches('/').to_string(), None),
         None => {
             let exe = std::env::current_exe()?;
@@ -76,7 +76,13 @@ pub fn run(runs: usize, target: Option<&str>) -> anyhow::Result<String> {
             std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
             (base, Some(child))
         }
-    };
+    })
+}
+
+/// Run the benchmark; returns the markdown section.
+pub fn run(runs: usize, target: Option<&str>) -> anyhow::Result<String> {
+    let dir = std::env::temp_dir().join(format!("wolf-bench-{}", std::process::id()));
+    let (base, child) = start(target, &dir)?;
     let agent = agent();
     for _ in 0..10 {
         job(&agent, &base)?;

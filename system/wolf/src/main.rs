@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_serve;
+mod bench_tests;
 mod config;
 mod distributed;
 mod migrate;

@@ -59,6 +59,9 @@ pub struct RunArgs {
     /// Extra program arguments for the run step (repeatable).
     #[arg(long = "arg")]
     args: Vec<String>,
+    /// Extra compiler arguments, appended to the compile command (repeatable).
+    #[arg(long = "compiler-option", allow_hyphen_values = true)]
+    compiler_options: Vec<String>,
     /// Test cases: NAME.in (stdin) with NAME.out or NAME.ans (expected output), in NAME order
     /// (numbers by value); the program is compiled once.
     #[arg(long)]
@@ -154,6 +157,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         },
         args: args.args.clone(),
+        compiler_options: args.compiler_options.clone(),
         expected_output: expected,
         stop_on_first_failure: args.stop_on_first_failure,
         output_files: args.output_files.clone(),

@@ -42,6 +42,24 @@ pub(crate) fn inputs_contract(mode: &str, a: &str, b: &str) {
     let (s, _, out) = call("GET", &format!("{b}/job/{id}/output"), None);
     assert_eq!((s, out.as_str()), (200, "HI!\n"), "{mode}: {rec}");
 
+    // Compiler options: passed as arguments of the compile command, never through a shell.
+    let rec = finished(
+        mode,
+        a,
+        &json!({"code": "#include <stdio.h>\nint main(void){ printf(\"%d %s\\n\", ANSWER, WHO); return 0; }",
+            "executionEngine": "c", "compilerOptions": ["-DANSWER=42", "-DWHO=\"a b; $(id)\""]}),
+    );
+    let id = rec["id"].as_str().unwrap();
+    let (s, _, out) = call("GET", &format!("{b}/job/{id}/output"), None);
+    assert_eq!((s, out.as_str()), (200, "42 a b; $(id)\n"), "{mode}: {rec}");
+    for bad in [
+        json!({"code": "print(1)", "executionEngine": "python", "compilerOptions": ["-O2"]}),
+        json!({"code": "int main(){}", "executionEngine": "c", "compilerOptions": ["-O2\u{0}"]}),
+    ] {
+        let (s, _, body) = call("POST", &format!("{a}/job"), Some(&bad));
+        assert_eq!(s, 422, "{mode}: {body} for {bad}");
+    }
+
     // Binary in, binary out: every byte value, given as base64, copied to stdout unchanged.
     let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
     let b64 = base64_encode(&all);
