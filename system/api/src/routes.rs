@@ -241,14 +241,7 @@ fn validate_tests(st: &AppState, sub: &Submission, defaults: &Limits) -> Result<
             ApiError::Invalid(m) => at(m),
             other => other,
         })?;
-        let l = t.limits.unwrap_or_default();
-        let req = wolf_core::LimitRequest {
-            cpu_time_ms: l.cpu_time_ms.or(base.cpu_time_ms),
-            wall_time_ms: l.wall_time_ms.or(base.wall_time_ms),
-            memory_mb: l.memory_mb.or(base.memory_mb),
-            pids: l.pids.or(base.pids),
-            output_bytes: l.output_bytes.or(base.output_bytes),
-        };
+        let req = wolf_core::LimitRequest::from(t.limits.unwrap_or_default()).or(base.into());
         Limits::resolve(defaults, &st.cfg.caps.run, &req).map_err(|e| at(e.to_string()))?;
     }
     Ok(())

@@ -106,6 +106,12 @@ pub struct LimitsInput {
     /// Cap on stdout and stderr, bytes.
     #[serde(default, deserialize_with = "whole_number")]
     pub output_bytes: Option<u64>,
+    /// Stack of each process, MiB (at most the memory cap).
+    #[serde(default, deserialize_with = "whole_number")]
+    pub stack_mb: Option<u64>,
+    /// Largest file a process may write, MiB (a larger write is OutputLimitExceeded).
+    #[serde(default, deserialize_with = "whole_number")]
+    pub file_size_mb: Option<u64>,
 }
 
 /// `limits` of a submission: only a JSON object (serde's derive would also take an array of the
@@ -146,6 +152,8 @@ impl From<LimitsInput> for LimitRequest {
             memory_mb: l.memory_mb,
             pids: l.pids,
             output_bytes: l.output_bytes,
+            stack_mb: l.stack_mb,
+            file_size_mb: l.file_size_mb,
         }
     }
 }
@@ -283,6 +291,23 @@ pub struct TestResult {
     /// InternalError detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Where the test sat in the job's run, for the timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<TestStage>,
+}
+
+/// When a test ran, as the worker saw it: offsets from the start of the first test (the
+/// timeline's `execution` stage), sandbox and checker included.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestStage {
+    /// Start, ms after the first test started.
+    pub start_ms: f64,
+    /// The whole test: its sandbox, its program, its checker, ms.
+    pub duration_ms: f64,
+    /// Of which the checker program's run, ms (when one judged it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checker_ms: Option<f64>,
 }
 
 /// stdout and stderr of each test in the record are cut here (the objects keep all of stdout).

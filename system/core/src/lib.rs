@@ -27,7 +27,7 @@ pub mod verdict;
 pub use checker::Checker;
 pub use job::{
     Attempt, Encoding, FileInput, JobRecord, JobResult, LimitsInput, OutputFile, RefusedOutput, Status, Submission,
-    TestInput, TestResult, Timings,
+    TestInput, TestResult, TestStage, Timings,
 };
 pub use language::{Language, Registry};
 pub use limits::{Caps, LimitRequest, Limits};

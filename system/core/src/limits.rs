@@ -20,6 +20,21 @@ pub struct Limits {
     /// Cap on stdout and on stderr, bytes each.
     #[serde(alias = "output_bytes")]
     pub output_bytes: u64,
+    /// Stack of each process (RLIMIT_STACK), MiB; none: the sandbox's own (64 MiB). Never more
+    /// than the step's memory in effect.
+    #[serde(default, alias = "stack_mb", skip_serializing_if = "Option::is_none")]
+    pub stack_mb: Option<u64>,
+    /// Largest file a process may write (RLIMIT_FSIZE), MiB; none: the work dir's size.
+    #[serde(default, alias = "file_size_mb", skip_serializing_if = "Option::is_none")]
+    pub file_size_mb: Option<u64>,
+}
+
+/// The smaller of two optional bounds, where none means "not bounded here".
+fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) | (None, x) => x,
+    }
 }
 
 /// A request's wishes: each field may only lower the effective limit.
@@ -36,6 +51,28 @@ pub struct LimitRequest {
     pub pids: Option<u64>,
     /// See [`Limits::output_bytes`].
     pub output_bytes: Option<u64>,
+    /// See [`Limits::stack_mb`].
+    #[serde(default)]
+    pub stack_mb: Option<u64>,
+    /// See [`Limits::file_size_mb`].
+    #[serde(default)]
+    pub file_size_mb: Option<u64>,
+}
+
+impl LimitRequest {
+    /// Each field of `self`, or `base`'s where `self` gives none (a test's limits over its
+    /// submission's).
+    pub fn or(self, base: LimitRequest) -> LimitRequest {
+        LimitRequest {
+            cpu_time_ms: self.cpu_time_ms.or(base.cpu_time_ms),
+            wall_time_ms: self.wall_time_ms.or(base.wall_time_ms),
+            memory_mb: self.memory_mb.or(base.memory_mb),
+            pids: self.pids.or(base.pids),
+            output_bytes: self.output_bytes.or(base.output_bytes),
+            stack_mb: self.stack_mb.or(base.stack_mb),
+            file_size_mb: self.file_size_mb.or(base.file_size_mb),
+        }
+    }
 }
 
 /// A request asked for something the operator does not allow.
@@ -68,6 +105,8 @@ impl Limits {
             memory_mb: self.memory_mb.min(cap.memory_mb),
             pids: self.pids.min(cap.pids),
             output_bytes: self.output_bytes.min(cap.output_bytes),
+            stack_mb: min_opt(self.stack_mb, cap.stack_mb),
+            file_size_mb: min_opt(self.file_size_mb, cap.file_size_mb),
         }
     }
 
@@ -93,6 +132,20 @@ impl Limits {
             memory_mb: pick("memoryMb", base.memory_mb, cap.memory_mb, req.memory_mb)?,
             pids: pick("pids", base.pids, cap.pids, req.pids)?,
             output_bytes: pick("outputBytes", base.output_bytes, cap.output_bytes, req.output_bytes)?,
+            // A stack is memory: capped by the memory cap when the operator sets no stack cap.
+            stack_mb: match req.stack_mb {
+                None => base.stack_mb,
+                Some(_) => Some(pick("stackMb", 0, cap.stack_mb.unwrap_or(cap.memory_mb), req.stack_mb)?),
+            },
+            file_size_mb: match req.file_size_mb {
+                None => base.file_size_mb,
+                Some(_) => Some(pick(
+                    "fileSizeMb",
+                    0,
+                    cap.file_size_mb.unwrap_or(u64::MAX),
+                    req.file_size_mb,
+                )?),
+            },
         })
     }
 }
@@ -107,6 +160,8 @@ mod tests {
         memory_mb: 1024,
         pids: 128,
         output_bytes: 1 << 24,
+        stack_mb: None,
+        file_size_mb: None,
     };
     const DEF: Limits = Limits {
         cpu_time_ms: 2_000,
@@ -114,6 +169,8 @@ mod tests {
         memory_mb: 256,
         pids: 16,
         output_bytes: 1 << 20,
+        stack_mb: None,
+        file_size_mb: None,
     };
 
     #[test]
@@ -154,6 +211,36 @@ mod tests {
     }
 
     #[test]
+    fn stack_and_file_size_are_bounded_by_memory_and_their_caps() {
+        let r = |stack_mb, file_size_mb| LimitRequest {
+            stack_mb,
+            file_size_mb,
+            ..Default::default()
+        };
+        let l = Limits::resolve(&DEF, &CAP, &r(None, None)).unwrap();
+        assert_eq!((l.stack_mb, l.file_size_mb), (None, None), "the sandbox's own");
+        let l = Limits::resolve(&DEF, &CAP, &r(Some(512), Some(10))).unwrap();
+        assert_eq!((l.stack_mb, l.file_size_mb), (Some(512), Some(10)));
+        assert!(matches!(
+            Limits::resolve(&DEF, &CAP, &r(Some(2048), None)),
+            Err(LimitError::AboveCap {
+                field: "stackMb",
+                cap: 1024,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Limits::resolve(&DEF, &CAP, &r(None, Some(0))),
+            Err(LimitError::Zero { field: "fileSizeMb" })
+        ));
+        let capped = Limits {
+            file_size_mb: Some(8),
+            ..CAP
+        };
+        assert!(Limits::resolve(&DEF, &capped, &r(None, Some(9))).is_err());
+    }
+
+    #[test]
     fn defaults_above_the_cap_are_cut_to_it() {
         let small = Limits { memory_mb: 64, ..CAP };
         let l = Limits::resolve(&DEF, &small, &LimitRequest::default()).unwrap();
@@ -179,6 +266,8 @@ impl Default for Caps {
             memory_mb: 4096,
             pids: 512,
             output_bytes: 64 << 20,
+            stack_mb: None,
+            file_size_mb: None,
         };
         Self { compile: l, run: l }
     }

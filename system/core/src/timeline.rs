@@ -11,8 +11,13 @@ use crate::job::{Attempt, JobRecord};
 #[serde(rename_all = "camelCase")]
 pub struct Span {
     /// `server`, `queue_wait`, `worker_creation`, `worker_acquire`, `compile`, `execution`,
-    /// `storage`, `end_to_end`, or `attempt` (an earlier delivery that did not finish).
+    /// `storage`, `end_to_end`, or `attempt` (an earlier delivery that did not finish); with
+    /// test cases also `test` (one per test, within `execution`) and `checker` (a checker
+    /// program's run, within its test).
     pub stage: &'static str,
+    /// The test's name, for `test` and `checker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Start.
     pub start: DateTime<Utc>,
     /// Duration, ms.
@@ -58,6 +63,7 @@ pub fn timeline(rec: &JobRecord) -> Timeline {
         stage,
         start,
         duration_ms,
+        name: None,
         attempt: a.map(|a| a.attempt),
         worker: a.map(|a| a.worker.clone()),
         off_path: false,
@@ -97,6 +103,9 @@ pub fn timeline(rec: &JobRecord) -> Timeline {
             if d > 0.0 || stage == "execution" && rec.status.is_final() {
                 spans.push(span(stage, at, d, last));
             }
+            if stage == "execution" {
+                test_spans(rec, at, last, &mut spans);
+            }
             at += ms(d);
         }
         if t.storage > 0.0 {
@@ -114,6 +123,27 @@ pub fn timeline(rec: &JobRecord) -> Timeline {
         status: rec.status,
         retry_count: rec.retry_count,
         spans,
+    }
+}
+
+/// Each test of `rec` (and its checker's run) as a bar within the execution stage at `start`.
+fn test_spans(rec: &JobRecord, start: DateTime<Utc>, a: Option<&Attempt>, spans: &mut Vec<Span>) {
+    let Some(result) = &rec.result else { return };
+    for t in &result.tests {
+        let Some(st) = t.stage else { continue };
+        let bar = |stage, from: f64, duration_ms| Span {
+            stage,
+            start: start + ms(from),
+            duration_ms,
+            name: Some(t.name.clone()),
+            attempt: a.map(|a| a.attempt),
+            worker: a.map(|a| a.worker.clone()),
+            off_path: false,
+        };
+        spans.push(bar("test", st.start_ms, st.duration_ms));
+        if let Some(c) = st.checker_ms {
+            spans.push(bar("checker", st.start_ms + st.duration_ms - c, c));
+        }
     }
 }
 
@@ -184,6 +214,47 @@ mod tests {
         let storage = tl.spans.iter().find(|s| s.stage == "storage").unwrap();
         assert_eq!(storage.start, rec().creation_time + ms(592.0), "ends at the end time");
         assert!(tl.spans.iter().find(|s| s.stage == "worker_creation").unwrap().off_path);
+    }
+
+    #[test]
+    fn each_test_and_its_checker_is_a_bar_within_execution() {
+        let mut r = rec();
+        let test = |name: &str, start: f64, checker: Option<f64>| {
+            serde_json::json!({"name": name, "verdict": "Accepted", "exitCode": 0, "signal": null,
+                "cpuTimeMs": 1, "wallTimeMs": 2, "memoryKb": 3, "stdout": "", "stderr": "",
+                "truncated": false, "score": 1.0,
+                "stage": {"startMs": start, "durationMs": 20.0, "checkerMs": checker}})
+        };
+        r.result = Some(
+            serde_json::from_value(serde_json::json!({"verdict": "Accepted", "exitCode": 0, "signal": null,
+                "cpuTimeMs": 1, "wallTimeMs": 2, "memoryKb": 3, "stderr": "", "compileOutput": "",
+                "truncated": false, "tests": [test("a", 0.0, None), test("b", 25.0, Some(5.0))]}))
+            .unwrap(),
+        );
+        let tl = timeline(&r);
+        let exec = tl.spans.iter().find(|s| s.stage == "execution").unwrap().start;
+        let bars: Vec<_> = tl
+            .spans
+            .iter()
+            .filter(|s| s.stage == "test" || s.stage == "checker")
+            .map(|s| {
+                (
+                    s.stage,
+                    s.name.as_deref().unwrap(),
+                    (s.start - exec).num_milliseconds(),
+                    s.duration_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            bars,
+            [
+                ("test", "a", 0, 20.0),
+                ("test", "b", 25, 20.0),
+                ("checker", "b", 40, 5.0)
+            ],
+            "the checker ends its test"
+        );
     }
 
     #[test]

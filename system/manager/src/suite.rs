@@ -61,24 +61,35 @@ pub async fn run(
         checker_artifacts = out.files;
     }
     let mut outs = Vec::with_capacity(suite.len());
+    // The execution stage is the tests' whole span as seen here (each sandbox, program and
+    // checker), so the timeline's test bars fill it.
+    let tests_started = Instant::now();
     for i in 0..suite.len() {
+        let test_started = tests_started.elapsed();
         // A checker's run follows the last test too.
         let more = i + 1 < suite.len() || suite.has_checker();
         let mut out = run_ahead(&pool, &mut next, job_id, suite.test(i, &artifacts), more).await?;
-        timings.execution += out.result.timings.execution;
+        let mut checker_ms = None;
         if suite.checks(&out)
             && let Some(plan) = suite.check(i, &out, &checker_artifacts)
         {
+            let checking = Instant::now();
             let judged = run_ahead(&pool, &mut next, job_id, plan, i + 1 < suite.len()).await?;
-            timings.execution += judged.result.timings.execution;
+            checker_ms = Some(ms(checking.elapsed()));
             Suite::judge(&mut out, &judged);
         }
+        out.stage = Some(wolf_core::TestStage {
+            start_ms: ms(test_started),
+            duration_ms: ms(tests_started.elapsed() - test_started),
+            checker_ms,
+        });
         let stop = suite.stops_after(&out);
         outs.push(out);
         if stop {
             break;
         }
     }
+    timings.execution = ms(tests_started.elapsed());
     timings.total = ms(started.elapsed()) + creation_ms;
     Ok(suite.summarize(compiled.as_ref(), outs, timings))
 }

@@ -105,6 +105,7 @@ impl Warm for FakeWarm {
                 files: Vec::new(),
                 test_outputs: Vec::new(),
                 judgement: None,
+                stage: None,
             }),
             Act::Crash => Err(SandboxError::Setup("fake: the sandbox died".into())),
             Act::Panic => panic!("fake: a bug while driving the sandbox"),

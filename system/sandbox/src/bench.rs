@@ -72,6 +72,8 @@ fn step(argv: &[&str]) -> Step {
             memory_mb: 256,
             pids: 16,
             output_bytes: 1 << 20,
+            stack_mb: None,
+            file_size_mb: None,
         },
     }
 }

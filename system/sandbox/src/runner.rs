@@ -140,6 +140,8 @@ pub struct RunOutput {
     pub test_outputs: Vec<Vec<u8>>,
     /// A test judged by a checker program: what it decided ([`crate::suite::Suite::judge`]).
     pub judgement: Option<wolf_core::testlib::Judgement>,
+    /// A test: when it ran within the suite (set by whoever ran the suite).
+    pub stage: Option<wolf_core::TestStage>,
 }
 
 impl RunOutput {
@@ -150,6 +152,7 @@ impl RunOutput {
             files: Vec::new(),
             test_outputs: Vec::new(),
             judgement: None,
+            stage: None,
         }
     }
 }

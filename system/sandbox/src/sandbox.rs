@@ -133,6 +133,8 @@ impl Default for SandboxConfig {
                     memory_mb: 512,
                     pids: 64,
                     output_bytes: 65536,
+                    stack_mb: None,
+                    file_size_mb: None,
                 },
                 Limits {
                     cpu_time_ms: 2_000,
@@ -140,6 +142,8 @@ impl Default for SandboxConfig {
                     memory_mb: 256,
                     pids: 16,
                     output_bytes: 1 << 20,
+                    stack_mb: None,
+                    file_size_mb: None,
                 },
             ],
         }
@@ -660,9 +664,17 @@ impl Prepared {
                 cpu_time_ms: s.limits.cpu_time_ms,
                 wall_time_ms: s.limits.wall_time_ms,
                 output_bytes: s.limits.output_bytes,
-                file_bytes: self.file_bytes,
+                file_bytes: s
+                    .limits
+                    .file_size_mb
+                    .map_or(self.file_bytes, |mb| mb.saturating_mul(1 << 20).min(self.file_bytes)),
                 open_files: self.open_files,
-                stack_bytes: self.stack_bytes.min(s.limits.memory_mb.saturating_mul(1 << 20)),
+                // A requested stack replaces the sandbox's; neither goes past the memory limit.
+                stack_bytes: s
+                    .limits
+                    .stack_mb
+                    .map_or(self.stack_bytes, |mb| mb.saturating_mul(1 << 20))
+                    .min(s.limits.memory_mb.saturating_mul(1 << 20)),
                 cpu_millis: self.cpu_millis,
             });
         }

@@ -75,15 +75,7 @@ impl Suite {
             if let Some(args) = &t.args {
                 one.args = args.clone();
             }
-            let l = &t.limits;
-            let base = req.limits;
-            one.limits = crate::limits::LimitRequest {
-                cpu_time_ms: l.cpu_time_ms.or(base.cpu_time_ms),
-                wall_time_ms: l.wall_time_ms.or(base.wall_time_ms),
-                memory_mb: l.memory_mb.or(base.memory_mb),
-                pids: l.pids.or(base.pids),
-                output_bytes: l.output_bytes.or(base.output_bytes),
-            };
+            one.limits = t.limits.or(req.limits);
             tests.push(TestPlan {
                 name: t.name.clone(),
                 plan: Plan::new(reg, caps, &one)?,
@@ -232,6 +224,7 @@ impl Suite {
                 checker_message: judged.and_then(|j| j.message.clone()),
                 score: judged.map_or(if accepted { 1.0 } else { 0.0 }, |j| j.score),
                 error: r.error.clone(),
+                stage: o.stage,
             });
             if i == decisive {
                 stdout = o.stdout.clone();
@@ -250,6 +243,7 @@ impl Suite {
             files: Vec::new(),
             test_outputs,
             judgement: None,
+            stage: None,
         }
     }
 }

@@ -91,6 +91,8 @@ mod tests {
         memory_mb: 64,
         pids: 8,
         output_bytes: 100,
+        stack_mb: None,
+        file_size_mb: None,
     };
 
     fn judge(f: &StepFacts, out: &[u8], err: &[u8], exp: Option<&[u8]>) -> Verdict {

@@ -43,6 +43,12 @@ pub struct RunArgs {
     /// Cap on stdout and stderr of the run step, bytes.
     #[arg(long)]
     output_bytes: Option<u64>,
+    /// Stack of each process of the run step, MiB (at most its memory).
+    #[arg(long)]
+    stack_mb: Option<u64>,
+    /// Largest file the run step may write, MiB.
+    #[arg(long)]
+    file_size_mb: Option<u64>,
     /// Expected stdout (enables WrongAnswer; trailing whitespace ignored).
     #[arg(long)]
     expected_output: Option<PathBuf>,
@@ -149,6 +155,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
             memory_mb: args.memory_mb,
             pids: args.pids,
             output_bytes: args.output_bytes,
+            stack_mb: args.stack_mb,
+            file_size_mb: args.file_size_mb,
         },
         compile_limits: LimitRequest {
             cpu_time_ms: args.compile_cpu_time_ms,

@@ -88,6 +88,23 @@ pub(crate) fn checkers_contract(mode: &str, a: &str, b: &str) {
         rec["timings"]["compile"].as_f64().unwrap() > 0.0,
         "{mode}: the checker compiled"
     );
+    // The timeline: one bar per test and one per checker run, within the execution stage.
+    let id = rec["id"].as_str().unwrap();
+    let (s, _, body) = call("GET", &format!("{b}/job/{id}/timeline"), None);
+    assert_eq!(s, 200, "{mode}: {body}");
+    let spans = json_of(&body)["spans"].as_array().cloned().unwrap_or_default();
+    let count = |stage: &str| spans.iter().filter(|x| x["stage"] == stage).count();
+    assert_eq!(
+        (count("test"), count("checker"), count("compile")),
+        (4, 4, 1),
+        "{mode}: {body}"
+    );
+    let names: Vec<&str> = spans
+        .iter()
+        .filter(|x| x["stage"] == "test")
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    assert_eq!(names, ["test-1", "test-2", "test-3", "test-4"], "{mode}: {body}");
 
     // Without tests the top-level stdin and expected output are the one test; a presentation
     // error is the job's verdict when it comes first.

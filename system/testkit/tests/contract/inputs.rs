@@ -60,6 +60,48 @@ pub(crate) fn inputs_contract(mode: &str, a: &str, b: &str) {
         assert_eq!(s, 422, "{mode}: {body} for {bad}");
     }
 
+    // Per-step stack and file size: a recursion 100 MiB deep needs the stack asked for, and a
+    // file past fileSizeMb ends the program (SIGXFSZ) as an output limit.
+    let deep = "#include <stdio.h>\nstatic int down(int n) { volatile char pad[1024]; pad[0] = (char)n; \
+        if (n == 0) return 0; int r = down(n - 1); return r + pad[0] % 2; }\nint main(void) { printf(\"%d\\n\", down(100000)); return 0; }";
+    let stack = |limits: Value| {
+        finished(
+            mode,
+            a,
+            &json!({"code": deep, "executionEngine": "c", "limits": limits}),
+        )["result"]["verdict"]
+            .clone()
+    };
+    assert_eq!(stack(json!({"memoryMb": 256, "stackMb": 200})), "Accepted", "{mode}");
+    assert_eq!(
+        stack(json!({"memoryMb": 256})),
+        "RuntimeError",
+        "{mode}: the default 64 MiB stack"
+    );
+    let big = "#include <stdio.h>\nint main(void) { static char b[1 << 20]; FILE *f = fopen(\"big\", \"w\"); \
+        for (int i = 0; i < 3; i++) fwrite(b, 1, sizeof b, f); fclose(f); return 0; }";
+    let rec = finished(
+        mode,
+        a,
+        &json!({"code": big, "executionEngine": "c", "limits": {"fileSizeMb": 1}}),
+    );
+    assert_eq!(rec["result"]["verdict"], "OutputLimitExceeded", "{mode}: {rec}");
+    let rec = finished(
+        mode,
+        a,
+        &json!({"code": big, "executionEngine": "c", "limits": {"fileSizeMb": 8}}),
+    );
+    assert_eq!(rec["result"]["verdict"], "Accepted", "{mode}: {rec}");
+    for bad in [
+        json!({"stackMb": 0}),
+        json!({"stackMb": 99_999_999}),
+        json!({"fileSizeMb": 0}),
+    ] {
+        let sub = json!({"code": "int main(){}", "executionEngine": "c", "limits": bad});
+        let (s, _, body) = call("POST", &format!("{a}/job"), Some(&sub));
+        assert_eq!(s, 422, "{mode}: {body} for {sub}");
+    }
+
     // Binary in, binary out: every byte value, given as base64, copied to stdout unchanged.
     let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
     let b64 = base64_encode(&all);
