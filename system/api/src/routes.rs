@@ -253,11 +253,19 @@ fn check_checker_program(st: &AppState, c: &wolf_core::Checker) -> Result<(), Ap
     let wolf_core::Checker::Testlib {
         code,
         execution_engine,
+        files,
         limits,
     } = c
     else {
         return Ok(());
     };
+    if files.len() > st.cfg.max_files {
+        return Err(ApiError::Invalid(format!(
+            "checker: {} files; at most {} are allowed",
+            files.len(),
+            st.cfg.max_files
+        )));
+    }
     if code.len() > st.cfg.max_code_bytes {
         return Err(ApiError::TooLarge(format!(
             "the checker's code is {} bytes; the limit is {}",
@@ -278,6 +286,13 @@ fn check_checker_program(st: &AppState, c: &wolf_core::Checker) -> Result<(), Ap
     let req = limits.unwrap_or_default().into();
     Limits::resolve(&lang.run_limits, &st.cfg.caps.run, &req)
         .map_err(|e| ApiError::Invalid(format!("checker: {e}")))?;
+    // Its own source's name and the three files it is given are taken.
+    let taken = std::iter::once(lang.spec.source.as_str()).chain(wolf_core::testlib::CHECKER_FILES);
+    wolf_core::names::check_file_paths(taken.chain(files.iter().map(|f| f.name.as_str())))
+        .map_err(|e| ApiError::Invalid(format!("checker: {e}")))?;
+    for f in files {
+        f.bytes().map_err(|e| ApiError::Invalid(format!("checker: {e}")))?;
+    }
     Ok(())
 }
 

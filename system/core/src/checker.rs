@@ -39,6 +39,10 @@ pub enum Checker {
         /// Its engine (any of the registry's, not necessarily the program's).
         #[serde(rename = "executionEngine")]
         execution_engine: String,
+        /// Files beside it in its work dir (`testlib.h`, a header of its own), as a
+        /// submission's `files`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<crate::FileInput>,
         /// Its limits (each field given replaces the engine's default; the caps apply).
         #[serde(
             default,

@@ -16,6 +16,10 @@
 use crate::job::TEST_TEXT_CAP;
 use crate::verdict::Verdict;
 
+/// The names of a checker program's three files in its work dir, in the order of its argv:
+/// the test's stdin, the program's stdout, the expected output.
+pub const CHECKER_FILES: [&str; 3] = ["input", "output", "answer"];
+
 /// A judge program's decision about one test.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {

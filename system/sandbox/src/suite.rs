@@ -18,8 +18,7 @@ use crate::runner::{Caps, Plan, RequestError, RunOutput, RunRequest, RunResult, 
 use crate::sandbox::JobFile;
 use crate::verdict::Verdict;
 
-/// The names of a checker program's three files in its work dir, in the order of its argv.
-pub const CHECKER_FILES: [&str; 3] = ["input", "output", "answer"];
+pub use wolf_core::testlib::CHECKER_FILES;
 
 /// A validated submission with test cases.
 #[derive(Debug, Clone)]
@@ -47,11 +46,18 @@ impl Suite {
             Checker::Testlib {
                 code,
                 execution_engine,
+                files,
                 limits,
             } => {
+                let files = files
+                    .iter()
+                    .map(|f| Ok((f.name.clone(), f.bytes()?)))
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(|e| RequestError::Checker(Box::new(RequestError::FileName(e))))?;
                 let c = RunRequest {
                     engine: execution_engine.clone(),
                     code: code.clone().into_bytes(),
+                    files,
                     args: CHECKER_FILES.iter().map(|f| f.to_string()).collect(),
                     limits: limits.unwrap_or_default().into(),
                     ..RunRequest::default()

@@ -82,6 +82,9 @@ pub struct RunArgs {
     /// The checker's engine (default: from its extension).
     #[arg(long, requires = "checker")]
     checker_engine: Option<String>,
+    /// A file beside the checker in its work dir, under its own name (`testlib.h`; repeatable).
+    #[arg(long = "checker-file", requires = "checker")]
+    checker_files: Vec<PathBuf>,
     /// Bring back the files the program wrote that match (a relative path or a glob with * and
     /// ?; repeatable).
     #[arg(long = "output-file", conflicts_with_all = ["tests", "checker"])]
@@ -129,9 +132,23 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
                 None => crate::run_suite::engine_of(file)?,
             };
             let code = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+            let mut files = Vec::new();
+            for p in &args.checker_files {
+                let name = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .with_context(|| format!("--checker-file {}: no file name", p.display()))?;
+                let data = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+                files.push(wolf_core::FileInput {
+                    name: name.to_string(),
+                    content: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data),
+                    encoding: Some(wolf_core::Encoding::Base64),
+                });
+            }
             Some(wolf_core::Checker::Testlib {
                 code,
                 execution_engine: engine,
+                files,
                 limits: None,
             })
         }

@@ -118,6 +118,29 @@ pub(crate) fn checkers_contract(mode: &str, a: &str, b: &str) {
     assert_eq!(rec["result"]["verdict"], "PresentationError", "{mode}: {rec}");
     assert_eq!(rec["result"]["tests"].as_array().map(Vec::len), Some(1), "{mode}");
 
+    // A checker with a header of its own (as testlib.h travels), given in its files.
+    let header = "#include <stdio.h>\n#include <string.h>\nstatic int judge(const char *o, const char *a) {\n\
+        char x[64] = {0}, y[64] = {0}; FILE *f = fopen(o, \"r\"), *g = fopen(a, \"r\");\n\
+        if (!f || !g) return 3; fscanf(f, \"%63s\", x); fscanf(g, \"%63s\", y);\n\
+        fprintf(stderr, \"judged by judge.h\"); return strcmp(x, y) ? 1 : 0; }\n";
+    let with_header = json!({"type": "testlib", "executionEngine": "c",
+        "code": "#include \"lib/judge.h\"\nint main(int argc, char **argv) { return argc == 4 ? judge(argv[2], argv[3]) : 3; }",
+        "files": [{"name": "lib/judge.h", "content": header}]});
+    let rec = judged(
+        mode,
+        a,
+        b,
+        &json!({"code": echo, "executionEngine": "python", "checker": with_header,
+            "tests": [{"stdin": "yes", "expectedOutput": "yes"}, {"stdin": "no", "expectedOutput": "yes"}]}),
+    );
+    let t = &rec["result"]["tests"];
+    assert_eq!(
+        (t[0]["verdict"].as_str(), t[1]["verdict"].as_str()),
+        (Some("Accepted"), Some("WrongAnswer")),
+        "{mode}: {rec}"
+    );
+    assert_eq!(t[0]["checkerMessage"], "judged by judge.h", "{mode}: {rec}");
+
     // A program that fails is not judged: its own verdict stands.
     let rec = judged(
         mode,
@@ -225,6 +248,10 @@ sys.exit(1)
         json!({"type": "testlib", "code": "x", "executionEngine": "python", "limits": {"cpuTimeMs": 999999999}}),
         json!({"type": "testlib", "code": "x", "executionEngine": "python", "epsilon": 1}),
         json!({"type": "testlib", "executionEngine": "python"}),
+        json!({"type": "testlib", "code": "x", "executionEngine": "python", "files": [{"name": "answer", "content": ""}]}),
+        json!({"type": "testlib", "code": "x", "executionEngine": "python", "files": [{"name": "../h", "content": ""}]}),
+        json!({"type": "testlib", "code": "x", "executionEngine": "python",
+            "files": [{"name": "h", "content": "%%", "encoding": "base64"}]}),
     ] {
         let sub = json!({"code": "print(1)", "executionEngine": "python", "checker": bad, "tests": [{}]});
         let (s, body) = error("POST", &format!("{a}/job"), Some(&sub));
