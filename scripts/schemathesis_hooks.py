@@ -9,13 +9,28 @@ system/testkit/tests/contract.rs). And output-file patterns with a `.` or `..` c
 (refused with 422; JSON Schema has no portable way to say "no such component"), and
 outputFiles together with tests or a checker program (not supported yet, 422). For files:
 a path with a `.` or `..` component, a path that is also another file's directory, and
-base64 contents that do not decode (all 422, tested in system/api/tests/edge.rs).
+base64 contents that do not decode (all 422, tested in system/api/tests/edge.rs). And
+compilerOptions for an engine without a compile step (422).
 """
 
 import base64
 import binascii
+import pathlib
+import tomllib
 
 import schemathesis
+
+# Engines (names and aliases) without a compile step, from the registry Wolf builds in:
+# compilerOptions for them are refused (422).
+_REGISTRY = tomllib.loads(
+    (pathlib.Path(__file__).resolve().parent.parent / "system/core/languages.toml").read_text()
+)
+INTERPRETED = {
+    n
+    for lang in _REGISTRY.get("language", [])
+    if "compile" not in lang
+    for n in [lang["name"], *lang.get("aliases", [])]
+}
 
 
 def canonical_base64(text):
@@ -34,6 +49,8 @@ def filter_body(ctx, body):
     if isinstance(tests, list) and tests and ("stdin" in body or "expectedOutput" in body):
         return False
     if body.get("stopOnFirstFailure") and not (isinstance(tests, list) and tests):
+        return False
+    if body.get("compilerOptions") and body.get("executionEngine") in INTERPRETED:
         return False
     checker = body.get("checker")
     if isinstance(checker, dict) and checker.get("type") == "testlib" and checker.get("files"):

@@ -67,14 +67,13 @@ pub fn document(st: &AppState) -> Value {
         p["minimum"] = json!(1);
         p["maximum"] = json!(max);
     }
-    // A stack is bounded by the memory cap unless the operator caps it; a file size only when
-    // the operator does.
+    // A stack is bounded by the memory cap unless the operator caps it, a file size by the
+    // operator's cap or 1 TiB.
     limits["properties"]["stackMb"]["minimum"] = json!(1);
     limits["properties"]["stackMb"]["maximum"] = json!(caps.stack_mb.unwrap_or(caps.memory_mb));
     limits["properties"]["fileSizeMb"]["minimum"] = json!(1);
-    if let Some(max) = caps.file_size_mb {
-        limits["properties"]["fileSizeMb"]["maximum"] = json!(max);
-    }
+    limits["properties"]["fileSizeMb"]["maximum"] =
+        json!(caps.file_size_mb.unwrap_or(wolf_core::limits::MAX_FILE_SIZE_MB));
     // A job's id, as POST /job answers it, is what every per-job operation takes: stated as
     // OpenAPI links, so clients (and stateful property tests) can follow a job.
     let link = |op: &str| json!({"operationId": op, "parameters": {"id": "$response.body#/id"}});

@@ -29,6 +29,10 @@ pub struct Limits {
     pub file_size_mb: Option<u64>,
 }
 
+/// `fileSizeMb` at most, when the operator sets no cap of its own (1 TiB: the work dir's size
+/// bounds any file long before).
+pub const MAX_FILE_SIZE_MB: u64 = 1 << 20;
+
 /// The smaller of two optional bounds, where none means "not bounded here".
 fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
@@ -142,7 +146,7 @@ impl Limits {
                 Some(_) => Some(pick(
                     "fileSizeMb",
                     0,
-                    cap.file_size_mb.unwrap_or(u64::MAX),
+                    cap.file_size_mb.unwrap_or(MAX_FILE_SIZE_MB),
                     req.file_size_mb,
                 )?),
             },
