@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod judge0;
 pub mod persist;
 pub mod routes;
 pub mod schema;
@@ -220,6 +221,7 @@ pub fn app(state: AppState) -> Router {
         .route("/job/{id}/code", get(routes::code))
         .route("/dead-letters", get(routes::dead_letters))
         .route("/languages", get(routes::languages))
+        .nest("/judge0", judge0::router())
         .layer(middleware::from_fn_with_state(state.clone(), shed))
         .layer(DefaultBodyLimit::max(limit));
     Router::new()

@@ -149,7 +149,7 @@ fn multipart_error(msg: &str) -> ApiError {
 }
 
 /// Check a submission against the registry and caps before anything is stored.
-fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
+pub(crate) fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
     if sub.code.len() > st.cfg.max_code_bytes {
         return Err(ApiError::TooLarge(format!(
             "code is {} bytes; the limit is {}",
@@ -396,8 +396,31 @@ pub async fn submit(
         }
         None => None,
     };
+    let record = accept(&st, &sub, idem.as_ref(), started).await?;
+    let server_ms = started.elapsed().as_secs_f64() * 1000.0;
+    metrics::histogram!("wolf_stage_duration_seconds", "stage" => "server").record(server_ms / 1000.0);
+    if !q.wait {
+        return Ok((StatusCode::OK, Json(record)).into_response());
+    }
+    let rec = wait_final(&st, &record.id, timeout).await?;
+    let status = if rec.status.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(rec)).into_response())
+}
+
+/// Admit a validated submission: a new record (or the existing one of the same idempotency
+/// key), durable in the queue once this returns. Every front door admits through here.
+pub(crate) async fn accept(
+    st: &AppState,
+    sub: &Submission,
+    idem: Option<&Idempotency>,
+    started: Instant,
+) -> Result<JobRecord, ApiError> {
     let id = uuid::Uuid::now_v7().to_string();
-    let mut record = JobRecord::new(id.clone(), &sub, Utc::now());
+    let mut record = JobRecord::new(id.clone(), sub, Utc::now());
     // The job's trace: this span's when spans are exported, else a fresh W3C trace id that
     // still names the job in every log line.
     let trace_id = wolf_telemetry::trace_id().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
@@ -413,7 +436,7 @@ pub async fn submit(
         server: started.elapsed().as_secs_f64() * 1000.0,
         ..Default::default()
     });
-    let record = match st.queue.admit(&record, &sub, idem.as_ref()).await? {
+    Ok(match st.queue.admit(&record, sub, idem).await? {
         Admission::New => {
             st.events.queued();
             // One admission in both modes: the queue holds the envelope (record and submission,
@@ -421,27 +444,15 @@ pub async fn submit(
             // record and the code object follow in the background, retried until stored (the
             // embedded queue wrote the record in its own transaction already: that insert is a
             // no-op); the manager writes both idempotently too before it runs the job.
-            crate::persist::spawn(&st, record.clone(), sub.clone(), code_stored);
+            crate::persist::spawn(st, record.clone(), sub.clone(), code_stored);
             record
         }
         Admission::Existing(existing) => *existing,
-    };
-    let server_ms = started.elapsed().as_secs_f64() * 1000.0;
-    metrics::histogram!("wolf_stage_duration_seconds", "stage" => "server").record(server_ms / 1000.0);
-    if !q.wait {
-        return Ok((StatusCode::OK, Json(record)).into_response());
-    }
-    let rec = wait_final(&st, &record.id, timeout).await?;
-    let status = if rec.status.is_final() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(rec)).into_response())
+    })
 }
 
 /// Wait until `id` is final or `timeout` passes; returns the record as it is then.
-async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRecord, ApiError> {
+pub(crate) async fn wait_final(st: &AppState, id: &str, timeout: Duration) -> Result<JobRecord, ApiError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut rx = st.events.subscribe();
     // Poll interval: short at first (most jobs take milliseconds), growing to 200 ms.
@@ -521,7 +532,7 @@ pub async fn timeline(
 /// else the metadata store once more. A manager stores the final record before it acks, so a
 /// job that left the queue between the first read and the queue's answer is in the store by
 /// the second read.
-async fn lookup(st: &AppState, id: &str) -> Result<Option<JobRecord>, ApiError> {
+pub(crate) async fn lookup(st: &AppState, id: &str) -> Result<Option<JobRecord>, ApiError> {
     Ok(lookup_queued(st, id).await?.map(|(r, _)| r))
 }
 

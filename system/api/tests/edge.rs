@@ -425,3 +425,124 @@ async fn dead_letters_are_kept_and_listed_newest_first() {
         StatusCode::UNPROCESSABLE_ENTITY
     );
 }
+
+#[tokio::test]
+async fn the_judge0_door_refuses_hostile_input_in_judge0s_shapes_and_admits_nothing() {
+    let e = edge(ApiConfig::default()).await;
+    let raw = |body: &'static str| {
+        Request::post("/judge0/submissions")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (s, v) = call_j0(&e.app, raw("{not json")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+    for (body, field) in [
+        (
+            json!({"source_code": "x", "language_id": 10_000_000_000u64}),
+            "language_id",
+        ),
+        (json!({"source_code": "", "language_id": 71}), "source_code"),
+        (
+            json!({"source_code": "x", "language_id": 71, "memory_limit": "lots"}),
+            "memory_limit",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "memory_limit": 1e300}),
+            "memory_limit",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "stdin": ["not", "text"]}),
+            "stdin",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "command_line_arguments": "a".repeat(600)}),
+            "command_line_arguments",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "compiler_options": "-O2"}),
+            "compiler_options",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "enable_network": true}),
+            "enable_network",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "additional_files": "UEsDBA=="}),
+            "additional_files",
+        ),
+    ] {
+        let (s, v) = call_j0(&e.app, post("/judge0/submissions", body.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {v}");
+        assert!(v[field].is_array(), "{body} → {v} (Judge0's field-error shape)");
+    }
+    let (s, v) = call_j0(
+        &e.app,
+        post(
+            "/judge0/submissions?base64_encoded=true",
+            json!({"source_code": "//8=", "language_id": 71}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "base64 that is not UTF-8 once decoded: {v}"
+    );
+    let many: Vec<Value> = (0..21)
+        .map(|_| json!({"source_code": "x", "language_id": 71}))
+        .collect();
+    let (s, _) = call_j0(&e.app, post("/judge0/submissions/batch", json!({"submissions": many}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = call_j0(
+        &e.app,
+        post(
+            "/judge0/submissions/batch",
+            json!({"submissions": [{"language_id": 71}, {"source_code": "x"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "no item valid: {v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "one error hash per item: {v}");
+    assert_eq!(jobs(&e.app).await, 0, "nothing refused was admitted");
+    for path in [
+        "/judge0/submissions/..%2F..%2Fetc",
+        "/judge0/submissions/not-a-token",
+        "/judge0/languages/999",
+    ] {
+        assert_eq!(call_j0(&e.app, get(path)).await.0, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (s, _) = call_j0(&e.app, get("/judge0/submissions/batch?tokens=")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call_j0(
+        &e.app,
+        get(&format!("/judge0/submissions/batch?tokens={}", vec!["x"; 21].join(","))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        call_j0(&e.app, get("/judge0/submissions")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Accepted: 201 and a token that Wolf's own API knows.
+    let (s, v) = call_j0(
+        &e.app,
+        post(
+            "/judge0/submissions",
+            json!({"source_code": "print(1)", "language_id": "71"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let token = v["token"].as_str().unwrap();
+    assert_eq!(call(&e.app, get(&format!("/job/{token}"))).await.0, StatusCode::OK);
+}
+
+/// A Judge0 answer: its status and JSON body (Judge0's shapes, not Wolf's error object).
+async fn call_j0(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}

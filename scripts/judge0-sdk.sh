@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The official Judge0 Python SDK (PyPI judge0 0.0.8), unchanged, against Wolf's Judge0 door in
+# both modes: a fresh `wolf serve`, then the distributed testbed (two APIs, one manager,
+# JetStream, PostgreSQL, S3; the SDK talks to the second API). Called by scripts/test.sh;
+# exits non-zero on any failed check (scripts/judge0_sdk.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T="${CARGO_TARGET_DIR:-target}"
+if ! "$T/judge0-venv/bin/python" -c 'import judge0' 2>/dev/null; then
+  python3 -m venv "$T/judge0-venv"
+  "$T/judge0-venv/bin/pip" install -q "judge0==0.0.8"
+fi
+work=$(mktemp -d)
+serve="" testbed=""
+cleanup() {
+  for p in $serve $testbed; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in $serve $testbed; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$T/debug/wolf" serve --listen 127.0.0.1:0 --data-dir "$work/data" --workers 2 2>"$work/serve.log" &
+serve=$!
+url=""
+for _ in $(seq 1 200); do
+  url=$(sed -n 's/^wolf: listening on \(http:[^ ]*\).*/\1/p' "$work/serve.log" | head -1)
+  [[ -n "$url" ]] && curl -sf "$url/readyz" >/dev/null && break
+  sleep 0.1
+done
+[[ -n "$url" ]] || { cat "$work/serve.log" >&2; echo "error: wolf serve did not start" >&2; exit 1; }
+echo "judge0 SDK against wolf serve ($url)"
+"$T/judge0-venv/bin/python" scripts/judge0_sdk.py "$url/judge0"
+
+"$T/debug/testbed" up --api 2 --managers 1 --dir "$work/testbed" >"$work/testbed.json" 2>"$work/testbed.log" &
+testbed=$!
+for _ in $(seq 1 600); do
+  [[ -s "$work/testbed.json" ]] && break
+  kill -0 "$testbed" 2>/dev/null || { cat "$work/testbed.log" >&2; exit 1; }
+  sleep 0.2
+done
+url=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["api"][1])' "$work/testbed.json")
+echo "judge0 SDK against the testbed's second API ($url)"
+"$T/judge0-venv/bin/python" scripts/judge0_sdk.py "$url/judge0"
