@@ -33,8 +33,11 @@ pub async fn run(
     let mut next = Some(first);
     let mut artifacts = Vec::new();
     let mut compiled = None;
+    // The tests' sandboxes are prepared while the compile steps run.
+    let mut ahead = Ahead::new(pool.clone(), None);
     if let Some(plan) = suite.compile() {
         let sandbox = next.take().expect("the first sandbox");
+        ahead.top_up(suite.len());
         let out = sandbox.run(job_id, plan, creation_ms).await?;
         timings.compile = out.result.timings.compile;
         if out.result.verdict != Verdict::Accepted {
@@ -47,10 +50,11 @@ pub async fn run(
         artifacts = out.files;
         compiled = Some(out.result);
     }
+    ahead.first = next.take();
+    let per_test = 1 + usize::from(suite.has_checker());
     let mut checker_artifacts = Vec::new();
     if let Some(plan) = suite.checker_compile() {
-        let sandbox = take(&mut next, &pool).await?;
-        let out = sandbox.run(job_id, plan, 0.0).await?;
+        let out = ahead.run(job_id, plan, suite.len() * per_test).await?;
         timings.compile += out.result.timings.compile;
         if out.result.verdict != Verdict::Accepted {
             let mut out = Suite::checker_unusable(&out);
@@ -66,15 +70,15 @@ pub async fn run(
     let tests_started = Instant::now();
     for i in 0..suite.len() {
         let test_started = tests_started.elapsed();
-        // A checker's run follows the last test too.
-        let more = i + 1 < suite.len() || suite.has_checker();
-        let mut out = run_ahead(&pool, &mut next, job_id, suite.test(i, &artifacts), more).await?;
+        let mut out = ahead
+            .run(job_id, suite.test(i, &artifacts), (suite.len() - i) * per_test - 1)
+            .await?;
         let mut checker_ms = None;
         if suite.checks(&out)
             && let Some(plan) = suite.check(i, &out, &checker_artifacts)
         {
             let checking = Instant::now();
-            let judged = run_ahead(&pool, &mut next, job_id, plan, i + 1 < suite.len()).await?;
+            let judged = ahead.run(job_id, plan, (suite.len() - i - 1) * per_test).await?;
             checker_ms = Some(ms(checking.elapsed()));
             Suite::judge(&mut out, &judged);
         }
@@ -94,32 +98,58 @@ pub async fn run(
     Ok(suite.summarize(compiled.as_ref(), outs, timings))
 }
 
-/// Run `plan` on the prepared sandbox in `next` (or a new one), preparing the next one while
-/// it runs when `more` work follows.
-async fn run_ahead(
-    pool: &Arc<dyn Pool>,
-    next: &mut Option<Box<dyn Warm>>,
-    job_id: &str,
-    plan: wolf_sandbox::runner::Plan,
-    more: bool,
-) -> Result<RunOutput, SandboxError> {
-    let sandbox = take(next, pool).await?;
-    // Prepared on a blocking thread while this one runs.
-    let ahead = more.then(|| {
-        let pool = pool.clone();
-        tokio::task::spawn_blocking(move || pool.prepare())
-    });
-    let out = sandbox.run(job_id, plan, 0.0).await;
-    if let Some(a) = ahead {
-        *next = a.await.ok().and_then(Result::ok).filter(|s| s.is_alive());
-    }
-    out
+/// Sandboxes prepared ahead of the tests that need them, [`PREPARE_AHEAD`] at a time on
+/// blocking threads: preparing one (namespaces, mounts, cgroups) takes longer than most tests
+/// run, so one at a time would leave the tests waiting on it. A sandbox prepared and not
+/// needed is destroyed when its task ends.
+struct Ahead {
+    pool: Arc<dyn Pool>,
+    first: Option<Box<dyn Warm>>,
+    queue: std::collections::VecDeque<tokio::task::JoinHandle<Result<Box<dyn Warm>, SandboxError>>>,
 }
 
-async fn take(next: &mut Option<Box<dyn Warm>>, pool: &Arc<dyn Pool>) -> Result<Box<dyn Warm>, SandboxError> {
-    match next.take() {
-        Some(s) => Ok(s),
-        None => prepare(pool).await,
+/// Sandboxes in preparation at once for one suite (this machine kind has two cores).
+const PREPARE_AHEAD: usize = 2;
+
+impl Ahead {
+    fn new(pool: Arc<dyn Pool>, first: Option<Box<dyn Warm>>) -> Self {
+        Self {
+            pool,
+            first,
+            queue: Default::default(),
+        }
+    }
+
+    /// Run `plan` on the next prepared sandbox, keeping up to [`PREPARE_AHEAD`] of the
+    /// `remaining` sandboxes still needed after it in preparation meanwhile.
+    async fn run(
+        &mut self,
+        job_id: &str,
+        plan: wolf_sandbox::runner::Plan,
+        remaining: usize,
+    ) -> Result<RunOutput, SandboxError> {
+        let sandbox = match self.first.take() {
+            Some(s) => Some(s),
+            None => match self.queue.pop_front() {
+                Some(h) => h.await.ok().and_then(Result::ok).filter(|s| s.is_alive()),
+                None => None,
+            },
+        };
+        let sandbox = match sandbox {
+            Some(s) => s,
+            None => prepare(&self.pool).await?,
+        };
+        self.top_up(remaining);
+        sandbox.run(job_id, plan, 0.0).await
+    }
+
+    /// Start preparing sandboxes until [`PREPARE_AHEAD`] (or `remaining`) are on their way.
+    fn top_up(&mut self, remaining: usize) {
+        while self.queue.len() < remaining.min(PREPARE_AHEAD) {
+            let pool = self.pool.clone();
+            self.queue
+                .push_back(tokio::task::spawn_blocking(move || pool.prepare()));
+        }
     }
 }
 
