@@ -19,7 +19,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$T/debug/wolf" serve --listen 127.0.0.1:0 --data-dir "$work/data" --workers 2 2>"$work/serve.log" &
+# The embedded run's SDK talks to the second listener (Judge0's API at the root of its own
+# port, as a client that takes only a host and port sees it); the raw checks of the mounted
+# /judge0/ door run against the testbed below.
+"$T/debug/wolf" serve --listen 127.0.0.1:0 --judge0-listen 127.0.0.1:0 --data-dir "$work/data" --workers 2 \
+  2>"$work/serve.log" &
 serve=$!
 url=""
 for _ in $(seq 1 200); do
@@ -28,8 +32,10 @@ for _ in $(seq 1 200); do
   sleep 0.1
 done
 [[ -n "$url" ]] || { cat "$work/serve.log" >&2; echo "error: wolf serve did not start" >&2; exit 1; }
-echo "judge0 SDK against wolf serve ($url)"
-"$T/judge0-venv/bin/python" scripts/judge0_sdk.py "$url/judge0"
+j0=$(sed -n 's/^wolf: judge0 listening on \(http:[^ ]*\).*/\1/p' "$work/serve.log" | head -1)
+[[ -n "$j0" ]] || { cat "$work/serve.log" >&2; echo "error: no judge0 listener" >&2; exit 1; }
+echo "judge0 SDK against wolf serve's judge0 listener ($j0)"
+"$T/judge0-venv/bin/python" scripts/judge0_sdk.py "$j0"
 
 "$T/debug/testbed" up --api 2 --managers 1 --dir "$work/testbed" >"$work/testbed.json" 2>"$work/testbed.log" &
 testbed=$!

@@ -208,6 +208,18 @@ fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal.into_response()
 }
 
+/// Judge0's API alone, at the root (the `judge0_listen` listener): the same handlers as under
+/// `/judge0/`, behind the same load shedding and body limit.
+pub fn judge0_app(state: AppState) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    judge0::router()
+        .layer(middleware::from_fn_with_state(state.clone(), shed))
+        .layer(DefaultBodyLimit::max(limit))
+        .fallback(routes::not_found)
+        .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+}
+
 /// The router.
 pub fn app(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;

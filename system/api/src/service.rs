@@ -33,6 +33,8 @@ pub struct ApiDeps {
     pub prometheus: Option<PrometheusHandle>,
     /// A check `/readyz` adds (an in-process pool that cannot prepare sandboxes).
     pub readiness: Option<Readiness>,
+    /// A second listener serving Judge0's API at its root (`judge0_listen`).
+    pub judge0: Option<TcpListener>,
 }
 
 /// Requests in flight get this long to finish after shutdown begins.
@@ -59,11 +61,29 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
     );
     state.readiness = deps.readiness;
     let pending = state.pending_writes.clone();
+    let (stopped, stopping) = tokio::sync::watch::channel(false);
     let stop = async move {
         shutdown.await;
         ready.store(false, Ordering::Relaxed);
+        let _ = stopped.send(true);
     };
+    // The Judge0 listener stops with the main one and drains the same way.
+    let judge0 = deps.judge0.map(|l| {
+        let app = crate::judge0_app(state.clone());
+        let mut stopping = stopping.clone();
+        tokio::spawn(crate::serve::serve(
+            l,
+            app,
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            },
+            DRAIN,
+        ))
+    });
     crate::serve::serve(listener, crate::app(state), stop, DRAIN).await;
+    if let Some(j) = judge0 {
+        let _ = j.await;
+    }
     let deadline = tokio::time::Instant::now() + WRITES_DRAIN;
     loop {
         let left = pending.lock().unwrap_or_else(|e| e.into_inner()).len();

@@ -48,6 +48,10 @@ pub struct Config {
     /// [`DEFAULT_LISTEN`], port 0 picks a free one) or health, readiness and metrics
     /// (`manager`; none by default).
     pub listen: Option<String>,
+    /// A second address serving only Judge0's API at its root (`serve`, `api`), for Judge0
+    /// clients that take a host and port (Judge0's own is 2358); none by default. The same API
+    /// is always under `/judge0/` on `listen`.
+    pub judge0_listen: Option<String>,
     /// Data directory: `wolf.db` and `jobs/` (serve), worker sockets (serve, manager).
     pub data_dir: PathBuf,
     /// Prepared artifacts (precompiled headers); default `<data_dir>/cache`.
@@ -126,6 +130,21 @@ pub struct S3Section {
     pub secret_access_key: Secret,
 }
 
+impl Config {
+    /// The Judge0 listener, bound, when `judge0_listen` is set (its address printed, as the
+    /// API's is, for a caller that asked for port 0).
+    pub async fn judge0_listener(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+        let Some(addr) = self.judge0_listen.as_deref() else {
+            return Ok(None);
+        };
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("judge0_listen {addr}: {e}"))?;
+        eprintln!("wolf: judge0 listening on http://{}", l.local_addr()?);
+        Ok(Some(l))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         let api = wolf_api::ApiConfig::default();
@@ -133,6 +152,7 @@ impl Default for Config {
         let uids = wolf_sandbox::uids::UidRange::default();
         Self {
             listen: None,
+            judge0_listen: None,
             data_dir: PathBuf::from("wolf-data"),
             cache_dir: None,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -191,6 +211,9 @@ pub struct ConfigArgs {
     /// See `listen` in the configuration.
     #[arg(long, env = "WOLF_LISTEN")]
     pub listen: Option<String>,
+    /// See `judge0_listen` in the configuration.
+    #[arg(long, env = "WOLF_JUDGE0_LISTEN")]
+    pub judge0_listen: Option<String>,
     /// Data directory.
     #[arg(long, env = "WOLF_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -277,6 +300,9 @@ impl Config {
         }
         if args.listen.is_some() {
             c.listen = args.listen.clone();
+        }
+        if args.judge0_listen.is_some() {
+            c.judge0_listen = args.judge0_listen.clone();
         }
         set!(c.data_dir, args.data_dir);
         if args.cache_dir.is_some() {

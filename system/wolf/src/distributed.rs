@@ -54,6 +54,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             events,
             prometheus: Some(prometheus),
             readiness: None,
+            judge0: cfg.judge0_listener().await?,
         };
         let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listener = tokio::net::TcpListener::bind(listen)
