@@ -66,8 +66,9 @@ cargo build --workspace --locked -q
 ./scripts/guest-suites.sh
 # Property tests from the OpenAPI document (schemathesis, every check, stateful), zero failures.
 ./scripts/schemathesis.sh
-# The official Judge0 SDK from PyPI, unchanged, against the Judge0 door in both modes.
-./scripts/judge0-sdk.sh
+# The front doors in both modes: the official Judge0 SDK from PyPI unchanged, and requests
+# shaped as the npm piston-client sends them.
+./scripts/front-doors.sh
 # The benchmark table command runs briefly to prove it works; numbers are not judged here.
 "${CARGO_TARGET_DIR:-target}/debug/wolf" bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
 # ... and the test-case benchmark (it fails if a job's tests do not all pass or it compiled twice).

@@ -20,6 +20,7 @@ pub mod error;
 pub mod extract;
 pub mod judge0;
 pub mod persist;
+pub mod piston;
 pub mod routes;
 pub mod schema;
 pub mod serve;
@@ -234,6 +235,7 @@ pub fn app(state: AppState) -> Router {
         .route("/dead-letters", get(routes::dead_letters))
         .route("/languages", get(routes::languages))
         .nest("/judge0", judge0::router())
+        .nest("/api/v2", piston::router())
         .layer(middleware::from_fn_with_state(state.clone(), shed))
         .layer(DefaultBodyLimit::max(limit));
     Router::new()

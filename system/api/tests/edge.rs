@@ -546,3 +546,38 @@ async fn call_j0(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
     let body = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
+
+#[tokio::test]
+async fn the_piston_door_refuses_hostile_input_with_400_messages_and_admits_nothing() {
+    let e = edge(ApiConfig::default()).await;
+    let raw = |body: String| {
+        Request::post("/api/v2/execute")
+            .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let many: Vec<Value> = (0..100_000)
+        .map(|i| json!({"name": format!("f{i}"), "content": ""}))
+        .collect();
+    let mut files_bomb = vec![json!({"content": "print(1)"})];
+    files_bomb.extend(many);
+    for body in [
+        "{not json".to_string(),
+        "[1, 2]".to_string(),
+        json!({"language": "bash", "version": "*", "files": files_bomb}).to_string(),
+        json!({"language": "bash", "version": "x".repeat(100_000), "files": [{"content": "x"}]}).to_string(),
+        json!({"language": "bash", "version": "*", "files": [{"content": "x"}, {"name": "/etc/passwd", "content": ""}]}).to_string(),
+        json!({"language": "bash", "version": "*", "files": [{"content": "x", "encoding": "rot13"}]}).to_string(),
+        json!({"language": "bash", "version": "*", "files": [{"content": "x"}], "args": [1]}).to_string(),
+        json!({"language": "bash", "version": "*", "files": [{"content": "x"}], "run_memory_limit": 1e30}).to_string(),
+    ] {
+        let (s, v) = call_j0(&e.app, raw(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{} → {v}", &body[..body.len().min(120)]);
+        assert!(v["message"].is_string(), "{v}");
+    }
+    assert_eq!(jobs(&e.app).await, 0, "nothing refused was admitted");
+    let (s, v) = call_j0(&e.app, get("/api/v2/runtimes")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v.as_array().unwrap().iter().any(|r| r["language"] == "bash"), "{v}");
+    assert_eq!(call_j0(&e.app, get("/api/v2/nope")).await.0, StatusCode::NOT_FOUND);
+}

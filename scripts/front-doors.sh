@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The official Judge0 Python SDK (PyPI judge0 0.0.8), unchanged, against Wolf's Judge0 door in
-# both modes: a fresh `wolf serve`, then the distributed testbed (two APIs, one manager,
-# JetStream, PostgreSQL, S3; the SDK talks to the second API). Called by scripts/test.sh;
-# exits non-zero on any failed check (scripts/judge0_sdk.py).
+# The compatible front doors in both modes, a fresh `wolf serve` then the distributed testbed
+# (two APIs, one manager, JetStream, PostgreSQL, S3; the clients talk to the second API): the
+# official Judge0 Python SDK (PyPI judge0 0.0.8) unchanged (scripts/judge0_sdk.py), and
+# requests shaped as the npm piston-client sends them (scripts/piston_client.py). Called by
+# scripts/test.sh; exits non-zero on any failed check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T="${CARGO_TARGET_DIR:-target}"
@@ -36,6 +37,8 @@ j0=$(sed -n 's/^wolf: judge0 listening on \(http:[^ ]*\).*/\1/p' "$work/serve.lo
 [[ -n "$j0" ]] || { cat "$work/serve.log" >&2; echo "error: no judge0 listener" >&2; exit 1; }
 echo "judge0 SDK against wolf serve's judge0 listener ($j0)"
 "$T/judge0-venv/bin/python" scripts/judge0_sdk.py "$j0"
+echo "piston client against wolf serve ($url)"
+python3 scripts/piston_client.py "$url"
 
 "$T/debug/testbed" up --api 2 --managers 1 --dir "$work/testbed" >"$work/testbed.json" 2>"$work/testbed.log" &
 testbed=$!
@@ -47,3 +50,5 @@ done
 url=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["api"][1])' "$work/testbed.json")
 echo "judge0 SDK against the testbed's second API ($url)"
 "$T/judge0-venv/bin/python" scripts/judge0_sdk.py "$url/judge0"
+echo "piston client against the testbed's second API ($url)"
+python3 scripts/piston_client.py "$url"
