@@ -182,10 +182,12 @@ async fn shed(State(st): State<AppState>, req: Request, next: Next) -> Response 
         ))
         .into_response();
     }
+    // A Piston execute always waits for its job: a long poll like `wait=true`.
     let long_poll = req
         .uri()
         .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "wait=true" || kv == "wait=1"));
+        .is_some_and(|q| q.split('&').any(|kv| kv == "wait=true" || kv == "wait=1"))
+        || req.uri().path() == "/api/v2/execute";
     let pool = if long_poll { &st.waits } else { &st.inflight };
     match pool.clone().try_acquire_owned() {
         Ok(_permit) => next.run(req).await,
