@@ -20,11 +20,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The embedded run's SDK talks to the second listener (Judge0's API at the root of its own
-# port, as a client that takes only a host and port sees it); the raw checks of the mounted
-# /judge0/ door run against the testbed below.
-"$T/debug/wolf" serve --listen 127.0.0.1:0 --judge0-listen 127.0.0.1:0 --data-dir "$work/data" --workers 2 \
-  2>"$work/serve.log" &
+# The embedded run's clients talk to the doors' own listeners (Judge0's API at the root of its
+# port, Piston's under /api/v2/ of its port, as clients given only a host and port see them);
+# the doors mounted on the main listener are checked against the testbed below.
+"$T/debug/wolf" serve --listen 127.0.0.1:0 --judge0-listen 127.0.0.1:0 --piston-listen 127.0.0.1:0 \
+  --data-dir "$work/data" --workers 2 2>"$work/serve.log" &
 serve=$!
 url=""
 for _ in $(seq 1 200); do
@@ -37,8 +37,10 @@ j0=$(sed -n 's/^wolf: judge0 listening on \(http:[^ ]*\).*/\1/p' "$work/serve.lo
 [[ -n "$j0" ]] || { cat "$work/serve.log" >&2; echo "error: no judge0 listener" >&2; exit 1; }
 echo "judge0 SDK against wolf serve's judge0 listener ($j0)"
 "$T/judge0-venv/bin/python" scripts/judge0_sdk.py "$j0"
-echo "piston client against wolf serve ($url)"
-python3 scripts/piston_client.py "$url"
+pi=$(sed -n 's/^wolf: piston listening on \(http:[^ ]*\).*/\1/p' "$work/serve.log" | head -1)
+[[ -n "$pi" ]] || { cat "$work/serve.log" >&2; echo "error: no piston listener" >&2; exit 1; }
+echo "piston client against wolf serve's piston listener ($pi)"
+python3 scripts/piston_client.py "$pi"
 
 "$T/debug/testbed" up --api 2 --managers 1 --dir "$work/testbed" >"$work/testbed.json" 2>"$work/testbed.log" &
 testbed=$!

@@ -223,6 +223,18 @@ pub fn judge0_app(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
 }
 
+/// Piston's API alone, under `/api/v2/` as Piston serves it (the `piston_listen` listener).
+pub fn piston_app(state: AppState) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    Router::new()
+        .nest("/api/v2", piston::router())
+        .layer(middleware::from_fn_with_state(state.clone(), shed))
+        .layer(DefaultBodyLimit::max(limit))
+        .fallback(routes::not_found)
+        .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+}
+
 /// The router.
 pub fn app(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;

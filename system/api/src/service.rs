@@ -35,6 +35,8 @@ pub struct ApiDeps {
     pub readiness: Option<Readiness>,
     /// A second listener serving Judge0's API at its root (`judge0_listen`).
     pub judge0: Option<TcpListener>,
+    /// A listener serving Piston's API under `/api/v2/` (`piston_listen`).
+    pub piston: Option<TcpListener>,
 }
 
 /// Requests in flight get this long to finish after shutdown begins.
@@ -67,22 +69,29 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
         ready.store(false, Ordering::Relaxed);
         let _ = stopped.send(true);
     };
-    // The Judge0 listener stops with the main one and drains the same way.
-    let judge0 = deps.judge0.map(|l| {
-        let app = crate::judge0_app(state.clone());
-        let mut stopping = stopping.clone();
-        tokio::spawn(crate::serve::serve(
-            l,
-            app,
-            async move {
-                let _ = stopping.wait_for(|s| *s).await;
-            },
-            DRAIN,
-        ))
-    });
+    // The doors' own listeners stop with the main one and drain the same way.
+    let doors = [
+        deps.judge0.map(|l| (l, crate::judge0_app(state.clone()))),
+        deps.piston.map(|l| (l, crate::piston_app(state.clone()))),
+    ];
+    let doors: Vec<_> = doors
+        .into_iter()
+        .flatten()
+        .map(|(l, app)| {
+            let mut stopping = stopping.clone();
+            tokio::spawn(crate::serve::serve(
+                l,
+                app,
+                async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                },
+                DRAIN,
+            ))
+        })
+        .collect();
     crate::serve::serve(listener, crate::app(state), stop, DRAIN).await;
-    if let Some(j) = judge0 {
-        let _ = j.await;
+    for d in doors {
+        let _ = d.await;
     }
     let deadline = tokio::time::Instant::now() + WRITES_DRAIN;
     loop {

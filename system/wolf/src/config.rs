@@ -52,6 +52,10 @@ pub struct Config {
     /// clients that take a host and port (Judge0's own is 2358); none by default. The same API
     /// is always under `/judge0/` on `listen`.
     pub judge0_listen: Option<String>,
+    /// A second address serving only Piston's API (under `/api/v2/`, as Piston's port 2000
+    /// does), for Piston clients given a host and port; none by default. The same API is always
+    /// under `/api/v2/` on `listen`.
+    pub piston_listen: Option<String>,
     /// Data directory: `wolf.db` and `jobs/` (serve), worker sockets (serve, manager).
     pub data_dir: PathBuf,
     /// Prepared artifacts (precompiled headers); default `<data_dir>/cache`.
@@ -131,18 +135,28 @@ pub struct S3Section {
 }
 
 impl Config {
-    /// The Judge0 listener, bound, when `judge0_listen` is set (its address printed, as the
-    /// API's is, for a caller that asked for port 0).
+    /// The Judge0 listener, bound, when `judge0_listen` is set.
     pub async fn judge0_listener(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
-        let Some(addr) = self.judge0_listen.as_deref() else {
-            return Ok(None);
-        };
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("judge0_listen {addr}: {e}"))?;
-        eprintln!("wolf: judge0 listening on http://{}", l.local_addr()?);
-        Ok(Some(l))
+        bind_door(self.judge0_listen.as_deref(), "judge0").await
     }
+
+    /// The Piston listener, bound, when `piston_listen` is set.
+    pub async fn piston_listener(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+        bind_door(self.piston_listen.as_deref(), "piston").await
+    }
+}
+
+/// A front door's own listener, bound when its address is set; its address is printed, as the
+/// API's is, for a caller that asked for port 0.
+async fn bind_door(addr: Option<&str>, door: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{door}_listen {addr}: {e}"))?;
+    eprintln!("wolf: {door} listening on http://{}", l.local_addr()?);
+    Ok(Some(l))
 }
 
 impl Default for Config {
@@ -153,6 +167,7 @@ impl Default for Config {
         Self {
             listen: None,
             judge0_listen: None,
+            piston_listen: None,
             data_dir: PathBuf::from("wolf-data"),
             cache_dir: None,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -214,6 +229,9 @@ pub struct ConfigArgs {
     /// See `judge0_listen` in the configuration.
     #[arg(long, env = "WOLF_JUDGE0_LISTEN")]
     pub judge0_listen: Option<String>,
+    /// See `piston_listen` in the configuration.
+    #[arg(long, env = "WOLF_PISTON_LISTEN")]
+    pub piston_listen: Option<String>,
     /// Data directory.
     #[arg(long, env = "WOLF_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -303,6 +321,9 @@ impl Config {
         }
         if args.judge0_listen.is_some() {
             c.judge0_listen = args.judge0_listen.clone();
+        }
+        if args.piston_listen.is_some() {
+            c.piston_listen = args.piston_listen.clone();
         }
         set!(c.data_dir, args.data_dir);
         if args.cache_dir.is_some() {

@@ -55,6 +55,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             prometheus: Some(prometheus),
             readiness: None,
             judge0: cfg.judge0_listener().await?,
+            piston: cfg.piston_listener().await?,
         };
         let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listener = tokio::net::TcpListener::bind(listen)

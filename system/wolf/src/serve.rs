@@ -99,6 +99,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         prometheus: Some(prometheus),
         readiness: Some(Arc::new(move || pool.readiness())),
         judge0: cfg.judge0_listener().await?,
+        piston: cfg.piston_listener().await?,
     };
     // The two services of the distributed mode, in one process on the embedded stores.
     let (stop_manager, manager_stops) = tokio::sync::oneshot::channel::<()>();
