@@ -211,23 +211,21 @@ fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal.into_response()
 }
 
-/// Judge0's API alone, at the root (the `judge0_listen` listener): the same handlers as under
-/// `/judge0/`, behind the same load shedding and body limit.
+/// Judge0's API alone, at the root (the `judge0_listen` listener).
 pub fn judge0_app(state: AppState) -> Router {
-    let limit = state.cfg.max_body_bytes;
-    judge0::router()
-        .layer(middleware::from_fn_with_state(state.clone(), shed))
-        .layer(DefaultBodyLimit::max(limit))
-        .fallback(routes::not_found)
-        .with_state(state)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+    door_app(state, judge0::router())
 }
 
 /// Piston's API alone, under `/api/v2/` as Piston serves it (the `piston_listen` listener).
 pub fn piston_app(state: AppState) -> Router {
+    door_app(state, Router::new().nest("/api/v2", piston::router()))
+}
+
+/// A front door on a listener of its own: the same handlers as on the main listener, behind the
+/// same load shedding, body limit and panic guard.
+fn door_app(state: AppState, routes: Router<AppState>) -> Router {
     let limit = state.cfg.max_body_bytes;
-    Router::new()
-        .nest("/api/v2", piston::router())
+    routes
         .layer(middleware::from_fn_with_state(state.clone(), shed))
         .layer(DefaultBodyLimit::max(limit))
         .fallback(routes::not_found)

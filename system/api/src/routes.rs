@@ -148,22 +148,29 @@ fn multipart_error(msg: &str) -> ApiError {
     }
 }
 
-/// Check a submission against the registry and caps before anything is stored.
-pub(crate) fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
-    if sub.code.len() > st.cfg.max_code_bytes {
+/// A program as the API checks it, a submission's or a checker's: its code within the size cap
+/// and not blank, its engine one this deployment runs, its run limits within the caps, its files
+/// within their count, at valid paths beside its source and the `reserved` names, with contents
+/// that decode. Returns its language.
+fn check_program(
+    st: &AppState,
+    code: &str,
+    engine: &str,
+    limits: Option<wolf_core::LimitsInput>,
+    files: &[wolf_core::FileInput],
+    reserved: &[&str],
+) -> Result<&'static wolf_core::Language, ApiError> {
+    if code.len() > st.cfg.max_code_bytes {
         return Err(ApiError::TooLarge(format!(
             "code is {} bytes; the limit is {}",
-            sub.code.len(),
+            code.len(),
             st.cfg.max_code_bytes
         )));
     }
-    if sub.code.trim().is_empty() {
+    if code.trim().is_empty() {
         return Err(ApiError::Invalid("code is empty".into()));
     }
-    let lang = st
-        .registry
-        .find(&sub.execution_engine)
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let lang = st.registry.find(engine).map_err(|e| ApiError::Invalid(e.to_string()))?;
     if let Some(reason) = &lang.absent {
         return Err(ApiError::Invalid(format!(
             "execution engine {} is not available on this deployment ({reason}); available: {}",
@@ -171,21 +178,28 @@ pub(crate) fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> 
             st.registry.known().join(", ")
         )));
     }
-    let req = sub.limits.unwrap_or_default().into();
+    let req = limits.unwrap_or_default().into();
     Limits::resolve(&lang.run_limits, &st.cfg.caps.run, &req).map_err(|e| ApiError::Invalid(e.to_string()))?;
-    if sub.files.len() > st.cfg.max_files {
+    if files.len() > st.cfg.max_files {
         return Err(ApiError::Invalid(format!(
             "{} files; at most {} are allowed",
-            sub.files.len(),
+            files.len(),
             st.cfg.max_files
         )));
     }
     // The source file's name counts: a file may not replace it.
-    let paths = std::iter::once(lang.spec.source.as_str()).chain(sub.files.iter().map(|f| f.name.as_str()));
-    wolf_core::names::check_file_paths(paths).map_err(ApiError::Invalid)?;
-    for f in &sub.files {
+    let taken = std::iter::once(lang.spec.source.as_str()).chain(reserved.iter().copied());
+    wolf_core::names::check_file_paths(taken.chain(files.iter().map(|f| f.name.as_str())))
+        .map_err(ApiError::Invalid)?;
+    for f in files {
         f.bytes().map_err(ApiError::Invalid)?;
     }
+    Ok(lang)
+}
+
+/// Check a submission against the registry and caps before anything is stored.
+pub(crate) fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> {
+    let lang = check_program(st, &sub.code, &sub.execution_engine, sub.limits, &sub.files, &[])?;
     check_args(&sub.args)?;
     if !sub.compiler_options.is_empty() {
         if lang.spec.compile.is_none() {
@@ -247,8 +261,7 @@ fn validate_tests(st: &AppState, sub: &Submission, defaults: &Limits) -> Result<
     Ok(())
 }
 
-/// A checker program: its code within the size cap, its engine one this deployment runs, its
-/// limits within the caps.
+/// A checker program, checked as a submission's program is ([`check_program`]).
 fn check_checker_program(st: &AppState, c: &wolf_core::Checker) -> Result<(), ApiError> {
     let wolf_core::Checker::Testlib {
         code,
@@ -259,41 +272,21 @@ fn check_checker_program(st: &AppState, c: &wolf_core::Checker) -> Result<(), Ap
     else {
         return Ok(());
     };
-    if files.len() > st.cfg.max_files {
-        return Err(ApiError::Invalid(format!(
-            "checker: {} files; at most {} are allowed",
-            files.len(),
-            st.cfg.max_files
-        )));
-    }
-    if code.len() > st.cfg.max_code_bytes {
-        return Err(ApiError::TooLarge(format!(
-            "the checker's code is {} bytes; the limit is {}",
-            code.len(),
-            st.cfg.max_code_bytes
-        )));
-    }
-    let lang = st
-        .registry
-        .find(execution_engine)
-        .map_err(|e| ApiError::Invalid(format!("checker: {e}")))?;
-    if let Some(reason) = &lang.absent {
-        return Err(ApiError::Invalid(format!(
-            "checker: execution engine {} is not available on this deployment ({reason})",
-            lang.spec.name
-        )));
-    }
-    let req = limits.unwrap_or_default().into();
-    Limits::resolve(&lang.run_limits, &st.cfg.caps.run, &req)
-        .map_err(|e| ApiError::Invalid(format!("checker: {e}")))?;
-    // Its own source's name and the three files it is given are taken.
-    let taken = std::iter::once(lang.spec.source.as_str()).chain(wolf_core::testlib::CHECKER_FILES);
-    wolf_core::names::check_file_paths(taken.chain(files.iter().map(|f| f.name.as_str())))
-        .map_err(|e| ApiError::Invalid(format!("checker: {e}")))?;
-    for f in files {
-        f.bytes().map_err(|e| ApiError::Invalid(format!("checker: {e}")))?;
-    }
-    Ok(())
+    // The three files the suite gives it are taken names too.
+    check_program(
+        st,
+        code,
+        execution_engine,
+        *limits,
+        files,
+        &wolf_core::testlib::CHECKER_FILES,
+    )
+    .map(drop)
+    .map_err(|e| match e {
+        ApiError::Invalid(m) => ApiError::Invalid(format!("checker: {m}")),
+        ApiError::TooLarge(m) => ApiError::TooLarge(format!("checker: {m}")),
+        other => other,
+    })
 }
 
 /// Output-file patterns: how many, and each a relative path of plain components (globs with

@@ -53,16 +53,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
             git_commit(),
             args.runs
         );
-        print!("{table}");
-        let out = args
-            .out
-            .unwrap_or_else(|| PathBuf::from(format!("results/{}-tests.md", utc_date())));
-        if let Some(dir) = out.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&out, doc)?;
-        eprintln!("written to {}", out.display());
-        return Ok(ExitCode::SUCCESS);
+        return write(&table, &doc, args.out, "tests");
     }
     if args.serve {
         let table = crate::bench_serve::run(args.runs, args.target.as_deref())?;
@@ -82,17 +73,8 @@ pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default(),
             args.runs
         );
-        print!("{table}");
         let mode = if args.target.is_some() { "target" } else { "serve" };
-        let out = args
-            .out
-            .unwrap_or_else(|| PathBuf::from(format!("results/{}-{mode}.md", utc_date())));
-        if let Some(dir) = out.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&out, doc)?;
-        eprintln!("written to {}", out.display());
-        return Ok(ExitCode::SUCCESS);
+        return write(&table, &doc, args.out, mode);
     }
     let sandboxes = Sandboxes::new(SandboxConfig {
         binds: ["/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache"]
@@ -111,10 +93,13 @@ pub fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
         git_commit(),
         args.runs
     );
+    write(&table, &doc, args.out, "sandbox")
+}
+
+/// Print `table`, and write `doc` to `out` (default `results/<UTC date>-<kind>.md`).
+fn write(table: &str, doc: &str, out: Option<PathBuf>, kind: &str) -> anyhow::Result<ExitCode> {
     print!("{table}");
-    let out = args
-        .out
-        .unwrap_or_else(|| PathBuf::from(format!("results/{}-sandbox.md", utc_date())));
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("results/{}-{kind}.md", utc_date())));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
