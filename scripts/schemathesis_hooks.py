@@ -10,7 +10,8 @@ system/testkit/tests/contract.rs). And output-file patterns with a `.` or `..` c
 outputFiles together with tests or a checker program (not supported yet, 422). For files:
 a path with a `.` or `..` component, a path that is also another file's directory, and
 base64 contents that do not decode (all 422, tested in system/api/tests/edge.rs). And
-compilerOptions for an engine without a compile step (422).
+compilerOptions for an engine without a compile step (422). An interactor with a checker,
+or with files of its own (the same rules as a checker program's), or with outputFiles (422).
 """
 
 import base64
@@ -58,6 +59,12 @@ def filter_body(ctx, body):
         # directory, valid base64) and may not take its three reserved names: too many rules
         # between items for JSON Schema; their 422s are tested in system/testkit/tests/contract.
         return False
+    interactor = body.get("interactor")
+    if isinstance(interactor, dict):
+        if "checker" in body or interactor.get("files"):
+            return False
+        if body.get("outputFiles"):
+            return False
     outs = body.get("outputFiles")
     if isinstance(outs, list) and outs:
         if isinstance(tests, list) and tests:

@@ -223,6 +223,26 @@ fn validate_tests(st: &AppState, sub: &Submission, defaults: &Limits) -> Result<
         c.validate().map_err(ApiError::Invalid)?;
         check_checker_program(st, c)?;
     }
+    if let Some(i) = &sub.interactor {
+        if sub.checker.is_some() {
+            return Err(ApiError::Invalid(
+                "an interactor decides each test itself: give no checker with it".into(),
+            ));
+        }
+        check_program(
+            st,
+            &i.code,
+            &i.execution_engine,
+            i.limits,
+            &i.files,
+            &wolf_core::testlib::INTERACTOR_FILES,
+        )
+        .map_err(|e| match e {
+            ApiError::Invalid(m) => ApiError::Invalid(format!("interactor: {m}")),
+            ApiError::TooLarge(m) => ApiError::TooLarge(format!("interactor: {m}")),
+            other => other,
+        })?;
+    }
     check_output_patterns(sub)?;
     if sub.tests.is_empty() {
         if sub.stop_on_first_failure {
@@ -299,9 +319,11 @@ fn check_output_patterns(sub: &Submission) -> Result<(), ApiError> {
             sub.output_files.len()
         )));
     }
-    if !sub.output_files.is_empty() && (!sub.tests.is_empty() || sub.checker.as_ref().is_some_and(|c| c.is_program())) {
+    let suite =
+        !sub.tests.is_empty() || sub.interactor.is_some() || sub.checker.as_ref().is_some_and(|c| c.is_program());
+    if !sub.output_files.is_empty() && suite {
         return Err(ApiError::Invalid(
-            "outputFiles with tests (or a checker program) is not supported yet".into(),
+            "outputFiles with tests (or a checker program, or an interactor) is not supported yet".into(),
         ));
     }
     for p in &sub.output_files {

@@ -53,6 +53,11 @@ pub fn document(st: &AppState) -> Value {
             }
         }
     }
+    // An interactor: code and engine as a checker program's.
+    let interactor = &mut schemas["Interactor"];
+    interactor["additionalProperties"] = json!(false);
+    interactor["properties"]["code"]["maxLength"] = json!(st.cfg.max_code_bytes);
+    interactor["properties"]["executionEngine"]["enum"] = json!(engines);
     let caps = st.cfg.caps.run;
     let limits = &mut schemas["LimitsInput"];
     limits["additionalProperties"] = json!(false);

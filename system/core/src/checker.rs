@@ -53,6 +53,33 @@ pub enum Checker {
     },
 }
 
+/// An interactor (`{"code", "executionEngine", "files"?, "limits"?}`): per test it runs in a
+/// sandbox of its own as `interactor input output [answer]`, its stdin fed live by the
+/// program's stdout and its stdout feeding the program's stdin; its exit code decides the
+/// test as a checker's would ([`crate::testlib`]), unless the program broke its own limits or
+/// failed first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Interactor {
+    /// Its source code.
+    #[schema(min_length = 1, pattern = "\\S")]
+    pub code: String,
+    /// Its engine (any of the registry's, not necessarily the program's).
+    pub execution_engine: String,
+    /// Files beside it in its work dir (`testlib.h`, a header of its own), as a submission's
+    /// `files`; not named `input`, `output` or `answer`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::FileInput>,
+    /// Its limits (each field given replaces the engine's default; the caps apply). Its wall
+    /// limit bounds how long it waits on a program that never answers.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::job::limits_object"
+    )]
+    pub limits: Option<crate::LimitsInput>,
+}
+
 impl Default for Checker {
     /// The rule Wolf always had.
     fn default() -> Self {

@@ -196,6 +196,10 @@ pub struct Submission {
     /// How outputs are compared with `expectedOutput` (default: `lines`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checker: Option<crate::Checker>,
+    /// An interactor: per test, the program talks to it live (stdout to its stdin, its stdout
+    /// to the program's stdin) and its exit code decides the test. Not with a `checker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactor: Option<crate::Interactor>,
     /// Extra arguments for the compiler, appended to the engine's compile command (argv, never
     /// a shell); only for engines with a compile step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -24,7 +24,7 @@ pub mod testlib;
 pub mod timeline;
 pub mod verdict;
 
-pub use checker::Checker;
+pub use checker::{Checker, Interactor};
 pub use job::{
     Attempt, Encoding, FileInput, JobRecord, JobResult, LimitsInput, OutputFile, RefusedOutput, Status, Submission,
     TestInput, TestResult, TestStage, Timings,

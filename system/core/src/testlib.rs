@@ -1,5 +1,5 @@
-//! What a judge's own program (a checker, later an interactor) means by its exit code: the
-//! conventions of testlib, which Codeforces, Polygon and DMOJ checkers follow.
+//! What a judge's own program (a checker or an interactor) means by its exit code: the
+//! conventions of testlib, which Codeforces, Polygon and DMOJ checkers and interactors follow.
 //!
 //! | exit | testlib | Wolf |
 //! |---|---|---|
@@ -20,6 +20,11 @@ use crate::verdict::Verdict;
 /// the test's stdin, the program's stdout, the expected output.
 pub const CHECKER_FILES: [&str; 3] = ["input", "output", "answer"];
 
+/// An interactor's files in its work dir, in the order of its argv (`interactor input output
+/// [answer]`): the test's stdin, the file it may write its own output to, and the expected
+/// output when the test has one.
+pub const INTERACTOR_FILES: [&str; 3] = CHECKER_FILES;
+
 /// A judge program's decision about one test.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
@@ -31,14 +36,19 @@ pub struct Judgement {
     pub message: Option<String>,
 }
 
-/// The judgement of a judge program that exited with `code` after writing `stderr`.
+/// The judgement of a checker program that exited with `code` after writing `stderr`.
 pub fn judgement(code: i32, stderr: &[u8]) -> Judgement {
+    judgement_of("checker", code, stderr)
+}
+
+/// The judgement of a judge program, `role` (`checker`, `interactor`) in its messages.
+pub fn judgement_of(role: &str, code: i32, stderr: &[u8]) -> Judgement {
     let text = message(stderr);
     let (verdict, score) = match code {
         0 => (Verdict::Accepted, 1.0),
         1 => (Verdict::WrongAnswer, 0.0),
         2 | 4 | 8 => (Verdict::PresentationError, 0.0),
-        3 => return failed(format!("the checker failed: {}", text.as_deref().unwrap_or(""))),
+        3 => return failed(format!("the {role} failed: {}", text.as_deref().unwrap_or(""))),
         7 => {
             let rest = text.as_deref().unwrap_or("").trim_start();
             let rest = rest.strip_prefix("points").unwrap_or(rest).trim_start();
@@ -57,7 +67,7 @@ pub fn judgement(code: i32, stderr: &[u8]) -> Judgement {
                 }
                 _ => {
                     return failed(format!(
-                        "the checker exited 7 (points) but its stderr does not start with a score \
+                        "the {role} exited 7 (points) but its stderr does not start with a score \
                          that is a number not negative: {:?}",
                         text.as_deref().unwrap_or("")
                     ));
@@ -75,7 +85,7 @@ pub fn judgement(code: i32, stderr: &[u8]) -> Judgement {
                 x,
             )
         }
-        other => return failed(format!("the checker exited {other}, which testlib does not define")),
+        other => return failed(format!("the {role} exited {other}, which testlib does not define")),
     };
     Judgement {
         verdict,

@@ -491,11 +491,12 @@ impl Manager {
                 .collect(),
             stop_on_first_failure: sub.stop_on_first_failure,
             checker: sub.checker.unwrap_or_default(),
+            interactor: sub.interactor.clone(),
             output_files: sub.output_files.clone(),
         };
-        if req.tests.is_empty() && req.checker.is_program() {
-            // A checker program judges test cases: the top-level stdin and expected output are
-            // the one implicit test.
+        if req.tests.is_empty() && (req.checker.is_program() || req.interactor.is_some()) {
+            // A checker program or an interactor judges test cases: the top-level stdin and
+            // expected output are the one implicit test.
             req.tests.push(TestRequest {
                 name: "test-1".into(),
                 stdin: req.stdin.take(),

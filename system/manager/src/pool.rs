@@ -3,6 +3,7 @@
 //! with its gRPC worker socket); tests put a fake behind them to drive the dispatch loop through
 //! crashes, panics and storage outages without root.
 
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -24,6 +25,12 @@ pub trait Pool: Send + Sync + 'static {
 pub trait Warm: Send + 'static {
     /// Whether it can still take its job (its process may have died while it waited).
     fn is_alive(&self) -> bool;
+    /// Give the job live stdio (`source` becomes its piped step's stdin, `sink` gets its
+    /// stdout: an interactor's pipes), before [`Warm::run`].
+    fn pass_stdio(&mut self, source: &OwnedFd, sink: &OwnedFd) -> Result<(), SandboxError> {
+        let _ = (source, sink);
+        Err(SandboxError::InvalidJob("this sandbox takes no live stdio".into()))
+    }
     /// Run the job, then destroy the sandbox (off the job's path). `Err` means the sandbox
     /// failed, not the program: the job is retried elsewhere.
     async fn run(self: Box<Self>, job_id: &str, plan: Plan, creation_ms: f64) -> Result<RunOutput, SandboxError>;
@@ -47,6 +54,10 @@ fn ms(d: std::time::Duration) -> f64 {
 impl Warm for Prepared {
     fn is_alive(&self) -> bool {
         Prepared::is_alive(self)
+    }
+
+    fn pass_stdio(&mut self, source: &OwnedFd, sink: &OwnedFd) -> Result<(), SandboxError> {
+        Prepared::pass_stdio(self, source, sink)
     }
 
     async fn run(self: Box<Self>, job_id: &str, plan: Plan, creation_ms: f64) -> Result<RunOutput, SandboxError> {

@@ -2,7 +2,9 @@
 //! test on a fresh sandbox from the pool, the next one prepared while the current test runs.
 //! A checker program is compiled once too, on a sandbox of its own, and judges each test whose
 //! program exited 0 on yet another fresh sandbox: nothing of the program's run can reach it
-//! but the output it wrote.
+//! but the output it wrote. An interactor is compiled once as well and runs beside each test's
+//! program, on a sandbox of its own, the two connected by two pipes whose ends each init
+//! receives (the programs themselves keep their own pipes; the inits relay).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +53,7 @@ pub async fn run(
         compiled = Some(out.result);
     }
     ahead.first = next.take();
-    let per_test = 1 + usize::from(suite.has_checker());
+    let per_test = 1 + usize::from(suite.has_checker() || suite.has_interactor());
     let mut checker_artifacts = Vec::new();
     if let Some(plan) = suite.checker_compile() {
         let out = ahead.run(job_id, plan, suite.len() * per_test).await?;
@@ -64,15 +66,36 @@ pub async fn run(
         }
         checker_artifacts = out.files;
     }
+    let mut interactor_artifacts = Vec::new();
+    if let Some(plan) = suite.interactor_compile() {
+        let out = ahead.run(job_id, plan, suite.len() * per_test).await?;
+        timings.compile += out.result.timings.compile;
+        if out.result.verdict != Verdict::Accepted {
+            let mut out = Suite::interactor_unusable(&out);
+            out.result.timings = timings;
+            out.result.timings.total = ms(started.elapsed()) + creation_ms;
+            return Ok(out);
+        }
+        interactor_artifacts = out.files;
+    }
     let mut outs = Vec::with_capacity(suite.len());
     // The execution stage is the tests' whole span as seen here (each sandbox, program and
     // checker), so the timeline's test bars fill it.
     let tests_started = Instant::now();
     for i in 0..suite.len() {
         let test_started = tests_started.elapsed();
-        let mut out = ahead
-            .run(job_id, suite.test(i, &artifacts), (suite.len() - i) * per_test - 1)
-            .await?;
+        let left = (suite.len() - i) * per_test;
+        let mut out = match suite.interact(i, &interactor_artifacts) {
+            Some(interactor) => {
+                let program = ahead.take(left - 1).await?;
+                let judge = ahead.take(left - 2).await?;
+                let (mut out, judged) =
+                    interactive(job_id, program, suite.test(i, &artifacts), judge, interactor).await?;
+                Suite::interaction(&mut out, &judged);
+                out
+            }
+            None => ahead.run(job_id, suite.test(i, &artifacts), left - 1).await?,
+        };
         let mut checker_ms = None;
         if suite.checks(&out)
             && let Some(plan) = suite.check(i, &out, &checker_artifacts)
@@ -128,6 +151,11 @@ impl Ahead {
         plan: wolf_sandbox::runner::Plan,
         remaining: usize,
     ) -> Result<RunOutput, SandboxError> {
+        self.take(remaining).await?.run(job_id, plan, 0.0).await
+    }
+
+    /// The next prepared sandbox, topping up as [`Ahead::run`] does.
+    async fn take(&mut self, remaining: usize) -> Result<Box<dyn Warm>, SandboxError> {
         let sandbox = match self.first.take() {
             Some(s) => Some(s),
             None => match self.queue.pop_front() {
@@ -140,7 +168,7 @@ impl Ahead {
             None => prepare(&self.pool).await?,
         };
         self.top_up(remaining);
-        sandbox.run(job_id, plan, 0.0).await
+        Ok(sandbox)
     }
 
     /// Start preparing sandboxes until [`PREPARE_AHEAD`] (or `remaining`) are on their way.
@@ -151,6 +179,28 @@ impl Ahead {
                 .push_back(tokio::task::spawn_blocking(move || pool.prepare()));
         }
     }
+}
+
+/// Run a test's program and its interactor at once, each on its own sandbox, the program's
+/// stdout piped to the interactor's stdin and the interactor's stdout to the program's stdin.
+/// Each ends by its own limits: a side that never writes, or stops reading, leaves the other
+/// waiting until one of them reaches its wall limit, and then the other sees end of file.
+async fn interactive(
+    job_id: &str,
+    mut program: Box<dyn Warm>,
+    plan: wolf_sandbox::runner::Plan,
+    mut judge: Box<dyn Warm>,
+    interactor: wolf_sandbox::runner::Plan,
+) -> Result<(RunOutput, RunOutput), SandboxError> {
+    let (to_judge_r, to_judge_w) = wolf_sandbox::protocol::pipe().map_err(SandboxError::Channel)?;
+    let (to_program_r, to_program_w) = wolf_sandbox::protocol::pipe().map_err(SandboxError::Channel)?;
+    program.pass_stdio(&to_program_r, &to_judge_w)?;
+    judge.pass_stdio(&to_judge_r, &to_program_w)?;
+    // Only the two inits may hold the pipes now: an end left open here would keep the other
+    // side from ever seeing end of file.
+    drop((to_judge_r, to_judge_w, to_program_r, to_program_w));
+    let (out, judged) = tokio::join!(program.run(job_id, plan, 0.0), judge.run(job_id, interactor, 0.0));
+    Ok((out?, judged?))
 }
 
 async fn prepare(pool: &Arc<dyn Pool>) -> Result<Box<dyn Warm>, SandboxError> {

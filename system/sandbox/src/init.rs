@@ -150,16 +150,17 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
                 token: setup.job_token.clone(),
                 host: sock.try_clone()?,
             };
-            server(ctx, &mut |job, blobs| exec.execute(job, blobs))?;
+            server(ctx, &mut |job, blobs, stdio| exec.execute(job, blobs, stdio))?;
         }
         // Pre-warmed: wait for the one job. EOF means the host gave up on this sandbox.
         None => {
-            let (job, blobs): (JobSpec, Vec<Vec<u8>>) = match protocol::read_frame(&mut sock, MAX_JOB_BYTES) {
+            let (stdio, job) = match read_job(&mut sock) {
                 Ok(j) => j,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let (report, out_blobs) = exec.execute(job, blobs);
+            let (job, blobs) = job;
+            let (report, out_blobs) = exec.execute(job, blobs, stdio);
             let refs: Vec<&[u8]> = out_blobs.iter().map(Vec::as_slice).collect();
             protocol::write_frame(&mut sock, &report, &refs)?;
         }
@@ -168,6 +169,22 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
     reap_all(&mut exec.unused);
     // Returning exits PID 1: the kernel kills whatever is left.
     Ok(())
+}
+
+/// A job frame: the spec and its blobs.
+type Job = (JobSpec, Vec<Vec<u8>>);
+
+/// The pre-warmed path's job: the live stdio descriptors when the host passed them first
+/// ([`protocol::send_stdio`]: a byte that carries descriptors), then the job frame. A first
+/// byte without descriptors is the frame's own.
+fn read_job(sock: &mut UnixStream) -> std::io::Result<(Vec<OwnedFd>, Job)> {
+    let (first, stdio) = protocol::recv_byte_with_fds(sock)?;
+    if stdio.is_empty() {
+        let first = [first];
+        let mut framed = std::io::Read::chain(&first[..], &*sock);
+        return Ok((stdio, protocol::read_frame(&mut framed, MAX_JOB_BYTES)?));
+    }
+    Ok((stdio, protocol::read_frame(sock, MAX_JOB_BYTES)?))
 }
 
 /// What a registered job server gets: the listening socket the host passed in, and who may
@@ -186,8 +203,10 @@ pub struct JobServerContext {
     pub host: UnixStream,
 }
 
-/// Runs one job inside the init process: `(files and steps, blobs) -> (report, blobs)`.
-pub type Execute<'a> = dyn FnMut(JobSpec, Vec<Vec<u8>>) -> (JobReport, Vec<Vec<u8>>) + 'a;
+/// Runs one job inside the init process: `(files and steps, blobs, live stdio) -> (report,
+/// blobs)`; the stdio descriptors (source, sink) are those the host passed on the setup
+/// channel for a piped step ([`protocol::send_stdio`]), else none.
+pub type Execute<'a> = dyn FnMut(JobSpec, Vec<Vec<u8>>, Vec<OwnedFd>) -> (JobReport, Vec<Vec<u8>>) + 'a;
 
 /// A job server: serves exactly one job on `ctx.listener` through `execute`, then returns.
 pub type JobServer = fn(ctx: JobServerContext, execute: &mut Execute<'_>) -> std::io::Result<()>;
@@ -213,7 +232,12 @@ struct Executor<'a> {
 }
 
 impl Executor<'_> {
-    fn execute(&mut self, job: JobSpec, blobs: Vec<Vec<u8>>) -> (JobReport, Vec<Vec<u8>>) {
+    fn execute(&mut self, job: JobSpec, blobs: Vec<Vec<u8>>, stdio: Vec<OwnedFd>) -> (JobReport, Vec<Vec<u8>>) {
+        let mut stdio = stdio.into_iter();
+        let mut relay = match (stdio.next(), stdio.next()) {
+            (Some(source), Some(sink)) => Some(crate::relay::Relay::new(source, sink)),
+            _ => None,
+        };
         let mut report = JobReport::default();
         let mut out_blobs: Vec<Vec<u8>> = Vec::new();
         if self.used {
@@ -246,7 +270,18 @@ impl Executor<'_> {
             reap_all(&mut self.to_reap);
             let stdin = step.stdin_blob.and_then(|i| blobs.get(i)).map(Vec::as_slice);
             let pid = slot.pid;
-            let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, stdin, self.sigfd);
+            let piped = if step.piped {
+                match relay.take() {
+                    Some(r) => Some(r),
+                    None => {
+                        report.error = Some(format!("step {} is piped but no stdio was passed", step.name));
+                        break;
+                    }
+                }
+            } else {
+                None
+            };
+            let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, stdin, piped, self.sigfd);
             self.to_reap.push(pid);
             facts.stdout_blob = out_blobs.len();
             out_blobs.push(stdout);
@@ -554,7 +589,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
-fn set_nonblocking(fd: impl AsFd) {
+pub(crate) fn set_nonblocking(fd: impl AsFd) {
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
 }
 
@@ -595,6 +630,12 @@ impl Capture {
 
     /// Read what is available; false once EOF was seen.
     fn pump(&mut self) -> bool {
+        self.pump_into(None)
+    }
+
+    /// [`Capture::pump`], handing every byte read to `relay` too (uncapped: the relay bounds
+    /// itself by reading only while it has room, see [`crate::relay::ROOM`]).
+    fn pump_into(&mut self, mut relay: Option<&mut crate::relay::Relay>) -> bool {
         let Some(fd) = &self.fd else { return false };
         let mut buf = [0u8; 65536];
         loop {
@@ -609,6 +650,12 @@ impl Capture {
                     if n > room {
                         self.over = true;
                     }
+                    if let Some(r) = relay.as_mut() {
+                        r.push_output(&buf[..n]);
+                        if !r.takes_output() {
+                            return true;
+                        }
+                    }
                 }
                 Err(Errno::EINTR) => continue,
                 Err(_) => return true,
@@ -622,10 +669,11 @@ fn run_step(
     slot: Slot,
     version: Version,
     stdin: Option<&[u8]>,
+    relay: Option<crate::relay::Relay>,
     sigfd: &SignalFd,
 ) -> (StepFacts, Vec<u8>, Vec<u8>) {
     let mut facts = StepFacts::default();
-    match run_step_inner(step, slot, version, stdin, sigfd, &mut facts) {
+    match run_step_inner(step, slot, version, stdin, relay, sigfd, &mut facts) {
         Ok((o, e)) => (facts, o, e),
         Err(e) => {
             facts.start_error = Some(e.to_string());
@@ -639,6 +687,7 @@ fn run_step_inner(
     slot: Slot,
     version: Version,
     stdin: Option<&[u8]>,
+    mut relay: Option<crate::relay::Relay>,
     sigfd: &SignalFd,
     facts: &mut StepFacts,
 ) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
@@ -662,8 +711,8 @@ fn run_step_inner(
     let mut err = Capture::new(err, step.output_bytes);
     let mut stdin_left: &[u8] = stdin.unwrap_or_default();
     // No stdin (or an empty one) is an empty, closed stdin: the program reads EOF at once
-    // instead of blocking until its wall limit.
-    let mut in_w = if stdin_left.is_empty() {
+    // instead of blocking until its wall limit. A piped step's stdin comes from the relay.
+    let mut in_w = if stdin_left.is_empty() && relay.is_none() {
         drop(in_w);
         None
     } else {
@@ -698,7 +747,10 @@ fn run_step_inner(
         }
         // Done: the program was reaped and its output is complete (EOF: nothing holds the
         // pipes), or its supervisor is gone (which took the whole step namespace with it).
-        if (reported.is_some() && out.fd.is_none() && err.fd.is_none()) || supervisor_gone {
+        // A piped step is done once what the program wrote reached the other side too (or the
+        // other side is gone; it ends by its own limits at the latest).
+        let handed_over = relay.as_ref().is_none_or(crate::relay::Relay::settled);
+        if (reported.is_some() && out.fd.is_none() && err.fd.is_none() && handed_over) || supervisor_gone {
             if reported.is_none() {
                 end = Instant::now();
             }
@@ -713,7 +765,9 @@ fn run_step_inner(
                 facts.cpu_limit_hit = true;
             }
         }
-        if out.over || err.over {
+        // A piped step's stdout goes to the other side: its capture is a transcript, and only
+        // stderr counts against the output limit.
+        if (out.over && relay.is_none()) || err.over {
             facts.output_limit_hit = true;
         }
         if facts.wall_limit_hit || facts.cpu_limit_hit || facts.output_limit_hit {
@@ -736,14 +790,21 @@ fn run_step_inner(
         if reported.is_none() {
             pfds.push(PollFd::new(status.as_fd(), PollFlags::POLLIN));
         }
-        if let Some(f) = out.fd.as_ref() {
+        if let Some(f) = out.fd.as_ref()
+            && relay.as_ref().is_none_or(crate::relay::Relay::takes_output)
+        {
             pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
         }
         if let Some(f) = err.fd.as_ref() {
             pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
         }
-        if let Some(f) = in_w.as_ref() {
-            pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
+        match &relay {
+            Some(r) => r.interest(in_w.as_ref(), &mut pfds),
+            None => {
+                if let Some(f) = in_w.as_ref() {
+                    pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
+                }
+            }
         }
         let timeout = PollTimeout::try_from(wait.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
         match poll(&mut pfds, timeout) {
@@ -751,9 +812,25 @@ fn run_step_inner(
             Err(e) => return Err(e.into()),
         }
         drop(pfds);
-        out.pump();
+        match relay.as_mut() {
+            Some(r) => {
+                if r.takes_output() {
+                    let was_open = out.fd.is_some();
+                    out.pump_into(Some(r));
+                    if was_open && out.fd.is_none() {
+                        r.output_done();
+                    }
+                }
+                r.forward(&mut in_w);
+            }
+            None => {
+                out.pump();
+            }
+        }
         err.pump();
-        if let Some(w) = &in_w {
+        if let Some(w) = &in_w
+            && relay.is_none()
+        {
             match nix::unistd::write(w, stdin_left) {
                 Ok(n) => stdin_left = &stdin_left[n..],
                 Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
@@ -785,9 +862,11 @@ fn run_step_inner(
     facts.memory_kb = cgroup::parse_peak_bytes(version, &pread_text(&peak)) / 1024;
     facts.oom_kills = cgroup::parse_oom_kills(version, &pread_text(&oom));
     facts.truncated = out.over || err.over;
-    if out.over || err.over {
+    if (out.over && relay.is_none()) || err.over {
         facts.output_limit_hit = true;
     }
+    // The other side sees end of file (and its writes fail) now at the latest.
+    drop(relay);
     if reported.is_none() {
         let mut rest = Vec::new();
         let _ = status.read_to_end(&mut rest);

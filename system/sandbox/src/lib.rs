@@ -33,6 +33,7 @@ pub mod landlock_rules;
 pub mod lsm;
 pub mod payload;
 pub mod protocol;
+mod relay;
 pub mod rootfs;
 pub mod runner;
 pub mod sandbox;

@@ -5,7 +5,7 @@
 //! step cgroups' handles) travel once, before the setup frame, as SCM_RIGHTS on a 1-byte message.
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
@@ -86,6 +86,10 @@ pub struct StepSpec {
     pub slot: usize,
     /// Blob index of stdin, if any (else /dev/null).
     pub stdin_blob: Option<usize>,
+    /// The step's stdin and stdout are the two descriptors the host passed for the job
+    /// ([`send_stdio`]), relayed live (an interactor and its program), not a blob and a capture.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub piped: bool,
     /// CPU time limit, ms (enforced from the cgroup's usage).
     pub cpu_time_ms: u64,
     /// Wall time limit, ms.
@@ -284,6 +288,18 @@ pub fn send_fds(sock: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
+/// Pass a job's live stdio to the init process: `source` (read: the step's stdin) and `sink`
+/// (write: its stdout), on the setup channel before the job. A 1-byte message that carries
+/// descriptors is always this one ([`recv_byte_with_fds`] tells it from a frame's first byte).
+pub fn send_stdio(sock: &UnixStream, source: &OwnedFd, sink: &OwnedFd) -> io::Result<()> {
+    send_fds(sock, &[source.as_raw_fd(), sink.as_raw_fd()])
+}
+
+/// A pipe (read end, write end), close-on-exec: one direction of a piped job's stdio.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
 /// Receive the descriptors sent by [`send_fds`].
 pub fn recv_fds(sock: &UnixStream) -> io::Result<Vec<OwnedFd>> {
     recv_byte_with_fds(sock).map(|(_, fds)| fds)
@@ -292,6 +308,12 @@ pub fn recv_fds(sock: &UnixStream) -> io::Result<Vec<OwnedFd>> {
 /// Receive one byte and any descriptors that came with it (a plain read(2) of that byte would
 /// silently drop them).
 pub fn recv_byte_with_fds(sock: &UnixStream) -> io::Result<(u8, Vec<OwnedFd>)> {
+    recv_byte_with_fds_on(sock.as_fd())
+}
+
+/// [`recv_byte_with_fds`] on any Unix stream socket's descriptor (a nonblocking one returns
+/// `WouldBlock` when nothing is there).
+pub fn recv_byte_with_fds_on(sock: BorrowedFd<'_>) -> io::Result<(u8, Vec<OwnedFd>)> {
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);

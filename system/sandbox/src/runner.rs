@@ -43,6 +43,8 @@ pub struct RunRequest {
     pub stop_on_first_failure: bool,
     /// How stdout is compared with the expected output.
     pub checker: wolf_core::Checker,
+    /// An interactor the program talks to in each test ([`crate::suite::Suite`]).
+    pub interactor: Option<wolf_core::Interactor>,
     /// Output-file patterns to bring back after the run.
     pub output_files: Vec<String>,
 }
@@ -169,9 +171,9 @@ pub enum RequestError {
     /// Bad extra file names (what is wrong with them).
     #[error("{0}")]
     FileName(String),
-    /// The checker program's request is not valid.
-    #[error("checker: {0}")]
-    Checker(Box<RequestError>),
+    /// A judge's program (`checker` or `interactor`, the first field) is not valid.
+    #[error("{0}: {1}")]
+    Judge(&'static str, Box<RequestError>),
 }
 
 /// A request checked against the registry and caps: ready to run.
@@ -230,6 +232,7 @@ impl Plan {
                 argv,
                 env: env.clone(),
                 stdin: None,
+                piped: false,
                 limits: compile_limits,
             });
         }
@@ -240,6 +243,7 @@ impl Plan {
             argv,
             env,
             stdin: req.stdin.clone(),
+            piped: false,
             limits: run_limits,
         });
         Ok(Self {
@@ -296,6 +300,18 @@ impl Plan {
     pub fn with_files(mut self, files: Vec<JobFile>) -> Plan {
         self.files.retain(|f| !files.iter().any(|n| n.name == f.name));
         self.files.extend(files);
+        self
+    }
+
+    /// This plan with its run step talking to another sandbox live: stdin and stdout are the
+    /// descriptors passed to the sandbox ([`Prepared::pass_stdio`]); its verdict comes from its
+    /// exit and limits alone (the other side judges what it wrote).
+    pub fn piped(mut self) -> Plan {
+        if let Some(run) = self.steps.last_mut() {
+            run.piped = true;
+            run.stdin = None;
+        }
+        self.expected = None;
         self
     }
 

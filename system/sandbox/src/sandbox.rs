@@ -218,6 +218,9 @@ pub struct Step {
     pub env: Vec<String>,
     /// stdin contents (else /dev/null).
     pub stdin: Option<Vec<u8>>,
+    /// stdin and stdout are the descriptors given to [`Prepared::pass_stdio`] (the step talks
+    /// to another sandbox live), not `stdin` and a capture.
+    pub piped: bool,
     /// Limits.
     pub limits: Limits,
 }
@@ -661,6 +664,7 @@ impl Prepared {
                 env: s.env.clone(),
                 slot,
                 stdin_blob,
+                piped: s.piped,
                 cpu_time_ms: s.limits.cpu_time_ms,
                 wall_time_ms: s.limits.wall_time_ms,
                 output_bytes: s.limits.output_bytes,
@@ -711,6 +715,18 @@ impl Prepared {
         if let Some(path) = self.socket.take() {
             let _ = std::fs::remove_file(path);
         }
+    }
+
+    /// Give the job live stdio: its piped step reads `source` as stdin and writes stdout to
+    /// `sink` (relayed by the init process). Call before the job is sent; the descriptors are
+    /// the init's now, and the caller's copies should be closed once every sandbox has its own.
+    pub fn pass_stdio(&mut self, source: &OwnedFd, sink: &OwnedFd) -> Result<(), SandboxError> {
+        if self.used {
+            return Err(SandboxError::InvalidJob(
+                "stdio is passed before the job is sent".into(),
+            ));
+        }
+        protocol::send_stdio(&self.sock, source, sink).map_err(SandboxError::Channel)
     }
 
     /// The secret a job server's caller presents (see [`crate::init::JobServerContext`]).

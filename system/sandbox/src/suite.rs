@@ -6,19 +6,22 @@
 //! the source, the submission's files and those artifacts, and nothing an earlier test wrote —
 //! it is a new sandbox. A checker program ([`wolf_core::Checker::Testlib`]) is compiled once
 //! the same way and run after each test whose program exited 0, in a sandbox of its own, as
-//! `checker input output answer` ([`Suite::check`], [`Suite::judge`]). [`Suite::summarize`]
-//! turns the tests' outputs into the job's result.
+//! `checker input output answer` ([`Suite::check`], [`Suite::judge`]). An interactor is
+//! compiled once too; for each test it runs beside the program, each in its own sandbox, their
+//! stdin and stdout connected live ([`Plan::piped`], [`Suite::interact`],
+//! [`Suite::interaction`]). [`Suite::summarize`] turns the tests' outputs into the job's
+//! result.
 
 use wolf_core::job::TEST_TEXT_CAP;
 use wolf_core::testlib::{self, Judgement};
-use wolf_core::{Checker, TestResult};
+use wolf_core::{Checker, FileInput, LimitsInput, TestResult};
 
 use crate::language::Registry;
 use crate::runner::{Caps, Plan, RequestError, RunOutput, RunRequest, RunResult, Timings};
 use crate::sandbox::JobFile;
 use crate::verdict::Verdict;
 
-pub use wolf_core::testlib::CHECKER_FILES;
+pub use wolf_core::testlib::{CHECKER_FILES, INTERACTOR_FILES};
 
 /// A validated submission with test cases.
 #[derive(Debug, Clone)]
@@ -26,6 +29,8 @@ pub struct Suite {
     tests: Vec<TestPlan>,
     /// The checker program's plan (compile step included), when there is one.
     checker: Option<Plan>,
+    /// The interactor's plan (compile step included, run step piped), when there is one.
+    interactor: Option<Box<Plan>>,
     stop_on_first_failure: bool,
 }
 
@@ -48,32 +53,40 @@ impl Suite {
                 execution_engine,
                 files,
                 limits,
-            } => {
-                let files = files
-                    .iter()
-                    .map(|f| Ok((f.name.clone(), f.bytes()?)))
-                    .collect::<Result<Vec<_>, String>>()
-                    .map_err(|e| RequestError::Checker(Box::new(RequestError::FileName(e))))?;
-                let c = RunRequest {
-                    engine: execution_engine.clone(),
-                    code: code.clone().into_bytes(),
-                    files,
-                    args: CHECKER_FILES.iter().map(|f| f.to_string()).collect(),
-                    limits: limits.unwrap_or_default().into(),
-                    ..RunRequest::default()
-                };
-                Some(Plan::new(reg, caps, &c).map_err(|e| RequestError::Checker(Box::new(e)))?)
-            }
+            } => Some(judge_plan(
+                "checker",
+                reg,
+                caps,
+                code,
+                execution_engine,
+                files,
+                *limits,
+            )?),
             _ => None,
+        };
+        let interactor = match &req.interactor {
+            Some(i) => {
+                let plan = judge_plan(
+                    "interactor",
+                    reg,
+                    caps,
+                    &i.code,
+                    &i.execution_engine,
+                    &i.files,
+                    i.limits,
+                )?;
+                Some(Box::new(plan.piped()))
+            }
+            None => None,
         };
         let mut tests = Vec::with_capacity(req.tests.len());
         for t in &req.tests {
             let mut one = req.clone();
             one.tests = Vec::new();
             one.stdin = t.stdin.clone();
-            // With a checker program the test's own verdict ignores the expected output: the
-            // checker reads it as its answer file.
-            one.expected_output = if checker.is_some() {
+            // With a checker program or an interactor the test's own verdict ignores the
+            // expected output: the judge reads it as its answer file.
+            one.expected_output = if checker.is_some() || interactor.is_some() {
                 None
             } else {
                 t.expected_output.clone()
@@ -82,9 +95,11 @@ impl Suite {
                 one.args = args.clone();
             }
             one.limits = t.limits.or(req.limits);
+            let plan = Plan::new(reg, caps, &one)?;
             tests.push(TestPlan {
                 name: t.name.clone(),
-                plan: Plan::new(reg, caps, &one)?,
+                // With an interactor the program's stdin and stdout are the interactor's.
+                plan: if interactor.is_some() { plan.piped() } else { plan },
                 stdin: t.stdin.clone().unwrap_or_default(),
                 expected: t.expected_output.clone().unwrap_or_default(),
             });
@@ -92,6 +107,7 @@ impl Suite {
         Ok(Self {
             tests,
             checker,
+            interactor,
             stop_on_first_failure: req.stop_on_first_failure,
         })
     }
@@ -132,19 +148,95 @@ impl Suite {
 
     /// Let the checker's run `checker` decide the verdict of the test that wrote `out`.
     pub fn judge(out: &mut RunOutput, checker: &RunOutput) {
-        let r = &checker.result;
-        let j = match (r.verdict, r.exit_code, r.signal) {
-            (Verdict::Accepted, _, _) => testlib::judgement(0, r.stderr.as_bytes()),
-            (Verdict::RuntimeError, Some(code), None) => testlib::judgement(code, r.stderr.as_bytes()),
-            (Verdict::RuntimeError, _, Some(sig)) => testlib::failed(format!("the checker was killed by signal {sig}")),
-            (Verdict::TimeLimitExceeded, ..) => testlib::failed("the checker exceeded its time limit".into()),
-            (Verdict::MemoryLimitExceeded, ..) => testlib::failed("the checker exceeded its memory limit".into()),
-            (Verdict::OutputLimitExceeded, ..) => testlib::failed("the checker exceeded its output limit".into()),
+        Self::judge_as("checker", out, checker);
+    }
+
+    /// The interactor's compile step alone, when there is an interactor whose language
+    /// compiles.
+    pub fn interactor_compile(&self) -> Option<Plan> {
+        self.interactor.as_deref().and_then(Plan::compile_only)
+    }
+
+    /// Whether an interactor talks to the program in each test.
+    pub fn has_interactor(&self) -> bool {
+        self.interactor.is_some()
+    }
+
+    /// The interactor's run for test `i` (beside the program's [`Suite::test`], in a sandbox of
+    /// its own): its work dir holds its `artifacts`, the test's input and the answer; it runs
+    /// as `interactor input output answer` with its stdin and stdout piped to the program's.
+    pub fn interact(&self, i: usize, artifacts: &[JobFile]) -> Option<Plan> {
+        let t = &self.tests[i];
+        let files = [
+            (INTERACTOR_FILES[0], t.stdin.clone()),
+            (INTERACTOR_FILES[2], t.expected.clone()),
+        ];
+        let files = files.into_iter().map(|(name, contents)| JobFile {
+            name: name.to_string(),
+            contents,
+            mode: 0o644,
+        });
+        let plan: Plan = *self.interactor.clone()?;
+        Some(plan.run_only(artifacts).with_files(files.collect()))
+    }
+
+    /// Decide test `out` from the program's own run and the interactor's beside it, in this
+    /// order: the program's own limits (time, memory, output) and anything that kept it from
+    /// running; then an interactor that failed (killed, over its limits, exit 3 or one testlib
+    /// does not define: InternalError, since the judge failed — and a program reading end of
+    /// file from a dead interactor often crashes for it); then the program's runtime error;
+    /// then the interactor's exit code, as a checker's. What the interactor wrote to stderr is
+    /// the test's message either way.
+    pub fn interaction(out: &mut RunOutput, interactor: &RunOutput) {
+        let j = Self::judgement_as("interactor", interactor);
+        let decides = match out.result.verdict {
+            Verdict::Accepted => true,
+            Verdict::RuntimeError => j.verdict == Verdict::InternalError,
+            _ => false,
+        };
+        if decides {
+            Self::apply(out, j);
+        } else {
+            out.judgement = Some(Judgement {
+                verdict: out.result.verdict,
+                score: 0.0,
+                message: j.message,
+            });
+        }
+    }
+
+    /// The interactor's compile failure as the job's result, like [`Suite::checker_unusable`].
+    pub fn interactor_unusable(compiled: &RunOutput) -> RunOutput {
+        let mut out = crate::runner::internal(&crate::SandboxError::Setup(format!(
+            "the interactor does not compile: {}",
+            compiled.result.compile_output
+        )));
+        out.result.compile_output = compiled.result.compile_output.clone();
+        out
+    }
+
+    fn judge_as(role: &str, out: &mut RunOutput, judged: &RunOutput) {
+        Self::apply(out, Self::judgement_as(role, judged));
+    }
+
+    /// What a judge's program's run says about a test.
+    fn judgement_as(role: &str, judged: &RunOutput) -> Judgement {
+        let r = &judged.result;
+        match (r.verdict, r.exit_code, r.signal) {
+            (Verdict::Accepted, _, _) => testlib::judgement_of(role, 0, r.stderr.as_bytes()),
+            (Verdict::RuntimeError, Some(code), None) => testlib::judgement_of(role, code, r.stderr.as_bytes()),
+            (Verdict::RuntimeError, _, Some(sig)) => testlib::failed(format!("the {role} was killed by signal {sig}")),
+            (Verdict::TimeLimitExceeded, ..) => testlib::failed(format!("the {role} exceeded its time limit")),
+            (Verdict::MemoryLimitExceeded, ..) => testlib::failed(format!("the {role} exceeded its memory limit")),
+            (Verdict::OutputLimitExceeded, ..) => testlib::failed(format!("the {role} exceeded its output limit")),
             (v, ..) => testlib::failed(format!(
-                "the checker did not run ({v:?}): {}",
+                "the {role} did not run ({v:?}): {}",
                 r.error.as_deref().unwrap_or("no detail")
             )),
-        };
+        }
+    }
+
+    fn apply(out: &mut RunOutput, j: Judgement) {
         out.result.verdict = j.verdict;
         if j.verdict == Verdict::InternalError {
             out.result.error = j.message.clone();
@@ -252,4 +344,31 @@ impl Suite {
             stage: None,
         }
     }
+}
+
+/// A judge's own program (a checker or an interactor) as a plan of its own: its engine, its
+/// limits against the same run caps, its files, argv `input output answer`.
+fn judge_plan(
+    role: &'static str,
+    reg: &Registry,
+    caps: &Caps,
+    code: &str,
+    engine: &str,
+    files: &[FileInput],
+    limits: Option<LimitsInput>,
+) -> Result<Plan, RequestError> {
+    let files = files
+        .iter()
+        .map(|f| Ok((f.name.clone(), f.bytes()?)))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| RequestError::Judge(role, Box::new(RequestError::FileName(e))))?;
+    let c = RunRequest {
+        engine: engine.to_string(),
+        code: code.as_bytes().to_vec(),
+        files,
+        args: CHECKER_FILES.iter().map(|f| f.to_string()).collect(),
+        limits: limits.unwrap_or_default().into(),
+        ..RunRequest::default()
+    };
+    Plan::new(reg, caps, &c).map_err(|e| RequestError::Judge(role, Box::new(e)))
 }

@@ -60,6 +60,7 @@ mod tests {
                 env: vec!["PATH=/usr/bin".into()],
                 slot: 1,
                 stdin_blob: Some(1),
+                piped: true,
                 cpu_time_ms: 1,
                 wall_time_ms: 2,
                 output_bytes: 3,
@@ -84,8 +85,13 @@ mod tests {
             "a new field travels without a copy per transport"
         );
         assert_eq!(
-            (back.steps[0].slot, back.steps[0].stdin_blob, back.steps[0].cpu_millis),
-            (1, Some(1), 7)
+            (
+                back.steps[0].slot,
+                back.steps[0].stdin_blob,
+                back.steps[0].cpu_millis,
+                back.steps[0].piped
+            ),
+            (1, Some(1), 7, true)
         );
         let rep = JobReport {
             steps: vec![StepFacts {

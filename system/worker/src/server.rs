@@ -88,25 +88,28 @@ pub fn serve_one(ctx: JobServerContext, execute: &mut Execute<'_>) -> io::Result
         tokio::pin!(server);
         ctx.host.set_nonblocking(true)?;
         let host = tokio::net::UnixStream::from_std(ctx.host)?;
-        tokio::select! {
-            r = &mut server => return r.map_err(io::Error::other),
-            // The host never writes on this channel again: readable means EOF, it is gone.
-            _ = host.readable() => return Ok(()),
-            job = jobs_rx.recv() => {
-                if let Some((req, reply)) = job {
-                    let answer = match crate::convert::job(req) {
-                        // Blocking on purpose: this process exists for this one job.
-                        Ok((spec, blobs)) => {
-                            let (report, out) = execute(spec, blobs);
-                            crate::convert::reply(&report, out)
+        // The host writes on this channel once more at most: a piped job's stdio descriptors,
+        // before its call. Anything else readable is end of file: the host is gone.
+        let mut stdio = Vec::new();
+        loop {
+            tokio::select! {
+                r = &mut server => return r.map_err(io::Error::other),
+                _ = host.readable() => match take_stdio(&host) {
+                    Taken::Stdio(fds) if stdio.is_empty() => stdio = fds,
+                    Taken::Nothing => {}
+                    Taken::Stdio(_) | Taken::Gone => return Ok(()),
+                },
+                job = jobs_rx.recv() => {
+                    if let Some((req, reply)) = job {
+                        // Sent before the call: already in the channel if it was sent at all.
+                        if stdio.is_empty()
+                            && let Taken::Stdio(fds) = take_stdio(&host)
+                        {
+                            stdio = fds;
                         }
-                        Err(e) => Err(e),
-                    };
-                    let answer = answer.unwrap_or_else(|e| {
-                        let refused = JobReport { error: Some(format!("bad job frame: {e}")), ..Default::default() };
-                        crate::convert::reply(&refused, Vec::new()).expect("a report without steps encodes")
-                    });
-                    let _ = reply.send(answer);
+                        answer(req, reply, execute, std::mem::take(&mut stdio));
+                    }
+                    break;
                 }
             }
         }
@@ -114,4 +117,48 @@ pub fn serve_one(ctx: JobServerContext, execute: &mut Execute<'_>) -> io::Result
         let _ = stop_tx.send(());
         server.await.map_err(io::Error::other)
     })
+}
+
+/// What the host's channel held.
+enum Taken {
+    Stdio(Vec<std::os::fd::OwnedFd>),
+    Nothing,
+    Gone,
+}
+
+fn take_stdio(host: &tokio::net::UnixStream) -> Taken {
+    use std::os::fd::AsFd;
+    let got = host.try_io(tokio::io::Interest::READABLE, || {
+        wolf_sandbox::protocol::recv_byte_with_fds_on(host.as_fd())
+    });
+    match got {
+        Ok((_, fds)) if fds.len() == 2 => Taken::Stdio(fds),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Taken::Nothing,
+        _ => Taken::Gone,
+    }
+}
+
+/// Execute the call's job and send the answer (a bad frame is refused, never trusted).
+fn answer(
+    req: v1::RunRequest,
+    reply: oneshot::Sender<v1::RunReply>,
+    execute: &mut Execute<'_>,
+    stdio: Vec<std::os::fd::OwnedFd>,
+) {
+    let answer = match crate::convert::job(req) {
+        // Blocking on purpose: this process exists for this one job.
+        Ok((spec, blobs)) => {
+            let (report, out) = execute(spec, blobs, stdio);
+            crate::convert::reply(&report, out)
+        }
+        Err(e) => Err(e),
+    };
+    let answer = answer.unwrap_or_else(|e| {
+        let refused = JobReport {
+            error: Some(format!("bad job frame: {e}")),
+            ..Default::default()
+        };
+        crate::convert::reply(&refused, Vec::new()).expect("a report without steps encodes")
+    });
+    let _ = reply.send(answer);
 }

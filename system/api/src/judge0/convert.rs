@@ -245,6 +245,7 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
         tests: Vec::new(),
         stop_on_first_failure: false,
         checker: None,
+        interactor: None,
         compiler_options,
         output_files: Vec::new(),
     })

@@ -188,6 +188,7 @@ pub fn submission(
         tests: Vec::new(),
         stop_on_first_failure: false,
         checker: None,
+        interactor: None,
         compiler_options: Vec::new(),
         output_files: Vec::new(),
     };
