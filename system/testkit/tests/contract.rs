@@ -14,6 +14,8 @@ use wolf_testkit::Stack;
 mod checkers;
 #[path = "contract/inputs.rs"]
 mod inputs;
+#[path = "contract/interactors.rs"]
+mod interactors;
 
 fn root() -> bool {
     wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
@@ -495,6 +497,7 @@ fn the_contract_holds_embedded() {
     output_files_contract("embedded", &url, &url);
     checkers::checkers_contract("embedded", &url, &url);
     inputs::inputs_contract("embedded", &url, &url);
+    interactors::interactors_contract("embedded", &url, &url);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -511,4 +514,5 @@ fn the_contract_holds_distributed_across_two_apis() {
     output_files_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     checkers::checkers_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     inputs::inputs_contract("distributed", &s.apis[0].1, &s.apis[1].1);
+    interactors::interactors_contract("distributed", &s.apis[0].1, &s.apis[1].1);
 }

@@ -7,8 +7,9 @@
 //!
 //! Judge-grade runs add `--tests DIR` (compiled once, each test in a fresh sandbox, the same
 //! `tests`, `passed` and `score` as the API's result), `--checker FILE` (a testlib-convention
-//! checker program), `--stop-on-first-failure`, and `--output-file PATTERN` (the files the
-//! program wrote, listed in `files` and copied under `--output-dir`).
+//! checker program), `--interactor FILE` (a testlib-convention interactor the program talks
+//! to live in each test), `--stop-on-first-failure`, and `--output-file PATTERN` (the files
+//! the program wrote, listed in `files` and copied under `--output-dir`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,9 +86,20 @@ pub struct RunArgs {
     /// A file beside the checker in its work dir, under its own name (`testlib.h`; repeatable).
     #[arg(long = "checker-file", requires = "checker")]
     checker_files: Vec<PathBuf>,
+    /// An interactor (testlib conventions), run as `interactor input output answer` beside the
+    /// program in each test, the program's stdout its stdin and its stdout the program's stdin;
+    /// without --tests, --stdin and --expected-output are the one test.
+    #[arg(long, conflicts_with = "checker")]
+    interactor: Option<PathBuf>,
+    /// The interactor's engine (default: from its extension).
+    #[arg(long, requires = "interactor")]
+    interactor_engine: Option<String>,
+    /// A file beside the interactor in its work dir, under its own name (repeatable).
+    #[arg(long = "interactor-file", requires = "interactor")]
+    interactor_files: Vec<PathBuf>,
     /// Bring back the files the program wrote that match (a relative path or a glob with * and
     /// ?; repeatable).
-    #[arg(long = "output-file", conflicts_with_all = ["tests", "checker"])]
+    #[arg(long = "output-file", conflicts_with_all = ["tests", "checker", "interactor"])]
     output_files: Vec<String>,
     /// Where the files of --output-file are written (created; existing files are not replaced).
     #[arg(long, default_value = "wolf-output", requires = "output_files")]
@@ -127,27 +139,28 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&cache).with_context(|| format!("create cache dir {}", cache.display()))?;
     let checker = match &args.checker {
         Some(file) => {
-            let engine = match &args.checker_engine {
-                Some(e) => e.clone(),
-                None => crate::run_suite::engine_of(file)?,
-            };
-            let code = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-            let mut files = Vec::new();
-            for p in &args.checker_files {
-                let name = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .with_context(|| format!("--checker-file {}: no file name", p.display()))?;
-                let data = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
-                files.push(wolf_core::FileInput {
-                    name: name.to_string(),
-                    content: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data),
-                    encoding: Some(wolf_core::Encoding::Base64),
-                });
-            }
+            let (code, execution_engine, files) =
+                crate::run_suite::judge_program("checker", file, args.checker_engine.as_deref(), &args.checker_files)?;
             Some(wolf_core::Checker::Testlib {
                 code,
-                execution_engine: engine,
+                execution_engine,
+                files,
+                limits: None,
+            })
+        }
+        None => None,
+    };
+    let interactor = match &args.interactor {
+        Some(file) => {
+            let (code, execution_engine, files) = crate::run_suite::judge_program(
+                "interactor",
+                file,
+                args.interactor_engine.as_deref(),
+                &args.interactor_files,
+            )?;
+            Some(wolf_core::Interactor {
+                code,
+                execution_engine,
                 files,
                 limits: None,
             })
@@ -157,6 +170,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut engines = vec![args.engine.as_str()];
     if let Some(wolf_core::Checker::Testlib { execution_engine, .. }) = &checker {
         engines.push(execution_engine);
+    }
+    if let Some(i) = &interactor {
+        engines.push(&i.execution_engine);
     }
     // Only these engines are resolved: another engine's probe (rustc through rustup, ~25 ms)
     // is not this run's to pay.
@@ -195,8 +211,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         req.tests = crate::run_suite::load_tests(dir)?;
     }
-    if let Some(c) = checker {
-        c.validate().map_err(anyhow::Error::msg)?;
+    if checker.is_some() || interactor.is_some() {
         if req.tests.is_empty() {
             req.tests.push(wolf_sandbox::runner::TestRequest {
                 name: "test-1".into(),
@@ -205,8 +220,12 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             });
         }
+    }
+    if let Some(c) = checker {
+        c.validate().map_err(anyhow::Error::msg)?;
         req.checker = c;
     }
+    req.interactor = interactor;
     for p in &req.output_files {
         anyhow::ensure!(
             wolf_core::names::valid_output_pattern(p),

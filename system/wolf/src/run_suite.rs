@@ -1,5 +1,6 @@
-//! `wolf run --tests DIR [--checker FILE] [--stop-on-first-failure]`: a directory of test
-//! cases read as judges lay them out, and the checker program's engine.
+//! `wolf run --tests DIR [--checker FILE | --interactor FILE] [--stop-on-first-failure]`: a
+//! directory of test cases read as judges lay them out, and the judge's own program (a
+//! checker's or an interactor's) with its engine and files.
 
 use std::path::Path;
 
@@ -57,7 +58,36 @@ pub fn load_tests(dir: &Path) -> anyhow::Result<Vec<TestRequest>> {
     Ok(tests.into_values().collect())
 }
 
-/// The engine of a checker program from its file name, when `--checker-engine` is not given.
+/// A judge's program (`role`: checker or interactor) from its file: its code, its engine
+/// (`engine`, else from the extension) and the files beside it, each under its own name.
+pub fn judge_program(
+    role: &str,
+    file: &Path,
+    engine: Option<&str>,
+    beside: &[std::path::PathBuf],
+) -> anyhow::Result<(String, String, Vec<wolf_core::FileInput>)> {
+    let engine = match engine {
+        Some(e) => e.to_string(),
+        None => engine_of(file).with_context(|| format!("the {role}'s engine: give --{role}-engine"))?,
+    };
+    let code = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let mut files = Vec::new();
+    for p in beside {
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("--{role}-file {}: no file name", p.display()))?;
+        let data = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+        files.push(wolf_core::FileInput {
+            name: name.to_string(),
+            content: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data),
+            encoding: Some(wolf_core::Encoding::Base64),
+        });
+    }
+    Ok((code, engine, files))
+}
+
+/// The engine of a judge's program from its file name, when no engine is given.
 pub fn engine_of(file: &Path) -> anyhow::Result<String> {
     let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
     let engine = match ext {
@@ -69,7 +99,7 @@ pub fn engine_of(file: &Path) -> anyhow::Result<String> {
         "rs" => "rust",
         "sh" => "bash",
         _ => anyhow::bail!(
-            "cannot tell the engine of the checker {} from its extension: give --checker-engine",
+            "cannot tell the engine of {} from its extension",
             file.display()
         ),
     };
