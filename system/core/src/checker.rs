@@ -54,7 +54,7 @@ pub enum Checker {
 }
 
 /// An interactor (`{"code", "executionEngine", "files"?, "limits"?}`): per test it runs in a
-/// sandbox of its own as `interactor input output [answer]`, its stdin fed live by the
+/// sandbox of its own as `interactor input output answer`, its stdin fed live by the
 /// program's stdout and its stdout feeding the program's stdin; its exit code decides the
 /// test as a checker's would ([`crate::testlib`]), unless the program broke its own limits or
 /// failed first.

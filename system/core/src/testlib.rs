@@ -21,8 +21,8 @@ use crate::verdict::Verdict;
 pub const CHECKER_FILES: [&str; 3] = ["input", "output", "answer"];
 
 /// An interactor's files in its work dir, in the order of its argv (`interactor input output
-/// [answer]`): the test's stdin, the file it may write its own output to, and the expected
-/// output when the test has one.
+/// answer`): the test's stdin, the file it may write its own output to, and the expected
+/// output (empty when the test has none).
 pub const INTERACTOR_FILES: [&str; 3] = CHECKER_FILES;
 
 /// A judge program's decision about one test.

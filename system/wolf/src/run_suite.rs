@@ -98,10 +98,7 @@ pub fn engine_of(file: &Path) -> anyhow::Result<String> {
         "java" => "java",
         "rs" => "rust",
         "sh" => "bash",
-        _ => anyhow::bail!(
-            "cannot tell the engine of {} from its extension",
-            file.display()
-        ),
+        _ => anyhow::bail!("cannot tell the engine of {} from its extension", file.display()),
     };
     Ok(engine.to_string())
 }

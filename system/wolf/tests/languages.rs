@@ -161,6 +161,56 @@ fn wolf_run_judges_a_tests_directory_with_a_checker_program() {
 }
 
 #[test]
+fn wolf_run_connects_a_program_to_an_interactor_in_each_test() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("tests");
+    std::fs::create_dir(&tests).unwrap();
+    for (name, secret) in [("1", "42"), ("2", "999")] {
+        std::fs::write(tests.join(format!("{name}.in")), secret).unwrap();
+    }
+    // The interactor answers each guess with < > or = and allows 12.
+    let interactor = dir.path().join("judge.py");
+    std::fs::write(
+        &interactor,
+        "import sys\nsecret = int(open(sys.argv[1]).read())\n\
+         for q in range(1, 13):\n\
+         \x20   g = int(sys.stdin.readline() or 0)\n\
+         \x20   if g == secret:\n\
+         \x20       print('=', flush=True); sys.stderr.write(f'found in {q}'); sys.exit(0)\n\
+         \x20   print('<' if secret < g else '>', flush=True)\n\
+         sys.stderr.write('too many guesses'); sys.exit(1)\n",
+    )
+    .unwrap();
+    let bisect = "lo, hi = 1, 1000\nwhile True:\n    m = (lo + hi) // 2\n    print(m, flush=True)\n    r = input()\n\
+        \x20   if r == '=': break\n    lo, hi = (lo, m - 1) if r == '<' else (m + 1, hi)";
+    let tests = tests.to_str().unwrap();
+    let v = run(
+        "python",
+        bisect,
+        &["--tests", tests, "--interactor", interactor.to_str().unwrap()],
+    );
+    assert_eq!(verdict(&v), "Accepted", "{v}");
+    let said: Vec<&str> = v["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["checkerMessage"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(said, ["found in 8", "found in 9"], "{v}");
+    // A program that guesses the same number forever is out of guesses.
+    let v = run(
+        "python",
+        "while True:\n    print(1, flush=True)\n    input()",
+        &["--tests", tests, "--interactor", interactor.to_str().unwrap()],
+    );
+    assert_eq!(verdict(&v), "RuntimeError", "{v}: it reads end of file and fails first");
+    assert_eq!(v["tests"][0]["checkerMessage"], "too many guesses", "{v}");
+}
+
+#[test]
 fn wolf_run_brings_back_the_output_files_asked_for() {
     if !privileged() {
         return;

@@ -74,7 +74,12 @@ pub(crate) fn interactors_contract(mode: &str, a: &str, b: &str) {
     let t = r["tests"].as_array().unwrap_or_else(|| panic!("{mode}: {rec}"));
     let seen: Vec<_> = t
         .iter()
-        .map(|x| (x["verdict"].as_str().unwrap_or(""), x["checkerMessage"].as_str().unwrap_or("")))
+        .map(|x| {
+            (
+                x["verdict"].as_str().unwrap_or(""),
+                x["checkerMessage"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(
         seen,
@@ -197,7 +202,10 @@ pub(crate) fn interactors_contract(mode: &str, a: &str, b: &str) {
     );
     assert_eq!(rec["result"]["verdict"], "InternalError", "{mode}: {rec}");
     assert!(
-        rec["result"]["error"].as_str().unwrap_or("").contains("the interactor does not compile"),
+        rec["result"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the interactor does not compile"),
         "{mode}: {rec}"
     );
 
