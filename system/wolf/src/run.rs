@@ -211,15 +211,13 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         req.tests = crate::run_suite::load_tests(dir)?;
     }
-    if checker.is_some() || interactor.is_some() {
-        if req.tests.is_empty() {
-            req.tests.push(wolf_sandbox::runner::TestRequest {
-                name: "test-1".into(),
-                stdin: req.stdin.take(),
-                expected_output: req.expected_output.take(),
-                ..Default::default()
-            });
-        }
+    if (checker.is_some() || interactor.is_some()) && req.tests.is_empty() {
+        req.tests.push(wolf_sandbox::runner::TestRequest {
+            name: "test-1".into(),
+            stdin: req.stdin.take(),
+            expected_output: req.expected_output.take(),
+            ..Default::default()
+        });
     }
     if let Some(c) = checker {
         c.validate().map_err(anyhow::Error::msg)?;
