@@ -25,10 +25,10 @@ pub trait Pool: Send + Sync + 'static {
 pub trait Warm: Send + 'static {
     /// Whether it can still take its job (its process may have died while it waited).
     fn is_alive(&self) -> bool;
-    /// Give the job live stdio (`source` becomes its piped step's stdin, `sink` gets its
-    /// stdout: an interactor's pipes), before [`Warm::run`].
-    fn pass_stdio(&mut self, source: &OwnedFd, sink: &OwnedFd) -> Result<(), SandboxError> {
-        let _ = (source, sink);
+    /// Give the job live stdio (its live step's descriptors, in the order
+    /// [`wolf_sandbox::protocol::Live`] names them), before [`Warm::run`].
+    fn pass_stdio(&mut self, fds: &[&OwnedFd]) -> Result<(), SandboxError> {
+        let _ = fds;
         Err(SandboxError::InvalidJob("this sandbox takes no live stdio".into()))
     }
     /// Run the job, then destroy the sandbox (off the job's path). `Err` means the sandbox
@@ -56,8 +56,8 @@ impl Warm for Prepared {
         Prepared::is_alive(self)
     }
 
-    fn pass_stdio(&mut self, source: &OwnedFd, sink: &OwnedFd) -> Result<(), SandboxError> {
-        Prepared::pass_stdio(self, source, sink)
+    fn pass_stdio(&mut self, fds: &[&OwnedFd]) -> Result<(), SandboxError> {
+        Prepared::pass_stdio(self, fds)
     }
 
     async fn run(self: Box<Self>, job_id: &str, plan: Plan, creation_ms: f64) -> Result<RunOutput, SandboxError> {

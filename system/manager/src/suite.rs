@@ -194,8 +194,8 @@ async fn interactive(
 ) -> Result<(RunOutput, RunOutput), SandboxError> {
     let (to_judge_r, to_judge_w) = wolf_sandbox::protocol::pipe().map_err(SandboxError::Channel)?;
     let (to_program_r, to_program_w) = wolf_sandbox::protocol::pipe().map_err(SandboxError::Channel)?;
-    program.pass_stdio(&to_program_r, &to_judge_w)?;
-    judge.pass_stdio(&to_judge_r, &to_program_w)?;
+    program.pass_stdio(&[&to_program_r, &to_judge_w])?;
+    judge.pass_stdio(&[&to_judge_r, &to_program_w])?;
     // Only the two inits may hold the pipes now: an end left open here would keep the other
     // side from ever seeing end of file.
     drop((to_judge_r, to_judge_w, to_program_r, to_program_w));

@@ -66,7 +66,7 @@ fn step(argv: &[&str]) -> Step {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec!["PATH=/usr/bin:/bin".into()],
         stdin: None,
-        piped: false,
+        live: None,
         limits: Limits {
             cpu_time_ms: 5000,
             wall_time_ms: 10000,

@@ -34,6 +34,7 @@ use crate::cgroup::{self, Version};
 use crate::landlock_rules::LandlockPlan;
 use crate::payload::{self, PayloadSpec};
 use crate::protocol::{self, JobReport, JobSpec, Setup, SetupReply, StepFacts, StepSpec, SupervisorStatus};
+use crate::relay::Stream;
 use crate::rootfs;
 use crate::sys::Linux;
 
@@ -233,11 +234,7 @@ struct Executor<'a> {
 
 impl Executor<'_> {
     fn execute(&mut self, job: JobSpec, blobs: Vec<Vec<u8>>, stdio: Vec<OwnedFd>) -> (JobReport, Vec<Vec<u8>>) {
-        let mut stdio = stdio.into_iter();
-        let mut relay = match (stdio.next(), stdio.next()) {
-            (Some(source), Some(sink)) => Some(crate::relay::Relay::new(source, sink)),
-            _ => None,
-        };
+        let mut stdio = Some(stdio).filter(|s| !s.is_empty());
         let mut report = JobReport::default();
         let mut out_blobs: Vec<Vec<u8>> = Vec::new();
         if self.used {
@@ -270,18 +267,17 @@ impl Executor<'_> {
             reap_all(&mut self.to_reap);
             let stdin = step.stdin_blob.and_then(|i| blobs.get(i)).map(Vec::as_slice);
             let pid = slot.pid;
-            let piped = if step.piped {
-                match relay.take() {
+            let relay = match step.live {
+                Some(kind) => match stdio.take().and_then(|fds| crate::relay::Relay::new(kind, fds)) {
                     Some(r) => Some(r),
                     None => {
-                        report.error = Some(format!("step {} is piped but no stdio was passed", step.name));
+                        report.error = Some(format!("step {} is live but its stdio was not passed", step.name));
                         break;
                     }
-                }
-            } else {
-                None
+                },
+                None => None,
             };
-            let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, stdin, piped, self.sigfd);
+            let (mut facts, stdout, stderr) = run_step(step, slot, setup.cgroup_version, stdin, relay, self.sigfd);
             self.to_reap.push(pid);
             facts.stdout_blob = out_blobs.len();
             out_blobs.push(stdout);
@@ -633,9 +629,10 @@ impl Capture {
         self.pump_into(None)
     }
 
-    /// [`Capture::pump`], handing every byte read to `relay` too (uncapped: the relay bounds
-    /// itself by reading only while it has room, see [`crate::relay::ROOM`]).
-    fn pump_into(&mut self, mut relay: Option<&mut crate::relay::Relay>) -> bool {
+    /// [`Capture::pump`], handing the bytes read to `relay` as `stream` too: every byte when
+    /// `capped` is false (the relay bounds itself by reading only while it has room, see
+    /// [`crate::relay::ROOM`]), else only those within the cap.
+    fn pump_into(&mut self, mut relay: Option<(&mut crate::relay::Relay, crate::relay::Stream, bool)>) -> bool {
         let Some(fd) = &self.fd else { return false };
         let mut buf = [0u8; 65536];
         loop {
@@ -650,9 +647,9 @@ impl Capture {
                     if n > room {
                         self.over = true;
                     }
-                    if let Some(r) = relay.as_mut() {
-                        r.push_output(&buf[..n]);
-                        if !r.takes_output() {
+                    if let Some((r, stream, capped)) = relay.as_mut() {
+                        r.push(*stream, &buf[..if *capped { n.min(room) } else { n }]);
+                        if !r.takes(*stream) {
                             return true;
                         }
                     }
@@ -661,6 +658,20 @@ impl Capture {
                 Err(_) => return true,
             }
         }
+    }
+}
+
+/// Deliver `sig` to the program of the step whose supervisor is `supervisor`: to each of the
+/// supervisor's children (the program, and nothing else: S forks only it). The kernel lists
+/// them in procfs; a program that already exited has none.
+fn signal_program(supervisor: Pid, sig: i32) {
+    let Ok(sig) = Signal::try_from(sig) else { return };
+    let path = format!("/proc/{supervisor}/task/{supervisor}/children");
+    let Ok(list) = std::fs::read_to_string(path) else {
+        return;
+    };
+    for child in list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(child), sig);
     }
 }
 
@@ -765,9 +776,10 @@ fn run_step_inner(
                 facts.cpu_limit_hit = true;
             }
         }
-        // A piped step's stdout goes to the other side: its capture is a transcript, and only
-        // stderr counts against the output limit.
-        if (out.over && relay.is_none()) || err.over {
+        // A peer's stdout goes to the other side: its capture is a transcript, and only stderr
+        // counts against the output limit.
+        let uncapped = relay.as_ref().is_some_and(crate::relay::Relay::uncapped_stdout);
+        if (out.over && !uncapped) || err.over {
             facts.output_limit_hit = true;
         }
         if facts.wall_limit_hit || facts.cpu_limit_hit || facts.output_limit_hit {
@@ -790,13 +802,12 @@ fn run_step_inner(
         if reported.is_none() {
             pfds.push(PollFd::new(status.as_fd(), PollFlags::POLLIN));
         }
-        if let Some(f) = out.fd.as_ref()
-            && relay.as_ref().is_none_or(crate::relay::Relay::takes_output)
-        {
-            pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(f) = err.fd.as_ref() {
-            pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+        for (f, stream) in [(&out, Stream::Out), (&err, Stream::Err)] {
+            if let Some(fd) = f.fd.as_ref()
+                && relay.as_ref().is_none_or(|r| !r.carries(stream) || r.takes(stream))
+            {
+                pfds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
         }
         match &relay {
             Some(r) => r.interest(in_w.as_ref(), &mut pfds),
@@ -814,20 +825,27 @@ fn run_step_inner(
         drop(pfds);
         match relay.as_mut() {
             Some(r) => {
-                if r.takes_output() {
-                    let was_open = out.fd.is_some();
-                    out.pump_into(Some(r));
-                    if was_open && out.fd.is_none() {
-                        r.output_done();
+                let capped = !r.uncapped_stdout();
+                for (c, stream) in [(&mut out, Stream::Out), (&mut err, Stream::Err)] {
+                    if !r.carries(stream) {
+                        c.pump();
+                    } else if r.takes(stream) {
+                        let was_open = c.fd.is_some();
+                        c.pump_into(Some((r, stream, capped || matches!(stream, Stream::Err))));
+                        if was_open && c.fd.is_none() {
+                            r.done(stream);
+                        }
                     }
                 }
-                r.forward(&mut in_w);
+                for sig in r.forward(&mut in_w) {
+                    signal_program(pid, sig);
+                }
             }
             None => {
                 out.pump();
+                err.pump();
             }
         }
-        err.pump();
         if let Some(w) = &in_w
             && relay.is_none()
         {
@@ -862,7 +880,7 @@ fn run_step_inner(
     facts.memory_kb = cgroup::parse_peak_bytes(version, &pread_text(&peak)) / 1024;
     facts.oom_kills = cgroup::parse_oom_kills(version, &pread_text(&oom));
     facts.truncated = out.over || err.over;
-    if (out.over && relay.is_none()) || err.over {
+    if (out.over && !relay.as_ref().is_some_and(crate::relay::Relay::uncapped_stdout)) || err.over {
         facts.output_limit_hit = true;
     }
     // The other side sees end of file (and its writes fail) now at the latest.

@@ -86,10 +86,10 @@ pub struct StepSpec {
     pub slot: usize,
     /// Blob index of stdin, if any (else /dev/null).
     pub stdin_blob: Option<usize>,
-    /// The step's stdin and stdout are the two descriptors the host passed for the job
-    /// ([`send_stdio`]), relayed live (an interactor and its program), not a blob and a capture.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub piped: bool,
+    /// The step's stdio is live: relayed to and from the descriptors the host passed for the
+    /// job ([`send_stdio`]), not a blob and a capture alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<Live>,
     /// CPU time limit, ms (enforced from the cgroup's usage).
     pub cpu_time_ms: u64,
     /// Wall time limit, ms.
@@ -288,11 +288,25 @@ pub fn send_fds(sock: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
-/// Pass a job's live stdio to the init process: `source` (read: the step's stdin) and `sink`
-/// (write: its stdout), on the setup channel before the job. A 1-byte message that carries
-/// descriptors is always this one ([`recv_byte_with_fds`] tells it from a frame's first byte).
-pub fn send_stdio(sock: &UnixStream, source: &OwnedFd, sink: &OwnedFd) -> io::Result<()> {
-    send_fds(sock, &[source.as_raw_fd(), sink.as_raw_fd()])
+/// Who is at the other end of a live step's stdio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Live {
+    /// Another sandbox's program (an interactor): two descriptors, `source` (the step's stdin)
+    /// and `sink` (its stdout, whole: the capture is only a transcript).
+    Peer,
+    /// The manager streaming the job: four descriptors, `source` (stdin as it arrives), `sink`
+    /// and `err_sink` (stdout and stderr as written, within the output cap) and `control`
+    /// (a byte per signal for the program).
+    Client,
+}
+
+/// Pass a job's live stdio to the init process, in the order [`Live`] names them, on the
+/// setup channel before the job. A 1-byte message that carries descriptors is always this one
+/// ([`recv_byte_with_fds`] tells it from a frame's first byte).
+pub fn send_stdio(sock: &UnixStream, fds: &[&OwnedFd]) -> io::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    send_fds(sock, &raw)
 }
 
 /// A pipe (read end, write end), close-on-exec: one direction of a piped job's stdio.

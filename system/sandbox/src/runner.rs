@@ -232,7 +232,7 @@ impl Plan {
                 argv,
                 env: env.clone(),
                 stdin: None,
-                piped: false,
+                live: None,
                 limits: compile_limits,
             });
         }
@@ -243,7 +243,7 @@ impl Plan {
             argv,
             env,
             stdin: req.stdin.clone(),
-            piped: false,
+            live: None,
             limits: run_limits,
         });
         Ok(Self {
@@ -308,11 +308,32 @@ impl Plan {
     /// exit and limits alone (the other side judges what it wrote).
     pub fn piped(mut self) -> Plan {
         if let Some(run) = self.steps.last_mut() {
-            run.piped = true;
+            run.live = Some(crate::protocol::Live::Peer);
             run.stdin = None;
         }
         self.expected = None;
         self
+    }
+
+    /// This plan with its run step streamed: stdout and stderr reach the manager as they are
+    /// written (and in the result as always); with `interactive`, stdin comes from the
+    /// manager as it arrives instead of the request's. The descriptors are passed to the
+    /// sandbox first ([`Prepared::pass_stdio`], four of them).
+    pub fn streamed(mut self, interactive: bool) -> Plan {
+        if let Some(run) = self.steps.last_mut() {
+            run.live = Some(crate::protocol::Live::Client);
+            if interactive {
+                run.stdin = None;
+            }
+        }
+        self
+    }
+
+    /// Whether the run step is streamed ([`Plan::streamed`]).
+    pub fn is_streamed(&self) -> bool {
+        self.steps
+            .last()
+            .is_some_and(|s| s.live == Some(crate::protocol::Live::Client))
     }
 
     /// Files to bring back after the steps, if any.

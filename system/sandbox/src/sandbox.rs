@@ -218,9 +218,9 @@ pub struct Step {
     pub env: Vec<String>,
     /// stdin contents (else /dev/null).
     pub stdin: Option<Vec<u8>>,
-    /// stdin and stdout are the descriptors given to [`Prepared::pass_stdio`] (the step talks
-    /// to another sandbox live), not `stdin` and a capture.
-    pub piped: bool,
+    /// Live stdio: relayed to and from the descriptors given to [`Prepared::pass_stdio`] (an
+    /// interactor in another sandbox, or the manager streaming the job).
+    pub live: Option<protocol::Live>,
     /// Limits.
     pub limits: Limits,
 }
@@ -664,7 +664,7 @@ impl Prepared {
                 env: s.env.clone(),
                 slot,
                 stdin_blob,
-                piped: s.piped,
+                live: s.live,
                 cpu_time_ms: s.limits.cpu_time_ms,
                 wall_time_ms: s.limits.wall_time_ms,
                 output_bytes: s.limits.output_bytes,
@@ -717,16 +717,17 @@ impl Prepared {
         }
     }
 
-    /// Give the job live stdio: its piped step reads `source` as stdin and writes stdout to
-    /// `sink` (relayed by the init process). Call before the job is sent; the descriptors are
-    /// the init's now, and the caller's copies should be closed once every sandbox has its own.
-    pub fn pass_stdio(&mut self, source: &OwnedFd, sink: &OwnedFd) -> Result<(), SandboxError> {
+    /// Give the job live stdio: its live step's descriptors in the order [`protocol::Live`]
+    /// names them (relayed by the init process). Call before the job is sent; the descriptors
+    /// are the init's now, and the caller's copies should be closed once every sandbox has its
+    /// own.
+    pub fn pass_stdio(&mut self, fds: &[&OwnedFd]) -> Result<(), SandboxError> {
         if self.used {
             return Err(SandboxError::InvalidJob(
                 "stdio is passed before the job is sent".into(),
             ));
         }
-        protocol::send_stdio(&self.sock, source, sink).map_err(SandboxError::Channel)
+        protocol::send_stdio(&self.sock, fds).map_err(SandboxError::Channel)
     }
 
     /// The secret a job server's caller presents (see [`crate::init::JobServerContext`]).

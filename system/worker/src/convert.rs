@@ -60,7 +60,7 @@ mod tests {
                 env: vec!["PATH=/usr/bin".into()],
                 slot: 1,
                 stdin_blob: Some(1),
-                piped: true,
+                live: Some(wolf_sandbox::protocol::Live::Client),
                 cpu_time_ms: 1,
                 wall_time_ms: 2,
                 output_bytes: 3,
@@ -89,9 +89,9 @@ mod tests {
                 back.steps[0].slot,
                 back.steps[0].stdin_blob,
                 back.steps[0].cpu_millis,
-                back.steps[0].piped
+                back.steps[0].live
             ),
-            (1, Some(1), 7, true)
+            (1, Some(1), 7, Some(wolf_sandbox::protocol::Live::Client))
         );
         let rep = JobReport {
             steps: vec![StepFacts {

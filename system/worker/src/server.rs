@@ -132,7 +132,7 @@ fn take_stdio(host: &tokio::net::UnixStream) -> Taken {
         wolf_sandbox::protocol::recv_byte_with_fds_on(host.as_fd())
     });
     match got {
-        Ok((_, fds)) if fds.len() == 2 => Taken::Stdio(fds),
+        Ok((_, fds)) if !fds.is_empty() => Taken::Stdio(fds),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Taken::Nothing,
         _ => Taken::Gone,
     }
