@@ -86,7 +86,7 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> String {
+    pub fn message(&self) -> String {
         match self {
             ApiError::Overloaded => "too many requests in flight; retry after the Retry-After delay".into(),
             ApiError::Internal => "an internal error occurred; it was logged".into(),

@@ -19,6 +19,7 @@
 pub mod error;
 pub mod extract;
 pub mod judge0;
+pub mod live;
 pub mod persist;
 pub mod piston;
 pub mod routes;
@@ -240,6 +241,8 @@ pub fn app(state: AppState) -> Router {
         .route("/job", get(routes::list).post(routes::submit))
         .route("/job/{id}", get(routes::get_job))
         .route("/job/{id}/timeline", get(routes::timeline))
+        .route("/job/{id}/events", get(live::events))
+        .route("/job/ws", get(live::ws))
         .route("/job/{id}/output", get(routes::output))
         .route("/job/{id}/tests/{n}/output", get(routes::test_output))
         .route("/job/{id}/files/{*path}", get(routes::output_file))

@@ -28,6 +28,7 @@ use crate::extract::{JobId, Q, wait_timeout};
         submit,
         get_job,
         timeline,
+        crate::live::events,
         output,
         test_output,
         output_file,
@@ -38,7 +39,15 @@ use crate::extract::{JobId, Q, wait_timeout};
         healthz,
         readyz
     ),
-    components(schemas(Submission, JobRecord, ErrorBody, JobPage, Language, wolf_store::DeadLetter))
+    components(schemas(
+        Submission,
+        JobRecord,
+        ErrorBody,
+        JobPage,
+        Language,
+        wolf_store::DeadLetter,
+        wolf_core::stream::StreamEvent
+    ))
 )]
 pub struct ApiDoc;
 
@@ -434,8 +443,28 @@ pub(crate) async fn accept(
     idem: Option<&Idempotency>,
     started: Instant,
 ) -> Result<JobRecord, ApiError> {
+    admit(st, sub, idem, started, false).await
+}
+
+/// [`accept`] for the WebSocket: the job's stdin is what its client sends.
+pub(crate) async fn accept_interactive(
+    st: &AppState,
+    sub: &Submission,
+    started: Instant,
+) -> Result<JobRecord, ApiError> {
+    admit(st, sub, None, started, true).await
+}
+
+async fn admit(
+    st: &AppState,
+    sub: &Submission,
+    idem: Option<&Idempotency>,
+    started: Instant,
+    interactive: bool,
+) -> Result<JobRecord, ApiError> {
     let id = uuid::Uuid::now_v7().to_string();
     let mut record = JobRecord::new(id.clone(), sub, Utc::now());
+    record.interactive = interactive;
     // The job's trace: this span's when spans are exported, else a fresh W3C trace id that
     // still names the job in every log line.
     let trace_id = wolf_telemetry::trace_id().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());

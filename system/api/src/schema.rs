@@ -79,6 +79,19 @@ pub fn document(st: &AppState) -> Value {
     limits["properties"]["fileSizeMb"]["minimum"] = json!(1);
     limits["properties"]["fileSizeMb"]["maximum"] =
         json!(caps.file_size_mb.unwrap_or(wolf_core::limits::MAX_FILE_SIZE_MB));
+    // Each Server-Sent Event of a job's stream: its kind, its number and the event as JSON.
+    if let Some(c) = doc["paths"]["/job/{id}/events"]["get"]["responses"]["200"]["content"].get_mut("text/event-stream")
+    {
+        c["schema"] = json!({
+            "type": "object",
+            "required": ["event", "data", "id"],
+            "properties": {
+                "event": {"type": "string", "enum": ["stage", "stdout", "stderr", "exit", "result", "lagged"]},
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "data": {"type": "string", "contentMediaType": "application/json"},
+            },
+        });
+    }
     // A job's id, as POST /job answers it, is what every per-job operation takes: stated as
     // OpenAPI links, so clients (and stateful property tests) can follow a job.
     let link = |op: &str| json!({"operationId": op, "parameters": {"id": "$response.body#/id"}});

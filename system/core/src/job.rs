@@ -439,6 +439,9 @@ pub struct JobRecord {
     /// Every delivery to a worker, oldest first (more than one after a retry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+    /// Started on the WebSocket `/job/ws`: the program's stdin is what the client sends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interactive: bool,
 }
 
 /// One delivery of a job to a worker.
@@ -473,6 +476,7 @@ impl JobRecord {
             timings: None,
             failure_reason: None,
             trace_id: None,
+            interactive: false,
             attempts: Vec::new(),
         }
     }

@@ -22,11 +22,13 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tracing::Instrument;
 use wolf_core::job::{output_key, stderr_key};
+use wolf_core::stream::StreamEvent;
 use wolf_core::{JobRecord, JobResult, Status, Timings};
 use wolf_sandbox::runner::Plan;
 use wolf_sandbox::suite::Suite;
 use wolf_sandbox::{Caps, Registry, RunRequest, TestRequest};
 
+mod live;
 pub mod pool;
 mod suite;
 pub use pool::{Pool, Warm};
@@ -171,7 +173,7 @@ impl Drop for Leased<'_> {
 }
 
 /// A task that ends with its owner (a renewal must not outlive the worker that holds the job).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -568,7 +570,21 @@ impl Manager {
         };
         let run_span = tracing::info_span!("worker.run", worker = %record.attempts.last().map(|a| a.worker.as_str()).unwrap_or(""));
         let outcome = match plan {
-            Job::One(plan) => sandbox.run(&id, plan, creation_ms).instrument(run_span.clone()).await,
+            // One run is streamed live (its output to the job's stream; an interactive job's
+            // stdin from its client); a suite's tests are not yet.
+            Job::One(plan) => {
+                let interactive = record.interactive;
+                live::run(
+                    &self.events.streams,
+                    &id,
+                    interactive,
+                    sandbox,
+                    plan.streamed(interactive),
+                    creation_ms,
+                )
+                .instrument(run_span.clone())
+                .await
+            }
             Job::Tests(s) => {
                 suite::run(self.sandboxes.clone(), &id, s, sandbox, creation_ms)
                     .instrument(run_span.clone())
@@ -610,6 +626,17 @@ impl Manager {
                 return None;
             }
         };
+        let r = &out.result;
+        let (exit_code, signal, verdict) = (r.exit_code, r.signal, format!("{:?}", r.verdict));
+        self.events
+            .streams
+            .publish(&id, |seq| StreamEvent::Exit {
+                seq,
+                exit_code,
+                signal,
+                verdict,
+            })
+            .await;
         timings.compile = out.result.timings.compile;
         timings.execution = out.result.timings.execution;
         stage("compile", timings.compile);
@@ -671,6 +698,7 @@ impl Manager {
         tracing::debug!(verdict = %verdict, total_ms = timings.total, "job completed");
         metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine)
             .increment(1);
+        self.end_stream(rec).await;
         self.events.finished(&id);
         self.queue.announce_done(&id).await;
         None
@@ -706,6 +734,17 @@ impl Manager {
         .await;
     }
 
+    /// The job's stream ends with its final record.
+    async fn end_stream(&self, rec: JobRecord) {
+        let id = rec.id.clone();
+        let record = Box::new(rec);
+        self.events
+            .streams
+            .publish(&id, |seq| StreamEvent::Result { seq, record })
+            .await;
+        self.events.streams.close(&id);
+    }
+
     async fn fail(&self, mut rec: JobRecord, reason: String, engine: &str) {
         let id = rec.id.clone();
         rec.status = Status::Failed;
@@ -724,6 +763,7 @@ impl Manager {
         metrics::counter!("wolf_dead_letters_total").increment(1);
         metrics::counter!("wolf_jobs_total", "status" => "Failed", "verdict" => "none", "engine" => engine.to_string())
             .increment(1);
+        self.end_stream(rec).await;
         self.events.finished(&id);
         self.queue.announce_done(&id).await;
     }

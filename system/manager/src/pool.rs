@@ -25,6 +25,11 @@ pub trait Pool: Send + Sync + 'static {
 pub trait Warm: Send + 'static {
     /// Whether it can still take its job (its process may have died while it waited).
     fn is_alive(&self) -> bool;
+    /// Whether it takes live stdio ([`Warm::pass_stdio`]); a job on one that does not runs
+    /// unstreamed.
+    fn takes_stdio(&self) -> bool {
+        false
+    }
     /// Give the job live stdio (its live step's descriptors, in the order
     /// [`wolf_sandbox::protocol::Live`] names them), before [`Warm::run`].
     fn pass_stdio(&mut self, fds: &[&OwnedFd]) -> Result<(), SandboxError> {
@@ -54,6 +59,10 @@ fn ms(d: std::time::Duration) -> f64 {
 impl Warm for Prepared {
     fn is_alive(&self) -> bool {
         Prepared::is_alive(self)
+    }
+
+    fn takes_stdio(&self) -> bool {
+        true
     }
 
     fn pass_stdio(&mut self, fds: &[&OwnedFd]) -> Result<(), SandboxError> {

@@ -721,9 +721,12 @@ fn run_step_inner(
     let mut out = Capture::new(out, step.output_bytes);
     let mut err = Capture::new(err, step.output_bytes);
     let mut stdin_left: &[u8] = stdin.unwrap_or_default();
+    // A live step without a stdin blob reads the relay's source; a streamed job that has one
+    // reads it as any job does.
+    let relay_stdin = relay.is_some() && stdin.is_none();
     // No stdin (or an empty one) is an empty, closed stdin: the program reads EOF at once
-    // instead of blocking until its wall limit. A piped step's stdin comes from the relay.
-    let mut in_w = if stdin_left.is_empty() && relay.is_none() {
+    // instead of blocking until its wall limit.
+    let mut in_w = if stdin_left.is_empty() && !relay_stdin {
         drop(in_w);
         None
     } else {
@@ -809,13 +812,13 @@ fn run_step_inner(
                 pfds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
             }
         }
-        match &relay {
-            Some(r) => r.interest(in_w.as_ref(), &mut pfds),
-            None => {
-                if let Some(f) = in_w.as_ref() {
-                    pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
-                }
-            }
+        if let Some(r) = &relay {
+            r.interest(in_w.as_ref().filter(|_| relay_stdin), &mut pfds);
+        }
+        if let Some(f) = in_w.as_ref()
+            && !relay_stdin
+        {
+            pfds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
         }
         let timeout = PollTimeout::try_from(wait.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX);
         match poll(&mut pfds, timeout) {
@@ -837,7 +840,8 @@ fn run_step_inner(
                         }
                     }
                 }
-                for sig in r.forward(&mut in_w) {
+                let mut unused = None;
+                for sig in r.forward(if relay_stdin { &mut in_w } else { &mut unused }) {
                     signal_program(pid, sig);
                 }
             }
@@ -847,7 +851,7 @@ fn run_step_inner(
             }
         }
         if let Some(w) = &in_w
-            && relay.is_none()
+            && !relay_stdin
         {
             match nix::unistd::write(w, stdin_left) {
                 Ok(n) => stdin_left = &stdin_left[n..],

@@ -329,6 +329,19 @@ impl Plan {
         self
     }
 
+    /// This plan without live stdio (its stdin from the request again, when it had one).
+    pub fn unstreamed(mut self) -> Plan {
+        if let Some(run) = self.steps.last_mut() {
+            run.live = None;
+        }
+        self
+    }
+
+    /// Whether it has a compile step.
+    pub fn has_compile(&self) -> bool {
+        self.has_compile
+    }
+
     /// Whether the run step is streamed ([`Plan::streamed`]).
     pub fn is_streamed(&self) -> bool {
         self.steps

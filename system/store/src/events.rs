@@ -1,16 +1,21 @@
 //! In-process notifications: "job X reached a final state" (for `?wait=true`) and "a job was
 //! queued" (to wake idle workers without polling). In the distributed mode the API falls back
-//! to polling the metadata store.
+//! to polling the metadata store. The live job streams ([`Streams`]) travel with them: in one
+//! process, or over NATS.
 
 use std::sync::Arc;
 
 use tokio::sync::{Notify, broadcast};
+
+use crate::Streams;
 
 /// Cloneable handle.
 #[derive(Debug, Clone)]
 pub struct Events {
     finished: broadcast::Sender<String>,
     queued: Arc<Notify>,
+    /// Running jobs' live events and interactive input.
+    pub streams: Streams,
 }
 
 impl Default for Events {
@@ -18,11 +23,20 @@ impl Default for Events {
         Self {
             finished: broadcast::channel(1024).0,
             queued: Arc::new(Notify::new()),
+            streams: Streams::local(),
         }
     }
 }
 
 impl Events {
+    /// Notifications of one process whose streams travel through `streams` (over NATS).
+    pub fn with_streams(streams: Streams) -> Self {
+        Self {
+            streams,
+            ..Self::default()
+        }
+    }
+
     /// A job reached Completed or Failed.
     pub fn finished(&self, id: &str) {
         let _ = self.finished.send(id.to_string());

@@ -20,6 +20,7 @@ pub mod local;
 pub mod postgres;
 pub mod s3;
 pub mod sqlite;
+pub mod streams;
 pub mod traits;
 
 pub use events::Events;
@@ -28,6 +29,7 @@ pub use local::LocalObjects;
 pub use postgres::PgStore;
 pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
+pub use streams::Streams;
 pub use traits::{
     Admission, DeadLetter, Delivery, Idempotency, Metadata, Objects, Page, Queue, QueueConfig, StoreError,
 };

@@ -1,0 +1,121 @@
+//! A job's run streamed live: its sandbox's init gets four pipe ends (stdin, stdout, stderr
+//! and a control pipe for signals; [`wolf_sandbox::protocol::Live::Client`]), and the manager
+//! holds the others — reading the output as the program writes it into the job's stream, and,
+//! for an interactive job, writing what the client sends into its stdin and control pipe.
+//!
+//! The stream is a view: the result (and the record) still comes from the run's own report,
+//! capped and complete, whatever a subscriber read. Nothing here can slow the program: the
+//! readers publish without waiting for any subscriber.
+
+use std::os::fd::OwnedFd;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use wolf_core::stream::{StreamEvent, StreamInput, Utf8Chunks, signal_number};
+use wolf_sandbox::SandboxError;
+use wolf_sandbox::runner::{Plan, RunOutput};
+use wolf_store::Streams;
+
+use crate::pool::Warm;
+
+/// Run `plan` (streamed: [`Plan::streamed`]) on `sandbox`, publishing its output to job
+/// `id`'s stream, and with `interactive` feeding it the client's input.
+pub async fn run(
+    streams: &Streams,
+    id: &str,
+    interactive: bool,
+    mut sandbox: Box<dyn Warm>,
+    plan: Plan,
+    creation_ms: f64,
+) -> Result<RunOutput, SandboxError> {
+    if !sandbox.takes_stdio() {
+        return sandbox.run(id, plan.unstreamed(), creation_ms).await;
+    }
+    let channel = |_: ()| wolf_sandbox::protocol::pipe().map_err(SandboxError::Channel);
+    let (in_r, in_w) = channel(())?;
+    let (out_r, out_w) = channel(())?;
+    let (err_r, err_w) = channel(())?;
+    let (ctl_r, ctl_w) = channel(())?;
+    sandbox.pass_stdio(&[&in_r, &out_w, &err_w, &ctl_r])?;
+    // The init holds its ends now; ours would keep the readers below from ever seeing EOF.
+    drop((in_r, out_w, err_w, ctl_r));
+    let inputs = streams.open(id, interactive).await;
+    let first = if plan.has_compile() { "compile" } else { "run" };
+    streams
+        .publish(id, |seq| StreamEvent::Stage {
+            seq,
+            stage: first.into(),
+            name: None,
+        })
+        .await;
+    let readers = [(out_r, false), (err_r, true)].map(|(fd, stderr)| {
+        let (streams, id) = (streams.clone(), id.to_string());
+        tokio::spawn(async move { read(&streams, &id, fd, stderr).await })
+    });
+    // A job that is not interactive has its stdin in the plan: ours ends at once.
+    let writer = match inputs {
+        Some(rx) => Some(crate::AbortOnDrop(tokio::spawn(write(rx, in_w, ctl_w)))),
+        None => {
+            drop((in_w, ctl_w));
+            None
+        }
+    };
+    let out = sandbox.run(id, plan, creation_ms).await;
+    // The init closed its ends when the step ended (or died with the sandbox).
+    for r in readers {
+        let _ = r.await;
+    }
+    drop(writer);
+    out
+}
+
+/// Publish what the program writes on `fd` until end of file.
+async fn read(streams: &Streams, id: &str, fd: OwnedFd, stderr: bool) {
+    let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut chunks = Utf8Chunks::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = chunks.push(&buf[..n]);
+        if !chunk.is_empty() {
+            streams
+                .publish(id, |seq| StreamEvent::output(stderr, seq, &chunk))
+                .await;
+        }
+    }
+    let rest = chunks.finish();
+    if !rest.is_empty() {
+        streams.publish(id, |seq| StreamEvent::output(stderr, seq, &rest)).await;
+    }
+}
+
+/// Write the client's input into the program's stdin and control pipe, until the job ends.
+async fn write(mut rx: tokio::sync::mpsc::Receiver<StreamInput>, stdin: OwnedFd, control: OwnedFd) {
+    let (Ok(stdin), Ok(mut control)) = (pipe::Sender::from_owned_fd(stdin), pipe::Sender::from_owned_fd(control))
+    else {
+        return;
+    };
+    let mut stdin = Some(stdin);
+    while let Some(input) = rx.recv().await {
+        match input {
+            StreamInput::Stdin { data } => {
+                if let Some(w) = stdin.as_mut()
+                    && w.write_all(data.as_bytes()).await.is_err()
+                {
+                    stdin = None; // the program closed its stdin
+                }
+            }
+            StreamInput::Eof => stdin = None,
+            StreamInput::Signal { signal } => {
+                if let Some(n) = signal_number(&signal) {
+                    let _ = control.write_all(&[n as u8]).await;
+                }
+            }
+        }
+    }
+}
