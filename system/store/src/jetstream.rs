@@ -130,6 +130,11 @@ impl JetStreamQueue {
         Ok(q)
     }
 
+    /// The core NATS client under the queue (job streams travel on it: [`crate::Streams::over`]).
+    pub fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
     async fn ensure_streams(&self) -> Result<(), StoreError> {
         let jobs = stream::Config {
             name: STREAM.into(),

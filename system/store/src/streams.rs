@@ -158,9 +158,14 @@ impl Streams {
         if let (Some(nats), Some(tx)) = (&self.nats, tx.clone())
             && let Ok(mut sub) = nats.subscribe(format!("wolf.input.{id}")).await
         {
-            // Ends when the receiver is dropped (the job ended).
+            // Ends (unsubscribing) when the receiver is dropped: the job ended.
             tokio::spawn(async move {
-                while let Some(m) = sub.next().await {
+                loop {
+                    let m = tokio::select! {
+                        m = sub.next() => m,
+                        _ = tx.closed() => break,
+                    };
+                    let Some(m) = m else { break };
                     let Ok(input) = serde_json::from_slice::<StreamInput>(&m.payload) else {
                         continue;
                     };

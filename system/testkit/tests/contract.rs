@@ -16,6 +16,8 @@ mod checkers;
 mod inputs;
 #[path = "contract/interactors.rs"]
 mod interactors;
+#[path = "contract/live.rs"]
+mod live;
 
 fn root() -> bool {
     wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
@@ -498,6 +500,7 @@ fn the_contract_holds_embedded() {
     checkers::checkers_contract("embedded", &url, &url);
     inputs::inputs_contract("embedded", &url, &url);
     interactors::interactors_contract("embedded", &url, &url);
+    live::live_contract("embedded", &url, &url);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -515,4 +518,5 @@ fn the_contract_holds_distributed_across_two_apis() {
     checkers::checkers_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     inputs::inputs_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     interactors::interactors_contract("distributed", &s.apis[0].1, &s.apis[1].1);
+    live::live_contract("distributed", &s.apis[0].1, &s.apis[1].1);
 }

@@ -41,8 +41,9 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
-        // Managers announce stored results on NATS: waiting requests answer at once.
-        let events = Events::default();
+        // Managers announce stored results on NATS: waiting requests answer at once. Job
+        // streams come from whichever manager runs the job, over NATS too.
+        let events = Events::with_streams(wolf_store::Streams::over(queue.client()));
         if let Err(e) = queue.follow_done(events.clone()).await {
             tracing::warn!(error = %e, "no result announcements; wait=true falls back to polling");
         }
@@ -88,6 +89,10 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
+        // This manager's jobs stream over NATS, and it answers late subscribers' replays.
+        let events = Events::with_streams(wolf_store::Streams::over(queue.client()));
+        let replays = events.streams.clone();
+        tokio::spawn(async move { replays.serve_replays().await });
         let manager = Arc::new(Manager::new(
             meta,
             objects,
@@ -95,7 +100,7 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
             sandboxes,
             registry,
             cfg.manager(),
-            Events::default(),
+            events,
         ));
         if let Some(addr) = &cfg.listen {
             let listener = tokio::net::TcpListener::bind(addr)

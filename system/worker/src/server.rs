@@ -113,7 +113,21 @@ pub fn serve_one(ctx: JobServerContext, execute: &mut Execute<'_>) -> io::Result
                 }
             }
         }
-        // Graceful: the answer still goes out, then the server stops.
+        // The answer may still be on its way: h2 sends a large reply as the client's flow
+        // control window opens, after the handler is done. Exiting now (even after a graceful
+        // stop) could cut it off, and the manager would see a broken body and run the job
+        // again. So the server keeps serving until the manager, having read the answer,
+        // destroys this sandbox or goes away.
+        loop {
+            tokio::select! {
+                r = &mut server => return r.map_err(io::Error::other),
+                _ = host.readable() => {
+                    if matches!(take_stdio(&host), Taken::Gone | Taken::Stdio(_)) {
+                        break;
+                    }
+                }
+            }
+        }
         let _ = stop_tx.send(());
         server.await.map_err(io::Error::other)
     })
