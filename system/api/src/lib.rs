@@ -26,6 +26,7 @@ pub mod routes;
 pub mod schema;
 pub mod serve;
 pub mod service;
+pub mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -242,7 +243,7 @@ pub fn app(state: AppState) -> Router {
         .route("/job/{id}", get(routes::get_job))
         .route("/job/{id}/timeline", get(routes::timeline))
         .route("/job/{id}/events", get(live::events))
-        .route("/job/ws", get(live::ws))
+        .route("/job/ws", get(ws::job_ws))
         .route("/job/{id}/output", get(routes::output))
         .route("/job/{id}/tests/{n}/output", get(routes::test_output))
         .route("/job/{id}/files/{*path}", get(routes::output_file))

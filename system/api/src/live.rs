@@ -1,4 +1,5 @@
-//! Live jobs: `GET /job/{id}/events` (Server-Sent Events) and the WebSocket `/job/ws`.
+//! Live jobs: `GET /job/{id}/events` (Server-Sent Events), and the follower of a job's stream
+//! that the WebSockets ([`crate::ws`]) share.
 //!
 //! Both follow one job's stream ([`wolf_store::Streams`]): a `stage` `queued` while it waits,
 //! then what the manager publishes — stages, `stdout` and `stderr` chunks as the program
@@ -6,37 +7,27 @@
 //! subscriber that comes late first gets what the manager still holds (bounded); one that
 //! comes after the end gets the final events from the record. A slow reader never slows the
 //! program: past its bounded buffer it gets `lagged`, and the record keeps the whole output.
-//!
-//! On the WebSocket the client starts the job (`{"type": "init", ...a submission}`), which is
-//! durable like any other, and then sends `stdin`, `eof` and `signal` frames to the program.
 
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::{SinkExt, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use wolf_core::stream::{StreamEvent, StreamInput};
-use wolf_core::{JobRecord, Submission};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use wolf_core::JobRecord;
+use wolf_core::stream::StreamEvent;
 use wolf_store::streams::Subscription;
 
 use crate::extract::JobId;
 use crate::{ApiError, AppState};
 
 /// Events buffered per subscriber beyond the hub's own bound, before it is a slow reader.
-const SUBSCRIBER_BUFFER: usize = 256;
+pub(crate) const SUBSCRIBER_BUFFER: usize = 256;
 /// How often a follower checks the record while the stream is quiet: a job that ended where
 /// this API could not hear it (its manager's stream never reached here) still ends here.
 const RECORD_CHECK: Duration = Duration::from_secs(1);
-/// Largest WebSocket message (an init carries a whole submission).
-const MAX_MESSAGE: usize = 8 << 20;
-/// Close codes of the WebSocket (4000–4999 are the application's).
-const CLOSE_BAD_INIT: u16 = 4000;
-const CLOSE_BAD_FRAME: u16 = 4001;
-const CLOSE_REFUSED: u16 = 4002;
 
 /// A job's events as Server-Sent Events (`event:` the kind, `id:` the sequence number,
 /// `data:` the event as JSON); the stream ends after `result`.
@@ -68,7 +59,13 @@ pub async fn events(State(st): State<AppState>, JobId(id): JobId) -> Result<Resp
 }
 
 /// Send job `id`'s events to `tx` until its `result`, or until `tx`'s reader is gone.
-async fn follow(st: AppState, id: String, rec: JobRecord, mut sub: Subscription, tx: mpsc::Sender<StreamEvent>) {
+pub(crate) async fn follow(
+    st: AppState,
+    id: String,
+    rec: JobRecord,
+    mut sub: Subscription,
+    tx: mpsc::Sender<StreamEvent>,
+) {
     if rec.status.is_final() {
         for e in from_record(&st, rec, 0).await {
             if tx.send(e).await.is_err() {
@@ -164,159 +161,4 @@ async fn from_record(st: &AppState, rec: JobRecord, after: u64) -> Vec<StreamEve
         record: Box::new(rec),
     });
     out
-}
-
-/// The WebSocket of an interactive run (`GET /job/ws`, upgraded).
-pub async fn ws(State(st): State<AppState>, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
-    let permit = st.waits.clone().try_acquire_owned().map_err(|_| {
-        metrics::counter!("wolf_refusals_total", "layer" => "waits").increment(1);
-        ApiError::Overloaded
-    })?;
-    Ok(upgrade
-        .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| interactive(st, socket, permit)))
-}
-
-fn close(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.chars().take(120).collect::<String>().into(),
-    }))
-}
-
-fn text(v: &serde_json::Value) -> Message {
-    Message::Text(v.to_string().into())
-}
-
-/// An interactive run: the client's `init` submits the job, then its frames reach the program
-/// while the job's events come back.
-async fn interactive(st: AppState, socket: WebSocket, _permit: OwnedSemaphorePermit) {
-    let (mut sink, mut frames) = socket.split();
-    let sub = match init(&st, &mut frames).await {
-        Ok(sub) => sub,
-        Err((code, why)) => {
-            let _ = sink
-                .send(text(&serde_json::json!({"type": "error", "message": why})))
-                .await;
-            let _ = sink.send(close(code, &why)).await;
-            return;
-        }
-    };
-    let (id, rec, sub) = sub;
-    let _ = sink
-        .send(text(&serde_json::json!({"type": "accepted", "id": id})))
-        .await;
-    let (tx, mut rx) = mpsc::channel::<StreamEvent>(SUBSCRIBER_BUFFER);
-    let follower = tokio::spawn(follow(st.clone(), id.clone(), rec, sub, tx));
-    // Input waits until the manager has started the job (its first stage): before that no
-    // one takes it.
-    let mut started = false;
-    let mut held: Vec<StreamInput> = Vec::new();
-    loop {
-        tokio::select! {
-            e = rx.recv() => {
-                let Some(e) = e else { break };
-                if matches!(e, StreamEvent::Stage { seq, .. } if seq > 0) && !started {
-                    started = true;
-                    for input in held.drain(..) {
-                        st.events.streams.send(&id, input).await;
-                    }
-                }
-                let end = e.is_last();
-                let v = serde_json::to_value(&e).unwrap_or_default();
-                if sink.send(text(&v)).await.is_err() {
-                    break;
-                }
-                if end {
-                    let _ = sink.send(close(1000, "done")).await;
-                    break;
-                }
-            }
-            f = frames.next() => {
-                let input = match f {
-                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<StreamInput>(&t) {
-                        Ok(i) => i,
-                        Err(e) => {
-                            let why = format!("not a stdin, eof or signal frame: {e}");
-                            let _ = sink.send(text(&serde_json::json!({"type": "error", "message": why}))).await;
-                            continue;
-                        }
-                    },
-                    Some(Ok(Message::Binary(b))) => StreamInput::Stdin { data: String::from_utf8_lossy(&b).into_owned() },
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    // The client left: the job runs on to its end (it is durable); its stdin
-                    // reaches end of file.
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                        if started {
-                            st.events.streams.send(&id, StreamInput::Eof).await;
-                        }
-                        break;
-                    }
-                };
-                if let StreamInput::Signal { signal } = &input
-                    && wolf_core::stream::signal_number(signal).is_none()
-                {
-                    let why = format!("signal {signal:?}: one of SIGINT, SIGTERM, SIGKILL, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2");
-                    let _ = sink.send(text(&serde_json::json!({"type": "error", "message": why}))).await;
-                    let _ = sink.send(close(CLOSE_BAD_FRAME, "bad signal")).await;
-                    break;
-                }
-                if started {
-                    st.events.streams.send(&id, input).await;
-                } else if held.len() < SUBSCRIBER_BUFFER {
-                    held.push(input);
-                }
-            }
-        }
-    }
-    follower.abort();
-}
-
-type Frames = futures::stream::SplitStream<WebSocket>;
-
-/// Read the `init` frame, validate and admit its submission as an interactive job, and
-/// subscribe to it. `Err` is a close code and why.
-async fn init(st: &AppState, frames: &mut Frames) -> Result<(String, JobRecord, Subscription), (u16, String)> {
-    let first = tokio::time::timeout(Duration::from_secs(30), frames.next())
-        .await
-        .map_err(|_| (CLOSE_BAD_INIT, "no init frame within 30 s".to_string()))?;
-    let body = match first {
-        Some(Ok(Message::Text(t))) => t.to_string(),
-        Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-        _ => {
-            return Err((
-                CLOSE_BAD_INIT,
-                "the first frame must be {\"type\": \"init\", ...}".into(),
-            ));
-        }
-    };
-    let mut v: serde_json::Value =
-        serde_json::from_str(&body).map_err(|e| (CLOSE_BAD_INIT, format!("the init frame is not JSON: {e}")))?;
-    if v.get("type").and_then(|t| t.as_str()) != Some("init") {
-        return Err((
-            CLOSE_BAD_INIT,
-            "the first frame must be {\"type\": \"init\", ...}".into(),
-        ));
-    }
-    if let Some(o) = v.as_object_mut() {
-        o.remove("type");
-    }
-    let sub: Submission =
-        serde_json::from_value(v).map_err(|e| (CLOSE_BAD_INIT, format!("the init frame is not a submission: {e}")))?;
-    crate::routes::validate(st, &sub).map_err(|e| (CLOSE_BAD_INIT, e.message()))?;
-    if !sub.tests.is_empty() || sub.interactor.is_some() || sub.checker.as_ref().is_some_and(|c| c.is_program()) {
-        return Err((
-            CLOSE_BAD_INIT,
-            "an interactive run has no tests, checker program or interactor".into(),
-        ));
-    }
-    if !st.ready.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err((CLOSE_REFUSED, "shutting down".into()));
-    }
-    let record = crate::routes::accept_interactive(st, &sub, Instant::now())
-        .await
-        .map_err(|e| (CLOSE_REFUSED, e.message()))?;
-    let id = record.id.clone();
-    let subscription = st.events.streams.subscribe(&id).await;
-    Ok((id, record, subscription))
 }

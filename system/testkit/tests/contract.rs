@@ -501,6 +501,7 @@ fn the_contract_holds_embedded() {
     inputs::inputs_contract("embedded", &url, &url);
     interactors::interactors_contract("embedded", &url, &url);
     live::live_contract("embedded", &url, &url);
+    live::piston_connect_contract("embedded", &url);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -519,4 +520,5 @@ fn the_contract_holds_distributed_across_two_apis() {
     inputs::inputs_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     interactors::interactors_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     live::live_contract("distributed", &s.apis[0].1, &s.apis[1].1);
+    live::piston_connect_contract("distributed", &s.apis[1].1);
 }

@@ -195,7 +195,7 @@ pub fn submission(
     Ok((sub, rt))
 }
 
-fn signal_name(n: i32) -> String {
+pub(crate) fn signal_name(n: i32) -> String {
     match n {
         1 => "SIGHUP".into(),
         2 => "SIGINT".into(),

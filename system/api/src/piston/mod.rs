@@ -3,6 +3,7 @@
 //! the same step as `POST /job` and waited for; the job stays visible through Wolf's own API.
 //! A body is read as JSON whatever its Content-Type says: the npm `piston-client` sends none.
 
+pub mod connect;
 pub mod convert;
 
 use std::time::Instant;
@@ -32,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/runtimes", get(runtimes))
         .route("/execute", post(execute))
         .route("/packages", get(packages))
+        .route("/connect", get(connect::connect))
         .fallback(|| async { message(StatusCode::NOT_FOUND, "Not Found") })
 }
 

@@ -37,6 +37,26 @@ fn sse(url: &str, mut each: impl FnMut(&Value) -> bool) -> (u16, String) {
     (status, ctype)
 }
 
+/// The body of a raw HTTP/1.1 response with chunked transfer encoding, as text.
+fn dechunk(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let Some((_, mut rest)) = text.split_once("\r\n\r\n") else {
+        return String::new();
+    };
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        body.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    body
+}
+
 fn submit(a: &str, sub: &Value) -> String {
     let (s, _, body) = call("POST", &format!("{a}/job"), Some(sub));
     assert_eq!(s, 200, "{body}");
@@ -179,8 +199,9 @@ pub(crate) fn live_contract(mode: &str, a: &str, b: &str) {
         (Some("Completed"), Some("Accepted")),
         "{mode}: {rec}"
     );
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut stalled, &mut text).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut stalled, &mut raw).unwrap();
+    let text = dechunk(&raw);
     // Either the buffers held it all (every line, in order), or the stream says it lagged.
     let streamed: String = text
         .lines()
@@ -305,4 +326,139 @@ pub(crate) fn live_contract(mode: &str, a: &str, b: &str) {
         }
     }
     assert_eq!((errors, seen.as_str()), (1, "still here\n"), "{mode}");
+}
+
+/// Piston's `/api/v2/connect`, as its clients speak it: init, runtime, stages, data, a signal
+/// that really arrives, exit and the close codes.
+pub(crate) fn piston_connect_contract(mode: &str, a: &str) {
+    let connect = |api: &str| {
+        let url = format!("{}/api/v2/connect", api.replace("http://", "ws://"));
+        tungstenite::connect(url.as_str())
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+            .0
+    };
+    let close_code = |socket: &mut WebSocket<MaybeTlsStream<TcpStream>>| loop {
+        match socket.read() {
+            Ok(Message::Close(Some(f))) => return Some(u16::from(f.code)),
+            Ok(Message::Close(None)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    };
+    // stdin as data, answered on stdout; the program ends by itself: exit, then 4999.
+    let mut s = connect(a);
+    send(
+        &mut s,
+        json!({"type": "init", "language": "python", "version": "*",
+            "files": [{"content": "import sys\nprint('ready', flush=True)\nname = sys.stdin.readline().strip()\nprint('hi ' + name)\nsys.stderr.write('bye')"}]}),
+    );
+    let first = recv(&mut s).unwrap();
+    assert_eq!(first["type"], "runtime", "{mode}: {first}");
+    assert_eq!(first["language"], "python", "{mode}");
+    let mut stdout = String::new();
+    let mut seen = Vec::new();
+    loop {
+        let Ok(Message::Text(t)) = s.read() else { break };
+        let v = json_of(&t);
+        if v["type"] == "data" && v["stream"] == "stdout" {
+            stdout.push_str(v["data"].as_str().unwrap_or(""));
+            if stdout == "ready\n" {
+                send(&mut s, json!({"type": "data", "stream": "stdin", "data": "wolf\n"}));
+            }
+        }
+        let end = v["type"] == "exit";
+        seen.push(v);
+        if end {
+            break;
+        }
+    }
+    assert_eq!(stdout, "ready\nhi wolf\n", "{mode}: {seen:?}");
+    assert_eq!(seen[0], json!({"type": "stage", "stage": "run"}), "{mode}: {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|v| v == &json!({"type": "data", "stream": "stderr", "data": "bye"})),
+        "{mode}: {seen:?}"
+    );
+    let exit = seen.last().unwrap();
+    assert_eq!(
+        (exit["stage"].as_str(), exit["code"].as_i64(), exit["signal"].is_null()),
+        (Some("run"), Some(0), true),
+        "{mode}: {exit}"
+    );
+    assert_eq!(close_code(&mut s), Some(4999), "{mode}: Job Completed");
+
+    // A signal reaches the program (SIGTERM to its handler), a compiled language shows its
+    // compile stage, and a SIGKILL is reported by name.
+    let mut s = connect(a);
+    send(
+        &mut s,
+        json!({"type": "init", "language": "c", "version": "*", "files": [{"name": "main.c", "content":
+            "#include <signal.h>\n#include <stdio.h>\n#include <unistd.h>\nstatic void h(int s) { (void)s; printf(\"term\\n\"); fflush(stdout); _exit(7); }\nint main(void) { signal(SIGTERM, h); printf(\"ready\\n\"); fflush(stdout); for (;;) pause(); }"}]}),
+    );
+    let mut stages = Vec::new();
+    let mut stdout = String::new();
+    let mut exit = Value::Null;
+    loop {
+        let Ok(Message::Text(t)) = s.read() else { break };
+        let v = json_of(&t);
+        if v["type"] == "stage" {
+            stages.push(v["stage"].as_str().unwrap_or("").to_string());
+        }
+        if v["type"] == "data" {
+            stdout.push_str(v["data"].as_str().unwrap_or(""));
+            if stdout == "ready\n" {
+                send(&mut s, json!({"type": "signal", "signal": "SIGTERM"}));
+            }
+        }
+        if v["type"] == "exit" {
+            exit = v;
+            break;
+        }
+    }
+    assert_eq!(
+        stages.first().map(String::as_str),
+        Some("compile"),
+        "{mode}: {stages:?}"
+    );
+    assert_eq!(stdout, "ready\nterm\n", "{mode}");
+    assert_eq!(exit["code"], 7, "{mode}: {exit}");
+    assert_eq!(close_code(&mut s), Some(4999), "{mode}");
+
+    // The close codes of the protocol.
+    let mut s = connect(a);
+    assert_eq!(close_code(&mut s), Some(4001), "{mode}: no init within a second");
+    let mut s = connect(a);
+    send(&mut s, json!({"type": "data", "stream": "stdin", "data": "x"}));
+    assert_eq!(close_code(&mut s), Some(4003), "{mode}: not yet initialized");
+    let mut s = connect(a);
+    send(
+        &mut s,
+        json!({"type": "init", "language": "cobol", "version": "*", "files": [{"content": "x"}]}),
+    );
+    let e = recv(&mut s).unwrap();
+    assert_eq!(e["type"], "error", "{mode}: {e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("runtime is unknown"),
+        "{mode}: {e}"
+    );
+    assert_eq!(close_code(&mut s), Some(4002), "{mode}");
+    let init = json!({"type": "init", "language": "python", "version": "*",
+        "files": [{"content": "import time\nprint('ready', flush=True)\ntime.sleep(30)"}]});
+    for (frame, code) in [
+        (init.clone(), 4000),
+        (json!({"type": "data", "stream": "stdout", "data": "x"}), 4004),
+        (json!({"type": "signal", "signal": "SIGSTOP"}), 4005),
+    ] {
+        let mut s = connect(a);
+        send(&mut s, init.clone());
+        loop {
+            let Ok(Message::Text(t)) = s.read() else {
+                panic!("{mode}: no output before {frame}")
+            };
+            if json_of(&t)["data"] == "ready\n" {
+                break;
+            }
+        }
+        send(&mut s, frame.clone());
+        assert_eq!(close_code(&mut s), Some(code), "{mode}: {frame}");
+    }
 }
