@@ -65,6 +65,25 @@ check("SIGSEGV", int(r.status) == 7, r.status)
 r = judge0.run(client=client, source_code="print(input() + ' ✓')", stdin="héllo", language=71)
 check("unicode through base64", r.stdout == "héllo ✓\n", r.stdout)
 
+# additional_files: the SDK zips them; they are unpacked beside the program, subdirectories too.
+fs = judge0.Filesystem(content=[judge0.File(name="data.txt", content="41"), judge0.File(name="lib/one.py", content="ONE = 1")])
+r = judge0.run(
+    client=client,
+    source_code="import sys\nsys.path.insert(0, 'lib')\nimport one\nprint(int(open('data.txt').read()) + one.ONE)",
+    language=71,
+    additional_files=fs,
+)
+check("additional files", r.stdout == "42\n", (r.status, r.stdout, r.stderr))
+
+# redirect_stderr_to_stdout: one stream, in the order written.
+r = judge0.run(
+    client=client,
+    source_code="import sys\nprint('a', flush=True)\nsys.stderr.write('b\\n'); sys.stderr.flush()\nprint('c')",
+    language=71,
+    redirect_stderr_to_stdout=True,
+)
+check("stderr to stdout", r.stdout == "a\nb\nc\n" and not r.stderr, (r.stdout, r.stderr))
+
 # The raw API: 201 with a token, wait=true answers the result, fields, statuses, 422 shapes.
 h = httpx.Client(base_url=url, timeout=60)
 t = h.post("/submissions", json={"source_code": "print(2)", "language_id": 71})

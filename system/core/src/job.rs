@@ -204,6 +204,9 @@ pub struct Submission {
     /// a shell); only for engines with a compile step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compiler_options: Vec<String>,
+    /// The program's stderr goes to its stdout, interleaved as written (`stderr` stays empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merge_stderr: bool,
     /// Files to bring back from the work dir after the run: relative paths or simple globs
     /// (`*`, `?` within a component), at most [`MAX_OUTPUT_PATTERNS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

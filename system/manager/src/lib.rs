@@ -495,6 +495,7 @@ impl Manager {
             checker: sub.checker.unwrap_or_default(),
             interactor: sub.interactor.clone(),
             output_files: sub.output_files.clone(),
+            merge_stderr: sub.merge_stderr,
         };
         if req.tests.is_empty() && (req.checker.is_program() || req.interactor.is_some()) {
             // A checker program or an interactor judges test cases: the top-level stdin and

@@ -67,6 +67,7 @@ fn step(argv: &[&str]) -> Step {
         env: vec!["PATH=/usr/bin:/bin".into()],
         stdin: None,
         live: None,
+        merge_stderr: false,
         limits: Limits {
             cpu_time_ms: 5000,
             wall_time_ms: 10000,

@@ -474,7 +474,11 @@ fn slot_main(procs: Vec<OwnedFd>, ends: SlotEnds, rootfs: &rootfs::RootfsConfig,
         }
     };
     let spec = PayloadSpec {
-        stdio: [ends.in_r.as_raw_fd(), ends.out_w.as_raw_fd(), ends.err_w.as_raw_fd()],
+        stdio: [
+            ends.in_r.as_raw_fd(),
+            ends.out_w.as_raw_fd(),
+            if step.merge_stderr { &ends.out_w } else { &ends.err_w }.as_raw_fd(),
+        ],
         cwd: rootfs.work_dir.clone(),
         cpu_seconds: step.cpu_time_ms.div_ceil(1000) + 1,
         file_bytes: step.file_bytes,

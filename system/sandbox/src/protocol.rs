@@ -90,6 +90,9 @@ pub struct StepSpec {
     /// job ([`send_stdio`]), not a blob and a capture alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<Live>,
+    /// The program's stderr is its stdout pipe too (one stream, interleaved as written).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merge_stderr: bool,
     /// CPU time limit, ms (enforced from the cgroup's usage).
     pub cpu_time_ms: u64,
     /// Wall time limit, ms.

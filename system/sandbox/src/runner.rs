@@ -47,6 +47,8 @@ pub struct RunRequest {
     pub interactor: Option<wolf_core::Interactor>,
     /// Output-file patterns to bring back after the run.
     pub output_files: Vec<String>,
+    /// The run step's stderr goes to its stdout.
+    pub merge_stderr: bool,
 }
 
 /// One test case: what differs from the submission's run step.
@@ -233,6 +235,7 @@ impl Plan {
                 env: env.clone(),
                 stdin: None,
                 live: None,
+                merge_stderr: false,
                 limits: compile_limits,
             });
         }
@@ -244,6 +247,7 @@ impl Plan {
             env,
             stdin: req.stdin.clone(),
             live: None,
+            merge_stderr: req.merge_stderr,
             limits: run_limits,
         });
         Ok(Self {

@@ -221,6 +221,8 @@ pub struct Step {
     /// Live stdio: relayed to and from the descriptors given to [`Prepared::pass_stdio`] (an
     /// interactor in another sandbox, or the manager streaming the job).
     pub live: Option<protocol::Live>,
+    /// stderr goes to the stdout pipe (interleaved as written).
+    pub merge_stderr: bool,
     /// Limits.
     pub limits: Limits,
 }
@@ -665,6 +667,7 @@ impl Prepared {
                 slot,
                 stdin_blob,
                 live: s.live,
+                merge_stderr: s.merge_stderr,
                 cpu_time_ms: s.limits.cpu_time_ms,
                 wall_time_ms: s.limits.wall_time_ms,
                 output_bytes: s.limits.output_bytes,

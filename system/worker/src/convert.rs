@@ -61,6 +61,7 @@ mod tests {
                 slot: 1,
                 stdin_blob: Some(1),
                 live: Some(wolf_sandbox::protocol::Live::Client),
+                merge_stderr: false,
                 cpu_time_ms: 1,
                 wall_time_ms: 2,
                 output_bytes: 3,

@@ -194,7 +194,6 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
             )
         })?;
     for (key, why) in [
-        ("redirect_stderr_to_stdout", "is not supported by Wolf"),
         ("enable_network", "is not allowed: Wolf's sandbox has no network"),
         (
             "enable_per_process_and_thread_time_limit",
@@ -209,11 +208,15 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
             return Err(field_error(key, why));
         }
     }
-    for key in ["additional_files", "callback_url"] {
-        if body.get(key).is_some_and(|v| !v.is_null() && v != "") {
-            return Err(field_error(key, "is not supported by Wolf yet"));
-        }
+    if body.get("callback_url").is_some_and(|v| !v.is_null() && v != "") {
+        return Err(field_error("callback_url", "is not supported by Wolf yet"));
     }
+    let files = match body.get("additional_files") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) if s.is_empty() => Vec::new(),
+        Some(Value::String(s)) => unzip(s).map_err(|e| field_error("additional_files", e))?,
+        Some(_) => return Err(field_error("additional_files", "must be a base64 encoded zip")),
+    };
     if number(body, "number_of_runs")?.is_some_and(|n| n != 1.0) {
         return Err(field_error("number_of_runs", "must be 1 (Wolf runs a submission once)"));
     }
@@ -238,7 +241,7 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
         execution_engine: engine.to_string(),
         stdin: text(body, "stdin", b64)?,
         args,
-        files: Vec::new(),
+        files,
         limits: (limits != LimitsInput::default()).then_some(limits),
         expected_output: text(body, "expected_output", b64)?,
         tags: Some(vec![language_tag]),
@@ -246,9 +249,69 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
         stop_on_first_failure: false,
         checker: None,
         interactor: None,
+        merge_stderr: flag(body, "redirect_stderr_to_stdout")?,
         compiler_options,
         output_files: Vec::new(),
     })
+}
+
+/// Entries of an `additional_files` zip, at most.
+const ZIP_ENTRIES: usize = 256;
+/// Bytes of all its files together once unpacked, at most (whatever the zip claims).
+const ZIP_BYTES: u64 = 16 << 20;
+
+/// The files of `additional_files` (base64 of a zip), for the work dir beside the program.
+/// Nothing of the archive is trusted: each name must be a normal relative path (no absolute
+/// path, no `..`, no component the file rules refuse), links and special files are refused,
+/// directories are implied by their files, and the unpacked size is counted as it is read,
+/// so a zip bomb stops at the cap instead of at the size it declares.
+fn unzip(b64: &str) -> Result<Vec<wolf_core::FileInput>, String> {
+    use std::io::Read;
+    let bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        b64.replace(['\r', '\n'], ""),
+    )
+    .map_err(|e| format!("is not valid base64: {e}"))?;
+    let mut zip =
+        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("is not a zip archive: {e}"))?;
+    if zip.len() > ZIP_ENTRIES {
+        return Err(format!("has {} entries; at most {ZIP_ENTRIES} are allowed", zip.len()));
+    }
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| format!("entry {i}: {e}"))?;
+        let name = entry.name().to_string();
+        if entry.is_dir() {
+            continue;
+        }
+        let kind = entry.unix_mode().map(|m| m & 0o170000);
+        if entry.is_symlink() || kind.is_some_and(|k| k != 0 && k != 0o100000) {
+            return Err(format!(
+                "{name:?} is not a regular file (links and special files are refused)"
+            ));
+        }
+        if !wolf_core::names::valid_file_path(&name) {
+            return Err(format!("{name:?} is not a relative path of plain names"));
+        }
+        let mut data = Vec::new();
+        let room = ZIP_BYTES - total;
+        entry
+            .by_ref()
+            .take(room + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| format!("{name:?}: {e}"))?;
+        total += data.len() as u64;
+        if total > ZIP_BYTES {
+            return Err(format!("unpacks to more than {ZIP_BYTES} bytes"));
+        }
+        files.push(wolf_core::FileInput {
+            name,
+            content: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &data),
+            encoding: Some(wolf_core::Encoding::Base64),
+        });
+    }
+    Ok(files)
 }
 
 /// The Judge0 status of a record.
@@ -364,11 +427,12 @@ pub fn answer(rec: &JobRecord, extra: &Extra, fields: &[&str], b64: bool) -> Res
                 .filter(|s| !s.args.is_empty())
                 .map(|s| json!(s.args.join(" ")))
                 .unwrap_or(Value::Null),
+            "redirect_stderr_to_stdout" => json!(sub.is_some_and(|s| s.merge_stderr)),
             "enable_per_process_and_thread_time_limit"
             | "enable_per_process_and_thread_memory_limit"
-            | "redirect_stderr_to_stdout"
             | "enable_network" => json!(false),
-            _ => Value::Null, // callback_url, additional_files: not supported
+            // callback_url: not supported; additional_files: unpacked, not echoed.
+            _ => Value::Null,
         };
         out.insert(f.to_string(), v);
     }
@@ -454,6 +518,77 @@ mod tests {
         ] {
             let e = submission(&bad, false).unwrap_err();
             assert!(e.get(field).is_some(), "{bad} → {e}");
+        }
+    }
+
+    /// A zip of `entries` (name, contents, unix mode), base64.
+    fn zipped(entries: &[(&str, &[u8], u32)], method: zip::CompressionMethod) -> String {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, data, mode) in entries {
+            let o = zip::write::SimpleFileOptions::default()
+                .compression_method(method)
+                .unix_permissions(*mode);
+            if *mode & 0o170000 == 0o120000 {
+                w.add_symlink(*name, std::str::from_utf8(data).unwrap(), o).unwrap();
+            } else {
+                w.start_file(*name, o).unwrap();
+                w.write_all(data).unwrap();
+            }
+        }
+        let bytes = w.finish().unwrap().into_inner();
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+    }
+
+    #[test]
+    fn additional_files_unpack_into_the_work_dir_and_nothing_escapes() {
+        let stored = zip::CompressionMethod::Stored;
+        let z = zipped(&[("data.txt", b"hi", 0o644), ("lib/util.py", b"X = 1", 0o644)], stored);
+        let sub = submission(
+            &json!({"source_code": "x", "language_id": 71, "additional_files": z}),
+            false,
+        )
+        .unwrap();
+        let got: Vec<(String, Vec<u8>)> = sub.files.iter().map(|f| (f.name.clone(), f.bytes().unwrap())).collect();
+        assert_eq!(
+            got,
+            [
+                ("data.txt".to_string(), b"hi".to_vec()),
+                ("lib/util.py".to_string(), b"X = 1".to_vec())
+            ]
+        );
+        for (entries, says) in [
+            (vec![("../evil", &b"x"[..], 0o644)], "relative path"),
+            (vec![("/etc/cron.d/x", &b"x"[..], 0o644)], "relative path"),
+            (vec![("a/./b", &b"x"[..], 0o644)], "relative path"),
+            (vec![("link", &b"/etc/passwd"[..], 0o120777)], "not a regular file"),
+        ] {
+            let z = zipped(&entries, stored);
+            let e = submission(
+                &json!({"source_code": "x", "language_id": 71, "additional_files": z}),
+                false,
+            )
+            .unwrap_err();
+            let msg = e["additional_files"][0].as_str().unwrap_or("");
+            assert!(msg.contains(says), "{entries:?}: {e}");
+        }
+        // 17 MiB of zeros deflate to a few KiB: stopped at the cap while reading.
+        let zeros = vec![0u8; 17 << 20];
+        let bomb = zipped(&[("zeros", &zeros, 0o644)], zip::CompressionMethod::Deflated);
+        assert!(bomb.len() < 200_000, "{}", bomb.len());
+        let e = submission(
+            &json!({"source_code": "x", "language_id": 71, "additional_files": bomb}),
+            false,
+        )
+        .unwrap_err();
+        assert!(e["additional_files"][0].as_str().unwrap().contains("more than"), "{e}");
+        for junk in ["not base64!", "aGVsbG8="] {
+            let e = submission(
+                &json!({"source_code": "x", "language_id": 71, "additional_files": junk}),
+                false,
+            )
+            .unwrap_err();
+            assert!(e.get("additional_files").is_some(), "{junk}: {e}");
         }
     }
 

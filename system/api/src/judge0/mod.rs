@@ -365,7 +365,7 @@ async fn config_info(State(st): State<AppState>) -> Response {
             "enable_callbacks": false,
             "callbacks_max_tries": 0,
             "callbacks_timeout": 0.0,
-            "enable_additional_files": false,
+            "enable_additional_files": true,
             "max_queue_size": st.queue.config().max_pending,
             "cpu_time_limit": 2.0,
             "max_cpu_time_limit": s(caps.cpu_time_ms),

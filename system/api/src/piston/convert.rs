@@ -189,6 +189,7 @@ pub fn submission(
         stop_on_first_failure: false,
         checker: None,
         interactor: None,
+        merge_stderr: false,
         compiler_options: Vec::new(),
         output_files: Vec::new(),
     };

@@ -115,6 +115,21 @@ pub(crate) fn inputs_contract(mode: &str, a: &str, b: &str) {
     let id = rec["id"].as_str().unwrap();
     let (s, _, _, body) = get_bytes(&format!("{b}/job/{id}/output"));
     assert_eq!((s, body), (200, all), "{mode}: the output object holds the raw bytes");
+
+    // mergeStderr: one stream, in the order written; stderr stays empty.
+    let (st, _, body) = call(
+        "POST",
+        &format!("{a}/job?wait=true"),
+        Some(
+            &json!({"code": "import sys\nprint('a', flush=True)\nsys.stderr.write('b\\n'); sys.stderr.flush()\nprint('c')",
+            "executionEngine": "python", "mergeStderr": true}),
+        ),
+    );
+    assert_eq!(st, 200, "{mode}: {body}");
+    let id = json_of(&body)["id"].as_str().unwrap().to_string();
+    let (_, _, out) = call("GET", &format!("{b}/job/{id}/output"), None);
+    assert_eq!(out, "a\nb\nc\n", "{mode}");
+    assert_eq!(json_of(&body)["result"]["stderr"], "", "{mode}: {body}");
 }
 
 /// Standard padded base64, written out here so the test does not share the server's decoder.
