@@ -27,6 +27,10 @@ pub enum ApiError {
     Overloaded,
     /// 503: queue full, shutting down, or a dependency is down.
     Unavailable(String),
+    /// 410: it existed and is gone (a session reaped, deleted, or lost with its host).
+    Gone(String),
+    /// 501: this deployment does not offer it.
+    NotImplemented(String),
     /// 405: the route exists, the method does not.
     MethodNotAllowed(String),
     /// 408: the request body did not arrive in time.
@@ -64,6 +68,8 @@ impl ApiError {
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -81,6 +87,8 @@ impl ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Gone(_) => "gone",
+            ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Timeout(_) => "request_timeout",
             ApiError::Internal => "internal",
         }
@@ -98,6 +106,8 @@ impl ApiError {
             | ApiError::Invalid(m)
             | ApiError::Unavailable(m)
             | ApiError::MethodNotAllowed(m)
+            | ApiError::Gone(m)
+            | ApiError::NotImplemented(m)
             | ApiError::Timeout(m) => m.clone(),
         }
     }

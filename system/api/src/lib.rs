@@ -26,6 +26,7 @@ pub mod routes;
 pub mod schema;
 pub mod serve;
 pub mod service;
+pub mod sessions;
 pub mod ws;
 
 use std::sync::Arc;
@@ -112,6 +113,8 @@ pub struct AppState {
     pub readiness: Option<Readiness>,
     /// Jobs accepted here whose record is not in the metadata store yet.
     pub pending_writes: Arc<std::sync::Mutex<std::collections::HashMap<String, wolf_core::JobRecord>>>,
+    /// Where sessions live (none: this deployment offers no sessions).
+    pub sessions: Option<Arc<dyn wolf_store::SessionHost>>,
 }
 
 impl AppState {
@@ -142,6 +145,7 @@ impl AppState {
             ready,
             pending_writes: Default::default(),
             readiness: None,
+            sessions: None,
         }
     }
 
@@ -244,6 +248,13 @@ pub fn app(state: AppState) -> Router {
         .route("/job/{id}/timeline", get(routes::timeline))
         .route("/job/{id}/events", get(live::events))
         .route("/job/ws", get(ws::job_ws))
+        .route("/session", axum::routing::post(sessions::create))
+        .route("/session/{id}", get(sessions::info).delete(sessions::delete))
+        .route("/session/{id}/exec", axum::routing::post(sessions::exec))
+        .route(
+            "/session/{id}/files/{*path}",
+            get(sessions::get_file).put(sessions::put_file),
+        )
         .route("/job/{id}/output", get(routes::output))
         .route("/job/{id}/tests/{n}/output", get(routes::test_output))
         .route("/job/{id}/files/{*path}", get(routes::output_file))

@@ -29,6 +29,10 @@ use crate::extract::{JobId, Q, wait_timeout};
         get_job,
         timeline,
         crate::live::events,
+        crate::sessions::create,
+        crate::sessions::info,
+        crate::sessions::delete,
+        crate::sessions::exec,
         output,
         test_output,
         output_file,
@@ -72,7 +76,7 @@ pub struct IdPath {
     pub id: String,
 }
 
-fn json_error(e: serde_json::Error) -> ApiError {
+pub(crate) fn json_error(e: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Data => ApiError::Invalid(format!("invalid request: {e}")),
@@ -644,7 +648,7 @@ pub struct FilePath {
 
 /// A type for an output file from its extension; anything unknown (and anything a browser
 /// would run, like HTML) is served as bytes to download.
-fn content_type(path: &str) -> &'static str {
+pub(crate) fn content_type(path: &str) -> &'static str {
     let ext = path
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())

@@ -37,6 +37,8 @@ pub struct ApiDeps {
     pub judge0: Option<TcpListener>,
     /// A listener serving Piston's API under `/api/v2/` (`piston_listen`).
     pub piston: Option<TcpListener>,
+    /// Where sessions live (none: no sessions here).
+    pub sessions: Option<Arc<dyn wolf_store::SessionHost>>,
 }
 
 /// Requests in flight get this long to finish after shutdown begins.
@@ -62,6 +64,7 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
         ready.clone(),
     );
     state.readiness = deps.readiness;
+    state.sessions = deps.sessions;
     let pending = state.pending_writes.clone();
     let (stopped, stopping) = tokio::sync::watch::channel(false);
     let stop = async move {

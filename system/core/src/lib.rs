@@ -20,6 +20,7 @@ pub mod language;
 pub mod limits;
 pub mod machine;
 pub mod names;
+pub mod session;
 pub mod stream;
 pub mod testlib;
 pub mod timeline;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use wolf_sandbox::runner::{Plan, RunOutput};
+use wolf_sandbox::sandbox::JobFile;
 use wolf_sandbox::{Prepared, SandboxError, Sandboxes};
 
 /// Makes sandboxes ready for one job each.
@@ -18,6 +19,24 @@ pub trait Pool: Send + Sync + 'static {
     fn restarts(&self) -> u64 {
         0
     }
+    /// A session's sandbox, which takes job after job in one work dir (blocking).
+    fn prepare_session(&self) -> Result<Box<dyn SessionBox>, SandboxError> {
+        Err(SandboxError::InvalidJob("this pool keeps no sessions".into()))
+    }
+}
+
+/// A session's sandbox: job after job in the same work dir, until dropped.
+#[async_trait]
+pub trait SessionBox: Send + 'static {
+    /// Whether its process still lives.
+    fn is_alive(&self) -> bool;
+    /// Run `plan` in it (its files replace those of the same name). `Err` means the sandbox
+    /// failed, not the program.
+    async fn run(&mut self, job_id: &str, plan: &Plan) -> Result<RunOutput, SandboxError>;
+    /// Write `files` into its work dir.
+    async fn put(&mut self, job_id: &str, files: Vec<JobFile>) -> Result<(), SandboxError>;
+    /// Read `path` from its work dir: `None` when it is not a regular file there (or too large).
+    async fn get(&mut self, job_id: &str, path: &str) -> Result<Option<Vec<u8>>, SandboxError>;
 }
 
 /// A sandbox ready for one job.
@@ -48,6 +67,61 @@ impl Pool for Sandboxes {
 
     fn restarts(&self) -> u64 {
         self.template_restarts()
+    }
+
+    fn prepare_session(&self) -> Result<Box<dyn SessionBox>, SandboxError> {
+        Ok(Box::new(Sandboxes::prepare_session(self)?))
+    }
+}
+
+/// One job frame on a session's sandbox, through its job server.
+async fn session_call(
+    sandbox: &mut Prepared,
+    job_id: &str,
+    files: &[JobFile],
+    steps: &[wolf_sandbox::sandbox::Step],
+    collect: Option<wolf_sandbox::protocol::Collect>,
+) -> Result<wolf_sandbox::sandbox::JobOutcome, SandboxError> {
+    let socket = sandbox
+        .socket()
+        .map(ToOwned::to_owned)
+        .ok_or_else(|| SandboxError::InvalidJob("a session's sandbox serves on a worker socket".into()))?;
+    let (spec, blobs) = sandbox.job_spec(files, steps, collect)?;
+    let (report, out) = wolf_worker::client::run(&socket, sandbox.token(), job_id, &spec, blobs)
+        .await
+        .map_err(|e| SandboxError::Setup(e.to_string()))?;
+    if let Some(e) = &report.error {
+        return Err(SandboxError::Setup(e.clone()));
+    }
+    wolf_sandbox::sandbox::outputs_from_report(report, out)
+}
+
+#[async_trait]
+impl SessionBox for Prepared {
+    fn is_alive(&self) -> bool {
+        Prepared::is_alive(self)
+    }
+
+    async fn run(&mut self, job_id: &str, plan: &Plan) -> Result<RunOutput, SandboxError> {
+        let started = Instant::now();
+        let (files, steps) = plan.parts();
+        let outcome = session_call(self, job_id, files, steps, plan.collect()).await?;
+        Ok(plan.finish(outcome, 0.0, ms(started.elapsed())))
+    }
+
+    async fn put(&mut self, job_id: &str, files: Vec<JobFile>) -> Result<(), SandboxError> {
+        session_call(self, job_id, &files, &[], None).await.map(drop)
+    }
+
+    async fn get(&mut self, job_id: &str, path: &str) -> Result<Option<Vec<u8>>, SandboxError> {
+        let collect = wolf_sandbox::protocol::Collect {
+            max_files: 1,
+            max_bytes: wolf_core::job::MAX_OUTPUT_FILE_BYTES,
+            patterns: vec![path.to_string()],
+            max_file_bytes: wolf_core::job::MAX_OUTPUT_FILE_BYTES,
+        };
+        let outcome = session_call(self, job_id, &[], &[], Some(collect)).await?;
+        Ok(outcome.files.into_iter().find(|f| f.name == path).map(|f| f.contents))
     }
 }
 

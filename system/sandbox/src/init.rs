@@ -107,10 +107,20 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
     mask.thread_block().map_err(std::io::Error::from)?;
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     let mut slots = Vec::new();
+    let mut handles = Vec::new();
     for n in &setup.slots {
         let procs: Vec<OwnedFd> = fds.by_ref().take(*n).collect();
         let (Some(cpu), Some(peak), Some(oom)) = (fds.next(), fds.next(), fds.next()) else {
             return Err(std::io::Error::other("missing cgroup descriptors"));
+        };
+        let h = SlotHandles { procs, cpu, peak, oom };
+        // A session forks a fresh supervisor per step: it keeps the handles to do so.
+        let (procs, cpu, peak, oom) = if setup.session {
+            let copy = h.dup()?;
+            handles.push(h);
+            (copy.procs, copy.cpu, copy.peak, copy.oom)
+        } else {
+            (h.procs, h.cpu, h.peak, h.oom)
         };
         match prefork_slot(procs, cpu, peak, oom, &setup.rootfs, setup.apparmor_profile.as_deref()) {
             Ok(slot) => slots.push(slot),
@@ -138,6 +148,7 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
         setup: &setup,
         sigfd: &sigfd,
         used: false,
+        handles,
     };
     match job_listener {
         // The embedding binary serves the one job over its own protocol (gRPC in `wolf`).
@@ -150,6 +161,7 @@ fn run(mut sock: UnixStream) -> std::io::Result<()> {
                 host_uid: setup.host_uid,
                 token: setup.job_token.clone(),
                 host: sock.try_clone()?,
+                session: setup.session,
             };
             server(ctx, &mut |job, blobs, stdio| exec.execute(job, blobs, stdio))?;
         }
@@ -202,6 +214,8 @@ pub struct JobServerContext {
     pub token: String,
     /// The host's setup channel: EOF on it means the host is gone, and the server must stop.
     pub host: UnixStream,
+    /// A session's sandbox: serve job after job, until the host is gone.
+    pub session: bool,
 }
 
 /// Runs one job inside the init process: `(files and steps, blobs, live stdio) -> (report,
@@ -230,14 +244,56 @@ struct Executor<'a> {
     setup: &'a Setup,
     sigfd: &'a SignalFd,
     used: bool,
+    /// A session's cgroup handles, one set per slot, to fork each step's supervisor.
+    handles: Vec<SlotHandles>,
+}
+
+/// A step slot's cgroup descriptors: `cgroup.procs` (one per controller hierarchy), and the
+/// CPU, peak-memory and OOM files read for its facts.
+struct SlotHandles {
+    procs: Vec<OwnedFd>,
+    cpu: OwnedFd,
+    peak: OwnedFd,
+    oom: OwnedFd,
+}
+
+impl SlotHandles {
+    fn dup(&self) -> std::io::Result<Self> {
+        Ok(Self {
+            procs: self.procs.iter().map(OwnedFd::try_clone).collect::<Result<_, _>>()?,
+            cpu: self.cpu.try_clone()?,
+            peak: self.peak.try_clone()?,
+            oom: self.oom.try_clone()?,
+        })
+    }
 }
 
 impl Executor<'_> {
+    /// A session's fresh supervisor for `slot`, in place and confined before it returns.
+    fn fork_slot(&self, slot: usize) -> std::io::Result<Slot> {
+        let h = self
+            .handles
+            .get(slot)
+            .ok_or_else(|| std::io::Error::other(format!("no cgroup slot {slot}")))?
+            .dup()?;
+        let mut s = prefork_slot(
+            h.procs,
+            h.cpu,
+            h.peak,
+            h.oom,
+            &self.setup.rootfs,
+            self.setup.apparmor_profile.as_deref(),
+        )?;
+        await_joined(&mut s)?;
+        Ok(s)
+    }
+
     fn execute(&mut self, job: JobSpec, blobs: Vec<Vec<u8>>, stdio: Vec<OwnedFd>) -> (JobReport, Vec<Vec<u8>>) {
         let mut stdio = Some(stdio).filter(|s| !s.is_empty());
         let mut report = JobReport::default();
         let mut out_blobs: Vec<Vec<u8>> = Vec::new();
-        if self.used {
+        let session = self.setup.session;
+        if self.used && !session {
             report.error = Some("this sandbox already ran its job".into());
             return (report, out_blobs);
         }
@@ -245,20 +301,33 @@ impl Executor<'_> {
         let setup = self.setup;
         let work = Path::new(&setup.rootfs.work_dir);
         // Supervisors that are done or unused are reaped off the critical path (their
-        // namespaces are torn down by the kernel meanwhile).
+        // namespaces are torn down by the kernel meanwhile). A session keeps its unused ones
+        // for a later job, and forks the ones this job uses afresh.
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if !job.steps.iter().any(|st| st.slot == i)
+            if !session
+                && !job.steps.iter().any(|st| st.slot == i)
                 && let Some(unused) = slot.take()
             {
                 let _ = nix::sys::signal::kill(unused.pid, Signal::SIGKILL);
                 self.unused.push(unused.pid);
             }
         }
-        if let Err(e) = write_files(work, &job, &blobs, setup.rootfs.uid, setup.rootfs.gid) {
+        if let Err(e) = write_files(work, &job, &blobs, setup.rootfs.uid, setup.rootfs.gid, session) {
             report.error = Some(e);
             return (report, out_blobs);
         }
         for step in &job.steps {
+            if session && self.slots.get(step.slot).is_some_and(Option::is_none) {
+                // The slot's last supervisor ran an earlier job; everything of it is gone first.
+                reap_all(&mut self.to_reap);
+                match self.fork_slot(step.slot) {
+                    Ok(s) => self.slots[step.slot] = Some(s),
+                    Err(e) => {
+                        report.error = Some(format!("step slot setup: {e}"));
+                        break;
+                    }
+                }
+            }
             let Some(slot) = self.slots.get_mut(step.slot).and_then(Option::take) else {
                 report.error = Some(format!("no cgroup slot {}", step.slot));
                 break;
@@ -540,7 +609,10 @@ fn unsafe_free_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
     crate::sys::borrow_fd(fd)
 }
 
-fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32) -> Result<(), String> {
+/// Write the job's files into the work dir. A fresh work dir gets new files only; a session's
+/// replaces a file of the same name (never through a link: `O_NOFOLLOW`, and the directories
+/// on the way are checked as for a fresh one).
+fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32, replace: bool) -> Result<(), String> {
     for f in &job.files {
         if !protocol::valid_work_path(&f.name) {
             return Err(format!("invalid file name {:?}", f.name));
@@ -548,13 +620,21 @@ fn write_files(work: &Path, job: &JobSpec, blobs: &[Vec<u8>], uid: u32, gid: u32
         let data = blobs.get(f.blob).ok_or("missing file contents")?;
         make_parents(work, &f.name, uid, gid)?;
         let path = work.join(&f.name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true)
             .mode(f.mode & 0o755)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| format!("create {}: {e}", f.name))?;
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        if replace {
+            open.create(true).truncate(true);
+        } else {
+            open.create_new(true);
+        }
+        let mut file = open.open(&path).map_err(|e| format!("create {}: {e}", f.name))?;
+        if replace {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o755))
+                .map_err(|e| format!("chmod {}: {e}", f.name))?;
+        }
         file.write_all(data).map_err(|e| format!("write {}: {e}", f.name))?;
         std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", f.name))?;
     }

@@ -45,6 +45,10 @@ pub struct Setup {
     /// profile is loaded).
     #[serde(default)]
     pub apparmor_profile: Option<String>,
+    /// A session's sandbox: it runs job after job in the same work dir (each step in a fresh
+    /// step supervisor, files replaced), until the host lets it go.
+    #[serde(default)]
+    pub session: bool,
 }
 
 /// Answer to [`Setup`].

@@ -194,6 +194,8 @@ pub struct Prepared {
     applied: Vec<Option<CgroupLimits>>,
     /// The sandbox's own uid, released (after `destroy`) when this drops.
     uid: Option<crate::uids::Lease>,
+    /// A session's: it takes job after job.
+    session: bool,
 }
 
 /// A file for the work dir.
@@ -377,6 +379,16 @@ impl Sandboxes {
 
     /// Build one sandbox up to the point where it waits for its job.
     pub fn prepare(&self) -> Result<Prepared, SandboxError> {
+        self.prepare_with(false)
+    }
+
+    /// A session's sandbox: it runs job after job in the same work dir (every layer as for a
+    /// job; each step in a fresh step supervisor), until it is dropped.
+    pub fn prepare_session(&self) -> Result<Prepared, SandboxError> {
+        self.prepare_with(true)
+    }
+
+    fn prepare_with(&self, session: bool) -> Result<Prepared, SandboxError> {
         let started = Instant::now();
         let uid = match &self.uids {
             Some(pool) => Some(pool.lease().map_err(|e| SandboxError::Setup(e.to_string()))?),
@@ -424,6 +436,7 @@ impl Sandboxes {
             used: false,
             applied: vec![None; SLOTS],
             uid: None,
+            session,
         };
         let mut rootfs = self.rootfs.clone();
         if let Some(lease) = uid {
@@ -473,6 +486,7 @@ impl Sandboxes {
             host_uid: nix::unistd::geteuid().as_raw(),
             job_token: p.token.clone(),
             apparmor_profile: crate::lsm::apparmor_profile().map(str::to_string),
+            session,
         };
         drop(listener);
         protocol::write_frame(&mut p.sock, &setup, &[]).map_err(SandboxError::Channel)?;
@@ -751,7 +765,7 @@ impl Prepared {
         steps: &[Step],
         collect: Option<protocol::Collect>,
     ) -> Result<(JobSpec, Vec<Vec<u8>>), SandboxError> {
-        if self.used {
+        if self.used && !self.session {
             return Err(SandboxError::InvalidJob(
                 "a prepared sandbox serves exactly one job".into(),
             ));

@@ -31,5 +31,6 @@ pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
 pub use streams::Streams;
 pub use traits::{
-    Admission, DeadLetter, Delivery, Idempotency, Metadata, Objects, Page, Queue, QueueConfig, StoreError,
+    Admission, DeadLetter, Delivery, Idempotency, Metadata, Objects, Page, Queue, QueueConfig, SessionError,
+    SessionHost, StoreError,
 };

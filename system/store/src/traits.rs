@@ -215,6 +215,33 @@ pub trait Queue: Send + Sync {
     async fn dead_letters(&self, limit: u64) -> Result<Vec<DeadLetter>, StoreError>;
 }
 
+/// Where sessions live: the manager's sandboxes in one process, or over NATS (the manager
+/// that holds a session answers for it).
+#[async_trait]
+pub trait SessionHost: Send + Sync {
+    /// A new session.
+    async fn create(
+        &self,
+        spec: wolf_core::session::SessionSpec,
+    ) -> Result<wolf_core::session::SessionInfo, SessionError>;
+    /// Run in session `id`.
+    async fn exec(
+        &self,
+        id: &str,
+        req: wolf_core::session::ExecRequest,
+    ) -> Result<wolf_core::session::ExecResult, SessionError>;
+    /// Write a file of its work dir (replacing one of the same path).
+    async fn put_file(&self, id: &str, path: &str, data: Vec<u8>) -> Result<(), SessionError>;
+    /// Read a file of its work dir.
+    async fn get_file(&self, id: &str, path: &str) -> Result<Vec<u8>, SessionError>;
+    /// Its state.
+    async fn info(&self, id: &str) -> Result<wolf_core::session::SessionInfo, SessionError>;
+    /// End it (its sandbox and everything in it).
+    async fn delete(&self, id: &str) -> Result<(), SessionError>;
+}
+
+pub use wolf_core::session::SessionError;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,8 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// Workers: pre-warmed sandboxes, jobs run in parallel. Default: the number of CPUs.
     pub workers: usize,
+    /// Sessions (sandboxes kept between execs) live at once on this host; more get 503.
+    pub max_sessions: usize,
     /// Requests handled at once; more get 429.
     pub max_inflight: usize,
     /// Long polls (`wait=true`) held at once, outside `max_inflight`; more get 429.
@@ -171,6 +173,7 @@ impl Default for Config {
             data_dir: PathBuf::from("wolf-data"),
             cache_dir: None,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            max_sessions: wolf_manager::sessions::DEFAULT_MAX_SESSIONS,
             max_inflight: api.max_inflight,
             max_waits: api.max_waits,
             max_pending: queue.max_pending,
@@ -241,6 +244,9 @@ pub struct ConfigArgs {
     /// Workers (default: the number of CPUs).
     #[arg(long, env = "WOLF_WORKERS")]
     pub workers: Option<usize>,
+    /// Sessions live at once on this host before 503.
+    #[arg(long, env = "WOLF_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
     /// Requests in flight before 429.
     #[arg(long, env = "WOLF_MAX_INFLIGHT")]
     pub max_inflight: Option<usize>,
@@ -330,6 +336,7 @@ impl Config {
             c.cache_dir = args.cache_dir.clone();
         }
         set!(c.workers, args.workers);
+        set!(c.max_sessions, args.max_sessions);
         set!(c.max_inflight, args.max_inflight);
         set!(c.max_pending, args.max_pending);
         set!(c.max_attempts, args.max_attempts);

@@ -57,6 +57,8 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             readiness: None,
             judge0: cfg.judge0_listener().await?,
             piston: cfg.piston_listener().await?,
+            // Sessions across hosts are not built yet: 501 here.
+            sessions: None,
         };
         let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listener = tokio::net::TcpListener::bind(listen)

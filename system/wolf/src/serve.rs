@@ -75,6 +75,10 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         }
     });
     let events = Events::default();
+    // Sessions live beside the jobs' pool, on the same sandboxes.
+    let node = format!("serve/{}", std::process::id());
+    let sessions: Arc<dyn wolf_store::SessionHost> =
+        wolf_manager::sessions::Sessions::new(sandboxes.clone(), registry, cfg.caps, cfg.max_sessions, node);
     let manager = Arc::new(Manager::new(
         store.clone(),
         objects.clone(),
@@ -100,6 +104,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         readiness: Some(Arc::new(move || pool.readiness())),
         judge0: cfg.judge0_listener().await?,
         piston: cfg.piston_listener().await?,
+        sessions: Some(sessions),
     };
     // The two services of the distributed mode, in one process on the embedded stores.
     let (stop_manager, manager_stops) = tokio::sync::oneshot::channel::<()>();

@@ -19,6 +19,8 @@ struct Service {
     token: String,
     jobs: mpsc::Sender<Job>,
     taken: AtomicBool,
+    /// A session's worker takes job after job (one at a time: the channel holds one).
+    session: bool,
 }
 
 #[tonic::async_trait]
@@ -42,7 +44,7 @@ impl Worker for Service {
         if token.is_empty() || token != self.token {
             return Err(Status::permission_denied("missing or wrong worker token"));
         }
-        if self.taken.swap(true, Ordering::SeqCst) {
+        if !self.session && self.taken.swap(true, Ordering::SeqCst) {
             return Err(Status::failed_precondition("this worker already ran its job"));
         }
         let (tx, rx) = oneshot::channel();
@@ -56,7 +58,8 @@ impl Worker for Service {
     }
 }
 
-/// Serve exactly one job on `ctx.listener`, executing it with `execute`, then return. Register
+/// Serve exactly one job on `ctx.listener` (a session's sandbox: job after job, until the host
+/// is gone), executing it with `execute`, then return. Register
 /// with `wolf_sandbox::init::register_job_server(serve_one)`.
 pub fn serve_one(ctx: JobServerContext, execute: &mut Execute<'_>) -> io::Result<()> {
     // Single-threaded: this is the sandbox's init process, whose supervisors were forked
@@ -75,6 +78,7 @@ pub fn serve_one(ctx: JobServerContext, execute: &mut Execute<'_>) -> io::Result
             token: ctx.token,
             jobs: jobs_tx,
             taken: AtomicBool::new(false),
+            session: ctx.session,
         };
         let server = Server::builder()
             .add_service(
@@ -109,7 +113,9 @@ pub fn serve_one(ctx: JobServerContext, execute: &mut Execute<'_>) -> io::Result
                         }
                         answer(req, reply, execute, std::mem::take(&mut stdio));
                     }
-                    break;
+                    if !ctx.session {
+                        break;
+                    }
                 }
             }
         }

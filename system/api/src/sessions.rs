@@ -1,0 +1,173 @@
+//! Sessions over HTTP: `POST /session`, `GET` and `DELETE /session/{id}`, `POST
+//! /session/{id}/exec`, and `PUT` / `GET /session/{id}/files/{path}`, answered by wherever the
+//! deployment keeps sessions ([`wolf_store::SessionHost`]).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use wolf_core::session::{ExecRequest, ExecResult, SessionError, SessionInfo, SessionSpec};
+use wolf_store::SessionHost;
+
+use crate::error::ErrorBody;
+use crate::{ApiError, AppState};
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NotFound(m) => ApiError::NotFound(m),
+            SessionError::Gone(m) => ApiError::Gone(m),
+            SessionError::Invalid(m) => ApiError::Invalid(m),
+            SessionError::Full(m) | SessionError::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
+/// A JSON body of type `T` (415 for another content type, 400 for bad JSON, 422 for a field).
+fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !ctype.starts_with("application/json") {
+        return Err(ApiError::MediaType("send application/json".into()));
+    }
+    serde_json::from_slice(body).map_err(crate::routes::json_error)
+}
+
+fn host(st: &AppState) -> Result<Arc<dyn SessionHost>, ApiError> {
+    st.sessions
+        .clone()
+        .ok_or_else(|| ApiError::NotImplemented("this deployment keeps no sessions".into()))
+}
+
+/// A session id from the path: `s-` and 32 hex digits, as sessions are named.
+pub struct SessionId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(mut params) = Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound("no session has this id".into()))?;
+        let id = params.remove("id").unwrap_or_default();
+        let ok = id.len() == 34
+            && id.starts_with("s-")
+            && id[2..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        if !ok {
+            return Err(ApiError::NotFound(
+                "no session has this id (ids are s- and 32 hex digits)".into(),
+            ));
+        }
+        Ok(SessionId(id))
+    }
+}
+
+/// The `{id}` path parameter of a session.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SessionPath {
+    /// The session's id.
+    #[param(pattern = "^s-[0-9a-f]{32}$")]
+    pub id: String,
+}
+
+/// Start a session: a sandbox kept between execs, its work dir persisting.
+#[utoipa::path(post, path = "/session", request_body = SessionSpec,
+    responses((status = 201, body = SessionInfo), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let spec: SessionSpec = json_body(&headers, &body)?;
+    let info = host(&st)?.create(spec).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// A session's state, usage and expiry.
+#[utoipa::path(get, path = "/session/{id}", params(SessionPath),
+    responses((status = 200, body = SessionInfo), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn info(State(st): State<AppState>, SessionId(id): SessionId) -> Result<Json<SessionInfo>, ApiError> {
+    Ok(Json(host(&st)?.info(&id).await?))
+}
+
+/// End a session: its sandbox and everything in it.
+#[utoipa::path(delete, path = "/session/{id}", params(SessionPath),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete(State(st): State<AppState>, SessionId(id): SessionId) -> Result<StatusCode, ApiError> {
+    host(&st)?.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run a program or a shell command in the session's work dir.
+#[utoipa::path(post, path = "/session/{id}/exec", params(SessionPath), request_body = ExecRequest,
+    responses((status = 200, body = ExecResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 410, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn exec(
+    State(st): State<AppState>,
+    SessionId(id): SessionId,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ExecResult>, ApiError> {
+    let req: ExecRequest = json_body(&headers, &body)?;
+    if let Some(c) = req.code.as_ref().or(req.command.as_ref())
+        && c.len() > st.cfg.max_code_bytes
+    {
+        return Err(ApiError::TooLarge(format!(
+            "the code is {} bytes; the limit is {}",
+            c.len(),
+            st.cfg.max_code_bytes
+        )));
+    }
+    Ok(Json(host(&st)?.exec(&id, req).await?))
+}
+
+fn file_path(raw: &str) -> Result<String, ApiError> {
+    if !wolf_core::names::valid_file_path(raw) {
+        return Err(ApiError::Invalid(format!(
+            "{raw:?} is not a relative path of plain names (at most {} deep)",
+            wolf_core::names::MAX_FILE_DEPTH
+        )));
+    }
+    Ok(raw.to_string())
+}
+
+/// Write a file of the session's work dir (the body, as bytes), replacing one at that path.
+pub async fn put_file(
+    State(st): State<AppState>,
+    SessionId(id): SessionId,
+    Path((_, path)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let path = file_path(&path)?;
+    host(&st)?.put_file(&id, &path, body.to_vec()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Read a file of the session's work dir, with a type from its extension.
+pub async fn get_file(
+    State(st): State<AppState>,
+    SessionId(id): SessionId,
+    Path((_, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let path = file_path(&path)?;
+    let data = host(&st)?.get_file(&id, &path).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, crate::routes::content_type(&path)),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox"),
+        ],
+        data,
+    )
+        .into_response())
+}

@@ -1,0 +1,401 @@
+//! Sessions on this host: a sandbox kept between execs, its work dir persisting (files an
+//! exec wrote are there for the next), every layer of a job's sandbox applied to each exec.
+//!
+//! A session is one prepared sandbox in session mode ([`crate::pool::SessionBox`]): each exec
+//! is a job frame run in a fresh step supervisor of that sandbox, with the session's limits (its
+//! memory and process limits are its cgroup's, over everything it runs at once). Execs of one
+//! session run one at a time. A session ends when deleted, after its idle timeout, or at the
+//! end of its lifetime; its sandbox is destroyed then, and a later call says it is gone (410)
+//! rather than not found. At most `max` live at once on a host (503 past it).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use wolf_core::session::{
+    DEFAULT_IDLE_S, DEFAULT_TTL_S, ExecRequest, ExecResult, MAX_IDLE_S, MAX_TTL_S, SessionError, SessionInfo,
+    SessionSpec,
+};
+use wolf_sandbox::runner::Plan;
+use wolf_sandbox::sandbox::JobFile;
+use wolf_sandbox::{Caps, LimitRequest, Registry, RunRequest};
+use wolf_store::SessionHost;
+
+use crate::pool::{Pool, SessionBox};
+
+/// Sessions live at once on one host, by default.
+pub const DEFAULT_MAX_SESSIONS: usize = 16;
+/// Ids of ended sessions remembered (to answer 410 rather than 404).
+const REMEMBERED: usize = 4096;
+
+/// This host's sessions.
+pub struct Sessions {
+    pool: Arc<dyn Pool>,
+    registry: &'static Registry,
+    caps: Caps,
+    max: usize,
+    node: String,
+    live: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Ended sessions and why, newest last.
+    ended: Mutex<VecDeque<(String, String)>>,
+}
+
+/// A live session: its state as last known (readable while an exec runs), and the session.
+struct Entry {
+    info: Mutex<SessionInfo>,
+    session: tokio::sync::Mutex<Session>,
+}
+
+impl Entry {
+    fn set(&self, info: &SessionInfo) {
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = info.clone();
+    }
+}
+
+struct Session {
+    sandbox: Option<Box<dyn SessionBox>>,
+    info: SessionInfo,
+    engine: String,
+    limits: LimitRequest,
+    idle: Duration,
+    ttl: Duration,
+    created: Instant,
+    last: Instant,
+}
+
+impl Sessions {
+    /// Sessions on `pool`'s sandboxes, at most `max` at once.
+    pub fn new(pool: Arc<dyn Pool>, registry: &'static Registry, caps: Caps, max: usize, node: String) -> Arc<Self> {
+        let me = Arc::new(Self {
+            pool,
+            registry,
+            caps,
+            max,
+            node,
+            live: Default::default(),
+            ended: Default::default(),
+        });
+        // Reap idle and expired sessions once a second; the task ends with the last handle.
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(me) = weak.upgrade() else { return };
+                me.reap().await;
+            }
+        });
+        me
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Entry>, SessionError> {
+        if let Some(s) = self.live.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            return Ok(s.clone());
+        }
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        match ended.iter().rev().find(|(i, _)| i == id) {
+            Some((_, why)) => Err(SessionError::Gone(format!("session {id} {why}; its state is lost"))),
+            None => Err(SessionError::NotFound(format!("session {id} not found"))),
+        }
+    }
+
+    /// End session `id` for `why`, destroying its sandbox off the caller's path.
+    fn end(&self, id: &str, why: &str) -> Option<Arc<Entry>> {
+        let s = self.live.lock().unwrap_or_else(|e| e.into_inner()).remove(id)?;
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        ended.push_back((id.to_string(), why.to_string()));
+        while ended.len() > REMEMBERED {
+            ended.pop_front();
+        }
+        metrics::gauge!("wolf_sessions").decrement(1.0);
+        Some(s)
+    }
+
+    async fn reap(&self) {
+        let all: Vec<(String, Arc<Entry>)> = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, s) in all {
+            // A session busy with an exec is not idle; its exec ends by its own limits.
+            let Ok(mut g) = s.session.try_lock() else { continue };
+            let why = if g.created.elapsed() >= g.ttl {
+                Some("reached the end of its lifetime")
+            } else if g.last.elapsed() >= g.idle {
+                Some("was reaped after its idle timeout")
+            } else if !g.sandbox.as_ref().is_some_and(|b| b.is_alive()) {
+                Some("lost its sandbox")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let sandbox = g.sandbox.take();
+                drop(g);
+                self.end(&id, why);
+                metrics::counter!("wolf_sessions_ended_total", "why" => why).increment(1);
+                drop_off_path(sandbox);
+            }
+        }
+    }
+}
+
+/// Destroying a sandbox (kill, reap, cgroup removal) blocks: on a blocking thread.
+fn drop_off_path(sandbox: Option<Box<dyn SessionBox>>) {
+    if let Some(b) = sandbox {
+        tokio::task::spawn_blocking(move || drop(b));
+    }
+}
+
+fn files_of(files: &[wolf_core::FileInput]) -> Result<Vec<JobFile>, SessionError> {
+    files
+        .iter()
+        .map(|f| {
+            Ok(JobFile {
+                name: f.name.clone(),
+                contents: f.bytes().map_err(SessionError::Invalid)?,
+                mode: 0o644,
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl SessionHost for Sessions {
+    async fn create(&self, spec: SessionSpec) -> Result<SessionInfo, SessionError> {
+        let engine = spec.execution_engine.clone().unwrap_or_else(|| "python".into());
+        let lang = self
+            .registry
+            .find(&engine)
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        if let Some(why) = &lang.absent {
+            return Err(SessionError::Invalid(format!("{engine} is not available here: {why}")));
+        }
+        let limits: LimitRequest = spec.limits.unwrap_or_default().into();
+        wolf_sandbox::Limits::resolve(&lang.run_limits, &self.caps.run, &limits)
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        let idle = spec.idle_timeout_s.unwrap_or(DEFAULT_IDLE_S);
+        let ttl = spec.ttl_s.unwrap_or(DEFAULT_TTL_S);
+        if !(1..=MAX_IDLE_S).contains(&idle) || !(1..=MAX_TTL_S).contains(&ttl) {
+            return Err(SessionError::Invalid(format!(
+                "idleTimeoutS must be 1 to {MAX_IDLE_S} and ttlS 1 to {MAX_TTL_S}"
+            )));
+        }
+        let names = spec.files.iter().map(|f| f.name.as_str());
+        wolf_core::names::check_file_paths(names).map_err(SessionError::Invalid)?;
+        let files = files_of(&spec.files)?;
+        if self.live.lock().unwrap_or_else(|e| e.into_inner()).len() >= self.max {
+            return Err(SessionError::Full(format!(
+                "{} sessions live on this host, its limit",
+                self.max
+            )));
+        }
+        let pool = self.pool.clone();
+        let mut sandbox = tokio::task::spawn_blocking(move || pool.prepare_session())
+            .await
+            .map_err(|e| SessionError::Unavailable(format!("sandbox thread: {e}")))?
+            .map_err(|e| SessionError::Unavailable(format!("no sandbox for the session: {e}")))?;
+        let id = format!("s-{}", uuid::Uuid::new_v4().simple());
+        if !files.is_empty() {
+            sandbox
+                .put(&id, files)
+                .await
+                .map_err(|e| SessionError::Unavailable(e.to_string()))?;
+        }
+        let now = Utc::now();
+        let info = SessionInfo {
+            id: id.clone(),
+            state: "ready".into(),
+            execution_engine: lang.spec.name.clone(),
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + chrono::Duration::seconds(idle.min(ttl) as i64),
+            execs: 0,
+            cpu_time_ms: 0,
+            wall_time_ms: 0,
+            node: self.node.clone(),
+        };
+        let session = Session {
+            sandbox: Some(sandbox),
+            info: info.clone(),
+            engine: lang.spec.name.clone(),
+            limits,
+            idle: Duration::from_secs(idle),
+            ttl: Duration::from_secs(ttl),
+            created: Instant::now(),
+            last: Instant::now(),
+        };
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.len() >= self.max {
+            drop(live);
+            drop_off_path(session.sandbox);
+            return Err(SessionError::Full(format!(
+                "{} sessions live on this host, its limit",
+                self.max
+            )));
+        }
+        live.insert(
+            id,
+            Arc::new(Entry {
+                info: Mutex::new(info.clone()),
+                session: tokio::sync::Mutex::new(session),
+            }),
+        );
+        metrics::gauge!("wolf_sessions").increment(1.0);
+        Ok(info)
+    }
+
+    async fn exec(&self, id: &str, req: ExecRequest) -> Result<ExecResult, SessionError> {
+        let started = Instant::now();
+        let s = self.get(id)?;
+        let mut g = s.session.lock().await;
+        let (engine, code) = match (&req.code, &req.command) {
+            (Some(code), None) => (
+                req.execution_engine.clone().unwrap_or_else(|| g.engine.clone()),
+                code.clone(),
+            ),
+            (None, Some(command)) if req.execution_engine.is_none() => ("bash".to_string(), command.clone()),
+            _ => {
+                return Err(SessionError::Invalid(
+                    "give exactly one of code and command (a command takes no executionEngine)".into(),
+                ));
+            }
+        };
+        if code.trim().is_empty() {
+            return Err(SessionError::Invalid("the code or command is empty".into()));
+        }
+        for p in &req.output_files {
+            if !wolf_core::names::valid_output_pattern(p) {
+                return Err(SessionError::Invalid(format!(
+                    "outputFiles: {p:?} is not a relative path or glob"
+                )));
+            }
+        }
+        let run = RunRequest {
+            engine,
+            code: code.into_bytes(),
+            stdin: req.stdin.clone().map(String::into_bytes),
+            limits: g.limits,
+            output_files: req.output_files.clone(),
+            ..RunRequest::default()
+        };
+        let (registry, caps) = (self.registry, self.caps);
+        let plan: Plan = tokio::task::spawn_blocking(move || Plan::new(registry, &caps, &run))
+            .await
+            .map_err(|e| SessionError::Unavailable(format!("plan thread: {e}")))?
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        g.info.state = "busy".into();
+        s.set(&g.info);
+        let n = g.info.execs + 1;
+        let job_id = format!("{id}/{n}");
+        let Some(sandbox) = g.sandbox.as_mut() else {
+            return Err(SessionError::Gone(format!("session {id} lost its sandbox")));
+        };
+        let out = sandbox.run(&job_id, &plan).await;
+        g.info.state = "ready".into();
+        s.set(&g.info);
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                // The sandbox itself failed: the session's state went with it.
+                let sandbox = g.sandbox.take();
+                drop(g);
+                self.end(id, "lost its sandbox");
+                drop_off_path(sandbox);
+                return Err(SessionError::Gone(format!(
+                    "session {id} lost its sandbox: {e}; its state is lost"
+                )));
+            }
+        };
+        let r = out.result;
+        g.info.execs = n;
+        g.info.cpu_time_ms += r.cpu_time_ms;
+        g.info.wall_time_ms += r.wall_time_ms;
+        g.last = Instant::now();
+        let now = Utc::now();
+        g.info.last_used_at = now;
+        let left_ttl = g.ttl.saturating_sub(g.created.elapsed());
+        g.info.expires_at = now + chrono::Duration::from_std(g.idle.min(left_ttl)).unwrap_or_default();
+        s.set(&g.info);
+        metrics::counter!("wolf_session_execs_total").increment(1);
+        Ok(ExecResult {
+            exec: n,
+            verdict: r.verdict,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            compile_output: r.compile_output,
+            cpu_time_ms: r.cpu_time_ms,
+            wall_time_ms: r.wall_time_ms,
+            memory_kb: r.memory_kb,
+            files: r.files,
+            error: r.error,
+            total_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    async fn put_file(&self, id: &str, path: &str, data: Vec<u8>) -> Result<(), SessionError> {
+        if !wolf_core::names::valid_file_path(path) {
+            return Err(SessionError::Invalid(format!(
+                "{path:?} is not a relative path of plain names"
+            )));
+        }
+        let s = self.get(id)?;
+        let mut g = s.session.lock().await;
+        let file = JobFile {
+            name: path.to_string(),
+            contents: data,
+            mode: 0o644,
+        };
+        let Some(sandbox) = g.sandbox.as_mut() else {
+            return Err(SessionError::Gone(format!("session {id} lost its sandbox")));
+        };
+        sandbox
+            .put(id, vec![file])
+            .await
+            .map_err(|e| SessionError::Invalid(format!("cannot write {path}: {e}")))
+    }
+
+    async fn get_file(&self, id: &str, path: &str) -> Result<Vec<u8>, SessionError> {
+        if !wolf_core::names::valid_file_path(path) || path.contains(['*', '?']) {
+            return Err(SessionError::Invalid(format!(
+                "{path:?} is not a relative path of plain names"
+            )));
+        }
+        let s = self.get(id)?;
+        let mut g = s.session.lock().await;
+        let Some(sandbox) = g.sandbox.as_mut() else {
+            return Err(SessionError::Gone(format!("session {id} lost its sandbox")));
+        };
+        match sandbox.get(id, path).await {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err(SessionError::NotFound(format!(
+                "{path}: no regular file of at most {} bytes there",
+                wolf_core::job::MAX_OUTPUT_FILE_BYTES
+            ))),
+            Err(e) => Err(SessionError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn info(&self, id: &str) -> Result<SessionInfo, SessionError> {
+        // A busy session answers from its last known state without waiting for the exec.
+        let s = self.get(id)?;
+        let info = s.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(info)
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), SessionError> {
+        self.get(id)?;
+        if let Some(s) = self.end(id, "was deleted") {
+            // An exec in progress finishes (its limits bound it) before the sandbox goes.
+            let mut g = s.session.lock().await;
+            drop_off_path(g.sandbox.take());
+        }
+        Ok(())
+    }
+}
