@@ -18,6 +18,8 @@ mod inputs;
 mod interactors;
 #[path = "contract/live.rs"]
 mod live;
+#[path = "contract/sessions.rs"]
+mod sessions;
 
 fn root() -> bool {
     wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
@@ -502,6 +504,7 @@ fn the_contract_holds_embedded() {
     interactors::interactors_contract("embedded", &url, &url);
     live::live_contract("embedded", &url, &url);
     live::piston_connect_contract("embedded", &url);
+    sessions::sessions_contract("embedded", &url);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -521,4 +524,5 @@ fn the_contract_holds_distributed_across_two_apis() {
     interactors::interactors_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     live::live_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     live::piston_connect_contract("distributed", &s.apis[1].1);
+    sessions::no_sessions_contract("distributed", &s.apis[0].1);
 }

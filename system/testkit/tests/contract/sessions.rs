@@ -1,0 +1,161 @@
+//! Sessions through the API: state kept across 20 execs, files in and out, limits per exec, the
+//! idle timeout, isolation from another session, a hostile exec contained, and the refusals.
+
+use serde_json::{Value, json};
+
+use super::{call, get_bytes, json_of};
+
+fn create(a: &str, spec: &Value) -> String {
+    let (s, _, body) = call("POST", &format!("{a}/session"), Some(spec));
+    assert_eq!(s, 201, "{body}");
+    json_of(&body)["id"].as_str().unwrap().to_string()
+}
+
+fn exec(a: &str, id: &str, req: &Value) -> Value {
+    let (s, _, body) = call("POST", &format!("{a}/session/{id}/exec"), Some(req));
+    assert_eq!(s, 200, "{req}: {body}");
+    json_of(&body)
+}
+
+fn put(url: &str, data: &[u8]) -> u16 {
+    super::agent()
+        .put(url)
+        .send(data)
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|e| panic!("PUT {url}: {e}"))
+}
+
+pub(crate) fn sessions_contract(mode: &str, a: &str) {
+    let id = create(
+        a,
+        &json!({"executionEngine": "python", "limits": {"memoryMb": 128}, "files": [{"name": "n.txt", "content": "0"}]}),
+    );
+    // Each exec sees what the one before it wrote.
+    let bump = json!({"code": "n = int(open('n.txt').read()) + 1\nopen('n.txt', 'w').write(str(n))\nprint(n)"});
+    for n in 1..=20 {
+        let r = exec(a, &id, &bump);
+        assert_eq!(
+            (r["verdict"].as_str(), r["exec"].as_u64()),
+            (Some("Accepted"), Some(n)),
+            "{mode}: {r}"
+        );
+        assert_eq!(r["stdout"], format!("{n}\n"), "{mode}: {r}");
+    }
+    // A shell command in the same work dir, and a file written by one exec read over HTTP.
+    let r = exec(a, &id, &json!({"command": "cat n.txt; echo; echo made > made.txt"}));
+    assert_eq!(r["stdout"], "20\n", "{mode}: {r}");
+    let (s, _, _, bytes) = get_bytes(&format!("{a}/session/{id}/files/made.txt"));
+    assert_eq!((s, bytes.as_slice()), (200, &b"made\n"[..]), "{mode}");
+    // Bytes in, read by an exec, and back out unchanged (a subdirectory made on the way).
+    let all: Vec<u8> = (0..=255u8).collect();
+    assert_eq!(put(&format!("{a}/session/{id}/files/in/all.bin"), &all), 204, "{mode}");
+    let r = exec(
+        a,
+        &id,
+        &json!({"code": "print(len(open('in/all.bin', 'rb').read()))", "outputFiles": ["in/*.bin"]}),
+    );
+    assert_eq!(r["stdout"], "256\n", "{mode}: {r}");
+    assert_eq!(r["files"][0]["path"], "in/all.bin", "{mode}: {r}");
+    let (_, _, _, back) = get_bytes(&format!("{a}/session/{id}/files/in/all.bin"));
+    assert_eq!(back, all, "{mode}");
+    // A link planted by an exec is never read through.
+    exec(a, &id, &json!({"command": "ln -s /etc/passwd link.txt"}));
+    let (s, _, _, _) = get_bytes(&format!("{a}/session/{id}/files/link.txt"));
+    assert_eq!(s, 404, "{mode}: a link is not a file of the session");
+    // The memory limit holds in every exec, and the session outlives an exec that breaks it.
+    let r = exec(a, &id, &json!({"code": "x = bytearray(400 << 20)\nprint(len(x))"}));
+    assert_eq!(r["verdict"], "MemoryLimitExceeded", "{mode}: {r}");
+    let r = exec(a, &id, &json!({"code": "print(open('n.txt').read())"}));
+    assert_eq!(r["stdout"], "20\n", "{mode}: the state survived: {r}");
+    // Contained like a job.
+    let escape = r#"import os, socket
+got = []
+for path in ["/etc/shadow", "/root", "/proc/1/environ"]:
+    try:
+        open(path).read() if not os.path.isdir(path) else os.listdir(path)
+        got.append(path)
+    except OSError:
+        pass
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=1)
+    got.append("network")
+except OSError:
+    pass
+print("escaped: " + ", ".join(got) if got else "contained")"#;
+    let r = exec(a, &id, &json!({"code": escape}));
+    assert_eq!(r["stdout"], "contained\n", "{mode}: {r}");
+    // Another session sees nothing of this one.
+    let other = create(a, &json!({"executionEngine": "bash"}));
+    let r = exec(a, &other, &json!({"command": "ls; cat n.txt made.txt 2>&1 | head -2"}));
+    let out = r["stdout"].as_str().unwrap();
+    assert!(
+        out.contains("n.txt: No such file") && out.contains("made.txt: No such file"),
+        "{mode}: {r}"
+    );
+    let (s, _, _, _) = get_bytes(&format!("{a}/session/{other}/files/n.txt"));
+    assert_eq!(s, 404, "{mode}");
+    // Its state, then its end: deleted is gone (410), as is a second delete.
+    let (s, _, body) = call("GET", &format!("{a}/session/{id}"), None);
+    let info = json_of(&body);
+    assert_eq!((s, info["execs"].as_u64()), (200, Some(26)), "{mode}: {body}");
+    assert_eq!(info["state"], "ready", "{mode}");
+    let (s, _, _) = call("DELETE", &format!("{a}/session/{id}"), None);
+    assert_eq!(s, 204, "{mode}");
+    for (method, body) in [("GET", None), ("DELETE", None), ("POST", Some(&bump))] {
+        let url = if method == "POST" {
+            format!("{a}/session/{id}/exec")
+        } else {
+            format!("{a}/session/{id}")
+        };
+        let (s, _, text) = call(method, &url, body);
+        assert_eq!(s, 410, "{mode}: {method}: {text}");
+        assert_eq!(json_of(&text)["error"]["code"], "gone", "{mode}");
+    }
+    // Reaped after its idle timeout.
+    let short = create(a, &json!({"executionEngine": "bash", "idleTimeoutS": 1}));
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    let (s, _, text) = call("GET", &format!("{a}/session/{short}"), None);
+    assert_eq!(s, 410, "{mode}: {text}");
+    assert!(text.contains("idle timeout"), "{mode}: {text}");
+    // Refusals.
+    let live = create(a, &json!({}));
+    for (req, status) in [
+        (json!({"code": "print(1)", "command": "echo 1"}), 422),
+        (json!({}), 422),
+        (json!({"code": "x", "executionEngine": "cobol"}), 422),
+        (json!({"code": "   "}), 422),
+        (json!({"code": "print(1)", "extra": true}), 422),
+        (json!({"code": "print(1)", "outputFiles": ["../x"]}), 422),
+    ] {
+        let (s, _, text) = call("POST", &format!("{a}/session/{live}/exec"), Some(&req));
+        assert_eq!(s, status, "{mode}: {req}: {text}");
+    }
+    for (spec, status) in [
+        (json!({"executionEngine": "cobol"}), 422),
+        (json!({"idleTimeoutS": 0}), 422),
+        (json!({"ttlS": 999_999}), 422),
+        (json!({"limits": {"memoryMb": 999_999}}), 422),
+        (json!({"files": [{"name": "../x", "content": "1"}]}), 422),
+    ] {
+        let (s, _, text) = call("POST", &format!("{a}/session"), Some(&spec));
+        assert_eq!(s, status, "{mode}: {spec}: {text}");
+    }
+    let (s, _, _) = call("GET", &format!("{a}/session/nope"), None);
+    assert_eq!(s, 404, "{mode}");
+    let (s, _, _) = call("GET", &format!("{a}/session/s-{}", "0".repeat(32)), None);
+    assert_eq!(s, 404, "{mode}");
+    assert_eq!(
+        put(&format!("{a}/session/{live}/files/a/.hidden/../x"), b"1"),
+        422,
+        "{mode}"
+    );
+    let (s, _, _) = call("DELETE", &format!("{a}/session/{live}"), None);
+    assert_eq!(s, 204, "{mode}");
+}
+
+/// Where sessions are not offered (the distributed mode, for now): a clear 501.
+pub(crate) fn no_sessions_contract(mode: &str, a: &str) {
+    let (s, _, text) = call("POST", &format!("{a}/session"), Some(&json!({})));
+    assert_eq!(s, 501, "{mode}: {text}");
+    assert_eq!(json_of(&text)["error"]["code"], "not_implemented", "{mode}");
+}
