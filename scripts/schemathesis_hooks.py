@@ -11,7 +11,8 @@ outputFiles together with tests or a checker program (not supported yet, 422). F
 a path with a `.` or `..` component, a path that is also another file's directory, and
 base64 contents that do not decode (all 422, tested in system/api/tests/edge.rs). And
 compilerOptions for an engine without a compile step (422). An interactor with a checker,
-or with files of its own (the same rules as a checker program's), or with outputFiles (422).
+or with files of its own (the same rules as a checker program's), or with outputFiles (422). A session's exec gives exactly one of code and command, and a
+command no executionEngine (422, tested in system/testkit/tests/contract/sessions.rs).
 """
 
 import base64
@@ -45,6 +46,18 @@ def canonical_base64(text):
 @schemathesis.hook
 def filter_body(ctx, body):
     if not isinstance(body, dict):
+        return True
+    if ctx.operation is not None and ctx.operation.path == "/session/{id}/exec":
+        code, command = body.get("code"), body.get("command")
+        if (code is None) == (command is None):
+            return False
+        if command is not None and body.get("executionEngine") is not None:
+            return False
+        outs = body.get("outputFiles")
+        if isinstance(outs, list):
+            for p in outs:
+                if isinstance(p, str) and any(c in (".", "..") for c in p.split("/")):
+                    return False
         return True
     tests = body.get("tests")
     if isinstance(tests, list) and tests and ("stdin" in body or "expectedOutput" in body):

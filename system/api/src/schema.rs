@@ -53,6 +53,23 @@ pub fn document(st: &AppState) -> Value {
             }
         }
     }
+    // Sessions: engines present here (or null: the default), output patterns and code as a
+    // submission's.
+    let mut or_null: Vec<Value> = engines.iter().map(|e| json!(e)).collect();
+    or_null.push(Value::Null);
+    let spec = &mut schemas["SessionSpec"];
+    spec["additionalProperties"] = json!(false);
+    spec["properties"]["executionEngine"]["enum"] = json!(or_null);
+    spec["properties"]["files"]["maxItems"] = json!(st.cfg.max_files);
+    let exec = &mut schemas["ExecRequest"];
+    exec["additionalProperties"] = json!(false);
+    exec["properties"]["executionEngine"]["enum"] = json!(or_null);
+    exec["properties"]["outputFiles"]["maxItems"] = json!(wolf_core::job::MAX_OUTPUT_PATTERNS);
+    exec["properties"]["outputFiles"]["items"] = json!({"type": "string", "pattern": wolf_core::names::OUTPUT_PATTERN});
+    for field in ["code", "command"] {
+        exec["properties"][field]["maxLength"] = json!(st.cfg.max_code_bytes);
+        exec["properties"][field]["pattern"] = json!("\\S");
+    }
     // An interactor: code and engine as a checker program's.
     let interactor = &mut schemas["Interactor"];
     interactor["additionalProperties"] = json!(false);

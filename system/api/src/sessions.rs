@@ -37,7 +37,12 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -
     if !ctype.starts_with("application/json") {
         return Err(ApiError::MediaType("send application/json".into()));
     }
-    serde_json::from_slice(body).map_err(crate::routes::json_error)
+    // An object, never an array: serde would read a struct from a JSON array by position.
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(crate::routes::json_error)?;
+    if !v.is_object() {
+        return Err(ApiError::Invalid("the body must be a JSON object".into()));
+    }
+    serde_json::from_value(v).map_err(crate::routes::json_error)
 }
 
 fn host(st: &AppState) -> Result<Arc<dyn SessionHost>, ApiError> {
@@ -82,7 +87,8 @@ pub struct SessionPath {
 
 /// Start a session: a sandbox kept between execs, its work dir persisting.
 #[utoipa::path(post, path = "/session", request_body = SessionSpec,
-    responses((status = 201, body = SessionInfo), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+    responses((status = 201, body = SessionInfo), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let spec: SessionSpec = json_body(&headers, &body)?;
@@ -110,6 +116,7 @@ pub async fn delete(State(st): State<AppState>, SessionId(id): SessionId) -> Res
 /// Run a program or a shell command in the session's work dir.
 #[utoipa::path(post, path = "/session/{id}/exec", params(SessionPath), request_body = ExecRequest,
     responses((status = 200, body = ExecResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 410, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn exec(
@@ -119,16 +126,50 @@ pub async fn exec(
     body: Bytes,
 ) -> Result<Json<ExecResult>, ApiError> {
     let req: ExecRequest = json_body(&headers, &body)?;
-    if let Some(c) = req.code.as_ref().or(req.command.as_ref())
-        && c.len() > st.cfg.max_code_bytes
-    {
+    check_exec(&st, &req)?;
+    Ok(Json(host(&st)?.exec(&id, req).await?))
+}
+
+/// What can be told of an exec without its session (before looking it up, so a bad request is
+/// a 4xx for what it is, wherever the session lives).
+fn check_exec(st: &AppState, req: &ExecRequest) -> Result<(), ApiError> {
+    let text = match (&req.code, &req.command) {
+        (Some(c), None) => c,
+        (None, Some(c)) if req.execution_engine.is_none() => c,
+        _ => {
+            return Err(ApiError::Invalid(
+                "give exactly one of code and command (a command takes no executionEngine)".into(),
+            ));
+        }
+    };
+    if text.len() > st.cfg.max_code_bytes {
         return Err(ApiError::TooLarge(format!(
             "the code is {} bytes; the limit is {}",
-            c.len(),
+            text.len(),
             st.cfg.max_code_bytes
         )));
     }
-    Ok(Json(host(&st)?.exec(&id, req).await?))
+    if text.trim().is_empty() {
+        return Err(ApiError::Invalid("the code or command is empty".into()));
+    }
+    if let Some(e) = &req.execution_engine {
+        st.registry.find(e).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    }
+    if req.output_files.len() > wolf_core::job::MAX_OUTPUT_PATTERNS {
+        return Err(ApiError::Invalid(format!(
+            "{} outputFiles; at most {} are allowed",
+            req.output_files.len(),
+            wolf_core::job::MAX_OUTPUT_PATTERNS
+        )));
+    }
+    for p in &req.output_files {
+        if !wolf_core::names::valid_output_pattern(p) {
+            return Err(ApiError::Invalid(format!(
+                "outputFiles: {p:?} is not a relative path or glob"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn file_path(raw: &str) -> Result<String, ApiError> {

@@ -21,11 +21,19 @@ pub struct SessionSpec {
     )]
     pub limits: Option<crate::LimitsInput>,
     /// Seconds without an exec before the session is reaped (default 300, at most 3600).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::job::whole_number"
+    )]
     #[schema(minimum = 1, maximum = 3600)]
     pub idle_timeout_s: Option<u64>,
     /// Seconds the session lives at most (default 3600, at most 86400).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::job::whole_number"
+    )]
     #[schema(minimum = 1, maximum = 86400)]
     pub ttl_s: Option<u64>,
     /// Files for its work dir, as a submission's.
