@@ -39,6 +39,20 @@ pub struct SessionSpec {
     /// Files for its work dir, as a submission's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<crate::FileInput>,
+    /// `exec` (default: each exec a fresh process in the kept work dir) or `repl` (Python:
+    /// one interpreter kept alive, each exec a cell whose variables the next one sees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SessionMode>,
+}
+
+/// How a session runs its execs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionMode {
+    /// Each exec a fresh process in the kept work dir.
+    Exec,
+    /// One Python interpreter kept alive; each exec a cell.
+    Repl,
 }
 
 /// Defaults and bounds of a session's lifetime.
@@ -102,9 +116,16 @@ pub struct ExecResult {
     /// The output files asked for that exist, with their sizes and hashes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<crate::OutputFile>,
-    /// Why the sandbox could not run it, for an InternalError.
+    /// Why it failed: the sandbox's reason for an InternalError, a cell's exception
+    /// (`ZeroDivisionError: division by zero`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A REPL cell's traceback, when it raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    /// The `repr` of a REPL cell's last expression, when it has one (and it is not None).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     /// The exec end to end, as the session's host saw it, ms.
     pub total_ms: f64,
 }
@@ -119,6 +140,8 @@ pub struct SessionInfo {
     pub state: String,
     /// Its default engine.
     pub execution_engine: String,
+    /// `exec` or `repl`.
+    pub mode: SessionMode,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When its last exec ended (or it was created).

@@ -30,6 +30,7 @@ use wolf_sandbox::{Caps, Registry, RunRequest, TestRequest};
 
 mod live;
 pub mod pool;
+mod repl;
 pub mod sessions;
 mod suite;
 pub use pool::{Pool, Warm};

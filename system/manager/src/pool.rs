@@ -37,6 +37,8 @@ pub trait SessionBox: Send + 'static {
     async fn put(&mut self, job_id: &str, files: Vec<JobFile>) -> Result<(), SandboxError>;
     /// Read `path` from its work dir: `None` when it is not a regular file there (or too large).
     async fn get(&mut self, job_id: &str, path: &str) -> Result<Option<Vec<u8>>, SandboxError>;
+    /// Give its next job live stdio (as [`Warm::pass_stdio`]).
+    fn pass_stdio(&mut self, fds: &[&OwnedFd]) -> Result<(), SandboxError>;
 }
 
 /// A sandbox ready for one job.
@@ -111,6 +113,10 @@ impl SessionBox for Prepared {
 
     async fn put(&mut self, job_id: &str, files: Vec<JobFile>) -> Result<(), SandboxError> {
         session_call(self, job_id, &files, &[], None).await.map(drop)
+    }
+
+    fn pass_stdio(&mut self, fds: &[&OwnedFd]) -> Result<(), SandboxError> {
+        Prepared::pass_stdio(self, fds)
     }
 
     async fn get(&mut self, job_id: &str, path: &str) -> Result<Option<Vec<u8>>, SandboxError> {

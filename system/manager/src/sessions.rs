@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use wolf_core::session::{
     DEFAULT_IDLE_S, DEFAULT_TTL_S, ExecRequest, ExecResult, MAX_IDLE_S, MAX_TTL_S, SessionError, SessionInfo,
-    SessionSpec,
+    SessionMode, SessionSpec,
 };
 use wolf_sandbox::runner::Plan;
 use wolf_sandbox::sandbox::JobFile;
@@ -24,6 +24,10 @@ use wolf_sandbox::{Caps, LimitRequest, Registry, RunRequest};
 use wolf_store::SessionHost;
 
 use crate::pool::{Pool, SessionBox};
+use crate::repl::{Failed, Repl};
+
+/// How long a REPL session's file transfer may take.
+const TRANSFER: Duration = Duration::from_secs(10);
 
 /// Sessions live at once on one host, by default.
 pub const DEFAULT_MAX_SESSIONS: usize = 16;
@@ -56,6 +60,10 @@ impl Entry {
 
 struct Session {
     sandbox: Option<Box<dyn SessionBox>>,
+    /// A REPL session's interpreter (it holds the sandbox then).
+    repl: Option<Repl>,
+    /// Each exec's (or cell's) wall limit, ms.
+    wall_ms: u64,
     info: SessionInfo,
     engine: String,
     limits: LimitRequest,
@@ -128,13 +136,15 @@ impl Sessions {
                 Some("reached the end of its lifetime")
             } else if g.last.elapsed() >= g.idle {
                 Some("was reaped after its idle timeout")
-            } else if !g.sandbox.as_ref().is_some_and(|b| b.is_alive()) {
+            } else if !g.sandbox.as_ref().is_some_and(|b| b.is_alive()) && !g.repl.as_ref().is_some_and(Repl::is_alive)
+            {
                 Some("lost its sandbox")
             } else {
                 None
             };
             if let Some(why) = why {
                 let sandbox = g.sandbox.take();
+                drop(g.repl.take());
                 drop(g);
                 self.end(&id, why);
                 metrics::counter!("wolf_sessions_ended_total", "why" => why).increment(1);
@@ -176,8 +186,15 @@ impl SessionHost for Sessions {
             return Err(SessionError::Invalid(format!("{engine} is not available here: {why}")));
         }
         let limits: LimitRequest = spec.limits.unwrap_or_default().into();
-        wolf_sandbox::Limits::resolve(&lang.run_limits, &self.caps.run, &limits)
+        let resolved = wolf_sandbox::Limits::resolve(&lang.run_limits, &self.caps.run, &limits)
             .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        let mode = spec.mode.unwrap_or(SessionMode::Exec);
+        if mode == SessionMode::Repl && lang.spec.name != "python" {
+            return Err(SessionError::Invalid(format!(
+                "a repl session runs Python cells, not {}",
+                lang.spec.name
+            )));
+        }
         let idle = spec.idle_timeout_s.unwrap_or(DEFAULT_IDLE_S);
         let ttl = spec.ttl_s.unwrap_or(DEFAULT_TTL_S);
         if !(1..=MAX_IDLE_S).contains(&idle) || !(1..=MAX_TTL_S).contains(&ttl) {
@@ -206,11 +223,24 @@ impl SessionHost for Sessions {
                 .await
                 .map_err(|e| SessionError::Unavailable(e.to_string()))?;
         }
+        let (sandbox, repl) = match mode {
+            SessionMode::Exec => (Some(sandbox), None),
+            SessionMode::Repl => {
+                match Repl::start(sandbox, self.registry, self.caps, limits, ttl.saturating_mul(1000), &id).await {
+                    Ok(r) => (None, Some(r)),
+                    Err((sandbox, e)) => {
+                        drop_off_path(Some(sandbox));
+                        return Err(SessionError::Unavailable(format!("the interpreter did not start: {e}")));
+                    }
+                }
+            }
+        };
         let now = Utc::now();
         let info = SessionInfo {
             id: id.clone(),
             state: "ready".into(),
             execution_engine: lang.spec.name.clone(),
+            mode,
             created_at: now,
             last_used_at: now,
             expires_at: now + chrono::Duration::seconds(idle.min(ttl) as i64),
@@ -220,7 +250,9 @@ impl SessionHost for Sessions {
             node: self.node.clone(),
         };
         let session = Session {
-            sandbox: Some(sandbox),
+            sandbox,
+            repl,
+            wall_ms: resolved.wall_time_ms,
             info: info.clone(),
             engine: lang.spec.name.clone(),
             limits,
@@ -253,6 +285,9 @@ impl SessionHost for Sessions {
         let started = Instant::now();
         let s = self.get(id)?;
         let mut g = s.session.lock().await;
+        if g.repl.is_some() {
+            return self.cell(id, &s, &mut g, req, started).await;
+        }
         let (engine, code) = match (&req.code, &req.command) {
             (Some(code), None) => (
                 req.execution_engine.clone().unwrap_or_else(|| g.engine.clone()),
@@ -335,6 +370,8 @@ impl SessionHost for Sessions {
             memory_kb: r.memory_kb,
             files: r.files,
             error: r.error,
+            traceback: None,
+            value: None,
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
     }
@@ -352,6 +389,19 @@ impl SessionHost for Sessions {
             contents: data,
             mode: 0o644,
         };
+        if let Some(repl) = g.repl.as_mut() {
+            let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &file.contents);
+            let req = serde_json::json!({"op": "put", "path": path, "data": data});
+            return match repl.call(&req, TRANSFER).await {
+                Ok((v, _)) => match v.get("error").and_then(|e| e.as_str()) {
+                    Some(e) => Err(SessionError::Invalid(format!("cannot write {path}: {e}"))),
+                    None => Ok(()),
+                },
+                Err(_) => Err(SessionError::Unavailable(format!(
+                    "the interpreter did not write {path}"
+                ))),
+            };
+        }
         let Some(sandbox) = g.sandbox.as_mut() else {
             return Err(SessionError::Gone(format!("session {id} lost its sandbox")));
         };
@@ -369,6 +419,22 @@ impl SessionHost for Sessions {
         }
         let s = self.get(id)?;
         let mut g = s.session.lock().await;
+        if let Some(repl) = g.repl.as_mut() {
+            let req = serde_json::json!({"op": "get", "path": path});
+            let v = match repl.call(&req, TRANSFER).await {
+                Ok((v, _)) => v,
+                Err(_) => {
+                    return Err(SessionError::Unavailable(format!(
+                        "the interpreter did not read {path}"
+                    )));
+                }
+            };
+            let data = v.get("data").and_then(|d| d.as_str()).unwrap_or_default();
+            return match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data) {
+                Ok(d) if v.get("error").is_none() => Ok(d),
+                _ => Err(SessionError::NotFound(format!("{path}: no regular file there"))),
+            };
+        }
         let Some(sandbox) = g.sandbox.as_mut() else {
             return Err(SessionError::Gone(format!("session {id} lost its sandbox")));
         };
@@ -394,8 +460,122 @@ impl SessionHost for Sessions {
         if let Some(s) = self.end(id, "was deleted") {
             // An exec in progress finishes (its limits bound it) before the sandbox goes.
             let mut g = s.session.lock().await;
+            drop(g.repl.take());
             drop_off_path(g.sandbox.take());
         }
         Ok(())
+    }
+}
+
+impl Sessions {
+    /// An exec of a REPL session: one cell in its interpreter.
+    async fn cell(
+        &self,
+        id: &str,
+        entry: &Entry,
+        g: &mut Session,
+        req: ExecRequest,
+        started: Instant,
+    ) -> Result<ExecResult, SessionError> {
+        let Some(code) = req.code.clone().filter(|_| req.command.is_none()) else {
+            return Err(SessionError::Invalid(
+                "a repl session runs Python cells: give code, not a command".into(),
+            ));
+        };
+        if req
+            .execution_engine
+            .as_deref()
+            .is_some_and(|e| self.registry.find(e).map(|l| l.spec.name != "python").unwrap_or(true))
+        {
+            return Err(SessionError::Invalid("a repl session runs Python cells only".into()));
+        }
+        let n = g.info.execs + 1;
+        g.info.state = "busy".into();
+        entry.set(&g.info);
+        let call = serde_json::json!({"op": "exec", "code": code, "stdin": req.stdin, "outputFiles": req.output_files});
+        let limit = Duration::from_millis(g.wall_ms);
+        let Some(repl) = g.repl.as_mut() else {
+            return Err(SessionError::Gone(format!("session {id} lost its interpreter")));
+        };
+        let answered = repl.call(&call, limit).await;
+        g.info.state = "ready".into();
+        let ms = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
+        let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let mut result = ExecResult {
+            exec: n,
+            verdict: wolf_core::Verdict::Accepted,
+            exit_code: None,
+            signal: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            compile_output: String::new(),
+            cpu_time_ms: 0,
+            wall_time_ms: 0,
+            memory_kb: 0,
+            files: Vec::new(),
+            error: None,
+            traceback: None,
+            value: None,
+            total_ms: 0.0,
+        };
+        let mut ended = None;
+        let (answer, raw, interrupted) = match answered {
+            Ok((v, raw)) => (Ok(v), raw, false),
+            Err(Failed::Interrupted(v, raw)) => (Ok(v), raw, true),
+            Err(Failed::Died(outcome)) => (Err(outcome), String::new(), false),
+        };
+        match answer {
+            Ok(v) => {
+                result.stdout = raw + &text(&v, "stdout").unwrap_or_default();
+                result.stderr = text(&v, "stderr").unwrap_or_default();
+                result.value = text(&v, "value");
+                result.error = text(&v, "error");
+                result.traceback = text(&v, "traceback");
+                result.cpu_time_ms = ms(&v, "cpuMs").round() as u64;
+                result.wall_time_ms = ms(&v, "wallMs").round() as u64;
+                result.files = serde_json::from_value(v.get("files").cloned().unwrap_or_default()).unwrap_or_default();
+                result.verdict = if interrupted {
+                    // Interrupted at its wall limit; the interpreter and its state live on.
+                    wolf_core::Verdict::TimeLimitExceeded
+                } else if result.error.is_some() {
+                    wolf_core::Verdict::RuntimeError
+                } else {
+                    wolf_core::Verdict::Accepted
+                };
+            }
+            Err(outcome) => {
+                let verdict = outcome.as_ref().map(|o| o.result.verdict);
+                result.verdict = match verdict {
+                    // Killed after an interrupt it did not answer: its wall limit.
+                    _ if started.elapsed().as_millis() as u64 >= g.wall_ms => wolf_core::Verdict::TimeLimitExceeded,
+                    Some(wolf_core::Verdict::Accepted) | None => wolf_core::Verdict::InternalError,
+                    Some(v) => v,
+                };
+                if let Some(o) = &outcome {
+                    result.signal = o.result.signal;
+                    result.memory_kb = o.result.memory_kb;
+                }
+                result.wall_time_ms = started.elapsed().as_millis() as u64;
+                let why = format!("{:?}", result.verdict);
+                result.error = Some(format!("the interpreter died ({why}); the session's state is lost"));
+                ended = Some(format!("lost its interpreter ({why})"));
+            }
+        }
+        g.info.execs = n;
+        g.info.cpu_time_ms += result.cpu_time_ms;
+        g.info.wall_time_ms += result.wall_time_ms;
+        g.last = Instant::now();
+        let now = Utc::now();
+        g.info.last_used_at = now;
+        let left_ttl = g.ttl.saturating_sub(g.created.elapsed());
+        g.info.expires_at = now + chrono::Duration::from_std(g.idle.min(left_ttl)).unwrap_or_default();
+        entry.set(&g.info);
+        if let Some(why) = ended {
+            drop(g.repl.take());
+            self.end(id, &why);
+        }
+        metrics::counter!("wolf_session_execs_total").increment(1);
+        result.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok(result)
     }
 }

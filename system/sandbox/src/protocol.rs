@@ -306,6 +306,9 @@ pub enum Live {
     /// and `err_sink` (stdout and stderr as written, within the output cap) and `control`
     /// (a byte per signal for the program).
     Client,
+    /// The manager driving a long-lived interpreter (a session's REPL): the four descriptors
+    /// of [`Live::Client`], stdout whole as a peer's (the capture only a transcript).
+    Repl,
 }
 
 /// Pass a job's live stdio to the init process, in the order [`Live`] names them, on the

@@ -90,7 +90,7 @@ impl Relay {
     pub(crate) fn new(kind: Live, fds: Vec<OwnedFd>) -> Option<Self> {
         let want = match kind {
             Live::Peer => 2,
-            Live::Client => 4,
+            Live::Client | Live::Repl => 4,
         };
         if fds.len() != want {
             return None;
@@ -115,12 +115,12 @@ impl Relay {
     /// Whether the program's stdout is the other side's input (no output cap kills it: the
     /// capture is a transcript).
     pub(crate) fn uncapped_stdout(&self) -> bool {
-        self.kind == Live::Peer
+        matches!(self.kind, Live::Peer | Live::Repl)
     }
 
     /// Whether `stream` goes through the relay.
     pub(crate) fn carries(&self, stream: Stream) -> bool {
-        matches!(stream, Stream::Out) || self.kind == Live::Client
+        matches!(stream, Stream::Out) || matches!(self.kind, Live::Client | Live::Repl)
     }
 
     /// Whether `stream` may be read now (room to hold what the program wrote).

@@ -346,6 +346,22 @@ impl Plan {
         self.has_compile
     }
 
+    /// This plan with its run step a session's interpreter: live stdio of kind
+    /// [`crate::protocol::Live::Repl`], and a wall and CPU window of the session's lifetime
+    /// instead of one exec's (the manager bounds each cell itself).
+    pub fn repl(mut self, window_ms: u64) -> Plan {
+        if let Some(run) = self.steps.last_mut() {
+            run.live = Some(crate::protocol::Live::Repl);
+            run.stdin = None;
+            run.limits.wall_time_ms = window_ms;
+            run.limits.cpu_time_ms = window_ms;
+        }
+        self.run_limits.wall_time_ms = window_ms;
+        self.run_limits.cpu_time_ms = window_ms;
+        self.expected = None;
+        self
+    }
+
     /// Whether the run step is streamed ([`Plan::streamed`]).
     pub fn is_streamed(&self) -> bool {
         self.steps

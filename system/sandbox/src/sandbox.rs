@@ -739,7 +739,7 @@ impl Prepared {
     /// are the init's now, and the caller's copies should be closed once every sandbox has its
     /// own.
     pub fn pass_stdio(&mut self, fds: &[&OwnedFd]) -> Result<(), SandboxError> {
-        if self.used {
+        if self.used && !self.session {
             return Err(SandboxError::InvalidJob(
                 "stdio is passed before the job is sent".into(),
             ));

@@ -505,6 +505,7 @@ fn the_contract_holds_embedded() {
     live::live_contract("embedded", &url, &url);
     live::piston_connect_contract("embedded", &url);
     sessions::sessions_contract("embedded", &url);
+    sessions::repl_contract("embedded", &url);
     let _ = child.kill();
     let _ = child.wait();
 }

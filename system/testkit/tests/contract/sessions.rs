@@ -159,3 +159,69 @@ pub(crate) fn no_sessions_contract(mode: &str, a: &str) {
     assert_eq!(s, 501, "{mode}: {text}");
     assert_eq!(json_of(&text)["error"]["code"], "not_implemented", "{mode}");
 }
+
+/// A REPL session: one interpreter, cells that see each other's variables.
+pub(crate) fn repl_contract(mode: &str, a: &str) {
+    let id = create(
+        a,
+        &json!({"mode": "repl", "limits": {"wallTimeMs": 1500, "memoryMb": 128}}),
+    );
+    exec(a, &id, &json!({"code": "x = 0"}));
+    for n in 1..=20 {
+        let r = exec(a, &id, &json!({"code": "x = x + 1\nx"}));
+        assert_eq!(r["value"], n.to_string(), "{mode}: {r}");
+    }
+    let r = exec(
+        a,
+        &id,
+        &json!({"code": "print('x is', x)\nimport os\nos.write(1, b'raw\\n')\nNone"}),
+    );
+    assert_eq!(
+        (r["verdict"].as_str(), r["stdout"].as_str()),
+        (Some("Accepted"), Some("raw\nx is 20\n")),
+        "{mode}: {r}"
+    );
+    assert!(r.get("value").is_none(), "{mode}: None is no value: {r}");
+    // An exception is the cell's, with a traceback of the cell alone; the state lives on.
+    let r = exec(a, &id, &json!({"code": "def f():\n    return 1 / 0\nf()"}));
+    assert_eq!(r["verdict"], "RuntimeError", "{mode}: {r}");
+    assert_eq!(r["error"], "ZeroDivisionError: division by zero", "{mode}");
+    let tb = r["traceback"].as_str().unwrap();
+    assert!(tb.contains("<cell>") && !tb.contains("run_cell"), "{mode}: {tb}");
+    // A cell past its wall limit is interrupted; the interpreter and its variables survive.
+    let r = exec(a, &id, &json!({"code": "while True:\n    pass"}));
+    assert_eq!(r["verdict"], "TimeLimitExceeded", "{mode}: {r}");
+    assert_eq!(exec(a, &id, &json!({"code": "x"}))["value"], "20", "{mode}");
+    // Files through the interpreter, in and out, and output files reported.
+    assert_eq!(
+        put(&format!("{a}/session/{id}/files/in.txt"), b"uploaded"),
+        204,
+        "{mode}"
+    );
+    let r = exec(
+        a,
+        &id,
+        &json!({"code": "open('out.csv', 'w').write(open('in.txt').read().upper())", "outputFiles": ["*.csv"]}),
+    );
+    assert_eq!(r["files"][0]["path"], "out.csv", "{mode}: {r}");
+    let (s, _, _, bytes) = get_bytes(&format!("{a}/session/{id}/files/out.csv"));
+    assert_eq!((s, bytes.as_slice()), (200, &b"UPLOADED"[..]), "{mode}");
+    // A command is not a cell; the interpreter's death by its memory limit ends the session.
+    let (s, _, _) = call(
+        "POST",
+        &format!("{a}/session/{id}/exec"),
+        Some(&json!({"command": "ls"})),
+    );
+    assert_eq!(s, 422, "{mode}");
+    let r = exec(a, &id, &json!({"code": "b = bytearray(400 << 20)"}));
+    assert_eq!(r["verdict"], "MemoryLimitExceeded", "{mode}: {r}");
+    let (s, _, text) = call("POST", &format!("{a}/session/{id}/exec"), Some(&json!({"code": "x"})));
+    assert_eq!(s, 410, "{mode}: {text}");
+    // Only Python has a REPL here.
+    let (s, _, _) = call(
+        "POST",
+        &format!("{a}/session"),
+        Some(&json!({"mode": "repl", "executionEngine": "bash"})),
+    );
+    assert_eq!(s, 422, "{mode}");
+}

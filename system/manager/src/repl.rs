@@ -1,0 +1,179 @@
+//! A session's Python interpreter kept alive (`"mode": "repl"`): one long step in the
+//! session's sandbox runs the driver (`repl.py`), whose stdin and stdout are pipes the
+//! manager holds ([`wolf_sandbox::protocol::Live::Repl`]). Each exec is a cell sent as one JSON
+//! line; the answer is one line after a marker only this manager knows. A cell past its wall
+//! limit is interrupted (SIGINT: `KeyboardInterrupt` in the cell), then killed a second later
+//! with the interpreter if it does not answer; an interpreter that dies (its memory limit, a
+//! kill) takes the session's state with it, and its step's verdict says why.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
+use wolf_sandbox::runner::{Plan, RunOutput};
+use wolf_sandbox::{Caps, LimitRequest, Registry, RunRequest, SandboxError};
+
+use crate::pool::SessionBox;
+
+/// The driver, run as the session's program.
+const DRIVER: &str = include_str!("repl.py");
+/// How long an interrupted cell gets to answer before the interpreter is killed.
+const GRACE: Duration = Duration::from_secs(1);
+
+type Step = tokio::task::JoinHandle<(Box<dyn SessionBox>, Result<RunOutput, SandboxError>)>;
+
+/// The interpreter of a session.
+pub struct Repl {
+    stdin: pipe::Sender,
+    out: BufReader<pipe::Receiver>,
+    control: pipe::Sender,
+    mark: String,
+    step: Option<Step>,
+}
+
+/// Why a call got no answer.
+pub enum Failed {
+    /// Still alive after an interrupt: it answered late (with what the cell wrote straight to
+    /// its descriptors), and the session goes on.
+    Interrupted(Value, String),
+    /// The interpreter is gone; its step's outcome when it could be read.
+    Died(Option<Box<RunOutput>>),
+}
+
+impl Repl {
+    /// Start the interpreter in `sandbox` with the session's `limits` (its memory and
+    /// processes), for `window_ms` at most.
+    pub async fn start(
+        mut sandbox: Box<dyn SessionBox>,
+        registry: &'static Registry,
+        caps: Caps,
+        limits: LimitRequest,
+        window_ms: u64,
+        id: &str,
+    ) -> Result<Self, (Box<dyn SessionBox>, SandboxError)> {
+        let mark = format!("\u{1}wolf-{}", uuid::Uuid::new_v4().simple());
+        let run = RunRequest {
+            engine: "python".into(),
+            code: DRIVER.as_bytes().to_vec(),
+            args: vec![mark.clone()],
+            limits,
+            ..RunRequest::default()
+        };
+        let plan = match tokio::task::spawn_blocking(move || Plan::new(registry, &caps, &run)).await {
+            Ok(Ok(p)) => p.repl(window_ms),
+            Ok(Err(e)) => return Err((sandbox, SandboxError::InvalidJob(e.to_string()))),
+            Err(e) => return Err((sandbox, SandboxError::Setup(e.to_string()))),
+        };
+        let pipes = (|| {
+            let p = wolf_sandbox::protocol::pipe;
+            Ok::<_, std::io::Error>((p()?, p()?, p()?, p()?))
+        })();
+        let ((in_r, in_w), (out_r, out_w), (err_r, err_w), (ctl_r, ctl_w)) = match pipes {
+            Ok(p) => p,
+            Err(e) => return Err((sandbox, SandboxError::Channel(e))),
+        };
+        if let Err(e) = sandbox.pass_stdio(&[&in_r, &out_w, &err_w, &ctl_r]) {
+            return Err((sandbox, e));
+        }
+        drop((in_r, out_w, err_w, ctl_r));
+        let opened = (
+            pipe::Sender::from_owned_fd(in_w),
+            pipe::Receiver::from_owned_fd(out_r),
+            pipe::Sender::from_owned_fd(ctl_w),
+        );
+        let (Ok(stdin), Ok(out), Ok(control)) = opened else {
+            return Err((sandbox, SandboxError::Setup("the interpreter's pipes".into())));
+        };
+        // Its stderr holds only what the driver itself could not capture: drained, dropped.
+        if let Ok(mut err) = pipe::Receiver::from_owned_fd(err_r) {
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut err, &mut tokio::io::sink()).await;
+            });
+        }
+        let job = format!("{id}/repl");
+        let step = tokio::spawn(async move {
+            let r = sandbox.run(&job, &plan).await;
+            (sandbox, r)
+        });
+        Ok(Self {
+            stdin,
+            out: BufReader::new(out),
+            control,
+            mark,
+            step: Some(step),
+        })
+    }
+
+    /// Send `req` and wait for its answer for `limit` (then an interrupt, then a kill). Also
+    /// returns what the cell wrote straight to its descriptors before the answer.
+    pub async fn call(&mut self, req: &Value, limit: Duration) -> Result<(Value, String), Failed> {
+        let mut line = req.to_string();
+        line.push('\n');
+        if self.stdin.write_all(line.as_bytes()).await.is_err() {
+            return Err(Failed::Died(self.outcome().await));
+        }
+        let mut raw = String::new();
+        match tokio::time::timeout(limit, self.answer(&mut raw)).await {
+            Ok(Some(v)) => return Ok((v, raw)),
+            Ok(None) => return Err(Failed::Died(self.outcome().await)),
+            Err(_) => {}
+        }
+        let _ = self.control.write_all(&[libc_sigint()]).await;
+        match tokio::time::timeout(GRACE, self.answer(&mut raw)).await {
+            Ok(Some(v)) => Err(Failed::Interrupted(v, raw)),
+            _ => {
+                self.kill().await;
+                Err(Failed::Died(self.outcome().await))
+            }
+        }
+    }
+
+    /// The next answer line (raw output before it goes to `raw`); `None` at end of file.
+    async fn answer(&mut self, raw: &mut String) -> Option<Value> {
+        loop {
+            let mut line = String::new();
+            match self.out.read_line(&mut line).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            if let Some(rest) = line.strip_prefix(self.mark.as_str())
+                && let Ok(v) = serde_json::from_str::<Value>(rest.trim())
+            {
+                return Some(v);
+            }
+            raw.push_str(&line);
+        }
+    }
+
+    /// Whether the interpreter's step still runs.
+    pub fn is_alive(&self) -> bool {
+        self.step.as_ref().is_some_and(|s| !s.is_finished())
+    }
+
+    /// Kill the interpreter (and with it the session's state).
+    pub async fn kill(&mut self) {
+        let _ = self.control.write_all(&[9]).await;
+    }
+
+    /// The interpreter's step outcome once it ended (why it died).
+    async fn outcome(&mut self) -> Option<Box<RunOutput>> {
+        let step = self.step.take()?;
+        let (sandbox, r) = tokio::time::timeout(Duration::from_secs(5), step).await.ok()?.ok()?;
+        tokio::task::spawn_blocking(move || drop(sandbox));
+        r.ok().map(Box::new)
+    }
+}
+
+impl Drop for Repl {
+    fn drop(&mut self) {
+        // The step's task holds the sandbox: aborting it drops (destroys) the sandbox.
+        if let Some(step) = self.step.take() {
+            step.abort();
+        }
+    }
+}
+
+fn libc_sigint() -> u8 {
+    2
+}
