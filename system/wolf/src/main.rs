@@ -13,6 +13,7 @@ mod migrate;
 mod run;
 mod run_suite;
 mod serve;
+mod session_cli;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print the effective configuration (file, then environment, then flags; secrets redacted).
     Config(Box<config::ConfigArgs>),
+    /// Try sessions against a running Wolf: new, exec, repl, rm.
+    Session(session_cli::SessionArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::main(*args),
         Command::Bench(args) => bench::main(args),
+        Command::Session(args) => session_cli::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Migrate(args) => migrate::main(args),
         Command::Api(args) => distributed::api(*args),
