@@ -48,9 +48,11 @@ pub async fn run(
             name: None,
         })
         .await;
+    // Only the run step streams: its first chunk says the compile step is over.
+    let compiled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(first == "compile"));
     let readers = [(out_r, false), (err_r, true)].map(|(fd, stderr)| {
-        let (streams, id) = (streams.clone(), id.to_string());
-        tokio::spawn(async move { read(&streams, &id, fd, stderr).await })
+        let (streams, id, compiled) = (streams.clone(), id.to_string(), compiled.clone());
+        tokio::spawn(async move { read(&streams, &id, fd, stderr, &compiled).await })
     });
     // A job that is not interactive has its stdin in the plan: ours ends at once.
     let writer = match inputs {
@@ -70,7 +72,7 @@ pub async fn run(
 }
 
 /// Publish what the program writes on `fd` until end of file.
-async fn read(streams: &Streams, id: &str, fd: OwnedFd, stderr: bool) {
+async fn read(streams: &Streams, id: &str, fd: OwnedFd, stderr: bool, compiled: &std::sync::atomic::AtomicBool) {
     let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
@@ -82,6 +84,15 @@ async fn read(streams: &Streams, id: &str, fd: OwnedFd, stderr: bool) {
             Ok(n) => n,
         };
         let chunk = chunks.push(&buf[..n]);
+        if compiled.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            streams
+                .publish(id, |seq| StreamEvent::Stage {
+                    seq,
+                    stage: "run".into(),
+                    name: None,
+                })
+                .await;
+        }
         if !chunk.is_empty() {
             streams
                 .publish(id, |seq| StreamEvent::output(stderr, seq, &chunk))

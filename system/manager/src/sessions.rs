@@ -41,6 +41,9 @@ pub struct Sessions {
     caps: Caps,
     max: usize,
     node: String,
+    /// The first eight hex digits of this host's session ids: an API routes a session's calls
+    /// to the manager that holds it by them ([`wolf_store::session_rpc`]).
+    tag: String,
     live: Mutex<HashMap<String, Arc<Entry>>>,
     /// Ended sessions and why, newest last.
     ended: Mutex<VecDeque<(String, String)>>,
@@ -82,6 +85,7 @@ impl Sessions {
             caps,
             max,
             node,
+            tag: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             live: Default::default(),
             ended: Default::default(),
         });
@@ -96,6 +100,11 @@ impl Sessions {
             }
         });
         me
+    }
+
+    /// The tag of this host's session ids.
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     fn get(&self, id: &str) -> Result<Arc<Entry>, SessionError> {
@@ -216,7 +225,7 @@ impl SessionHost for Sessions {
             .await
             .map_err(|e| SessionError::Unavailable(format!("sandbox thread: {e}")))?
             .map_err(|e| SessionError::Unavailable(format!("no sandbox for the session: {e}")))?;
-        let id = format!("s-{}", uuid::Uuid::new_v4().simple());
+        let id = format!("s-{}{}", self.tag, &uuid::Uuid::new_v4().simple().to_string()[..24]);
         if !files.is_empty() {
             sandbox
                 .put(&id, files)

@@ -745,6 +745,38 @@ impl Capture {
     }
 }
 
+/// What a live step wrote after the loop saw its supervisor go, handed over: every process of
+/// the step is gone, so its pipes hold the rest and then end of file. A side that does not
+/// read gets [`HAND_OVER`] to take it; what it leaves is dropped (it ends by its own limits).
+fn hand_over(r: &mut crate::relay::Relay, out: &mut Capture, err: &mut Capture) {
+    let until = Instant::now() + HAND_OVER;
+    let capped = !r.uncapped_stdout();
+    let mut none = None;
+    loop {
+        for (c, stream) in [(&mut *out, Stream::Out), (&mut *err, Stream::Err)] {
+            if !r.carries(stream) {
+                c.pump();
+            } else if c.fd.is_some() && r.takes(stream) {
+                c.pump_into(Some((r, stream, capped || matches!(stream, Stream::Err))));
+                if c.fd.is_none() {
+                    r.done(stream);
+                }
+            }
+        }
+        let _ = r.forward(&mut none);
+        let open = out.fd.is_some() || err.fd.is_some();
+        if (!open && r.settled()) || Instant::now() >= until {
+            return;
+        }
+        let mut pfds = Vec::new();
+        r.interest(None, &mut pfds);
+        let _ = poll(&mut pfds, PollTimeout::from(10u8));
+    }
+}
+
+/// How long a live step's last output may take to be handed over.
+const HAND_OVER: Duration = Duration::from_millis(250);
+
 /// Deliver `sig` to the program of the step whose supervisor is `supervisor`: to each of the
 /// supervisor's children (the program, and nothing else: S forks only it). The kernel lists
 /// them in procfs; a program that already exited has none.
@@ -952,7 +984,11 @@ fn run_step_inner(
         while let Err(Errno::EINTR) = waitpid(pid, None) {}
     }
     drop(in_w);
-    if !killed {
+    if let Some(r) = relay.as_mut()
+        && !killed
+    {
+        hand_over(r, &mut out, &mut err);
+    } else if !killed {
         out.pump();
         err.pump();
     } else {

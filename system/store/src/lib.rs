@@ -19,6 +19,7 @@ pub mod jetstream;
 pub mod local;
 pub mod postgres;
 pub mod s3;
+pub mod session_rpc;
 pub mod sqlite;
 pub mod streams;
 pub mod traits;

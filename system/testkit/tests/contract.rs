@@ -516,7 +516,7 @@ fn the_contract_holds_distributed_across_two_apis() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = Stack::up_with(dir.path(), 2, 1, &[("WOLF_WORKERS", "2")]).unwrap();
+    let mut s = Stack::up_with(dir.path(), 2, 1, &[("WOLF_WORKERS", "2")]).unwrap();
     contract("distributed", &s.apis[0].1, &s.apis[1].1);
     tests_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     output_files_contract("distributed", &s.apis[0].1, &s.apis[1].1);
@@ -525,5 +525,8 @@ fn the_contract_holds_distributed_across_two_apis() {
     interactors::interactors_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     live::live_contract("distributed", &s.apis[0].1, &s.apis[1].1);
     live::piston_connect_contract("distributed", &s.apis[1].1);
-    sessions::no_sessions_contract("distributed", &s.apis[0].1);
+    sessions::sessions_contract("distributed", &s.apis[0].1);
+    sessions::repl_contract("distributed", &s.apis[1].1);
+    let (a, b) = (s.apis[0].1.clone(), s.apis[1].1.clone());
+    sessions::sessions_across("distributed", &a, &b, || s.kill_manager(0));
 }

@@ -47,6 +47,10 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         if let Err(e) = queue.follow_done(events.clone()).await {
             tracing::warn!(error = %e, "no result announcements; wait=true falls back to polling");
         }
+        let sessions: Arc<dyn wolf_store::SessionHost> = Arc::new(wolf_store::session_rpc::NatsSessions::new(
+            queue.client(),
+            Duration::from_millis(cfg.caps.run.wall_time_ms),
+        ));
         let deps = ApiDeps {
             meta,
             objects,
@@ -57,8 +61,8 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             readiness: None,
             judge0: cfg.judge0_listener().await?,
             piston: cfg.piston_listener().await?,
-            // Sessions across hosts are not built yet: 501 here.
-            sessions: None,
+            // Sessions live on the managers; this API reaches each one's over NATS.
+            sessions: Some(sessions),
         };
         let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listener = tokio::net::TcpListener::bind(listen)
@@ -95,6 +99,12 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         let events = Events::with_streams(wolf_store::Streams::over(queue.client()));
         let replays = events.streams.clone();
         tokio::spawn(async move { replays.serve_replays().await });
+        // Sessions live here, and any API reaches them over NATS by this manager's tag.
+        let node = format!("manager/{}", std::process::id());
+        let sessions =
+            wolf_manager::sessions::Sessions::new(sandboxes.clone(), registry, cfg.caps, cfg.max_sessions, node);
+        let tag = sessions.tag().to_string();
+        tokio::spawn(wolf_store::session_rpc::serve(queue.client(), sessions, tag));
         let manager = Arc::new(Manager::new(
             meta,
             objects,

@@ -143,9 +143,16 @@ impl Dialect for Piston {
             }
             StreamEvent::Stdout { data, .. } => vec![text(&json!({"type": "data", "stream": "stdout", "data": data}))],
             StreamEvent::Stderr { data, .. } => vec![text(&json!({"type": "data", "stream": "stderr", "data": data}))],
-            StreamEvent::Exit { exit_code, signal, .. } => vec![text(&json!({
+            StreamEvent::Exit {
+                exit_code,
+                signal,
+                verdict,
+                ..
+            } => vec![text(&json!({
                 "type": "exit",
-                "stage": self.stage,
+                // Only the run step streams: a job that exits did so running, unless its
+                // compilation failed.
+                "stage": if verdict == "CompileError" { "compile" } else { "run" },
                 "code": exit_code,
                 "signal": signal.map(super::convert::signal_name),
             }))],
