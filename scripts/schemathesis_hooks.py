@@ -12,7 +12,8 @@ a path with a `.` or `..` component, a path that is also another file's director
 base64 contents that do not decode (all 422, tested in system/api/tests/edge.rs). And
 compilerOptions for an engine without a compile step (422). An interactor with a checker,
 or with files of its own (the same rules as a checker program's), or with outputFiles (422). A session's exec gives exactly one of code and command, and a
-command no executionEngine (422, tested in system/testkit/tests/contract/sessions.rs).
+command no executionEngine, and a repl session only Python (422, tested in
+system/testkit/tests/contract/sessions.rs).
 """
 
 import base64
@@ -47,11 +48,19 @@ def canonical_base64(text):
 def filter_body(ctx, body):
     if not isinstance(body, dict):
         return True
+    if ctx.operation is not None and ctx.operation.path == "/session" and ctx.operation.method.upper() == "POST":
+        # Only Python has a REPL (422 for another engine).
+        if body.get("mode") == "repl" and body.get("executionEngine") not in (None, "python", "py", "python3"):
+            return False
     if ctx.operation is not None and ctx.operation.path == "/session/{id}/exec":
         code, command = body.get("code"), body.get("command")
         if (code is None) == (command is None):
             return False
         if command is not None and body.get("executionEngine") is not None:
+            return False
+        # A repl session runs Python cells only (422 for another engine), and a session's
+        # mode is not in the request: only Python cells here.
+        if body.get("executionEngine") not in (None, "python", "py", "python3"):
             return False
         outs = body.get("outputFiles")
         if isinstance(outs, list):

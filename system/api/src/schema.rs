@@ -109,6 +109,7 @@ pub fn document(st: &AppState) -> Value {
             },
         });
     }
+    doors(&mut doc);
     // A job's id, as POST /job answers it, is what every per-job operation takes: stated as
     // OpenAPI links, so clients (and stateful property tests) can follow a job.
     let link = |op: &str| json!({"operationId": op, "parameters": {"id": "$response.body#/id"}});
@@ -123,4 +124,133 @@ pub fn document(st: &AppState) -> Value {
         }
     }
     doc
+}
+
+/// The front doors' routes, under their own tags: what each answers is Judge0's or Piston's
+/// own shape (docs/judge0.md, docs/piston.md), documented there field by field; here they are
+/// listed so that a reader of the document sees every route Wolf serves. (The property tests
+/// exclude these tags: the doors keep their peers' status codes, e.g. Judge0's 422 shapes.)
+fn doors(doc: &mut Value) {
+    let any = json!({"type": "object", "additionalProperties": true});
+    let routes: [(&str, &str, &str, &str, bool); 21] = [
+        (
+            "post",
+            "/judge0/submissions",
+            "judge0",
+            "Create a submission (201 with its token; `wait=true` answers the result)",
+            true,
+        ),
+        (
+            "get",
+            "/judge0/submissions",
+            "judge0",
+            "List submissions (403, as Judge0 answers by default)",
+            false,
+        ),
+        (
+            "post",
+            "/judge0/submissions/batch",
+            "judge0",
+            "Create submissions in a batch",
+            true,
+        ),
+        (
+            "get",
+            "/judge0/submissions/batch",
+            "judge0",
+            "Submissions by `tokens`",
+            false,
+        ),
+        (
+            "get",
+            "/judge0/submissions/{token}",
+            "judge0",
+            "A submission (`fields`, `base64_encoded`)",
+            false,
+        ),
+        (
+            "delete",
+            "/judge0/submissions/{token}",
+            "judge0",
+            "Delete a submission (400, as Judge0 answers by default)",
+            false,
+        ),
+        (
+            "get",
+            "/judge0/languages",
+            "judge0",
+            "Languages under Judge0 1.13.1's ids",
+            false,
+        ),
+        (
+            "get",
+            "/judge0/languages/all",
+            "judge0",
+            "Every language, archived ones included",
+            false,
+        ),
+        ("get", "/judge0/languages/{id}", "judge0", "A language", false),
+        ("get", "/judge0/statuses", "judge0", "Judge0's 14 statuses", false),
+        ("get", "/judge0/about", "judge0", "Version 1.13.1", false),
+        (
+            "get",
+            "/judge0/config_info",
+            "judge0",
+            "Judge0's 39 configuration keys, true to Wolf's configuration",
+            false,
+        ),
+        ("get", "/judge0/system_info", "judge0", "The host", false),
+        ("get", "/judge0/statistics", "judge0", "Counts", false),
+        ("get", "/judge0/workers", "judge0", "The queue and its workers", false),
+        ("get", "/judge0/version", "judge0", "1.13.1", false),
+        (
+            "get",
+            "/api/v2/runtimes",
+            "piston",
+            "Runtimes: language, version, aliases",
+            false,
+        ),
+        (
+            "post",
+            "/api/v2/execute",
+            "piston",
+            "Run a program and answer Piston's `{language, version, run, compile?}`",
+            true,
+        ),
+        ("get", "/api/v2/packages", "piston", "What is installed", false),
+        (
+            "get",
+            "/api/v2/connect",
+            "piston",
+            "The interactive WebSocket (init, data, signal; runtime, stage, data, exit)",
+            false,
+        ),
+        (
+            "get",
+            "/job/ws",
+            "jobs",
+            "Wolf's interactive WebSocket (init, stdin, eof, signal; the job's events)",
+            false,
+        ),
+    ];
+    for (method, path, tag, summary, body) in routes {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|c| c.strip_prefix('{').and_then(|c| c.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "tags": [tag],
+            "summary": summary,
+            "operationId": format!("{tag}_{method}_{}", path.trim_matches('/').replace(['/', '{', '}'], "_")),
+            "responses": {"default": {"description": "the peer's own answer", "content": {"application/json": {"schema": any}}}},
+        });
+        if !params.is_empty() {
+            op["parameters"] = json!(params);
+        }
+        if body {
+            op["requestBody"] = json!({"content": {"application/json": {"schema": any}}});
+        }
+        doc["paths"][path][method] = op;
+    }
 }

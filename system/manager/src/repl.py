@@ -1,7 +1,8 @@
 # Wolf's Python REPL driver: one interpreter kept alive for a session, running cells.
 #
 # Requests arrive on stdin, one JSON object per line: {"op": "exec", "code", "stdin"?,
-# "outputFiles"?}, {"op": "put", "path", "data"} (base64), {"op": "get", "path"}. Each answer
+# "outputFiles"?}, {"op": "shell", "command", "stdin"?} (bash, in the same work dir),
+# {"op": "put", "path", "data"} (base64), {"op": "get", "path"}. Each answer
 # is one line on the real stdout, after the marker given as argv[1]: {"stdout", "stderr",
 # "value", "error", "traceback", "cpuMs", "wallMs", "files"} or {"data"} or {"error"}.
 # A cell's prints are captured; bytes written straight to descriptor 1 or 2 still reach the
@@ -15,6 +16,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import sys
 import time
 import traceback
@@ -89,6 +91,16 @@ for line in sys.stdin:
         op = req.get("op")
         if op == "exec":
             answer(run_cell(req))
+        elif op == "shell":
+            t0 = time.monotonic()
+            p = subprocess.run(["/bin/bash", "-c", req["command"]], input=(req.get("stdin") or "").encode(), capture_output=True)
+            answer({
+                "stdout": p.stdout.decode(errors="replace"),
+                "stderr": p.stderr.decode(errors="replace"),
+                "exitCode": p.returncode if p.returncode >= 0 else None,
+                "signal": -p.returncode if p.returncode < 0 else None,
+                "wallMs": (time.monotonic() - t0) * 1000,
+            })
         elif op == "put":
             path = req["path"]
             parent = os.path.dirname(path)

@@ -486,11 +486,6 @@ impl Sessions {
         req: ExecRequest,
         started: Instant,
     ) -> Result<ExecResult, SessionError> {
-        let Some(code) = req.code.clone().filter(|_| req.command.is_none()) else {
-            return Err(SessionError::Invalid(
-                "a repl session runs Python cells: give code, not a command".into(),
-            ));
-        };
         if req
             .execution_engine
             .as_deref()
@@ -501,7 +496,14 @@ impl Sessions {
         let n = g.info.execs + 1;
         g.info.state = "busy".into();
         entry.set(&g.info);
-        let call = serde_json::json!({"op": "exec", "code": code, "stdin": req.stdin, "outputFiles": req.output_files});
+        // A command runs under bash beside the interpreter, in the same work dir.
+        let call = match (&req.code, &req.command) {
+            (Some(code), None) => {
+                serde_json::json!({"op": "exec", "code": code, "stdin": req.stdin, "outputFiles": req.output_files})
+            }
+            (None, Some(command)) => serde_json::json!({"op": "shell", "command": command, "stdin": req.stdin}),
+            _ => return Err(SessionError::Invalid("give exactly one of code and command".into())),
+        };
         let limit = Duration::from_millis(g.wall_ms);
         let Some(repl) = g.repl.as_mut() else {
             return Err(SessionError::Gone(format!("session {id} lost its interpreter")));
@@ -540,13 +542,16 @@ impl Sessions {
                 result.value = text(&v, "value");
                 result.error = text(&v, "error");
                 result.traceback = text(&v, "traceback");
+                result.exit_code = v.get("exitCode").and_then(|x| x.as_i64()).map(|x| x as i32);
+                result.signal = v.get("signal").and_then(|x| x.as_i64()).map(|x| x as i32);
                 result.cpu_time_ms = ms(&v, "cpuMs").round() as u64;
                 result.wall_time_ms = ms(&v, "wallMs").round() as u64;
                 result.files = serde_json::from_value(v.get("files").cloned().unwrap_or_default()).unwrap_or_default();
                 result.verdict = if interrupted {
                     // Interrupted at its wall limit; the interpreter and its state live on.
                     wolf_core::Verdict::TimeLimitExceeded
-                } else if result.error.is_some() {
+                } else if result.error.is_some() || result.exit_code.is_some_and(|c| c != 0) || result.signal.is_some()
+                {
                     wolf_core::Verdict::RuntimeError
                 } else {
                     wolf_core::Verdict::Accepted

@@ -201,13 +201,14 @@ pub(crate) fn repl_contract(mode: &str, a: &str) {
     assert_eq!(r["files"][0]["path"], "out.csv", "{mode}: {r}");
     let (s, _, _, bytes) = get_bytes(&format!("{a}/session/{id}/files/out.csv"));
     assert_eq!((s, bytes.as_slice()), (200, &b"UPLOADED"[..]), "{mode}");
-    // A command is not a cell; the interpreter's death by its memory limit ends the session.
-    let (s, _, _) = call(
-        "POST",
-        &format!("{a}/session/{id}/exec"),
-        Some(&json!({"command": "ls"})),
+    // A command runs under bash beside the interpreter, in the same work dir.
+    let r = exec(a, &id, &json!({"command": "cat out.csv; exit 3"}));
+    assert_eq!(
+        (r["stdout"].as_str(), r["exitCode"].as_i64(), r["verdict"].as_str()),
+        (Some("UPLOADED"), Some(3), Some("RuntimeError")),
+        "{mode}: {r}"
     );
-    assert_eq!(s, 422, "{mode}");
+    // The interpreter's death by its memory limit ends the session.
     let r = exec(a, &id, &json!({"code": "b = bytearray(400 << 20)"}));
     assert_eq!(r["verdict"], "MemoryLimitExceeded", "{mode}: {r}");
     let (s, _, text) = call("POST", &format!("{a}/session/{id}/exec"), Some(&json!({"code": "x"})));
