@@ -128,6 +128,10 @@ pub struct ExecResult {
     pub value: Option<String>,
     /// The exec end to end, as the session's host saw it, ms.
     pub total_ms: f64,
+    /// The exec's record in the metadata store (`GET /job/{jobId}`, tagged `session:<id>`),
+    /// written after the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 /// `GET /session/{id}`.

@@ -47,6 +47,8 @@ pub struct Sessions {
     live: Mutex<HashMap<String, Arc<Entry>>>,
     /// Ended sessions and why, newest last.
     ended: Mutex<VecDeque<(String, String)>>,
+    /// Where each exec is recorded, as a job of its own (none in tests).
+    store: Option<(Arc<dyn wolf_store::Metadata>, Arc<dyn wolf_store::Objects>)>,
 }
 
 /// A live session: its state as last known (readable while an exec runs), and the session.
@@ -77,8 +79,15 @@ struct Session {
 }
 
 impl Sessions {
-    /// Sessions on `pool`'s sandboxes, at most `max` at once.
-    pub fn new(pool: Arc<dyn Pool>, registry: &'static Registry, caps: Caps, max: usize, node: String) -> Arc<Self> {
+    /// Sessions on `pool`'s sandboxes, at most `max` at once, each exec recorded in `store`.
+    pub fn new(
+        pool: Arc<dyn Pool>,
+        registry: &'static Registry,
+        caps: Caps,
+        max: usize,
+        node: String,
+        store: Option<(Arc<dyn wolf_store::Metadata>, Arc<dyn wolf_store::Objects>)>,
+    ) -> Arc<Self> {
         let me = Arc::new(Self {
             pool,
             registry,
@@ -88,6 +97,7 @@ impl Sessions {
             tag: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             live: Default::default(),
             ended: Default::default(),
+            store,
         });
         // Reap idle and expired sessions once a second; the task ends with the last handle.
         let weak = Arc::downgrade(&me);
@@ -100,6 +110,76 @@ impl Sessions {
             }
         });
         me
+    }
+
+    /// Record exec `r` of session `sid` (`code` in `engine`) as a finished job of its own,
+    /// tagged `session:<sid>`, off the exec's path; its id goes into `r`.
+    fn record(
+        &self,
+        sid: &str,
+        engine: &str,
+        code: &str,
+        stdin: Option<&str>,
+        r: &mut ExecResult,
+        started: chrono::DateTime<Utc>,
+    ) {
+        let Some((meta, objects)) = self.store.clone() else {
+            return;
+        };
+        let sub: wolf_core::Submission = match serde_json::from_value(serde_json::json!({
+            "code": code,
+            "executionEngine": engine,
+            "stdin": stdin,
+            "tags": [format!("session:{sid}"), format!("exec:{}", r.exec)],
+        })) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut rec = wolf_core::JobRecord::new(id.clone(), &sub, started);
+        let end = Utc::now();
+        rec.status = wolf_core::Status::Completed;
+        rec.start_time = Some(started);
+        rec.end_time = Some(end);
+        rec.output_path = Some(wolf_core::job::output_key(&id));
+        rec.output_hash = Some(wolf_core::hash::sha256_hex(r.stdout.as_bytes()));
+        rec.result = Some(wolf_core::JobResult {
+            verdict: r.verdict,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            cpu_time_ms: r.cpu_time_ms,
+            wall_time_ms: r.wall_time_ms,
+            memory_kb: r.memory_kb,
+            stderr: r.stderr.clone(),
+            compile_output: r.compile_output.clone(),
+            truncated: false,
+            error: r.error.clone(),
+            output_not_utf8: false,
+            tests: Vec::new(),
+            passed: None,
+            score: None,
+            files: r.files.clone(),
+            files_refused: Vec::new(),
+        });
+        rec.timings = Some(wolf_core::Timings {
+            execution: r.wall_time_ms as f64,
+            total: r.total_ms,
+            ..Default::default()
+        });
+        r.job_id = Some(id.clone());
+        let stdout = r.stdout.clone().into_bytes();
+        let code_bytes = sub.code.clone().into_bytes();
+        tokio::spawn(async move {
+            let stored = async {
+                objects.put(&wolf_core::job::code_key(&id), code_bytes).await?;
+                objects.put(&wolf_core::job::output_key(&id), stdout).await?;
+                meta.insert(&rec, &sub).await?;
+                meta.finish(&rec).await
+            };
+            if let Err(e) = stored.await {
+                tracing::warn!(job = %id, error = %e, "a session's exec was not recorded");
+            }
+        });
     }
 
     /// The tag of this host's session ids.
@@ -292,10 +372,11 @@ impl SessionHost for Sessions {
 
     async fn exec(&self, id: &str, req: ExecRequest) -> Result<ExecResult, SessionError> {
         let started = Instant::now();
+        let began = Utc::now();
         let s = self.get(id)?;
         let mut g = s.session.lock().await;
         if g.repl.is_some() {
-            return self.cell(id, &s, &mut g, req, started).await;
+            return self.cell(id, &s, &mut g, req, started, began).await;
         }
         let (engine, code) = match (&req.code, &req.command) {
             (Some(code), None) => (
@@ -366,7 +447,7 @@ impl SessionHost for Sessions {
         g.info.expires_at = now + chrono::Duration::from_std(g.idle.min(left_ttl)).unwrap_or_default();
         s.set(&g.info);
         metrics::counter!("wolf_session_execs_total").increment(1);
-        Ok(ExecResult {
+        let mut result = ExecResult {
             exec: n,
             verdict: r.verdict,
             exit_code: r.exit_code,
@@ -382,7 +463,16 @@ impl SessionHost for Sessions {
             traceback: None,
             value: None,
             total_ms: started.elapsed().as_secs_f64() * 1000.0,
-        })
+            job_id: None,
+        };
+        let text = req.code.as_deref().or(req.command.as_deref()).unwrap_or_default();
+        let engine = if req.command.is_some() {
+            "bash".to_string()
+        } else {
+            req.execution_engine.clone().unwrap_or_else(|| g.engine.clone())
+        };
+        self.record(id, &engine, text, req.stdin.as_deref(), &mut result, began);
+        Ok(result)
     }
 
     async fn put_file(&self, id: &str, path: &str, data: Vec<u8>) -> Result<(), SessionError> {
@@ -485,6 +575,7 @@ impl Sessions {
         g: &mut Session,
         req: ExecRequest,
         started: Instant,
+        began: chrono::DateTime<Utc>,
     ) -> Result<ExecResult, SessionError> {
         if req
             .execution_engine
@@ -528,6 +619,7 @@ impl Sessions {
             traceback: None,
             value: None,
             total_ms: 0.0,
+            job_id: None,
         };
         let mut ended = None;
         let (answer, raw, interrupted) = match answered {
@@ -590,6 +682,12 @@ impl Sessions {
         }
         metrics::counter!("wolf_session_execs_total").increment(1);
         result.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (engine, text) = match (&req.code, &req.command) {
+            (Some(c), _) => ("python", c.as_str()),
+            (None, Some(c)) => ("bash", c.as_str()),
+            _ => ("python", ""),
+        };
+        self.record(id, engine, text, req.stdin.as_deref(), &mut result, began);
         Ok(result)
     }
 }

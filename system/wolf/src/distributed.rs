@@ -101,8 +101,14 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(async move { replays.serve_replays().await });
         // Sessions live here, and any API reaches them over NATS by this manager's tag.
         let node = format!("manager/{}", std::process::id());
-        let sessions =
-            wolf_manager::sessions::Sessions::new(sandboxes.clone(), registry, cfg.caps, cfg.max_sessions, node);
+        let sessions = wolf_manager::sessions::Sessions::new(
+            sandboxes.clone(),
+            registry,
+            cfg.caps,
+            cfg.max_sessions,
+            node,
+            Some((meta.clone(), objects.clone())),
+        );
         let tag = sessions.tag().to_string();
         tokio::spawn(wolf_store::session_rpc::serve(queue.client(), sessions, tag));
         let manager = Arc::new(Manager::new(

@@ -77,8 +77,14 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let events = Events::default();
     // Sessions live beside the jobs' pool, on the same sandboxes.
     let node = format!("serve/{}", std::process::id());
-    let sessions: Arc<dyn wolf_store::SessionHost> =
-        wolf_manager::sessions::Sessions::new(sandboxes.clone(), registry, cfg.caps, cfg.max_sessions, node);
+    let sessions: Arc<dyn wolf_store::SessionHost> = wolf_manager::sessions::Sessions::new(
+        sandboxes.clone(),
+        registry,
+        cfg.caps,
+        cfg.max_sessions,
+        node,
+        Some((store.clone(), objects.clone())),
+    );
     let manager = Arc::new(Manager::new(
         store.clone(),
         objects.clone(),

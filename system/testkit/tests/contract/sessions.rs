@@ -41,9 +41,25 @@ pub(crate) fn sessions_contract(mode: &str, a: &str) {
         );
         assert_eq!(r["stdout"], format!("{n}\n"), "{mode}: {r}");
     }
+    // Each exec is in the metadata store as a finished job of its own, tagged with the session.
+    let r = exec(a, &id, &bump);
+    let job = r["jobId"].as_str().unwrap_or_else(|| panic!("{mode}: {r}")).to_string();
+    let mut rec = Value::Null;
+    for _ in 0..100 {
+        let (s, _, body) = call("GET", &format!("{a}/job/{job}"), None);
+        if s == 200 {
+            rec = json_of(&body);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(rec["status"], "Completed", "{mode}: {rec}");
+    assert_eq!(rec["tags"][0], format!("session:{id}"), "{mode}: {rec}");
+    let (_, _, out) = call("GET", &format!("{a}/job/{job}/output"), None);
+    assert_eq!(out, "21\n", "{mode}");
     // A shell command in the same work dir, and a file written by one exec read over HTTP.
     let r = exec(a, &id, &json!({"command": "cat n.txt; echo; echo made > made.txt"}));
-    assert_eq!(r["stdout"], "20\n", "{mode}: {r}");
+    assert_eq!(r["stdout"], "21\n", "{mode}: {r}");
     let (s, _, _, bytes) = get_bytes(&format!("{a}/session/{id}/files/made.txt"));
     assert_eq!((s, bytes.as_slice()), (200, &b"made\n"[..]), "{mode}");
     // Bytes in, read by an exec, and back out unchanged (a subdirectory made on the way).
@@ -66,7 +82,7 @@ pub(crate) fn sessions_contract(mode: &str, a: &str) {
     let r = exec(a, &id, &json!({"code": "x = bytearray(400 << 20)\nprint(len(x))"}));
     assert_eq!(r["verdict"], "MemoryLimitExceeded", "{mode}: {r}");
     let r = exec(a, &id, &json!({"code": "print(open('n.txt').read())"}));
-    assert_eq!(r["stdout"], "20\n", "{mode}: the state survived: {r}");
+    assert_eq!(r["stdout"], "21\n", "{mode}: the state survived: {r}");
     // Contained like a job.
     let escape = r#"import os, socket
 got = []
@@ -97,7 +113,7 @@ print("escaped: " + ", ".join(got) if got else "contained")"#;
     // Its state, then its end: deleted is gone (410), as is a second delete.
     let (s, _, body) = call("GET", &format!("{a}/session/{id}"), None);
     let info = json_of(&body);
-    assert_eq!((s, info["execs"].as_u64()), (200, Some(26)), "{mode}: {body}");
+    assert_eq!((s, info["execs"].as_u64()), (200, Some(27)), "{mode}: {body}");
     assert_eq!(info["state"], "ready", "{mode}");
     let (s, _, _) = call("DELETE", &format!("{a}/session/{id}"), None);
     assert_eq!(s, 204, "{mode}");
