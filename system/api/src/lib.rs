@@ -251,6 +251,7 @@ pub fn app(state: AppState) -> Router {
         .route("/session", axum::routing::post(sessions::create))
         .route("/session/{id}", get(sessions::info).delete(sessions::delete))
         .route("/session/{id}/exec", axum::routing::post(sessions::exec))
+        .route("/session/{id}/events", get(sessions::events))
         .route(
             "/session/{id}/files/{*path}",
             get(sessions::get_file).put(sessions::put_file),

@@ -51,11 +51,16 @@ pub async fn events(State(st): State<AppState>, JobId(id): JobId) -> Result<Resp
         let _permit = permit;
         follow(st, id, rec, sub, tx).await;
     });
+    Ok(sse(rx))
+}
+
+/// Events from `rx` as a Server-Sent Events response (`event:` the kind, `id:` the number).
+pub(crate) fn sse(rx: mpsc::Receiver<StreamEvent>) -> Response {
     let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| {
         let data = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());
         Ok::<_, Infallible>(Event::default().event(e.kind()).id(e.seq().to_string()).data(data))
     });
-    Ok(Sse::new(body).keep_alive(KeepAlive::default()).into_response())
+    Sse::new(body).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// Send job `id`'s events to `tx` until its `result`, or until `tx`'s reader is gone.

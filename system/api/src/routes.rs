@@ -33,6 +33,7 @@ use crate::extract::{JobId, Q, wait_timeout};
         crate::sessions::info,
         crate::sessions::delete,
         crate::sessions::exec,
+        crate::sessions::events,
         output,
         test_output,
         output_file,

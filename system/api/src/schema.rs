@@ -96,9 +96,12 @@ pub fn document(st: &AppState) -> Value {
     limits["properties"]["fileSizeMb"]["minimum"] = json!(1);
     limits["properties"]["fileSizeMb"]["maximum"] =
         json!(caps.file_size_mb.unwrap_or(wolf_core::limits::MAX_FILE_SIZE_MB));
-    // Each Server-Sent Event of a job's stream: its kind, its number and the event as JSON.
-    if let Some(c) = doc["paths"]["/job/{id}/events"]["get"]["responses"]["200"]["content"].get_mut("text/event-stream")
-    {
+    // Each Server-Sent Event of a job's or a session's stream: its kind, its number and the
+    // event as JSON.
+    for path in ["/job/{id}/events", "/session/{id}/events"] {
+        let Some(c) = doc["paths"][path]["get"]["responses"]["200"]["content"].get_mut("text/event-stream") else {
+            continue;
+        };
         c["schema"] = json!({
             "type": "object",
             "required": ["event", "data", "id"],

@@ -212,3 +212,49 @@ pub async fn get_file(
     )
         .into_response())
 }
+
+/// The session's execs as they run, as Server-Sent Events: `stage` `exec` (its number in
+/// `name`), the `stdout` and `stderr` chunks of an exec-mode session's programs, and `exit`;
+/// the stream ends when the session does.
+#[utoipa::path(get, path = "/session/{id}/events", params(SessionPath),
+    responses((status = 200, description = "Server-Sent Events: stage, stdout, stderr, exit, lagged",
+        content_type = "text/event-stream", body = String),
+        (status = 404, body = ErrorBody), (status = 410, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn events(State(st): State<AppState>, SessionId(id): SessionId) -> Result<Response, ApiError> {
+    let permit = crate::ws::permit(&st)?;
+    let host = host(&st)?;
+    let mut sub = st.events.streams.subscribe(&id).await;
+    host.info(&id).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::live::SUBSCRIBER_BUFFER);
+    tokio::spawn(async move {
+        let _permit = permit;
+        for e in std::mem::take(&mut sub.replay) {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                e = sub.next() => e,
+                // Quiet: the stream ends with the session.
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                    if host.info(&id).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = tx.closed() => return,
+            };
+            match next {
+                Some(e) => {
+                    if tx.send(e).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            }
+        }
+    });
+    Ok(crate::live::sse(rx))
+}

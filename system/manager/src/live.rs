@@ -31,16 +31,9 @@ pub async fn run(
     if !sandbox.takes_stdio() {
         return sandbox.run(id, plan.unstreamed(), creation_ms).await;
     }
-    let channel = |_: ()| wolf_sandbox::protocol::pipe().map_err(SandboxError::Channel);
-    let (in_r, in_w) = channel(())?;
-    let (out_r, out_w) = channel(())?;
-    let (err_r, err_w) = channel(())?;
-    let (ctl_r, ctl_w) = channel(())?;
-    sandbox.pass_stdio(&[&in_r, &out_w, &err_w, &ctl_r])?;
-    // The init holds its ends now; ours would keep the readers below from ever seeing EOF.
-    drop((in_r, out_w, err_w, ctl_r));
     let inputs = streams.open(id, interactive).await;
     let first = if plan.has_compile() { "compile" } else { "run" };
+    let tap = Tap::new(streams, id, |fds| sandbox.pass_stdio(fds), first == "compile")?;
     streams
         .publish(id, |seq| StreamEvent::Stage {
             seq,
@@ -48,27 +41,69 @@ pub async fn run(
             name: None,
         })
         .await;
-    // Only the run step streams: its first chunk says the compile step is over.
-    let compiled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(first == "compile"));
-    let readers = [(out_r, false), (err_r, true)].map(|(fd, stderr)| {
-        let (streams, id, compiled) = (streams.clone(), id.to_string(), compiled.clone());
-        tokio::spawn(async move { read(&streams, &id, fd, stderr, &compiled).await })
-    });
+    let Tap {
+        readers,
+        stdin,
+        control,
+    } = tap;
     // A job that is not interactive has its stdin in the plan: ours ends at once.
     let writer = match inputs {
-        Some(rx) => Some(crate::AbortOnDrop(tokio::spawn(write(rx, in_w, ctl_w)))),
+        Some(rx) => Some(crate::AbortOnDrop(tokio::spawn(write(rx, stdin, control)))),
         None => {
-            drop((in_w, ctl_w));
+            drop((stdin, control));
             None
         }
     };
     let out = sandbox.run(id, plan, creation_ms).await;
-    // The init closed its ends when the step ended (or died with the sandbox).
-    for r in readers {
-        let _ = r.await;
-    }
+    Tap::done(readers).await;
     drop(writer);
     out
+}
+
+/// A live step's four pipes: the init got its ends ([`Warm::pass_stdio`]); here the readers
+/// publishing the output to stream `key`, and the stdin and control ends for input.
+pub(crate) struct Tap {
+    pub(crate) readers: [tokio::task::JoinHandle<()>; 2],
+    pub(crate) stdin: OwnedFd,
+    pub(crate) control: OwnedFd,
+}
+
+impl Tap {
+    /// Make the pipes, give the init its ends through `pass`, and start reading. With
+    /// `compiled`, the first chunk is announced as the `run` stage (the compile step does not
+    /// stream).
+    pub(crate) fn new(
+        streams: &Streams,
+        key: &str,
+        pass: impl FnOnce(&[&OwnedFd]) -> Result<(), SandboxError>,
+        compiled: bool,
+    ) -> Result<Self, SandboxError> {
+        let channel = |_: ()| wolf_sandbox::protocol::pipe().map_err(SandboxError::Channel);
+        let (in_r, in_w) = channel(())?;
+        let (out_r, out_w) = channel(())?;
+        let (err_r, err_w) = channel(())?;
+        let (ctl_r, ctl_w) = channel(())?;
+        pass(&[&in_r, &out_w, &err_w, &ctl_r])?;
+        // The init holds its ends now; ours would keep the readers from ever seeing EOF.
+        drop((in_r, out_w, err_w, ctl_r));
+        let compiled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(compiled));
+        let readers = [(out_r, false), (err_r, true)].map(|(fd, stderr)| {
+            let (streams, key, compiled) = (streams.clone(), key.to_string(), compiled.clone());
+            tokio::spawn(async move { read(&streams, &key, fd, stderr, &compiled).await })
+        });
+        Ok(Self {
+            readers,
+            stdin: in_w,
+            control: ctl_w,
+        })
+    }
+
+    /// Wait until the init closed its ends (the step ended, or the sandbox died).
+    pub(crate) async fn done(readers: [tokio::task::JoinHandle<()>; 2]) {
+        for r in readers {
+            let _ = r.await;
+        }
+    }
 }
 
 /// Publish what the program writes on `fd` until end of file.

@@ -49,6 +49,8 @@ pub struct Sessions {
     ended: Mutex<VecDeque<(String, String)>>,
     /// Where each exec is recorded, as a job of its own (none in tests).
     store: Option<(Arc<dyn wolf_store::Metadata>, Arc<dyn wolf_store::Objects>)>,
+    /// Where execs stream their output (`GET /session/{id}/events`), keyed by the session.
+    streams: Option<wolf_store::Streams>,
 }
 
 /// A live session: its state as last known (readable while an exec runs), and the session.
@@ -87,6 +89,7 @@ impl Sessions {
         max: usize,
         node: String,
         store: Option<(Arc<dyn wolf_store::Metadata>, Arc<dyn wolf_store::Objects>)>,
+        streams: Option<wolf_store::Streams>,
     ) -> Arc<Self> {
         let me = Arc::new(Self {
             pool,
@@ -98,6 +101,7 @@ impl Sessions {
             live: Default::default(),
             ended: Default::default(),
             store,
+            streams,
         });
         // Reap idle and expired sessions once a second; the task ends with the last handle.
         let weak = Arc::downgrade(&me);
@@ -207,6 +211,9 @@ impl Sessions {
             ended.pop_front();
         }
         metrics::gauge!("wolf_sessions").decrement(1.0);
+        if let Some(st) = &self.streams {
+            st.close(id);
+        }
         Some(s)
     }
 
@@ -420,7 +427,32 @@ impl SessionHost for Sessions {
         let Some(sandbox) = g.sandbox.as_mut() else {
             return Err(SessionError::Gone(format!("session {id} lost its sandbox")));
         };
+        // The exec streams on the session's stream (its stdin is the request's, as always).
+        let tap = match &self.streams {
+            Some(st) => {
+                if n == 1 {
+                    st.open(id, false).await;
+                }
+                let compiled = plan.has_compile();
+                let tap = crate::live::Tap::new(st, id, |fds| sandbox.pass_stdio(fds), compiled);
+                if tap.is_ok() {
+                    st.publish(id, |seq| wolf_core::stream::StreamEvent::Stage {
+                        seq,
+                        stage: "exec".into(),
+                        name: Some(n.to_string()),
+                    })
+                    .await;
+                }
+                tap.ok()
+            }
+            None => None,
+        };
+        let plan = if tap.is_some() { plan.streamed(false) } else { plan };
         let out = sandbox.run(&job_id, &plan).await;
+        if let Some(t) = tap {
+            drop((t.stdin, t.control));
+            crate::live::Tap::done(t.readers).await;
+        }
         g.info.state = "ready".into();
         s.set(&g.info);
         let out = match out {
@@ -437,6 +469,16 @@ impl SessionHost for Sessions {
             }
         };
         let r = out.result;
+        if let Some(st) = &self.streams {
+            let (exit_code, signal, verdict) = (r.exit_code, r.signal, format!("{:?}", r.verdict));
+            st.publish(id, |seq| wolf_core::stream::StreamEvent::Exit {
+                seq,
+                exit_code,
+                signal,
+                verdict,
+            })
+            .await;
+        }
         g.info.execs = n;
         g.info.cpu_time_ms += r.cpu_time_ms;
         g.info.wall_time_ms += r.wall_time_ms;

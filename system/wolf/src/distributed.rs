@@ -108,6 +108,7 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
             cfg.max_sessions,
             node,
             Some((meta.clone(), objects.clone())),
+            Some(events.streams.clone()),
         );
         let tag = sessions.tag().to_string();
         tokio::spawn(wolf_store::session_rpc::serve(queue.client(), sessions, tag));

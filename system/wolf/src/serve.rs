@@ -84,6 +84,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         cfg.max_sessions,
         node,
         Some((store.clone(), objects.clone())),
+        Some(events.streams.clone()),
     );
     let manager = Arc::new(Manager::new(
         store.clone(),

@@ -13,7 +13,7 @@ use super::{agent, call, json_of};
 
 /// The events of `url` (SSE) as they come: each `data:` line's JSON, handed to `each`, which
 /// says whether to go on.
-fn sse(url: &str, mut each: impl FnMut(&Value) -> bool) -> (u16, String) {
+pub(crate) fn sse(url: &str, mut each: impl FnMut(&Value) -> bool) -> (u16, String) {
     let mut r = agent().get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = r.status().as_u16();
     let ctype = r

@@ -57,6 +57,33 @@ pub(crate) fn sessions_contract(mode: &str, a: &str) {
     assert_eq!(rec["tags"][0], format!("session:{id}"), "{mode}: {rec}");
     let (_, _, out) = call("GET", &format!("{a}/job/{job}/output"), None);
     assert_eq!(out, "21\n", "{mode}");
+    // The execs stream on the session's events: each exec's stage, its output, its exit.
+    exec(
+        a,
+        &id,
+        &json!({"code": "import sys\nprint('streamed', flush=True)\nsys.stderr.write('err')"}),
+    );
+    let mut seen = Vec::new();
+    let (s, _) = super::live::sse(&format!("{a}/session/{id}/events"), |e| {
+        seen.push(e.clone());
+        !(e["type"] == "exit" && seen.iter().any(|x| x["data"] == "streamed\n"))
+    });
+    assert_eq!(s, 200, "{mode}");
+    let tail: Vec<String> = seen[seen.len().saturating_sub(4)..]
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["type"].as_str().unwrap_or(""),
+                e["data"].as_str().or(e["name"].as_str()).unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        tail,
+        ["stage:22", "stdout:streamed\n", "stderr:err", "exit:"],
+        "{mode}: {seen:?}"
+    );
     // A shell command in the same work dir, and a file written by one exec read over HTTP.
     let r = exec(a, &id, &json!({"command": "cat n.txt; echo; echo made > made.txt"}));
     assert_eq!(r["stdout"], "21\n", "{mode}: {r}");
@@ -113,7 +140,7 @@ print("escaped: " + ", ".join(got) if got else "contained")"#;
     // Its state, then its end: deleted is gone (410), as is a second delete.
     let (s, _, body) = call("GET", &format!("{a}/session/{id}"), None);
     let info = json_of(&body);
-    assert_eq!((s, info["execs"].as_u64()), (200, Some(27)), "{mode}: {body}");
+    assert_eq!((s, info["execs"].as_u64()), (200, Some(28)), "{mode}: {body}");
     assert_eq!(info["state"], "ready", "{mode}");
     let (s, _, _) = call("DELETE", &format!("{a}/session/{id}"), None);
     assert_eq!(s, 204, "{mode}");
