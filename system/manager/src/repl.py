@@ -5,8 +5,8 @@
 # {"op": "put", "path", "data"} (base64), {"op": "get", "path"}. Each answer
 # is one line on the real stdout, after the marker given as argv[1]: {"stdout", "stderr",
 # "value", "error", "traceback", "cpuMs", "wallMs", "files"} or {"data"} or {"error"}.
-# A cell's prints are captured; bytes written straight to descriptor 1 or 2 still reach the
-# manager, as raw output before the marker. This runs inside the session's sandbox, as the
+# A cell's prints go to descriptor 1 as they happen (the manager streams them, and takes
+# whatever comes before the marker as the cell's stdout); its stderr is captured. This runs inside the session's sandbox, as the
 # session's user: it can do nothing the cells cannot do themselves.
 import ast
 import base64
@@ -44,7 +44,7 @@ def regular(path):
 
 
 def run_cell(req):
-    out, err = io.StringIO(), io.StringIO()
+    out, err = OUT, io.StringIO()
     sys.stdout, sys.stderr = out, err
     sys.stdin = io.StringIO(req.get("stdin") or "")
     value = error = tb = None
@@ -73,8 +73,9 @@ def run_cell(req):
             except OSError:
                 continue
             files.append({"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    OUT.flush()
     return {
-        "stdout": out.getvalue(),
+        "stdout": "",
         "stderr": err.getvalue(),
         "value": value,
         "error": error,

@@ -107,20 +107,25 @@ impl Repl {
 
     /// Send `req` and wait for its answer for `limit` (then an interrupt, then a kill). Also
     /// returns what the cell wrote straight to its descriptors before the answer.
-    pub async fn call(&mut self, req: &Value, limit: Duration) -> Result<(Value, String), Failed> {
+    pub async fn call(
+        &mut self,
+        req: &Value,
+        limit: Duration,
+        live: Option<(&wolf_store::Streams, &str)>,
+    ) -> Result<(Value, String), Failed> {
         let mut line = req.to_string();
         line.push('\n');
         if self.stdin.write_all(line.as_bytes()).await.is_err() {
             return Err(Failed::Died(self.outcome().await));
         }
         let mut raw = String::new();
-        match tokio::time::timeout(limit, self.answer(&mut raw)).await {
+        match tokio::time::timeout(limit, self.answer(&mut raw, live)).await {
             Ok(Some(v)) => return Ok((v, raw)),
             Ok(None) => return Err(Failed::Died(self.outcome().await)),
             Err(_) => {}
         }
         let _ = self.control.write_all(&[libc_sigint()]).await;
-        match tokio::time::timeout(GRACE, self.answer(&mut raw)).await {
+        match tokio::time::timeout(GRACE, self.answer(&mut raw, live)).await {
             Ok(Some(v)) => Err(Failed::Interrupted(v, raw)),
             _ => {
                 self.kill().await;
@@ -129,20 +134,35 @@ impl Repl {
         }
     }
 
-    /// The next answer line (raw output before it goes to `raw`); `None` at end of file.
-    async fn answer(&mut self, raw: &mut String) -> Option<Value> {
+    /// The next answer (output before it goes to `raw`, and to the stream `live` as it
+    /// comes); `None` at end of file. The marker may follow output on the same line (a cell's
+    /// last print without a newline), and output need not be UTF-8.
+    async fn answer(&mut self, raw: &mut String, live: Option<(&wolf_store::Streams, &str)>) -> Option<Value> {
         loop {
-            let mut line = String::new();
-            match self.out.read_line(&mut line).await {
+            let mut bytes = Vec::new();
+            match self.out.read_until(b'\n', &mut bytes).await {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
-            if let Some(rest) = line.strip_prefix(self.mark.as_str())
+            let line = String::from_utf8_lossy(&bytes).into_owned();
+            let (output, rest) = match line.find(self.mark.as_str()) {
+                Some(at) => (&line[..at], Some(&line[at + self.mark.len()..])),
+                None => (line.as_str(), None),
+            };
+            if !output.is_empty() {
+                raw.push_str(output);
+                if let Some((streams, key)) = live {
+                    let chunk = output.as_bytes().to_vec();
+                    streams
+                        .publish(key, |seq| wolf_core::stream::StreamEvent::output(false, seq, &chunk))
+                        .await;
+                }
+            }
+            if let Some(rest) = rest
                 && let Ok(v) = serde_json::from_str::<Value>(rest.trim())
             {
                 return Some(v);
             }
-            raw.push_str(&line);
         }
     }
 

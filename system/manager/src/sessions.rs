@@ -533,7 +533,7 @@ impl SessionHost for Sessions {
         if let Some(repl) = g.repl.as_mut() {
             let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &file.contents);
             let req = serde_json::json!({"op": "put", "path": path, "data": data});
-            return match repl.call(&req, TRANSFER).await {
+            return match repl.call(&req, TRANSFER, None).await {
                 Ok((v, _)) => match v.get("error").and_then(|e| e.as_str()) {
                     Some(e) => Err(SessionError::Invalid(format!("cannot write {path}: {e}"))),
                     None => Ok(()),
@@ -562,7 +562,7 @@ impl SessionHost for Sessions {
         let mut g = s.session.lock().await;
         if let Some(repl) = g.repl.as_mut() {
             let req = serde_json::json!({"op": "get", "path": path});
-            let v = match repl.call(&req, TRANSFER).await {
+            let v = match repl.call(&req, TRANSFER, None).await {
                 Ok((v, _)) => v,
                 Err(_) => {
                     return Err(SessionError::Unavailable(format!(
@@ -641,7 +641,19 @@ impl Sessions {
         let Some(repl) = g.repl.as_mut() else {
             return Err(SessionError::Gone(format!("session {id} lost its interpreter")));
         };
-        let answered = repl.call(&call, limit).await;
+        let live = self.streams.as_ref().map(|st| (st, id));
+        if let Some(st) = &self.streams {
+            if n == 1 {
+                st.open(id, false).await;
+            }
+            st.publish(id, |seq| wolf_core::stream::StreamEvent::Stage {
+                seq,
+                stage: "exec".into(),
+                name: Some(n.to_string()),
+            })
+            .await;
+        }
+        let answered = repl.call(&call, limit, live).await;
         g.info.state = "ready".into();
         let ms = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
         let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
@@ -708,6 +720,16 @@ impl Sessions {
                 result.error = Some(format!("the interpreter died ({why}); the session's state is lost"));
                 ended = Some(format!("lost its interpreter ({why})"));
             }
+        }
+        if let Some(st) = &self.streams {
+            let (exit_code, signal, verdict) = (result.exit_code, result.signal, format!("{:?}", result.verdict));
+            st.publish(id, |seq| wolf_core::stream::StreamEvent::Exit {
+                seq,
+                exit_code,
+                signal,
+                verdict,
+            })
+            .await;
         }
         g.info.execs = n;
         g.info.cpu_time_ms += result.cpu_time_ms;

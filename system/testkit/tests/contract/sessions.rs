@@ -216,10 +216,31 @@ pub(crate) fn repl_contract(mode: &str, a: &str) {
     );
     assert_eq!(
         (r["verdict"].as_str(), r["stdout"].as_str()),
-        (Some("Accepted"), Some("raw\nx is 20\n")),
+        (Some("Accepted"), Some("x is 20\nraw\n")),
         "{mode}: {r}"
     );
     assert!(r.get("value").is_none(), "{mode}: None is no value: {r}");
+    // A cell's prints stream as they happen (the last one without a newline too), and bytes
+    // that are not UTF-8 do not break the interpreter's channel.
+    let r = exec(
+        a,
+        &id,
+        &json!({"code": "import sys, os\nprint('live', flush=True)\nos.write(1, b'\\xff\\n')\nsys.stdout.write('tail')"}),
+    );
+    assert_eq!(r["verdict"], "Accepted", "{mode}: {r}");
+    assert!(
+        r["stdout"].as_str().unwrap().starts_with("live\n") && r["stdout"].as_str().unwrap().ends_with("tail"),
+        "{mode}: {r}"
+    );
+    let mut seen = Vec::new();
+    super::live::sse(&format!("{a}/session/{id}/events"), |e| {
+        seen.push(e.clone());
+        !(e["type"] == "exit" && seen.iter().any(|x| x["data"] == "live\n"))
+    });
+    assert!(
+        seen.iter().any(|e| e["type"] == "stdout" && e["data"] == "live\n"),
+        "{mode}: {seen:?}"
+    );
     // An exception is the cell's, with a traceback of the cell alone; the state lives on.
     let r = exec(a, &id, &json!({"code": "def f():\n    return 1 / 0\nf()"}));
     assert_eq!(r["verdict"], "RuntimeError", "{mode}: {r}");
