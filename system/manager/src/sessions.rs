@@ -469,26 +469,8 @@ impl SessionHost for Sessions {
             }
         };
         let r = out.result;
-        if let Some(st) = &self.streams {
-            let (exit_code, signal, verdict) = (r.exit_code, r.signal, format!("{:?}", r.verdict));
-            st.publish(id, |seq| wolf_core::stream::StreamEvent::Exit {
-                seq,
-                exit_code,
-                signal,
-                verdict,
-            })
-            .await;
-        }
-        g.info.execs = n;
-        g.info.cpu_time_ms += r.cpu_time_ms;
-        g.info.wall_time_ms += r.wall_time_ms;
-        g.last = Instant::now();
-        let now = Utc::now();
-        g.info.last_used_at = now;
-        let left_ttl = g.ttl.saturating_sub(g.created.elapsed());
-        g.info.expires_at = now + chrono::Duration::from_std(g.idle.min(left_ttl)).unwrap_or_default();
-        s.set(&g.info);
-        metrics::counter!("wolf_session_execs_total").increment(1);
+        let facts = (r.exit_code, r.signal, r.verdict, r.cpu_time_ms, r.wall_time_ms);
+        self.exec_done(id, &s, &mut g, n, facts).await;
         let mut result = ExecResult {
             exec: n,
             verdict: r.verdict,
@@ -608,7 +590,37 @@ impl SessionHost for Sessions {
     }
 }
 
+/// What ended an exec, for the stream and the session's usage: exit code, signal, verdict,
+/// CPU ms, wall ms.
+type ExecFacts = (Option<i32>, Option<i32>, wolf_core::Verdict, u64, u64);
+
 impl Sessions {
+    /// Exec `n` of session `id` is over (either mode): its `exit` on the session's stream, its
+    /// usage counted, the session's expiry pushed back.
+    async fn exec_done(&self, id: &str, entry: &Entry, g: &mut Session, n: u64, facts: ExecFacts) {
+        let (exit_code, signal, verdict, cpu_ms, wall_ms) = facts;
+        if let Some(st) = &self.streams {
+            let verdict = format!("{verdict:?}");
+            st.publish(id, |seq| wolf_core::stream::StreamEvent::Exit {
+                seq,
+                exit_code,
+                signal,
+                verdict,
+            })
+            .await;
+        }
+        g.info.execs = n;
+        g.info.cpu_time_ms += cpu_ms;
+        g.info.wall_time_ms += wall_ms;
+        g.last = Instant::now();
+        let now = Utc::now();
+        g.info.last_used_at = now;
+        let left_ttl = g.ttl.saturating_sub(g.created.elapsed());
+        g.info.expires_at = now + chrono::Duration::from_std(g.idle.min(left_ttl)).unwrap_or_default();
+        entry.set(&g.info);
+        metrics::counter!("wolf_session_execs_total").increment(1);
+    }
+
     /// An exec of a REPL session: one cell in its interpreter.
     async fn cell(
         &self,
@@ -721,30 +733,18 @@ impl Sessions {
                 ended = Some(format!("lost its interpreter ({why})"));
             }
         }
-        if let Some(st) = &self.streams {
-            let (exit_code, signal, verdict) = (result.exit_code, result.signal, format!("{:?}", result.verdict));
-            st.publish(id, |seq| wolf_core::stream::StreamEvent::Exit {
-                seq,
-                exit_code,
-                signal,
-                verdict,
-            })
-            .await;
-        }
-        g.info.execs = n;
-        g.info.cpu_time_ms += result.cpu_time_ms;
-        g.info.wall_time_ms += result.wall_time_ms;
-        g.last = Instant::now();
-        let now = Utc::now();
-        g.info.last_used_at = now;
-        let left_ttl = g.ttl.saturating_sub(g.created.elapsed());
-        g.info.expires_at = now + chrono::Duration::from_std(g.idle.min(left_ttl)).unwrap_or_default();
-        entry.set(&g.info);
+        let facts = (
+            result.exit_code,
+            result.signal,
+            result.verdict,
+            result.cpu_time_ms,
+            result.wall_time_ms,
+        );
+        self.exec_done(id, entry, g, n, facts).await;
         if let Some(why) = ended {
             drop(g.repl.take());
             self.end(id, &why);
         }
-        metrics::counter!("wolf_session_execs_total").increment(1);
         result.total_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (engine, text) = match (&req.code, &req.command) {
             (Some(c), _) => ("python", c.as_str()),

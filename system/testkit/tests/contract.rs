@@ -21,6 +21,28 @@ mod live;
 #[path = "contract/sessions.rs"]
 mod sessions;
 
+/// Python that tries the usual ways out of a sandbox (the host's secrets, the network, a write
+/// under /usr) and leaves in `got` what worked; each caller adds how its program reports it.
+const ESCAPE_PROBE: &str = r#"import os, socket, sys
+got = []
+for path in ["/etc/shadow", "/root", "/proc/1/environ"]:
+    try:
+        open(path).read() if not os.path.isdir(path) else os.listdir(path)
+        got.append(path)
+    except OSError:
+        pass
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=1)
+    got.append("network")
+except OSError:
+    pass
+try:
+    open("/usr/wolf-was-here", "w")
+    got.append("/usr")
+except OSError:
+    pass
+"#;
+
 fn root() -> bool {
     wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
 }

@@ -210,27 +210,10 @@ pub(crate) fn interactors_contract(mode: &str, a: &str, b: &str) {
     );
 
     // An interactor is contained like any program: it exits 0 only if an escape worked.
-    let escape = r#"import os, socket, sys
-got = []
-for path in ["/etc/shadow", "/root", "/proc/1/environ"]:
-    try:
-        open(path).read() if not os.path.isdir(path) else os.listdir(path)
-        got.append(path)
-    except OSError:
-        pass
-try:
-    socket.create_connection(("1.1.1.1", 53), timeout=1)
-    got.append("network")
-except OSError:
-    pass
-try:
-    open("/usr/wolf-was-here", "w")
-    got.append("/usr")
-except OSError:
-    pass
-sys.stderr.write("escaped: " + ", ".join(got) if got else "contained")
-sys.exit(0 if got else 1)
-"#;
+    let escape = format!(
+        "{}sys.stderr.write(\"escaped: \" + \", \".join(got) if got else \"contained\")\nsys.exit(0 if got else 1)\n",
+        super::ESCAPE_PROBE
+    );
     let rec = judged(
         mode,
         a,
