@@ -573,8 +573,8 @@ impl Manager {
         };
         let run_span = tracing::info_span!("worker.run", worker = %record.attempts.last().map(|a| a.worker.as_str()).unwrap_or(""));
         let outcome = match plan {
-            // One run is streamed live (its output to the job's stream; an interactive job's
-            // stdin from its client); a suite's tests are not yet.
+            // Streamed live: one run's output (and an interactive job's stdin from its
+            // client), or each test's output under its `test` stage.
             Job::One(plan) => {
                 let interactive = record.interactive;
                 live::run(
@@ -589,9 +589,16 @@ impl Manager {
                 .await
             }
             Job::Tests(s) => {
-                suite::run(self.sandboxes.clone(), &id, s, sandbox, creation_ms)
-                    .instrument(run_span.clone())
-                    .await
+                suite::run(
+                    self.sandboxes.clone(),
+                    &self.events.streams,
+                    &id,
+                    s,
+                    sandbox,
+                    creation_ms,
+                )
+                .instrument(run_span.clone())
+                .await
             }
         };
         let _ = marking.await;

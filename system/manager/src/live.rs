@@ -34,13 +34,7 @@ pub async fn run(
     let inputs = streams.open(id, interactive).await;
     let first = if plan.has_compile() { "compile" } else { "run" };
     let tap = Tap::new(streams, id, |fds| sandbox.pass_stdio(fds), first == "compile")?;
-    streams
-        .publish(id, |seq| StreamEvent::Stage {
-            seq,
-            stage: first.into(),
-            name: None,
-        })
-        .await;
+    stage(streams, id, first, None).await;
     let Tap {
         readers,
         stdin,
@@ -58,6 +52,43 @@ pub async fn run(
     Tap::done(readers).await;
     drop(writer);
     out
+}
+
+/// Run test `name` of a suite (its plan as [`wolf_sandbox::suite::Suite::test`] made it) on
+/// `sandbox`, announced as a `test` stage on job `id`'s stream, its output published as it is
+/// written. The job's stream must be open ([`Streams::open`]).
+pub async fn test(
+    streams: &Streams,
+    id: &str,
+    name: &str,
+    mut sandbox: Box<dyn Warm>,
+    plan: Plan,
+) -> Result<RunOutput, SandboxError> {
+    stage(streams, id, "test", Some(name)).await;
+    if !sandbox.takes_stdio() {
+        return sandbox.run(id, plan, 0.0).await;
+    }
+    let Tap {
+        readers,
+        stdin,
+        control,
+    } = Tap::new(streams, id, |fds| sandbox.pass_stdio(fds), false)?;
+    // A test's stdin is in its plan; nothing is written to ours.
+    drop((stdin, control));
+    let out = sandbox.run(id, plan.streamed(false), 0.0).await;
+    Tap::done(readers).await;
+    out
+}
+
+/// Publish stage `stage` (named `name`, for a test) on job `id`'s stream.
+pub async fn stage(streams: &Streams, id: &str, stage: &str, name: Option<&str>) {
+    streams
+        .publish(id, |seq| StreamEvent::Stage {
+            seq,
+            stage: stage.into(),
+            name: name.map(Into::into),
+        })
+        .await;
 }
 
 /// A live step's four pipes: the init got its ends ([`Warm::pass_stdio`]); here the readers
@@ -120,13 +151,7 @@ async fn read(streams: &Streams, id: &str, fd: OwnedFd, stderr: bool, compiled: 
         };
         let chunk = chunks.push(&buf[..n]);
         if compiled.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            streams
-                .publish(id, |seq| StreamEvent::Stage {
-                    seq,
-                    stage: "run".into(),
-                    name: None,
-                })
-                .await;
+            stage(streams, id, "run", None).await;
         }
         if !chunk.is_empty() {
             streams

@@ -13,6 +13,8 @@ use wolf_sandbox::runner::RunOutput;
 use wolf_sandbox::suite::Suite;
 use wolf_sandbox::{SandboxError, Timings, Verdict};
 
+use wolf_store::Streams;
+
 use crate::pool::{Pool, Warm};
 
 /// Attempts at preparing one test's sandbox before the job counts as a sandbox failure (and is
@@ -22,6 +24,7 @@ const PREPARE_ATTEMPTS: u32 = 3;
 /// Run `suite` starting on `first`. `Err` means a sandbox failed, not the program.
 pub async fn run(
     pool: Arc<dyn Pool>,
+    streams: &Streams,
     job_id: &str,
     suite: Suite,
     first: Box<dyn Warm>,
@@ -37,7 +40,11 @@ pub async fn run(
     let mut compiled = None;
     // The tests' sandboxes are prepared while the compile steps run.
     let mut ahead = Ahead::new(pool.clone(), None);
+    // The job's stream: stages (compile, then `test` named per test) and each test's output
+    // as it is written (an interactive test's output goes to its interactor, not here).
+    let _ = streams.open(job_id, false).await;
     if let Some(plan) = suite.compile() {
+        crate::live::stage(streams, job_id, "compile", None).await;
         let sandbox = next.take().expect("the first sandbox");
         ahead.top_up(suite.len());
         let out = sandbox.run(job_id, plan, creation_ms).await?;
@@ -87,6 +94,7 @@ pub async fn run(
         let left = (suite.len() - i) * per_test;
         let mut out = match suite.interact(i, &interactor_artifacts) {
             Some(interactor) => {
+                crate::live::stage(streams, job_id, "test", Some(suite.name(i))).await;
                 let program = ahead.take(left - 1).await?;
                 let judge = ahead.take(left - 2).await?;
                 let (mut out, judged) =
@@ -94,7 +102,10 @@ pub async fn run(
                 Suite::interaction(&mut out, &judged);
                 out
             }
-            None => ahead.run(job_id, suite.test(i, &artifacts), left - 1).await?,
+            None => {
+                let sandbox = ahead.take(left - 1).await?;
+                crate::live::test(streams, job_id, suite.name(i), sandbox, suite.test(i, &artifacts)).await?
+            }
         };
         let mut checker_ms = None;
         if suite.checks(&out)

@@ -270,6 +270,11 @@ impl Suite {
         self.tests[i].plan.clone().run_only(artifacts)
     }
 
+    /// Test `i`'s name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.tests[i].name
+    }
+
     /// Whether the suite stops after `out` (a test that is not Accepted, when asked).
     pub fn stops_after(&self, out: &RunOutput) -> bool {
         self.stop_on_first_failure && out.result.verdict != Verdict::Accepted

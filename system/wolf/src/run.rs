@@ -270,7 +270,8 @@ fn run_tests(
     let out = rt.block_on(async {
         let first = pool.prepare()?;
         let creation = created.elapsed().as_secs_f64() * 1000.0;
-        wolf_manager::run_suite(pool.clone(), "wolf-run", suite, first, creation).await
+        let streams = wolf_store::Streams::local();
+        wolf_manager::run_suite(pool.clone(), &streams, "wolf-run", suite, first, creation).await
     });
     let mut result = match out {
         Ok(out) => out.result,

@@ -177,6 +177,59 @@ pub(crate) fn live_contract(mode: &str, a: &str, b: &str) {
     });
     assert_eq!(s, 404, "{mode}");
 
+    // A job with tests streams too: the compile stage, then a `test` stage named per test
+    // with that test's output after it, then the job's exit and result.
+    let id = submit(
+        a,
+        &json!({"code": "#include <stdio.h>\nint main(){int x; if(scanf(\"%d\",&x)!=1) return 1; printf(\"got %d\\n\", x*2); return 0;}",
+            "executionEngine": "c",
+            "tests": [{"name": "one", "stdin": "1", "expectedOutput": "got 2\n"},
+                      {"name": "two", "stdin": "2", "expectedOutput": "got 4\n"},
+                      {"name": "three", "stdin": "3", "expectedOutput": "got 7\n"}]}),
+    );
+    let mut events = Vec::new();
+    sse(&format!("{b}/job/{id}/events"), |e| {
+        events.push(e.clone());
+        e["type"] != "result"
+    });
+    // (`queued` comes first only to a subscriber that came before the job started.)
+    let shape: Vec<String> = events
+        .iter()
+        .filter(|e| e["stage"] != "queued")
+        .map(|e| match e["type"].as_str().unwrap_or("") {
+            "stage" => format!(
+                "stage {}",
+                e["name"].as_str().unwrap_or(e["stage"].as_str().unwrap_or(""))
+            ),
+            "stdout" => format!("out {}", e["data"].as_str().unwrap_or("")),
+            other => other.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "stage compile",
+            "stage one",
+            "out got 2\n",
+            "stage two",
+            "out got 4\n",
+            "stage three",
+            "out got 6\n",
+            "exit",
+            "result"
+        ],
+        "{mode}: {events:?}"
+    );
+    let exit = events.iter().find(|e| e["type"] == "exit").unwrap();
+    assert_eq!(exit["verdict"], "WrongAnswer", "{mode}: {events:?}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["name"].is_string())
+            .all(|e| e["stage"] == "test"),
+        "{mode}: {events:?}"
+    );
+
     // A reader that stops reading never holds the program up: the job completes while its
     // stream is unread, and the reader, once it reads, has every line or is told it missed
     // some (the hub's own tests make a subscriber lag for certain).
