@@ -110,7 +110,12 @@ pub(crate) async fn follow(
             match crate::routes::lookup(&st, &id).await {
                 Ok(Some(rec)) if rec.status.is_final() => {
                     let events = from_record(&st, rec, last).await;
-                    let events: Vec<_> = events.into_iter().filter(|e| !(output_seen && is_output(e))).collect();
+                    // What the stream showed is not repeated (stages included, once any came).
+                    let events: Vec<_> = events
+                        .into_iter()
+                        .filter(|e| !(output_seen && is_output(e)))
+                        .filter(|e| !(last > 0 && matches!(e, StreamEvent::Stage { .. })))
+                        .collect();
                     for e in events {
                         if tx.send(e).await.is_err() {
                             return;
@@ -127,6 +132,14 @@ pub(crate) async fn follow(
         if tx.send(e).await.is_err() || end {
             return;
         }
+    }
+}
+
+fn stage(seq: u64, stage: &str, name: Option<&str>) -> StreamEvent {
+    StreamEvent::Stage {
+        seq,
+        stage: stage.into(),
+        name: name.map(Into::into),
     }
 }
 
@@ -147,7 +160,29 @@ async fn from_record(st: &AppState, rec: JobRecord, after: u64) -> Vec<StreamEve
         seq
     };
     let mut out = Vec::new();
-    if let Some(r) = &rec.result {
+    if let Some(r) = &rec.result
+        && !r.tests.is_empty()
+    {
+        // A job with tests: its stages as they ran, each test's output as the record keeps it.
+        if rec.timings.as_ref().is_some_and(|t| t.compile > 0.0) {
+            out.push(stage(next(), "compile", None));
+        }
+        for t in &r.tests {
+            out.push(stage(next(), "test", Some(&t.name)));
+            if !t.stdout.is_empty() {
+                out.push(StreamEvent::output(false, next(), t.stdout.as_bytes()));
+            }
+            if !t.stderr.is_empty() {
+                out.push(StreamEvent::output(true, next(), t.stderr.as_bytes()));
+            }
+        }
+        out.push(StreamEvent::Exit {
+            seq: next(),
+            exit_code: r.exit_code,
+            signal: r.signal,
+            verdict: format!("{:?}", r.verdict),
+        });
+    } else if let Some(r) = &rec.result {
         if !stdout.is_empty() {
             out.push(StreamEvent::output(false, next(), &stdout));
         }

@@ -6,7 +6,10 @@
 # is one line on the real stdout, after the marker given as argv[1]: {"stdout", "stderr",
 # "value", "error", "traceback", "cpuMs", "wallMs", "files"} or {"data"} or {"error"}.
 # A cell's prints go to descriptor 1 as they happen (the manager streams them, and takes
-# whatever comes before the marker as the cell's stdout); its stderr is captured. This runs inside the session's sandbox, as the
+# whatever comes before the marker as the cell's stdout); what it writes to sys.stderr is
+# captured for the answer and also written to descriptor 2 as it happens (streamed), where the
+# marker line ends each answer's stderr before the answer itself goes out. "memoryKb" is the
+# interpreter's peak resident size so far. This runs inside the session's sandbox, as the
 # session's user: it can do nothing the cells cannot do themselves.
 import ast
 import base64
@@ -15,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import stat
 import subprocess
 import sys
@@ -23,10 +27,32 @@ import traceback
 
 MARK = sys.argv[1]
 OUT = os.fdopen(os.dup(1), "w", buffering=1)
+ERR = os.fdopen(os.dup(2), "w", buffering=1, errors="replace")
 ENV = {"__name__": "__main__", "__builtins__": __builtins__}
 
 
+class Tee(io.TextIOBase):
+    """A cell's sys.stderr: kept for its answer, and written out at once to be streamed."""
+
+    def __init__(self):
+        self.kept = io.StringIO()
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        self.kept.write(s)
+        ERR.write(s)
+        ERR.flush()
+        return len(s)
+
+    def getvalue(self):
+        return self.kept.getvalue()
+
+
 def answer(obj):
+    ERR.write(MARK + "\n")
+    ERR.flush()
     OUT.write(MARK + " " + json.dumps(obj) + "\n")
     OUT.flush()
 
@@ -44,7 +70,7 @@ def regular(path):
 
 
 def run_cell(req):
-    out, err = OUT, io.StringIO()
+    out, err = OUT, Tee()
     sys.stdout, sys.stderr = out, err
     sys.stdin = io.StringIO(req.get("stdin") or "")
     value = error = tb = None
@@ -82,6 +108,7 @@ def run_cell(req):
         "traceback": tb,
         "cpuMs": (time.process_time() - c0) * 1000,
         "wallMs": (time.monotonic() - t0) * 1000,
+        "memoryKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "files": files,
     }
 

@@ -23,6 +23,13 @@ const GRACE: Duration = Duration::from_secs(1);
 
 type Step = tokio::task::JoinHandle<(Box<dyn SessionBox>, Result<RunOutput, SandboxError>)>;
 
+/// Where a cell's stderr is streamed while it runs: a stream hub and the stream's key.
+type Target = std::sync::Arc<std::sync::Mutex<Option<(wolf_store::Streams, String)>>>;
+
+/// How long an answer waits for the end of its stderr (the driver writes the marker there
+/// before the answer; this bounds a reader that fell behind).
+const STDERR_SETTLE: Duration = Duration::from_millis(500);
+
 /// The interpreter of a session.
 pub struct Repl {
     stdin: pipe::Sender,
@@ -30,6 +37,10 @@ pub struct Repl {
     control: pipe::Sender,
     mark: String,
     step: Option<Step>,
+    /// The stream of the cell that runs now, for its stderr.
+    target: Target,
+    /// One signal per marker read on the interpreter's stderr (the end of an answer's).
+    err_ends: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
 /// Why a call got no answer.
@@ -85,11 +96,11 @@ impl Repl {
         let (Ok(stdin), Ok(out), Ok(control)) = opened else {
             return Err((sandbox, SandboxError::Setup("the interpreter's pipes".into())));
         };
-        // Its stderr holds only what the driver itself could not capture: drained, dropped.
-        if let Ok(mut err) = pipe::Receiver::from_owned_fd(err_r) {
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut err, &mut tokio::io::sink()).await;
-            });
+        // Its stderr carries each cell's as it is written, then the marker.
+        let target = Target::default();
+        let (ends, err_ends) = tokio::sync::mpsc::unbounded_channel();
+        if let Ok(err) = pipe::Receiver::from_owned_fd(err_r) {
+            tokio::spawn(stderr(err, mark.clone(), target.clone(), ends));
         }
         let job = format!("{id}/repl");
         let step = tokio::spawn(async move {
@@ -102,6 +113,8 @@ impl Repl {
             control,
             mark,
             step: Some(step),
+            target,
+            err_ends,
         })
     }
 
@@ -115,6 +128,23 @@ impl Repl {
     ) -> Result<(Value, String), Failed> {
         let mut line = req.to_string();
         line.push('\n');
+        while self.err_ends.try_recv().is_ok() {} // an earlier answer's, not waited for
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = live.map(|(s, k)| (s.clone(), k.to_string()));
+        let answered = self.exchange(&line, limit, live).await;
+        if answered.is_ok() || matches!(answered, Err(Failed::Interrupted(..))) {
+            // The cell's stderr is all out before its answer is (and its exit published).
+            let _ = tokio::time::timeout(STDERR_SETTLE, self.err_ends.recv()).await;
+        }
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        answered
+    }
+
+    async fn exchange(
+        &mut self,
+        line: &str,
+        limit: Duration,
+        live: Option<(&wolf_store::Streams, &str)>,
+    ) -> Result<(Value, String), Failed> {
         if self.stdin.write_all(line.as_bytes()).await.is_err() {
             return Err(Failed::Died(self.outcome().await));
         }
@@ -194,6 +224,71 @@ impl Drop for Repl {
     }
 }
 
+/// Read the interpreter's stderr: what comes before a marker is the running cell's, published
+/// to its stream; each marker is signalled on `ends`.
+async fn stderr(mut err: pipe::Receiver, mark: String, target: Target, ends: tokio::sync::mpsc::UnboundedSender<()>) {
+    use tokio::io::AsyncReadExt;
+    let line_mark = format!("{mark}\n").into_bytes();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunks = wolf_core::stream::Utf8Chunks::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match err.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        loop {
+            let at = pending.windows(line_mark.len()).position(|w| w == line_mark.as_slice());
+            // Without a whole marker, hold back what could be the start of one.
+            let upto = at.unwrap_or_else(|| held_back(&pending, &line_mark));
+            let out: Vec<u8> = pending.drain(..upto).collect();
+            let mut chunk = chunks.push(&out);
+            if at.is_some() {
+                chunk.extend(chunks.finish()); // the cell's stderr ends here
+            }
+            let to = target.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some((streams, key)) = to
+                && !chunk.is_empty()
+            {
+                streams
+                    .publish(&key, |seq| wolf_core::stream::StreamEvent::output(true, seq, &chunk))
+                    .await;
+            }
+            match at {
+                Some(_) => {
+                    pending.drain(..line_mark.len());
+                    let _ = ends.send(());
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Where output that may end with the first bytes of `mark` stops being certainly output.
+fn held_back(pending: &[u8], mark: &[u8]) -> usize {
+    (1..mark.len().min(pending.len() + 1))
+        .rev()
+        .find(|&k| pending.ends_with(&mark[..k]))
+        .map_or(pending.len(), |k| pending.len() - k)
+}
+
 fn libc_sigint() -> u8 {
     2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn output_that_may_start_a_marker_is_held_back() {
+        let mark = b"\x01wolf-ab\n";
+        assert_eq!(held_back(b"hello", mark), 5);
+        assert_eq!(held_back(b"hello\x01", mark), 5);
+        assert_eq!(held_back(b"hello\x01wolf-a", mark), 5);
+        assert_eq!(held_back(b"\x01wolf-x", mark), 7, "not a marker's start: all out");
+        assert_eq!(held_back(b"", mark), 0);
+    }
 }

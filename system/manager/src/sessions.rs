@@ -704,6 +704,7 @@ impl Sessions {
                 result.signal = v.get("signal").and_then(|x| x.as_i64()).map(|x| x as i32);
                 result.cpu_time_ms = ms(&v, "cpuMs").round() as u64;
                 result.wall_time_ms = ms(&v, "wallMs").round() as u64;
+                result.memory_kb = ms(&v, "memoryKb") as u64;
                 result.files = serde_json::from_value(v.get("files").cloned().unwrap_or_default()).unwrap_or_default();
                 result.verdict = if interrupted {
                     // Interrupted at its wall limit; the interpreter and its state live on.

@@ -745,19 +745,25 @@ impl Capture {
     }
 }
 
+/// Whether the step wrote past its output limit on a stream that is capped.
+fn over_cap(relay: Option<&crate::relay::Relay>, out: &Capture, err: &Capture) -> bool {
+    let uncapped = |stream| relay.is_some_and(|r| r.uncapped(stream));
+    (out.over && !uncapped(Stream::Out)) || (err.over && !uncapped(Stream::Err))
+}
+
 /// What a live step wrote after the loop saw its supervisor go, handed over: every process of
 /// the step is gone, so its pipes hold the rest and then end of file. A side that does not
 /// read gets [`HAND_OVER`] to take it; what it leaves is dropped (it ends by its own limits).
 fn hand_over(r: &mut crate::relay::Relay, out: &mut Capture, err: &mut Capture) {
     let until = Instant::now() + HAND_OVER;
-    let capped = !r.uncapped_stdout();
     let mut none = None;
     loop {
         for (c, stream) in [(&mut *out, Stream::Out), (&mut *err, Stream::Err)] {
             if !r.carries(stream) {
                 c.pump();
             } else if c.fd.is_some() && r.takes(stream) {
-                c.pump_into(Some((r, stream, capped || matches!(stream, Stream::Err))));
+                let capped = !r.uncapped(stream);
+                c.pump_into(Some((r, stream, capped)));
                 if c.fd.is_none() {
                     r.done(stream);
                 }
@@ -897,8 +903,7 @@ fn run_step_inner(
         }
         // A peer's stdout goes to the other side: its capture is a transcript, and only stderr
         // counts against the output limit.
-        let uncapped = relay.as_ref().is_some_and(crate::relay::Relay::uncapped_stdout);
-        if (out.over && !uncapped) || err.over {
+        if over_cap(relay.as_ref(), &out, &err) {
             facts.output_limit_hit = true;
         }
         if facts.wall_limit_hit || facts.cpu_limit_hit || facts.output_limit_hit {
@@ -944,13 +949,13 @@ fn run_step_inner(
         drop(pfds);
         match relay.as_mut() {
             Some(r) => {
-                let capped = !r.uncapped_stdout();
                 for (c, stream) in [(&mut out, Stream::Out), (&mut err, Stream::Err)] {
                     if !r.carries(stream) {
                         c.pump();
                     } else if r.takes(stream) {
                         let was_open = c.fd.is_some();
-                        c.pump_into(Some((r, stream, capped || matches!(stream, Stream::Err))));
+                        let capped = !r.uncapped(stream);
+                        c.pump_into(Some((r, stream, capped)));
                         if was_open && c.fd.is_none() {
                             r.done(stream);
                         }
@@ -1004,7 +1009,7 @@ fn run_step_inner(
     facts.memory_kb = cgroup::parse_peak_bytes(version, &pread_text(&peak)) / 1024;
     facts.oom_kills = cgroup::parse_oom_kills(version, &pread_text(&oom));
     facts.truncated = out.over || err.over;
-    if (out.over && !relay.as_ref().is_some_and(crate::relay::Relay::uncapped_stdout)) || err.over {
+    if over_cap(relay.as_ref(), &out, &err) {
         facts.output_limit_hit = true;
     }
     // The other side sees end of file (and its writes fail) now at the latest.

@@ -112,10 +112,14 @@ impl Relay {
         })
     }
 
-    /// Whether the program's stdout is the other side's input (no output cap kills it: the
-    /// capture is a transcript).
-    pub(crate) fn uncapped_stdout(&self) -> bool {
-        matches!(self.kind, Live::Peer | Live::Repl)
+    /// Whether no output cap kills the program for what it writes on `stream`: a peer's
+    /// stdout is the other side's input (its capture a transcript); a session interpreter's
+    /// output is its cells', which the manager caps cell by cell over the session's life.
+    pub(crate) fn uncapped(&self, stream: Stream) -> bool {
+        match stream {
+            Stream::Out => matches!(self.kind, Live::Peer | Live::Repl),
+            Stream::Err => matches!(self.kind, Live::Repl),
+        }
     }
 
     /// Whether `stream` goes through the relay.

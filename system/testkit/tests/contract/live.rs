@@ -187,39 +187,44 @@ pub(crate) fn live_contract(mode: &str, a: &str, b: &str) {
                       {"name": "two", "stdin": "2", "expectedOutput": "got 4\n"},
                       {"name": "three", "stdin": "3", "expectedOutput": "got 7\n"}]}),
     );
-    let mut events = Vec::new();
-    sse(&format!("{b}/job/{id}/events"), |e| {
-        events.push(e.clone());
-        e["type"] != "result"
-    });
-    // (`queued` comes first only to a subscriber that came before the job started.)
-    let shape: Vec<String> = events
-        .iter()
-        .filter(|e| e["stage"] != "queued")
-        .map(|e| match e["type"].as_str().unwrap_or("") {
-            "stage" => format!(
-                "stage {}",
-                e["name"].as_str().unwrap_or(e["stage"].as_str().unwrap_or(""))
-            ),
-            "stdout" => format!("out {}", e["data"].as_str().unwrap_or("")),
-            other => other.to_string(),
-        })
-        .collect();
-    assert_eq!(
-        shape,
-        [
-            "stage compile",
-            "stage one",
-            "out got 2\n",
-            "stage two",
-            "out got 4\n",
-            "stage three",
-            "out got 6\n",
-            "exit",
-            "result"
-        ],
-        "{mode}: {events:?}"
-    );
+    // Followed live (when the job is not over by then), and again after the end, from the
+    // record: the same shape.
+    let followed = |api: &str| {
+        let mut events = Vec::new();
+        sse(&format!("{api}/job/{id}/events"), |e| {
+            events.push(e.clone());
+            e["type"] != "result"
+        });
+        // (`queued` comes first only to a subscriber that came before the job started.)
+        let shape: Vec<String> = events
+            .iter()
+            .filter(|e| e["stage"] != "queued")
+            .map(|e| match e["type"].as_str().unwrap_or("") {
+                "stage" => format!(
+                    "stage {}",
+                    e["name"].as_str().unwrap_or(e["stage"].as_str().unwrap_or(""))
+                ),
+                "stdout" => format!("out {}", e["data"].as_str().unwrap_or("")),
+                other => other.to_string(),
+            })
+            .collect();
+        (events, shape)
+    };
+    let want = [
+        "stage compile",
+        "stage one",
+        "out got 2\n",
+        "stage two",
+        "out got 4\n",
+        "stage three",
+        "out got 6\n",
+        "exit",
+        "result",
+    ];
+    let (events, shape) = followed(b);
+    assert_eq!(shape, want, "{mode}: {events:?}");
+    let (after, shape) = followed(a);
+    assert_eq!(shape, want, "{mode}: after the end: {after:?}");
     let exit = events.iter().find(|e| e["type"] == "exit").unwrap();
     assert_eq!(exit["verdict"], "WrongAnswer", "{mode}: {events:?}");
     assert!(

@@ -219,9 +219,14 @@ pub(crate) fn repl_contract(mode: &str, a: &str) {
     let r = exec(
         a,
         &id,
-        &json!({"code": "import sys, os\nprint('live', flush=True)\nos.write(1, b'\\xff\\n')\nsys.stdout.write('tail')"}),
+        &json!({"code": "import sys, os\nprint('live', flush=True)\nos.write(1, b'\\xff\\n')\nsys.stderr.write('warn\\n')\nsys.stdout.write('tail')"}),
     );
     assert_eq!(r["verdict"], "Accepted", "{mode}: {r}");
+    assert_eq!(r["stderr"], "warn\n", "{mode}: {r}");
+    assert!(
+        r["memoryKb"].as_u64().unwrap_or(0) > 1000,
+        "{mode}: the interpreter's peak: {r}"
+    );
     assert!(
         r["stdout"].as_str().unwrap().starts_with("live\n") && r["stdout"].as_str().unwrap().ends_with("tail"),
         "{mode}: {r}"
@@ -235,6 +240,12 @@ pub(crate) fn repl_contract(mode: &str, a: &str) {
         seen.iter().any(|e| e["type"] == "stdout" && e["data"] == "live\n"),
         "{mode}: {seen:?}"
     );
+    // Its stderr streams too, before its exit, and nothing of the channel's markers.
+    let exit_at = seen.iter().rposition(|e| e["type"] == "exit").unwrap();
+    let cell = seen[..exit_at].iter().rposition(|e| e["type"] == "stage").unwrap();
+    let errs: Vec<&Value> = seen[cell..exit_at].iter().filter(|e| e["type"] == "stderr").collect();
+    let streamed: String = errs.iter().map(|e| e["data"].as_str().unwrap_or("")).collect();
+    assert_eq!(streamed, "warn\n", "{mode}: {seen:?}");
     // An exception is the cell's, with a traceback of the cell alone; the state lives on.
     let r = exec(a, &id, &json!({"code": "def f():\n    return 1 / 0\nf()"}));
     assert_eq!(r["verdict"], "RuntimeError", "{mode}: {r}");
