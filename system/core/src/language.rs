@@ -42,6 +42,9 @@ pub enum LanguageError {
     /// The registry file does not parse.
     #[error("parse language registry")]
     Parse(#[source] toml::de::Error),
+    /// An added engine takes a name or alias already taken.
+    #[error("language {0} is defined twice")]
+    Duplicate(String),
     /// Reading the registry file failed.
     #[error("read language registry {path}")]
     Read {
@@ -132,8 +135,37 @@ pub struct LanguageSpec {
     /// Extra pids for the run step.
     #[serde(default)]
     pub extra_pids: u64,
+    /// The runtime (an imported image) whose root the engine runs in, instead of the host's;
+    /// its paths (`requires`, commands) are the root's.
+    #[serde(default)]
+    pub runtime: Option<String>,
     #[serde(default)]
     limits: LangLimits,
+}
+
+/// An imported runtime, as a language on it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeRoot {
+    /// Its root on the host.
+    pub root: PathBuf,
+    /// The image's digest.
+    pub digest: String,
+}
+
+/// Engines added by the operator (the configuration's `[[language]]` entries), and the
+/// runtimes they may name.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// `[[language]]` entries, as TOML text (the registry file's format).
+    pub languages: String,
+    /// Imported runtimes by name.
+    pub runtimes: BTreeMap<String, RuntimeRoot>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ExtraFile {
+    #[serde(default)]
+    language: Vec<LanguageSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +188,8 @@ pub struct Language {
     pub probe_dir: Option<PathBuf>,
     /// Why it is absent, if it is.
     pub absent: Option<String>,
+    /// The runtime it runs in, when it names one that is imported.
+    pub runtime: Option<RuntimeRoot>,
 }
 
 /// The registry: all engines, present or not.
@@ -167,6 +201,77 @@ pub struct Registry {
     cache_dir: PathBuf,
     versions: Mutex<BTreeMap<String, Option<String>>>,
     prepared: Mutex<BTreeMap<String, Result<(), String>>>,
+}
+
+/// An engine on a runtime: present when the runtime is imported and what it `requires` is in
+/// the runtime's root. No probe or preparation runs for it (they would run on the host).
+fn on_runtime(spec: LanguageSpec, rt: Option<&RuntimeRoot>, defaults: &LimitDefaults, wanted: bool) -> Language {
+    let compile_limits = spec.limits.compile.unwrap_or(defaults.compile);
+    let mut run_limits = spec.limits.run.unwrap_or(defaults.run);
+    run_limits.pids += spec.extra_pids;
+    let name = spec.runtime.clone().unwrap_or_default();
+    let absent = if !wanted {
+        Some(NOT_RESOLVED.to_string())
+    } else if spec.probe.is_some() || spec.prepare.is_some() {
+        Some("an engine on a runtime has no probe or prepare (they would run on the host)".into())
+    } else {
+        match rt {
+            None => Some(format!(
+                "runtime {name} is not imported (wolf runtime import {name} SOURCE)"
+            )),
+            Some(rt) => spec
+                .requires
+                .iter()
+                .find(|p| !in_root(&rt.root, p))
+                .map(|p| format!("{} not found in runtime {name}", p.display())),
+        }
+    };
+    Language {
+        spec,
+        compile_limits,
+        run_limits,
+        probe_dir: None,
+        absent,
+        runtime: rt.cloned(),
+    }
+}
+
+/// Whether `p` exists in the tree at `root` as a process with that root would see it: each
+/// symlink on the way resolved against `root`, never against the host's `/`.
+pub fn in_root(root: &Path, p: &Path) -> bool {
+    let mut todo: Vec<std::ffi::OsString> = p.iter().rev().map(|c| c.to_os_string()).collect();
+    let mut at = PathBuf::new(); // relative to root
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.to_str() {
+            Some("/") | Some(".") => continue,
+            Some("..") => {
+                at.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let next = at.join(&c);
+        let full = root.join(&next);
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                let Ok(target) = std::fs::read_link(&full) else {
+                    return false;
+                };
+                if hops > 40 {
+                    return false;
+                }
+                if target.is_absolute() {
+                    at = PathBuf::new();
+                }
+                todo.extend(target.iter().rev().map(|c| c.to_os_string()));
+            }
+            Ok(_) => at = next,
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 fn substitute(arg: &str, probe: Option<&Path>, cache: &Path, memory_mb: u64) -> String {
@@ -193,11 +298,34 @@ impl Registry {
         cache_dir: &Path,
         wanted: impl Fn(&LanguageSpec) -> bool,
     ) -> Result<Self, LanguageError> {
-        let file: RegistryFile = toml::from_str(text).map_err(LanguageError::Parse)?;
+        Self::load_extra(text, &Extra::default(), cache_dir, wanted)
+    }
+
+    /// Like [`Registry::load_some`], with the operator's engines of `extra` after the
+    /// registry's (a name or alias may not be taken twice).
+    pub fn load_extra(
+        text: &str,
+        extra: &Extra,
+        cache_dir: &Path,
+        wanted: impl Fn(&LanguageSpec) -> bool,
+    ) -> Result<Self, LanguageError> {
+        let mut file: RegistryFile = toml::from_str(text).map_err(LanguageError::Parse)?;
+        let added: ExtraFile = toml::from_str(&extra.languages).map_err(LanguageError::Parse)?;
+        for spec in added.language {
+            let names = || std::iter::once(&spec.name).chain(&spec.aliases);
+            if let Some(taken) = names().find(|n| file.language.iter().any(|l| l.name == **n || l.aliases.contains(n)))
+            {
+                return Err(LanguageError::Duplicate(taken.clone()));
+            }
+            file.language.push(spec);
+        }
         let languages = file
             .language
             .into_iter()
             .map(|spec| {
+                if let Some(name) = &spec.runtime {
+                    return on_runtime(spec.clone(), extra.runtimes.get(name), &file.defaults, wanted(&spec));
+                }
                 let compile_limits = spec.limits.compile.unwrap_or(file.defaults.compile);
                 let mut run_limits = spec.limits.run.unwrap_or(file.defaults.run);
                 run_limits.pids += spec.extra_pids;
@@ -233,6 +361,7 @@ impl Registry {
                     run_limits,
                     probe_dir,
                     absent,
+                    runtime: None,
                 }
             })
             .collect();
@@ -325,8 +454,13 @@ impl Registry {
         Ok(lang)
     }
 
-    /// The engine's version string (probed once, on the host).
+    /// The engine's version string (probed once, on the host). An engine on a runtime is
+    /// never probed on the host (the image's programs run only in sandboxes): its version is
+    /// the runtime's name and image digest.
     pub fn version(&self, lang: &Language) -> Option<String> {
+        if let (Some(rt), Some(name)) = (&lang.runtime, &lang.spec.runtime) {
+            return Some(format!("{name}@{}", rt.digest));
+        }
         let mut cache = self.versions.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry(lang.spec.name.clone())

@@ -139,6 +139,8 @@ pub struct Manager {
     objects: Arc<dyn Objects>,
     queue: Arc<dyn Queue>,
     sandboxes: Arc<dyn Pool>,
+    /// Sandboxes on each imported runtime's root, by runtime name (engines naming one).
+    runtimes: std::collections::BTreeMap<String, Arc<dyn Pool>>,
     registry: &'static Registry,
     cfg: ManagerConfig,
     events: Events,
@@ -207,6 +209,7 @@ impl Manager {
             objects,
             queue,
             sandboxes,
+            runtimes: Default::default(),
             registry,
             cfg,
             events,
@@ -219,6 +222,12 @@ impl Manager {
                 std::process::id()
             ),
         }
+    }
+
+    /// With sandboxes for the engines on runtimes: `pools` by runtime name.
+    pub fn with_runtimes(mut self, pools: std::collections::BTreeMap<String, Arc<dyn Pool>>) -> Self {
+        self.runtimes = pools;
+        self
     }
 
     /// Run the pool until `shutdown` turns true; running jobs finish and are persisted first.
@@ -527,6 +536,41 @@ impl Manager {
                 return Some(sandbox);
             }
         };
+        // An engine on a runtime runs on a sandbox of that runtime's root, prepared now; the
+        // worker's warm one (the host's root) is kept for its next job.
+        let runtime = self
+            .registry
+            .find(&sub.execution_engine)
+            .ok()
+            .and_then(|l| l.spec.runtime.clone());
+        let (pool, sandbox, spare) = match &runtime {
+            None => (self.sandboxes.clone(), sandbox, None),
+            Some(rt) => {
+                let Some(pool) = self.runtimes.get(rt).cloned() else {
+                    self.fail(
+                        record,
+                        format!("cannot run: runtime {rt} is not on this manager"),
+                        &engine,
+                    )
+                    .await;
+                    return Some(sandbox);
+                };
+                let p = pool.clone();
+                match tokio::task::spawn_blocking(move || p.prepare()).await {
+                    Ok(Ok(on_runtime)) => (pool, on_runtime, Some(sandbox)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(job = %id, runtime = %rt, error = %e, "no sandbox on the runtime; the job is retried");
+                        let _ = self.queue.release(&id, self.cfg.retry_delay).await;
+                        return Some(sandbox);
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %id, runtime = %rt, error = %e, "no sandbox on the runtime; the job is retried");
+                        let _ = self.queue.release(&id, self.cfg.retry_delay).await;
+                        return Some(sandbox);
+                    }
+                }
+            }
+        };
         let mut timings = record.timings.unwrap_or_default();
         timings.queue_wait =
             ms((Utc::now() - record.creation_time).to_std().unwrap_or_default()) - ms(leased_at.elapsed());
@@ -589,16 +633,9 @@ impl Manager {
                 .await
             }
             Job::Tests(s) => {
-                suite::run(
-                    self.sandboxes.clone(),
-                    &self.events.streams,
-                    &id,
-                    s,
-                    sandbox,
-                    creation_ms,
-                )
-                .instrument(run_span.clone())
-                .await
+                suite::run(pool, &self.events.streams, &id, s, sandbox, creation_ms)
+                    .instrument(run_span.clone())
+                    .await
             }
         };
         let _ = marking.await;
@@ -633,7 +670,7 @@ impl Manager {
                 } else if let Err(e) = self.queue.release(&id, self.cfg.retry_delay).await {
                     tracing::warn!(job = %id, error = %e, "could not release; the lease will expire");
                 }
-                return None;
+                return spare;
             }
         };
         let r = &out.result;
@@ -711,7 +748,7 @@ impl Manager {
         self.end_stream(rec).await;
         self.events.finished(&id);
         self.queue.announce_done(&id).await;
-        None
+        spare
     }
 
     /// Retry `write` until it succeeds, with backoff, telling the queue the job is in progress.

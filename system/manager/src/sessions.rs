@@ -281,6 +281,12 @@ impl SessionHost for Sessions {
         if let Some(why) = &lang.absent {
             return Err(SessionError::Invalid(format!("{engine} is not available here: {why}")));
         }
+        if let Some(rt) = &lang.spec.runtime {
+            // A session's sandbox is on the host's root; one on a runtime's is not built yet.
+            return Err(SessionError::Invalid(format!(
+                "{engine} runs on runtime {rt}: sessions on image runtimes are not supported yet"
+            )));
+        }
         let limits: LimitRequest = spec.limits.unwrap_or_default().into();
         let resolved = wolf_sandbox::Limits::resolve(&lang.run_limits, &self.caps.run, &limits)
             .map_err(|e| SessionError::Invalid(e.to_string()))?;
@@ -397,6 +403,11 @@ impl SessionHost for Sessions {
                 ));
             }
         };
+        if self.registry.find(&engine).is_ok_and(|l| l.spec.runtime.is_some()) {
+            return Err(SessionError::Invalid(format!(
+                "{engine} runs on an image runtime: a session's execs run on the host's root"
+            )));
+        }
         if code.trim().is_empty() {
             return Err(SessionError::Invalid("the code or command is empty".into()));
         }

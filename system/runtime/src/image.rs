@@ -45,6 +45,7 @@ pub struct Layer {
 
 /// What Wolf keeps of an image's config.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ImageConfig {
     /// `amd64`, `arm64`…
     #[serde(default)]

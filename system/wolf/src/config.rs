@@ -92,6 +92,10 @@ pub struct Config {
     pub postgres: PostgresSection,
     /// S3-compatible object store (distributed mode).
     pub s3: S3Section,
+    /// Engines added to the built-in ones (`[[language]]`, the fields of the registry file
+    /// `system/core/languages.toml`, plus `runtime = "NAME"` to run in an imported runtime's
+    /// root: `wolf runtime import`). None by default.
+    pub language: Vec<toml::Table>,
 }
 
 /// `[sandbox]`.
@@ -190,6 +194,7 @@ impl Default for Config {
             nats: NatsSection::default(),
             postgres: PostgresSection::default(),
             s3: S3Section::default(),
+            language: Vec::new(),
         }
     }
 }
@@ -362,6 +367,31 @@ impl Config {
     /// The cache directory, resolved against `data_dir`.
     pub fn cache_dir(&self, data_dir: &Path) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| data_dir.join("cache"))
+    }
+
+    /// The operator's engines and the runtimes imported under `data_dir`, for the registry.
+    pub fn extra(&self, data_dir: &Path) -> anyhow::Result<wolf_core::language::Extra> {
+        let mut table = toml::Table::new();
+        table.insert(
+            "language".into(),
+            toml::Value::Array(self.language.iter().cloned().map(toml::Value::Table).collect()),
+        );
+        let store = wolf_runtime::Store::new(data_dir);
+        let runtimes = store
+            .list()?
+            .into_iter()
+            .map(|r| {
+                let root = wolf_core::language::RuntimeRoot {
+                    root: store.root(&r.name),
+                    digest: r.digest,
+                };
+                (r.name, root)
+            })
+            .collect();
+        Ok(wolf_core::language::Extra {
+            languages: toml::to_string(&table)?,
+            runtimes,
+        })
     }
 
     /// The API's settings.

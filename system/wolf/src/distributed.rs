@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use wolf_api::{ApiDeps, run_api};
 use wolf_manager::{Manager, run_manager};
-use wolf_sandbox::{Registry, Sandboxes};
+use wolf_sandbox::Sandboxes;
 use wolf_store::{Events, JetStreamQueue, PgStore, S3Objects};
 
 use crate::config::{Config, ConfigArgs, DEFAULT_LISTEN};
@@ -36,7 +36,9 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         // Only the engines' versions are probed here; nothing is built.
         let cache = cfg.cache_dir(&cfg.data_dir);
         std::fs::create_dir_all(&cache)?;
-        let registry = Registry::builtin(&cache)?;
+        // Engines on runtimes are accepted here when the runtime is imported under this
+        // API's data dir too (routing jobs to the managers that have one is not built yet).
+        let registry = crate::runtime_cli::registry_static(&cfg, &cfg.data_dir, &cache)?;
         let queue = Arc::new(JetStreamQueue::connect(&cfg.nats.url, cfg.jetstream()).await?);
         let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
@@ -84,7 +86,8 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         let workers_dir = data_dir.join("workers");
         std::fs::create_dir_all(&cache)?;
         std::fs::create_dir_all(&workers_dir)?;
-        let registry = Registry::builtin(&cache)?;
+        let registry = crate::runtime_cli::registry_static(&cfg, &data_dir, &cache)?;
+        let runtime_pools = crate::runtime_cli::pools(&cfg, registry, &data_dir, Some(workers_dir.clone()))?;
         let sandboxes = Arc::new(Sandboxes::new(cfg.sandbox(registry.bind_paths(), Some(workers_dir)))?);
         tokio::task::spawn_blocking(move || {
             for lang in registry.all().iter().filter(|l| l.absent.is_none()) {
@@ -112,15 +115,9 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         );
         let tag = sessions.tag().to_string();
         tokio::spawn(wolf_store::session_rpc::serve(queue.client(), sessions, tag));
-        let manager = Arc::new(Manager::new(
-            meta,
-            objects,
-            queue,
-            sandboxes,
-            registry,
-            cfg.manager(),
-            events,
-        ));
+        let manager = Arc::new(
+            Manager::new(meta, objects, queue, sandboxes, registry, cfg.manager(), events).with_runtimes(runtime_pools),
+        );
         if let Some(addr) = &cfg.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

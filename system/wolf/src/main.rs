@@ -12,6 +12,7 @@ mod distributed;
 mod migrate;
 mod run;
 mod run_suite;
+mod runtime_cli;
 mod serve;
 mod session_cli;
 mod telemetry;
@@ -46,6 +47,8 @@ enum Command {
     Config(Box<config::ConfigArgs>),
     /// Try sessions against a running Wolf: new, exec, repl, rm.
     Session(session_cli::SessionArgs),
+    /// Runtimes from container images: import, list, inspect, rm.
+    Runtime(runtime_cli::RuntimeArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(*args),
         Command::Bench(args) => bench::main(args),
         Command::Session(args) => session_cli::main(args),
+        Command::Runtime(args) => runtime_cli::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Migrate(args) => migrate::main(args),
         Command::Api(args) => distributed::api(*args),

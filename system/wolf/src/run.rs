@@ -174,10 +174,29 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(i) = &interactor {
         engines.push(&i.execution_engine);
     }
+    // The configuration tree's file (WOLF_CONFIG) gives the caps, the sandbox's settings and
+    // the operator's engines; the data dir (WOLF_DATA_DIR) holds the imported runtimes.
+    let cfg = crate::config::Config::load(&crate::config::ConfigArgs {
+        config: std::env::var_os("WOLF_CONFIG").map(PathBuf::from),
+        data_dir: std::env::var_os("WOLF_DATA_DIR").map(PathBuf::from),
+        ..Default::default()
+    })?;
     // Only these engines are resolved: another engine's probe (rustc through rustup, ~25 ms)
     // is not this run's to pay.
-    let registry = Registry::builtin_for_each(&cache, &engines)?;
+    let wanted: Vec<String> = engines.iter().map(|e| e.trim().to_ascii_lowercase()).collect();
+    let registry = crate::runtime_cli::registry(&cfg, &cfg.data_dir, &cache, |spec| {
+        wanted.iter().any(|n| spec.name == *n || spec.aliases.contains(n))
+    })?;
     let reg = &registry;
+    // One sandbox kind per run: every engine of it on the same root.
+    let roots: std::collections::BTreeSet<Option<String>> = engines
+        .iter()
+        .map(|e| reg.find(e).ok().and_then(|l| l.spec.runtime.clone()))
+        .collect();
+    anyhow::ensure!(
+        roots.len() == 1,
+        "the program, checker and interactor must run on the same root (host or one runtime)"
+    );
     let mut req = RunRequest {
         engine: args.engine.clone(),
         code,
@@ -230,12 +249,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
             "--output-file {p:?}: a relative path (globs * and ?), no . or .. component"
         );
     }
-    // The configuration tree's file (WOLF_CONFIG) gives the caps and the sandbox's settings.
-    let cfg = crate::config::Config::load(&crate::config::ConfigArgs {
-        config: std::env::var_os("WOLF_CONFIG").map(PathBuf::from),
-        ..Default::default()
-    })?;
-    let sandboxes = Sandboxes::new(cfg.sandbox(reg.bind_paths(), None))?;
+    let binds = crate::runtime_cli::binds(reg, &cfg.data_dir, &args.engine)?;
+    let sandboxes = Sandboxes::new(cfg.sandbox(binds, None))?;
     if !req.tests.is_empty() {
         return run_tests(reg, &cfg.caps, &req, sandboxes, started);
     }

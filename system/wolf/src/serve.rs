@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use wolf_api::{ApiDeps, run_api};
 use wolf_manager::{Manager, run_manager};
-use wolf_sandbox::{Registry, Sandboxes};
+use wolf_sandbox::Sandboxes;
 
 use crate::config::{Config, ConfigArgs, DEFAULT_LISTEN};
 use wolf_store::{Events, LocalObjects, SqliteStore};
@@ -54,7 +54,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let objects = Arc::new(LocalObjects::new(&data_dir));
     let cache = cfg.cache_dir(&data_dir);
     std::fs::create_dir_all(&cache)?;
-    let registry = Registry::builtin(&cache)?;
+    // The built-in engines, the configuration's, and those on the runtimes imported here.
+    let registry = crate::runtime_cli::registry_static(&cfg, &data_dir, &cache)?;
     let workers_dir = data_dir.join("workers");
     std::fs::create_dir_all(&workers_dir)?;
     {
@@ -66,6 +67,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         Sandboxes::new(cfg.sandbox(registry.bind_paths(), Some(workers_dir.clone())))
             .context("the sandbox cannot start on this host (Wolf needs root, or a delegated cgroup)")?,
     );
+    let runtime_pools = crate::runtime_cli::pools(&cfg, registry, &data_dir, Some(workers_dir.clone()))?;
     // Build per-language artifacts (the C++ precompiled header) before the first job needs them.
     tokio::task::spawn_blocking(move || {
         for lang in registry.all().iter().filter(|l| l.absent.is_none()) {
@@ -86,15 +88,18 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         Some((store.clone(), objects.clone())),
         Some(events.streams.clone()),
     );
-    let manager = Arc::new(Manager::new(
-        store.clone(),
-        objects.clone(),
-        store.clone(),
-        sandboxes,
-        registry,
-        cfg.manager(),
-        events.clone(),
-    ));
+    let manager = Arc::new(
+        Manager::new(
+            store.clone(),
+            objects.clone(),
+            store.clone(),
+            sandboxes,
+            registry,
+            cfg.manager(),
+            events.clone(),
+        )
+        .with_runtimes(runtime_pools),
+    );
     let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -1,0 +1,132 @@
+//! `wolf runtime import | list | inspect | rm`: the runtime store under the data dir
+//! ([`wolf_runtime::Store`]), and what the other commands need of it: the registry with the
+//! operator's engines and the runtimes they name, and the binds of an engine's root.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use wolf_core::Registry;
+use wolf_core::language::BUILTIN;
+
+use crate::config::{Config, ConfigArgs};
+
+/// `wolf runtime`.
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    #[command(subcommand)]
+    command: RuntimeCommand,
+    #[command(flatten)]
+    config: Box<ConfigArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RuntimeCommand {
+    /// Import an image as runtime NAME: an OCI image layout (a directory, or a tar of one) or
+    /// a `docker save` archive.
+    Import {
+        /// The runtime's name (a lowercase letter or digit, then letters, digits, `.`, `_`, `-`).
+        name: String,
+        /// The image.
+        source: PathBuf,
+        /// Replace a runtime of that name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// The imported runtimes (JSON lines).
+    List,
+    /// One runtime's record (JSON).
+    Inspect {
+        /// Its name.
+        name: String,
+    },
+    /// Remove a runtime (and the layers no other runtime uses).
+    Rm {
+        /// Its name.
+        name: String,
+    },
+}
+
+pub fn main(args: RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&args.config)?;
+    let store = wolf_runtime::Store::new(&cfg.data_dir);
+    match args.command {
+        RuntimeCommand::Import { name, source, replace } => {
+            if let Some(rest) = source.to_str().and_then(|s| s.strip_prefix("containerd://")) {
+                anyhow::bail!(
+                    "containerd://{rest}: reading containerd's store is not built yet; export the image \
+                     (`ctr -n NS images export FILE.tar IMAGE` or `docker save`) and import the file"
+                );
+            }
+            let info = store.import(&name, &source, replace)?;
+            println!("{}", serde_json::to_string(&info)?);
+        }
+        RuntimeCommand::List => {
+            for r in store.list()? {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        RuntimeCommand::Inspect { name } => println!("{}", serde_json::to_string_pretty(&store.inspect(&name)?)?),
+        RuntimeCommand::Rm { name } => store.remove(&name)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The registry: the built-in engines and the configuration's, those on a runtime resolved
+/// against the runtimes imported under `data_dir`; only the engines `wanted` selects.
+pub fn registry(
+    cfg: &Config,
+    data_dir: &Path,
+    cache: &Path,
+    wanted: impl Fn(&wolf_core::language::LanguageSpec) -> bool,
+) -> anyhow::Result<Registry> {
+    let extra = cfg.extra(data_dir).context("the runtime store")?;
+    Ok(Registry::load_extra(BUILTIN, &extra, cache, wanted)?)
+}
+
+/// [`registry`] with every engine resolved, for the life of the process.
+pub fn registry_static(cfg: &Config, data_dir: &Path, cache: &Path) -> anyhow::Result<&'static Registry> {
+    Ok(Box::leak(Box::new(registry(cfg, data_dir, cache, |_| true)?)))
+}
+
+/// The read-only binds of a sandbox for `engine`: its runtime's root, or the host's.
+pub fn binds(reg: &Registry, data_dir: &Path, engine: &str) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let lang = reg.find(engine)?;
+    if let Some(reason) = &lang.absent {
+        anyhow::bail!("execution engine {} is not available: {reason}", lang.spec.name);
+    }
+    match &lang.spec.runtime {
+        Some(name) => {
+            Ok(wolf_runtime::Store::new(data_dir).binds(name, &wolf_sandbox::SandboxConfig::default().work_dir)?)
+        }
+        None => Ok(reg.bind_paths()),
+    }
+}
+
+/// A sandbox pool per runtime that a present engine names, each on that runtime's root.
+pub fn pools(
+    cfg: &Config,
+    reg: &Registry,
+    data_dir: &Path,
+    worker_socket_dir: Option<PathBuf>,
+) -> anyhow::Result<std::collections::BTreeMap<String, std::sync::Arc<dyn wolf_manager::Pool>>> {
+    let store = wolf_runtime::Store::new(data_dir);
+    let work_dir = wolf_sandbox::SandboxConfig::default().work_dir;
+    let mut pools = std::collections::BTreeMap::new();
+    for lang in reg.all().iter().filter(|l| l.absent.is_none()) {
+        let Some(name) = &lang.spec.runtime else { continue };
+        if pools.contains_key(name) {
+            continue;
+        }
+        let binds = store.binds(name, &work_dir)?;
+        let pool = wolf_sandbox::Sandboxes::new(cfg.sandbox(binds, worker_socket_dir.clone()))
+            .with_context(|| format!("the sandboxes of runtime {name}"))?;
+        tracing::info!(runtime = %name, engine = %lang.spec.name, "sandboxes on an image runtime");
+        pools.insert(
+            name.clone(),
+            std::sync::Arc::new(pool) as std::sync::Arc<dyn wolf_manager::Pool>,
+        );
+    }
+    Ok(pools)
+}

@@ -1,0 +1,296 @@
+//! Runtimes from images, through the real binary: two images built here by Docker (`FROM
+//! scratch` with Debian's static busybox and a tool of a different version in each), saved
+//! with `docker save`, imported with `wolf runtime import`, and jobs run in each side by side
+//! with `wolf run` — each sees its own root, read-only, and nothing of the host's; the jail's
+//! other layers hold there as on the host root.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+fn docker_ok() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `docker build` then `docker save` of a busybox image whose tool prints `version`.
+fn image(dir: &Path, tag: &str, version: &str) -> PathBuf {
+    let ctx = dir.join(tag.replace([':', '/'], "-"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy(BUSYBOX, ctx.join("busybox")).unwrap();
+    std::fs::write(ctx.join("tool"), format!("#!/bin/sh\necho tool {version}\n")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY tool /usr/bin/tool\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo secret > /etc/shadow; chmod 600 /etc/shadow; chmod 4755 /bin/busybox /usr/bin/tool\"]\n",
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(&ctx)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive = dir.join(format!("{}.tar", tag.replace([':', '/'], "-")));
+    let out = Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg(tag)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    archive
+}
+
+fn wolf(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wolf"))
+        .args(args)
+        .env("WOLF_CONFIG", config)
+        .env_remove("WOLF_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+fn run(config: &Path, data: &Path, engine: &str, code: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("main.sh");
+    std::fs::write(&file, code).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wolf"))
+        .args(["run", "--engine", engine, "--cache-dir"])
+        .arg(common::cache_dir())
+        .arg(&file)
+        .env("WOLF_CONFIG", config)
+        .env("WOLF_DATA_DIR", data)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn jobs_run_in_image_runtimes_side_by_side() {
+    if !common::privileged() {
+        return;
+    }
+    if !docker_ok() || !Path::new(BUSYBOX).exists() {
+        eprintln!("skipped: needs a Docker engine and Debian's busybox-static (the test command installs it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("wolf.toml");
+    let engine = |name: &str, rt: &str| {
+        format!(
+            "[[language]]\nname = \"{name}\"\nruntime = \"{rt}\"\nsource = \"main.sh\"\nrun = [\"/bin/sh\", \"main.sh\"]\n\
+             version = [\"/usr/bin/tool\"]\nrequires = [\"/bin/sh\", \"/usr/bin/tool\"]\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n{}{}{}",
+            data.display(),
+            engine("tool-1", "tool-1"),
+            engine("tool-2", "tool-2"),
+            engine("tool-3", "not-imported")
+        ),
+    )
+    .unwrap();
+    for (name, version) in [("tool-1", "1.0"), ("tool-2", "2.0")] {
+        let archive = image(tmp.path(), &format!("wolf-test/{name}:latest"), version);
+        let out = wolf(&config, &["runtime", "import", name, archive.to_str().unwrap()]);
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info["format"], "docker-archive", "{info}");
+        assert!(info["digest"].as_str().unwrap().starts_with("sha256:"), "{info}");
+        // The setuid bits the image set are gone, and counted.
+        assert!(info["dropped"]["specialBits"].as_u64().unwrap() >= 2, "{info}");
+    }
+    // Two versions of the same tool, side by side.
+    for (engine, want) in [("tool-1", "tool 1.0\n"), ("tool-2", "tool 2.0\n")] {
+        let r = run(&config, &data, engine, "tool");
+        assert_eq!(r["verdict"], "Accepted", "{r}");
+        assert_eq!(r["stdout"], want, "{r}");
+    }
+    // The root is the image's, read-only; nothing of the host's is there; the identity is the
+    // sandbox's; a setuid binary of the image gains nothing.
+    let r = run(
+        &config,
+        &data,
+        "tool-1",
+        "ls /; test -e /usr/lib && echo HOST-USR; test -e /usr/bin/python3 && echo HOST-PYTHON\n\
+         touch /bin/new 2>/dev/null && echo WROTE-ROOT; touch /etc/new 2>/dev/null && echo WROTE-ETC\n\
+         cat /etc/shadow 2>/dev/null && echo READ-SHADOW\n\
+         id -u; busybox id -u\n\
+         echo ok > /work/x && cat /work/x; echo t > /tmp/t && cat /tmp/t\n\
+         ls /proc | grep -c '^[0-9]'\n",
+    );
+    assert_eq!(r["verdict"], "Accepted", "{r}");
+    let out = r["stdout"].as_str().unwrap();
+    for bad in ["HOST-USR", "HOST-PYTHON", "WROTE-ROOT", "WROTE-ETC", "READ-SHADOW"] {
+        assert!(!out.contains(bad), "{bad}: {out}");
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    let uid_at = lines.iter().position(|l| l.parse::<u32>().is_ok()).unwrap();
+    assert_ne!(lines[uid_at], "0", "unprivileged: {out}");
+    assert_eq!(lines[uid_at], lines[uid_at + 1], "setuid busybox gains nothing: {out}");
+    assert!(out.contains("ok\nt\n"), "the writable places work: {out}");
+    // A fork bomb is held by the pids limit in a runtime as on the host.
+    let r = run(&config, &data, "tool-1", "b() { b | b & }; b; sleep 1; echo survived");
+    assert_ne!(r["verdict"], "InternalError", "{r}");
+    // An engine on a runtime that is not imported is absent, and says why.
+    let r = Command::new(env!("CARGO_BIN_EXE_wolf"))
+        .args(["run", "--engine", "tool-3", "/dev/null"])
+        .env("WOLF_CONFIG", &config)
+        .env("WOLF_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("not-imported is not imported"),
+        "{err}"
+    );
+    // Through `wolf serve`: the engines on runtimes are listed with their image, and a job
+    // runs on its runtime's root while the others keep the host's.
+    serve_runs_jobs_on_runtimes(&config);
+    // Listed, then removed.
+    let out = wolf(&config, &["runtime", "list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    let out = wolf(&config, &["runtime", "rm", "tool-2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wolf(&config, &["runtime", "inspect", "tool-2"]);
+    assert!(!out.status.success());
+    // Hostile input to the command: a name that is a path, a source that is not an image.
+    let out = wolf(&config, &["runtime", "import", "../x", "/dev/null"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runtime name"), "{out:?}");
+    let out = wolf(&config, &["runtime", "import", "x", "/etc/hostname"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("refused"),
+        "{out:?}"
+    );
+}
+
+fn serve_runs_jobs_on_runtimes(config: &Path) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wolf"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .env("WOLF_CONFIG", config)
+        .env("WOLF_CACHE_DIR", common::cache_dir())
+        .env("WOLF_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let _guard = Kill(child);
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("wolf: listening on ")
+                .map(|r| r.split_whitespace().next().unwrap().to_string())
+        })
+        .expect("wolf serve printed its address");
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let langs: Value = agent
+        .get(format!("{base}/languages"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let tool1 = langs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "tool-1")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        tool1["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("tool-1@sha256:")),
+        "{langs}"
+    );
+    assert!(
+        !langs.as_array().unwrap().iter().any(|l| l["name"] == "tool-3"),
+        "absent engines are not listed"
+    );
+    let post = |body: Value| {
+        let mut r = agent
+            .post(format!("{base}/job?wait=true&timeout=60"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json::<Value>().unwrap_or_default(),
+        )
+    };
+    for (engine, want) in [("tool-2", "tool 2.0\n"), ("tool-1", "tool 1.0\n")] {
+        let (s, rec) =
+            post(serde_json::json!({"code": "tool; test -e /usr/lib || echo no-host-usr", "executionEngine": engine}));
+        assert_eq!(s, 200, "{rec}");
+        assert_eq!(rec["result"]["verdict"], "Accepted", "{rec}");
+        let id = rec["id"].as_str().unwrap();
+        let out = agent
+            .get(format!("{base}/job/{id}/output"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        assert_eq!(out, format!("{want}no-host-usr\n"), "{rec}");
+    }
+    // The host's engines still run on the host's root, on the same workers.
+    let (s, rec) = post(serde_json::json!({"code": "test -e /usr/lib && echo host", "executionEngine": "bash"}));
+    assert_eq!((s, rec["result"]["verdict"].as_str()), (200, Some("Accepted")), "{rec}");
+    // An engine whose runtime is not imported is refused at submission.
+    let (s, body) = post(serde_json::json!({"code": "true", "executionEngine": "tool-3"}));
+    assert_eq!(s, 422, "{body}");
+    // Sessions are on the host's root only, and say so.
+    let mut r = agent
+        .post(format!("{base}/session"))
+        .header("Content-Type", "application/json")
+        .send(serde_json::json!({"executionEngine": "tool-1"}).to_string())
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        422,
+        "{}",
+        r.body_mut().read_to_string().unwrap_or_default()
+    );
+}
