@@ -26,6 +26,7 @@ ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=(linux-image-amd64)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)   # static: it runs in the initramfs
 command -v cpio >/dev/null || missing+=(cpio)
 command -v apparmor_parser >/dev/null || missing+=(apparmor)
+command -v debootstrap >/dev/null || missing+=(debootstrap)         # the python-ml runtime image
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   $SUDO apt-get update -qq
@@ -59,6 +60,11 @@ for p in wolf-api wolf-core wolf-store loadgen; do
     echo "error: $p depends on the jail (above)" >&2; exit 1
   fi
 done
+# The worked example of a runtime from an image (Debian's python3, numpy, pandas, matplotlib;
+# built with debootstrap and docker import, cached by its tag): its test imports and runs it.
+export WOLF_PYTHON_ML
+WOLF_PYTHON_ML="$PWD/$(./deploy/runtimes/python-ml/build.sh "$T/python-ml.tar")"
+[[ "$T" = /* ]] && WOLF_PYTHON_ML="$T/python-ml.tar"
 cargo nextest run --workspace --locked --no-fail-fast
 cargo build --workspace --locked -q
 # The adversarial suite, the engine's black-box tests and the cgroup v2 / AppArmor / Landlock

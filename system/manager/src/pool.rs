@@ -186,3 +186,69 @@ impl Warm for Prepared {
         outcome
     }
 }
+
+/// A pool that keeps one sandbox prepared ahead. The engines on an image runtime use one: their
+/// jobs do not come to a worker's own warm sandbox (that one is on the host's root), so a job
+/// takes this one at once and the next is prepared behind it, on a thread of its own.
+pub struct Spare {
+    inner: std::sync::Arc<dyn Pool>,
+    slot: std::sync::Arc<std::sync::Mutex<Option<Box<dyn Warm>>>>,
+    filling: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Spare {
+    /// `inner` with one sandbox prepared ahead, the first one starting now.
+    pub fn new(inner: std::sync::Arc<dyn Pool>) -> Self {
+        let s = Self {
+            inner,
+            slot: Default::default(),
+            filling: Default::default(),
+        };
+        s.refill();
+        s
+    }
+
+    fn refill(&self) {
+        use std::sync::atomic::Ordering;
+        if self.filling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (inner, slot, filling) = (self.inner.clone(), self.slot.clone(), self.filling.clone());
+        let spawned = std::thread::Builder::new().name("wolf-spare".into()).spawn(move || {
+            match inner.prepare() {
+                Ok(sb) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sb),
+                // Left empty: the next job prepares its own, and tries again behind it.
+                Err(e) => tracing::warn!(error = %e, "could not prepare a spare sandbox"),
+            }
+            filling.store(false, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            self.filling.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Pool for Spare {
+    fn prepare(&self) -> Result<Box<dyn Warm>, SandboxError> {
+        let ready = self
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|s| s.is_alive());
+        let out = match ready {
+            Some(s) => Ok(s),
+            None => self.inner.prepare(),
+        };
+        self.refill();
+        out
+    }
+
+    fn restarts(&self) -> u64 {
+        self.inner.restarts()
+    }
+
+    fn prepare_session(&self) -> Result<Box<dyn SessionBox>, SandboxError> {
+        self.inner.prepare_session()
+    }
+}

@@ -123,9 +123,11 @@ pub fn pools(
         let pool = wolf_sandbox::Sandboxes::new(cfg.sandbox(binds, worker_socket_dir.clone()))
             .with_context(|| format!("the sandboxes of runtime {name}"))?;
         tracing::info!(runtime = %name, engine = %lang.spec.name, "sandboxes on an image runtime");
+        // One sandbox kept prepared ahead per runtime in use: its jobs do not wait for one.
+        let spare = wolf_manager::Spare::new(std::sync::Arc::new(pool));
         pools.insert(
             name.clone(),
-            std::sync::Arc::new(pool) as std::sync::Arc<dyn wolf_manager::Pool>,
+            std::sync::Arc::new(spare) as std::sync::Arc<dyn wolf_manager::Pool>,
         );
     }
     Ok(pools)

@@ -294,3 +294,81 @@ fn serve_runs_jobs_on_runtimes(config: &Path) {
         r.body_mut().read_to_string().unwrap_or_default()
     );
 }
+
+/// The worked example: the python-ml image (deploy/runtimes/python-ml/build.sh, which the test
+/// command runs first and names in WOLF_PYTHON_ML), imported, computing with numpy and pandas
+/// and returning a matplotlib PNG as an output file.
+#[test]
+fn the_python_ml_runtime_computes_and_plots() {
+    if !common::privileged() {
+        return;
+    }
+    let Some(archive) = std::env::var_os("WOLF_PYTHON_ML").map(PathBuf::from) else {
+        eprintln!(
+            "skipped: WOLF_PYTHON_ML names no image archive (scripts/test.sh builds it with deploy/runtimes/python-ml/build.sh)"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("wolf.toml");
+    let engine = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/runtimes/python-ml/wolf.toml"
+    ))
+    .unwrap();
+    std::fs::write(&config, format!("data_dir = \"{}\"\n{engine}", data.display())).unwrap();
+    let started = std::time::Instant::now();
+    let out = wolf(&config, &["runtime", "import", "python-ml", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "python-ml import: {:.1} s, {} MB of files, {} entries, dropped {}",
+        started.elapsed().as_secs_f64(),
+        info["bytes"].as_u64().unwrap_or(0) >> 20,
+        info["entries"],
+        info["dropped"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("main.py");
+    std::fs::write(
+        &file,
+        "import numpy as np, pandas as pd\nimport matplotlib\nimport matplotlib.pyplot as plt\n\
+         x = np.linspace(0, 2 * np.pi, 200)\ndf = pd.DataFrame({'x': x, 'y': np.sin(x)})\n\
+         print(matplotlib.get_backend(), round(float(df['y'].max()), 3), len(df))\n\
+         plt.plot(df['x'], df['y'])\nplt.savefig('plot.png')\n",
+    )
+    .unwrap();
+    let outputs = dir.path().join("out");
+    let out = Command::new(env!("CARGO_BIN_EXE_wolf"))
+        .args([
+            "run",
+            "--engine",
+            "python-ml",
+            "--output-file",
+            "plot.png",
+            "--output-dir",
+        ])
+        .arg(&outputs)
+        .arg("--cache-dir")
+        .arg(common::cache_dir())
+        .arg(&file)
+        .env("WOLF_CONFIG", &config)
+        .env("WOLF_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let r: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["verdict"], "Accepted", "{r}");
+    assert_eq!(
+        r["stdout"].as_str().map(str::to_lowercase).as_deref(),
+        Some("agg 1.0 200\n"),
+        "{r}"
+    );
+    let png = std::fs::read(outputs.join("plot.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
+        "a PNG of {} bytes",
+        png.len()
+    );
+}
