@@ -12,7 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 TAG="wolf/python-ml:bookworm"
 OUT="${1:-${CARGO_TARGET_DIR:-target}/python-ml.tar}"
-PACKAGES="python3 python3-numpy python3-pandas python3-matplotlib"
+# python3-munkres: fonttools needs scipy or munkres; with scipy come pythran, g++ and boost
+# (600 MB more). fontconfig: matplotlib runs fc-list to find fonts (see docs/runtimes.md on
+# why its absence aborts a program in the sandbox).
+PACKAGES="python3 python3-numpy python3-pandas python3-matplotlib python3-munkres fontconfig"
 
 if [[ -n "${REBUILD:-}" ]] || ! docker image inspect "$TAG" >/dev/null 2>&1; then
   command -v debootstrap >/dev/null || { echo "error: debootstrap is needed (apt-get install debootstrap)" >&2; exit 1; }

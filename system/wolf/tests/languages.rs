@@ -244,3 +244,32 @@ fn wolf_run_brings_back_the_output_files_asked_for() {
     let refused = v["filesRefused"].as_array().unwrap();
     assert!(refused.iter().any(|r| r["path"] == "out/link.csv"), "{v}");
 }
+
+/// A timed wait that a signal interrupts with no handler to run is restarted by the kernel
+/// (`restart_syscall`), which the sandbox must let through: without it the wait failed with
+/// EPERM and glibc aborted ("The futex facility returned an unexpected error code"), as in
+/// Python when one thread waits with a timeout while another starts a program that is missing
+/// (matplotlib's font manager does both on import).
+#[test]
+fn a_timed_wait_interrupted_by_a_signal_is_restarted() {
+    if !privileged() {
+        return;
+    }
+    let c = "#define _GNU_SOURCE\n#include <errno.h>\n#include <pthread.h>\n#include <semaphore.h>\n#include <signal.h>\n\
+             #include <stdio.h>\n#include <time.h>\n#include <unistd.h>\nstatic sem_t s;\n\
+             static void *waiter(void *a) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); ts.tv_sec += 1;\n\
+               int r = sem_clockwait(&s, CLOCK_MONOTONIC, &ts); printf(\"waited %d %d\\n\", r, r ? errno : 0); return a; }\n\
+             int main(void) { sem_init(&s, 0, 0); pthread_t t; pthread_create(&t, NULL, waiter, NULL); usleep(10000);\n\
+               sigset_t all, old; sigfillset(&all); pthread_sigmask(SIG_BLOCK, &all, &old);\n\
+               /* the child's SIGCHLD, blocked here, interrupts the waiting thread */\n\
+               if (vfork() == 0) { char *av[] = {\"x\", NULL}; execve(\"/nonexistent\", av, NULL); _exit(127); }\n\
+               pthread_sigmask(SIG_SETMASK, &old, NULL); pthread_join(t, NULL); puts(\"done\"); return 0; }\n";
+    let r = run("c", c, &[]);
+    assert_eq!(r["verdict"], "Accepted", "{r}");
+    assert_eq!(r["stdout"], "waited -1 110\ndone\n", "ETIMEDOUT after the restart: {r}");
+    let py = "import subprocess, threading\nt = threading.Timer(5, print)\nt.start()\ntry:\n    subprocess.run(['missing-program'])\n\
+              except FileNotFoundError:\n    print('missing')\nt.cancel()\nprint('ok')\n";
+    let r = run("python", py, &[]);
+    assert_eq!(r["verdict"], "Accepted", "{r}");
+    assert_eq!(r["stdout"], "missing\nok\n", "{r}");
+}

@@ -371,4 +371,49 @@ fn the_python_ml_runtime_computes_and_plots() {
         "a PNG of {} bytes",
         png.len()
     );
+
+    // Hostile programs on this root are held as on the host's: what gets through is printed.
+    let probe = |code: &str, flags: &[&str]| {
+        let f = dir.path().join("probe.py");
+        std::fs::write(&f, code).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_wolf"))
+            .args(["run", "--engine", "python-ml"])
+            .args(flags)
+            .arg(&f)
+            .env("WOLF_CONFIG", &config)
+            .env("WOLF_DATA_DIR", &data)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let r = probe(
+        "import ctypes, os, socket, subprocess\ngot = []\n\
+         for p in ['/etc/shadow', '/root', '/proc/1/environ']:\n    try:\n        open(p).read() if not os.path.isdir(p) else os.listdir(p)\n        got.append(p)\n    except OSError:\n        pass\n\
+         for p in ['/usr/x', '/etc/x', '/x']:\n    try:\n        open(p, 'w'); got.append(p)\n    except OSError:\n        pass\n\
+         try:\n    socket.create_connection(('1.1.1.1', 53), timeout=1); got.append('network')\nexcept OSError:\n    pass\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         if libc.mount(b'none', b'/tmp', b'tmpfs', 0, None) == 0: got.append('mount')\n\
+         if libc.unshare(0x10000000) == 0: got.append('unshare-user')\n\
+         if os.path.exists('/bin/su') and subprocess.run(['/bin/su', '-c', 'id -u'], capture_output=True, text=True).stdout.strip() == '0': got.append('su')\n\
+         print('got', got, os.getuid())\n",
+        &[],
+    );
+    assert_eq!(r["verdict"], "Accepted", "{r}");
+    let out = r["stdout"].as_str().unwrap();
+    assert!(out.starts_with("got [] ") && !out.trim().ends_with(" 0"), "{r}");
+    let r = probe(
+        "import numpy as np\nx = np.ones((1 << 30,), dtype=np.uint8)\nx[:] = 1\nprint(x.sum())",
+        &["--memory-mb", "256"],
+    );
+    assert_eq!(r["verdict"], "MemoryLimitExceeded", "{r}");
+    let r = probe(
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        &["--wall-time-ms", "2000"],
+    );
+    assert!(
+        ["TimeLimitExceeded", "RuntimeError"].contains(&r["verdict"].as_str().unwrap()),
+        "{r}"
+    );
+    let r = probe("while True:\n    pass", &["--cpu-time-ms", "500"]);
+    assert_eq!(r["verdict"], "TimeLimitExceeded", "{r}");
 }
