@@ -57,12 +57,12 @@ print(f"| python-ml import (`wolf runtime import`, a {size} MB docker archive) |
 PY
 )
 fi
-WOLF_LOG=warn "$WOLF" serve --listen 127.0.0.1:0 --workers 1 --data-dir "$TMP/data" 2>"$TMP/serve.log" &
+WOLF_LOG=warn "$WOLF" serve --listen 127.0.0.1:0 --workers "${WORKERS:-2}" --data-dir "$TMP/data" 2>"$TMP/serve.log" &
 SERVE=$!
 for _ in $(seq 100); do grep -q "listening on" "$TMP/serve.log" && break; sleep 0.1; done
 URL=$(sed -n 's/^wolf: listening on \([^ ]*\).*/\1/p' "$TMP/serve.log" | head -1)
 python3 - "$URL" "$RUNS" "$ML_LINE" "$WOLF" <<'PY'
-import http.client, json, platform, subprocess, sys, time, urllib.parse
+import http.client, json, os, platform, subprocess, sys, time, urllib.parse
 url, runs, ml_line, wolf = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 u = urllib.parse.urlparse(url)
 engines = {"host root (`bb-host`)": "bb-host", "image runtime (`bb-image`)": "bb-image"}
@@ -92,7 +92,7 @@ lines = [f"# Runtimes from images: cost ({time.strftime('%Y-%m-%d')})", "",
          f"Machine: {platform.node()}, {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
          f"Linux {platform.release()}; commit {commit}; binary {wolf}.", "",
          f"`scripts/runtime-bench.sh {runs}`: `POST /job?wait=true` of busybox `sh` running `true`, {runs} runs each, "
-         "interleaved, one keep-alive connection per case, `wolf serve --workers 1`. The host job takes the worker's "
+         f"interleaved, one keep-alive connection per case, `wolf serve` with {os.environ.get('WORKERS', '2')} workers (the default here: one per core). The host job takes the worker's "
          "pre-warmed sandbox; the runtime job takes its runtime's spare (prepared ahead).", "",
          "| case | p50 ms | p95 ms | p99 ms | p50 vs host |", "|---|---|---|---|---|"]
 for name, v in samples.items():

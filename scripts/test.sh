@@ -65,7 +65,10 @@ done
 export WOLF_PYTHON_ML
 WOLF_PYTHON_ML="$PWD/$(./deploy/runtimes/python-ml/build.sh "$T/python-ml.tar")"
 [[ "$T" = /* ]] && WOLF_PYTHON_ML="$T/python-ml.tar"
-cargo nextest run --workspace --locked --no-fail-fast
+cargo nextest run --workspace --locked --no-fail-fast -E 'not test(the_python_ml_runtime)'
+# Alone: importing the 500 MB image and running numpy is heavy I/O and CPU, not to be run
+# beside the timing-sensitive contract tests.
+cargo nextest run -p wolf --test runtimes --locked -E 'test(the_python_ml_runtime)'
 cargo build --workspace --locked -q
 # The adversarial suite, the engine's black-box tests and the cgroup v2 / AppArmor / Landlock
 # checks again, inside Debian's kernel under qemu (about 1.5 minutes).

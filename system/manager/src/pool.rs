@@ -189,41 +189,46 @@ impl Warm for Prepared {
 
 /// A pool that keeps one sandbox prepared ahead. The engines on an image runtime use one: their
 /// jobs do not come to a worker's own warm sandbox (that one is on the host's root), so a job
-/// takes this one at once and the next is prepared behind it, on a thread of its own.
-pub struct Spare {
+/// takes this one at once, and the next is prepared on a thread of its own once that job is
+/// done (preparing beside the job would take CPU from it).
+pub struct Spare(std::sync::Arc<SpareCore>);
+
+struct SpareCore {
     inner: std::sync::Arc<dyn Pool>,
-    slot: std::sync::Arc<std::sync::Mutex<Option<Box<dyn Warm>>>>,
-    filling: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    slot: std::sync::Mutex<Option<Box<dyn Warm>>>,
+    filling: std::sync::atomic::AtomicBool,
 }
 
 impl Spare {
     /// `inner` with one sandbox prepared ahead, the first one starting now.
     pub fn new(inner: std::sync::Arc<dyn Pool>) -> Self {
-        let s = Self {
+        let core = std::sync::Arc::new(SpareCore {
             inner,
             slot: Default::default(),
             filling: Default::default(),
-        };
-        s.refill();
-        s
+        });
+        SpareCore::refill(&core);
+        Self(core)
     }
+}
 
-    fn refill(&self) {
+impl SpareCore {
+    fn refill(me: &std::sync::Arc<Self>) {
         use std::sync::atomic::Ordering;
-        if self.filling.swap(true, Ordering::SeqCst) {
+        if me.filling.swap(true, Ordering::SeqCst) {
             return;
         }
-        let (inner, slot, filling) = (self.inner.clone(), self.slot.clone(), self.filling.clone());
+        let core = me.clone();
         let spawned = std::thread::Builder::new().name("wolf-spare".into()).spawn(move || {
-            match inner.prepare() {
-                Ok(sb) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sb),
-                // Left empty: the next job prepares its own, and tries again behind it.
+            match core.inner.prepare() {
+                Ok(sb) => *core.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sb),
+                // Left empty: the next job prepares its own, and tries again after it.
                 Err(e) => tracing::warn!(error = %e, "could not prepare a spare sandbox"),
             }
-            filling.store(false, Ordering::SeqCst);
+            core.filling.store(false, Ordering::SeqCst);
         });
         if spawned.is_err() {
-            self.filling.store(false, Ordering::SeqCst);
+            me.filling.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -231,24 +236,67 @@ impl Spare {
 impl Pool for Spare {
     fn prepare(&self) -> Result<Box<dyn Warm>, SandboxError> {
         let ready = self
+            .0
             .slot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .filter(|s| s.is_alive());
-        let out = match ready {
-            Some(s) => Ok(s),
-            None => self.inner.prepare(),
+        let sandbox = match ready {
+            Some(s) => s,
+            None => self.0.inner.prepare()?,
         };
-        self.refill();
-        out
+        Ok(Box::new(Taken {
+            sandbox: Some(sandbox),
+            spare: self.0.clone(),
+        }))
     }
 
     fn restarts(&self) -> u64 {
-        self.inner.restarts()
+        self.0.inner.restarts()
     }
 
     fn prepare_session(&self) -> Result<Box<dyn SessionBox>, SandboxError> {
-        self.inner.prepare_session()
+        self.0.inner.prepare_session()
+    }
+}
+
+/// A sandbox taken from a [`Spare`]: when its job is done (or it is dropped unused), the
+/// spare is prepared again.
+struct Taken {
+    sandbox: Option<Box<dyn Warm>>,
+    spare: std::sync::Arc<SpareCore>,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        SpareCore::refill(&self.spare);
+    }
+}
+
+#[async_trait]
+impl Warm for Taken {
+    fn is_alive(&self) -> bool {
+        self.sandbox.as_ref().is_some_and(|s| s.is_alive())
+    }
+
+    fn takes_stdio(&self) -> bool {
+        self.sandbox.as_ref().is_some_and(|s| s.takes_stdio())
+    }
+
+    fn pass_stdio(&mut self, fds: &[&OwnedFd]) -> Result<(), SandboxError> {
+        match self.sandbox.as_mut() {
+            Some(s) => s.pass_stdio(fds),
+            None => Err(SandboxError::InvalidJob("the sandbox is gone".into())),
+        }
+    }
+
+    async fn run(mut self: Box<Self>, job_id: &str, plan: Plan, creation_ms: f64) -> Result<RunOutput, SandboxError> {
+        let sandbox = self
+            .sandbox
+            .take()
+            .ok_or_else(|| SandboxError::InvalidJob("the sandbox is gone".into()))?;
+        sandbox.run(job_id, plan, creation_ms).await
+        // `self` drops here, after the job: the next spare is prepared now.
     }
 }

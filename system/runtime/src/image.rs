@@ -314,7 +314,8 @@ pub fn sha256_hex(digest: &str) -> Option<&str> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())).then_some(hex)
 }
 
-fn digest_in_path(p: &Path) -> Option<String> {
+/// The digest a blob's path names (`…/sha256/<hex>`), if it names one.
+pub(crate) fn digest_in_path(p: &Path) -> Option<String> {
     let hex = p.file_name()?.to_str()?;
     let d = format!("sha256:{hex}");
     (sha256_hex(&d).is_some() && p.parent().is_some_and(|q| q.ends_with("sha256"))).then_some(d)

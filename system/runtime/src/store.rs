@@ -117,23 +117,35 @@ impl Store {
         started: Instant,
     ) -> Result<RuntimeInfo, RuntimeError> {
         let meta = std::fs::metadata(source).map_err(|e| io_err(source, e))?;
+        let mut known = std::collections::HashMap::new();
         let image_dir = if meta.is_dir() {
             source.to_path_buf()
         } else {
-            // A tar of an image: unpacked (by the same safe rules) into the stage first.
+            // A tar of an image: read once, its blobs straight into the store.
             let dir = stage.join("image");
             std::fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?;
-            let fd = open_dir(&dir)?;
             let file = File::open(source).map_err(|e| io_err(source, e))?;
-            let mut totals = Totals::default();
-            apply_layer(&fd, tar_stream(file)?, self.bounds, &mut totals)?;
+            known = self.unpack_archive(file, &dir)?;
             dir
         };
         let image = Image::open(&image_dir)?;
-        // Each layer into the blob store, checked against its digest.
+        // Each layer into the blob store (unless the archive put it there), checked against
+        // its digest.
         let mut layers = Vec::new();
         for layer in &image.layers {
-            let digest = self.store_blob(image.blob(layer)?, layer.digest.as_deref())?;
+            let digest = match (known.get(&layer.path), &layer.digest) {
+                (Some(d), Some(want)) if d != want => {
+                    return Err(RuntimeError::Invalid(format!("layer digest mismatch: {want} has {d}")));
+                }
+                (Some(d), _) => {
+                    let staged = image_dir.join(&layer.path);
+                    if staged.symlink_metadata().is_ok_and(|m| m.file_type().is_file()) {
+                        self.adopt(&staged, d)?;
+                    }
+                    d.clone()
+                }
+                (None, want) => self.store_blob(image.blob(layer)?, want.as_deref())?,
+            };
             layers.push(digest);
         }
         let runtime = stage.join("runtime");
@@ -163,9 +175,99 @@ impl Store {
         Ok(info)
     }
 
+    /// Unpack the image archive `file` into `dir` (on the store's filesystem): each blob (under
+    /// `blobs/sha256/`, or an old docker archive's `layer.tar`) hashed as it is written, so a
+    /// layer is then moved into the store, not copied again ([`Store::adopt`]); the other
+    /// regular files (the JSON documents) at most 4 MiB each; symlinks (old archives link identical layers) are made last, inside `dir`
+    /// (the image is read with every path resolved in it). Returns the digest of each blob by
+    /// its path.
+    fn unpack_archive(
+        &self,
+        file: File,
+        dir: &Path,
+    ) -> Result<std::collections::HashMap<PathBuf, String>, RuntimeError> {
+        let mut archive = tar::Archive::new(tar_stream(file)?);
+        let mut known = std::collections::HashMap::new();
+        let mut links = Vec::new();
+        let mut total = 0u64;
+        let entries = archive
+            .entries()
+            .map_err(|e| RuntimeError::Invalid(format!("not a tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| RuntimeError::Invalid(format!("the archive: {e}")))?;
+            let kind = entry.header().entry_type();
+            let Some(path) = entry
+                .path()
+                .ok()
+                .and_then(|p| crate::unpack::normalize(&p))
+                .filter(|p| !p.as_os_str().is_empty())
+            else {
+                continue;
+            };
+            if kind.is_symlink() {
+                if let Some(target) = entry.link_name().ok().flatten() {
+                    links.push((path, target.into_owned()));
+                }
+                continue;
+            }
+            if !kind.is_file() {
+                continue; // directories are made as needed; nothing else belongs in an archive
+            }
+            total = total.saturating_add(entry.size());
+            if total > self.bounds.max_bytes {
+                return Err(RuntimeError::TooLarge(format!(
+                    "an archive of more than {} bytes",
+                    self.bounds.max_bytes
+                )));
+            }
+            let at = dir.join(&path);
+            if let Some(parent) = at.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+            }
+            let blob = path.starts_with("blobs/sha256") || path.file_name().is_some_and(|n| n == "layer.tar");
+            if blob {
+                if at.symlink_metadata().is_ok() {
+                    return Err(RuntimeError::Invalid(format!(
+                        "{} is in the archive twice",
+                        path.display()
+                    )));
+                }
+                let digest = write_hashed(&mut entry, &at)?;
+                if let Some(named) = crate::image::digest_in_path(&path)
+                    && named != digest
+                {
+                    return Err(RuntimeError::Invalid(format!("digest mismatch: {named} has {digest}")));
+                }
+                known.insert(path, digest);
+            } else {
+                if entry.size() > 4 << 20 {
+                    return Err(RuntimeError::Invalid(format!(
+                        "{} is larger than 4 MiB",
+                        path.display()
+                    )));
+                }
+                let mut out = File::create(&at).map_err(|e| io_err(&at, e))?;
+                std::io::copy(&mut entry, &mut out).map_err(|e| io_err(&at, e))?;
+            }
+        }
+        for (path, target) in links {
+            // Only in a directory the files made, never through another link.
+            let mut parent = dir.to_path_buf();
+            let real = path.parent().into_iter().flat_map(|p| p.components()).all(|c| {
+                parent.push(c);
+                parent.symlink_metadata().is_ok_and(|m| m.file_type().is_dir())
+            });
+            let at = dir.join(&path);
+            if real && at.symlink_metadata().is_err() {
+                std::os::unix::fs::symlink(&target, &at).map_err(|e| io_err(&at, e))?;
+            }
+        }
+        Ok(known)
+    }
+
     /// Copy a blob into the store (unless it is there), checking it against `digest`; the
     /// digest of what was read when the image names none.
-    fn store_blob(&self, mut from: File, digest: Option<&str>) -> Result<String, RuntimeError> {
+    fn store_blob(&self, from: impl Read, digest: Option<&str>) -> Result<String, RuntimeError> {
         if let Some(d) = digest
             && let Ok(p) = self.blob(d)
             && p.is_file()
@@ -176,28 +278,25 @@ impl Store {
             .dir
             .join("tmp")
             .join(format!("blob-{}", uuid::Uuid::new_v4().simple()));
-        let mut out = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = from.read(&mut buf).map_err(|e| io_err(&tmp, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| io_err(&tmp, e))?;
-        }
-        out.sync_all().map_err(|e| io_err(&tmp, e))?;
-        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let got = write_hashed(from, &tmp)?;
         if let Some(d) = digest
             && d != got
         {
             let _ = std::fs::remove_file(&tmp);
             return Err(RuntimeError::Invalid(format!("layer digest mismatch: {d} has {got}")));
         }
-        let at = self.blob(&got)?;
-        std::fs::rename(&tmp, &at).map_err(|e| io_err(&at, e))?;
+        self.adopt(&tmp, &got)?;
         Ok(got)
+    }
+
+    /// Move the checked blob at `path` (on the store's filesystem) into the store as `digest`.
+    fn adopt(&self, path: &Path, digest: &str) -> Result<(), RuntimeError> {
+        let at = self.blob(digest)?;
+        if at.is_file() {
+            let _ = std::fs::remove_file(path);
+            return Ok(());
+        }
+        std::fs::rename(path, &at).map_err(|e| io_err(&at, e))
     }
 
     fn blob(&self, digest: &str) -> Result<PathBuf, RuntimeError> {
@@ -291,6 +390,23 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Write `from` to a new file `to` (synced), returning its digest.
+fn write_hashed(mut from: impl Read, to: &Path) -> Result<String, RuntimeError> {
+    let mut out = File::create(to).map_err(|e| io_err(to, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = from.read(&mut buf).map_err(|e| io_err(to, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| io_err(to, e))?;
+    }
+    out.sync_all().map_err(|e| io_err(to, e))?;
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
 /// Files of `/etc` that Wolf writes itself in every sandbox (or that a job has no use for).

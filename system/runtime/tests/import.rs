@@ -362,6 +362,32 @@ fn hostile_images_are_imported_safely_or_refused() {
     // Neither an OCI layout nor a docker archive.
     let e = store.import("nothing", &s.work, false).unwrap_err();
     assert!(e.to_string().contains("neither"), "{e}");
+    // A hostile archive around a good image: links planted to lead later entries out (a
+    // link, then a link through it) are made last and never followed.
+    let good = s.work.join("good");
+    oci(&good, &[layer(&[E::File("ok", 0o644, b"ok")])], false);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", &good).unwrap();
+    for (name, target) in [("out", outside_s.as_str()), ("out/planted", "x")] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        raw(&mut h.as_gnu_mut().unwrap().name, name);
+        raw(&mut h.as_gnu_mut().unwrap().linkname, target);
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+    }
+    let wrapped = s.work.join("wrapped.tar");
+    std::fs::write(&wrapped, b.into_inner().unwrap()).unwrap();
+    store.import("wrapped", &wrapped, false).unwrap();
+    assert_eq!(std::fs::read(store.root("wrapped").join("ok")).unwrap(), b"ok");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing made through a link"
+    );
+    store.remove("wrapped").unwrap();
     // The store holds only what was imported whole.
     let names: Vec<String> = store.list().unwrap().into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["evil"]);

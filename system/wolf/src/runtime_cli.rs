@@ -17,8 +17,6 @@ use crate::config::{Config, ConfigArgs};
 pub struct RuntimeArgs {
     #[command(subcommand)]
     command: RuntimeCommand,
-    #[command(flatten)]
-    config: Box<ConfigArgs>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,26 +31,43 @@ enum RuntimeCommand {
         /// Replace a runtime of that name.
         #[arg(long)]
         replace: bool,
+        #[command(flatten)]
+        config: Box<ConfigArgs>,
     },
     /// The imported runtimes (JSON lines).
-    List,
+    List {
+        #[command(flatten)]
+        config: Box<ConfigArgs>,
+    },
     /// One runtime's record (JSON).
     Inspect {
         /// Its name.
         name: String,
+        #[command(flatten)]
+        config: Box<ConfigArgs>,
     },
     /// Remove a runtime (and the layers no other runtime uses).
     Rm {
         /// Its name.
         name: String,
+        #[command(flatten)]
+        config: Box<ConfigArgs>,
     },
 }
 
 pub fn main(args: RuntimeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(&args.config)?;
+    let config = match &args.command {
+        RuntimeCommand::Import { config, .. }
+        | RuntimeCommand::List { config }
+        | RuntimeCommand::Inspect { config, .. }
+        | RuntimeCommand::Rm { config, .. } => config,
+    };
+    let cfg = Config::load(config)?;
     let store = wolf_runtime::Store::new(&cfg.data_dir);
     match args.command {
-        RuntimeCommand::Import { name, source, replace } => {
+        RuntimeCommand::Import {
+            name, source, replace, ..
+        } => {
             if let Some(rest) = source.to_str().and_then(|s| s.strip_prefix("containerd://")) {
                 anyhow::bail!(
                     "containerd://{rest}: reading containerd's store is not built yet; export the image \
@@ -62,13 +77,13 @@ pub fn main(args: RuntimeArgs) -> anyhow::Result<ExitCode> {
             let info = store.import(&name, &source, replace)?;
             println!("{}", serde_json::to_string(&info)?);
         }
-        RuntimeCommand::List => {
+        RuntimeCommand::List { .. } => {
             for r in store.list()? {
                 println!("{}", serde_json::to_string(&r)?);
             }
         }
-        RuntimeCommand::Inspect { name } => println!("{}", serde_json::to_string_pretty(&store.inspect(&name)?)?),
-        RuntimeCommand::Rm { name } => store.remove(&name)?,
+        RuntimeCommand::Inspect { name, .. } => println!("{}", serde_json::to_string_pretty(&store.inspect(&name)?)?),
+        RuntimeCommand::Rm { name, .. } => store.remove(&name)?,
     }
     Ok(ExitCode::SUCCESS)
 }
