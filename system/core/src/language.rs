@@ -150,6 +150,8 @@ pub struct RuntimeRoot {
     pub root: PathBuf,
     /// The image's digest.
     pub digest: String,
+    /// The image's environment (`KEY=value`, its `ENV`).
+    pub env: Vec<String>,
 }
 
 /// Engines added by the operator (the configuration's `[[language]]` entries), and the
@@ -452,6 +454,25 @@ impl Registry {
         }
         self.prepare(lang)?;
         Ok(lang)
+    }
+
+    /// The complete environment of `lang`'s steps: the registry's, with an image runtime's
+    /// own variables over it (its `PATH`, say) but for `HOME` and `TMPDIR`, which stay Wolf's
+    /// writable places.
+    pub fn env_for(&self, lang: &Language) -> Vec<String> {
+        let mut env = self.sandbox.env.clone();
+        let Some(rt) = &lang.runtime else {
+            return env;
+        };
+        for var in &rt.env {
+            let Some((key, _)) = var.split_once('=') else { continue };
+            if key.is_empty() || key == "HOME" || key == "TMPDIR" {
+                continue;
+            }
+            env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(key));
+            env.push(var.clone());
+        }
+        env
     }
 
     /// The engine's version string (probed once, on the host). An engine on a runtime is

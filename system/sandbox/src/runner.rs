@@ -224,7 +224,7 @@ impl Plan {
                 mode: 0o644,
             });
         }
-        let env = reg.sandbox.env.clone();
+        let env = reg.env_for(lang);
         let mut steps = Vec::new();
         if let Some(c) = &lang.spec.compile {
             let mut argv = reg.argv(lang, c, compile_limits.memory_mb);

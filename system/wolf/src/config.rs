@@ -384,6 +384,7 @@ impl Config {
                 let root = wolf_core::language::RuntimeRoot {
                     root: store.root(&r.name),
                     digest: r.digest,
+                    env: r.config.env,
                 };
                 (r.name, root)
             })

@@ -28,7 +28,7 @@ fn image(dir: &Path, tag: &str, version: &str) -> PathBuf {
     std::fs::write(ctx.join("tool"), format!("#!/bin/sh\necho tool {version}\n")).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY tool /usr/bin/tool\n\
+        "FROM scratch\nENV TOOL_HOME=/opt/tool HOME=/image-home\nCOPY busybox /bin/busybox\nCOPY tool /usr/bin/tool\n\
          RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
          RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo secret > /etc/shadow; chmod 600 /etc/shadow; chmod 4755 /bin/busybox /usr/bin/tool\"]\n",
     )
@@ -134,6 +134,12 @@ fn jobs_run_in_image_runtimes_side_by_side() {
         assert_eq!(r["verdict"], "Accepted", "{r}");
         assert_eq!(r["stdout"], want, "{r}");
     }
+    // The image's environment applies (its PATH, its variables), but HOME stays Wolf's.
+    let r = run(&config, &data, "tool-1", "echo \"$PATH|$TOOL_HOME|$HOME\"");
+    assert_eq!(
+        r["stdout"], "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|/opt/tool|/tmp\n",
+        "{r}"
+    );
     // The root is the image's, read-only; nothing of the host's is there; the identity is the
     // sandbox's; a setuid binary of the image gains nothing.
     let r = run(
