@@ -160,34 +160,28 @@ async fn from_record(st: &AppState, rec: JobRecord, after: u64) -> Vec<StreamEve
         seq
     };
     let mut out = Vec::new();
-    if let Some(r) = &rec.result
-        && !r.tests.is_empty()
-    {
-        // A job with tests: its stages as they ran, each test's output as the record keeps it.
-        if rec.timings.as_ref().is_some_and(|t| t.compile > 0.0) {
-            out.push(stage(next(), "compile", None));
-        }
-        for t in &r.tests {
-            out.push(stage(next(), "test", Some(&t.name)));
-            if !t.stdout.is_empty() {
-                out.push(StreamEvent::output(false, next(), t.stdout.as_bytes()));
+    if let Some(r) = &rec.result {
+        if r.tests.is_empty() {
+            if !stdout.is_empty() {
+                out.push(StreamEvent::output(false, next(), &stdout));
             }
-            if !t.stderr.is_empty() {
-                out.push(StreamEvent::output(true, next(), t.stderr.as_bytes()));
+            if !r.stderr.is_empty() {
+                out.push(StreamEvent::output(true, next(), r.stderr.as_bytes()));
             }
-        }
-        out.push(StreamEvent::Exit {
-            seq: next(),
-            exit_code: r.exit_code,
-            signal: r.signal,
-            verdict: format!("{:?}", r.verdict),
-        });
-    } else if let Some(r) = &rec.result {
-        if !stdout.is_empty() {
-            out.push(StreamEvent::output(false, next(), &stdout));
-        }
-        if !r.stderr.is_empty() {
-            out.push(StreamEvent::output(true, next(), r.stderr.as_bytes()));
+        } else {
+            // A job with tests: its stages as they ran, each test's output as the record keeps.
+            if rec.timings.as_ref().is_some_and(|t| t.compile > 0.0) {
+                out.push(stage(next(), "compile", None));
+            }
+            for t in &r.tests {
+                out.push(stage(next(), "test", Some(&t.name)));
+                if !t.stdout.is_empty() {
+                    out.push(StreamEvent::output(false, next(), t.stdout.as_bytes()));
+                }
+                if !t.stderr.is_empty() {
+                    out.push(StreamEvent::output(true, next(), t.stderr.as_bytes()));
+                }
+            }
         }
         out.push(StreamEvent::Exit {
             seq: next(),

@@ -556,13 +556,12 @@ impl Manager {
                     return Some(sandbox);
                 };
                 let p = pool.clone();
-                match tokio::task::spawn_blocking(move || p.prepare()).await {
-                    Ok(Ok(on_runtime)) => (pool, on_runtime, Some(sandbox)),
-                    Ok(Err(e)) => {
-                        tracing::warn!(job = %id, runtime = %rt, error = %e, "no sandbox on the runtime; the job is retried");
-                        let _ = self.queue.release(&id, self.cfg.retry_delay).await;
-                        return Some(sandbox);
-                    }
+                let prepared = match tokio::task::spawn_blocking(move || p.prepare()).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match prepared {
+                    Ok(on_runtime) => (pool, on_runtime, Some(sandbox)),
                     Err(e) => {
                         tracing::warn!(job = %id, runtime = %rt, error = %e, "no sandbox on the runtime; the job is retried");
                         let _ = self.queue.release(&id, self.cfg.retry_delay).await;
