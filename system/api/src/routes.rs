@@ -185,12 +185,27 @@ fn check_program(
         return Err(ApiError::Invalid("code is empty".into()));
     }
     let lang = st.registry.find(engine).map_err(|e| ApiError::Invalid(e.to_string()))?;
-    if let Some(reason) = &lang.absent {
-        return Err(ApiError::Invalid(format!(
-            "execution engine {} is not available on this deployment ({reason}); available: {}",
-            lang.spec.name,
-            st.registry.known().join(", ")
-        )));
+    // An engine on a runtime, where jobs go to the managers that have it: one must offer it
+    // now (its runtime need not be imported where this API runs).
+    match (&lang.spec.runtime, st.queue.offered()) {
+        (Some(_), Some(offered)) => {
+            if !offered.contains_key(&lang.spec.name) {
+                return Err(ApiError::Invalid(format!(
+                    "execution engine {} is not offered by any live manager (none has its runtime); available: {}",
+                    lang.spec.name,
+                    available(st).join(", ")
+                )));
+            }
+        }
+        _ => {
+            if let Some(reason) = &lang.absent {
+                return Err(ApiError::Invalid(format!(
+                    "execution engine {} is not available on this deployment ({reason}); available: {}",
+                    lang.spec.name,
+                    available(st).join(", ")
+                )));
+            }
+        }
     }
     let req = limits.unwrap_or_default().into();
     Limits::resolve(&lang.run_limits, &st.cfg.caps.run, &req).map_err(|e| ApiError::Invalid(e.to_string()))?;
@@ -209,6 +224,30 @@ fn check_program(
         f.bytes().map_err(ApiError::Invalid)?;
     }
     Ok(lang)
+}
+
+/// The engines a job may name now: this deployment's host engines, and those on runtimes that
+/// are imported here (embedded) or offered by a live manager (distributed).
+pub(crate) fn available(st: &AppState) -> Vec<String> {
+    match st.queue.offered() {
+        None => st.registry.known(),
+        Some(offered) => {
+            let mut names: Vec<String> = st
+                .registry
+                .all()
+                .iter()
+                .filter(|l| l.absent.is_none() && l.spec.runtime.is_none())
+                .map(|l| l.spec.name.clone())
+                .collect();
+            names.extend(
+                offered
+                    .keys()
+                    .filter(|n| st.registry.find(n).is_ok_and(|l| l.spec.runtime.is_some()))
+                    .cloned(),
+            );
+            names
+        }
+    }
 }
 
 /// Check a submission against the registry and caps before anything is stored.
@@ -881,16 +920,25 @@ pub struct Language {
 #[utoipa::path(get, path = "/languages", responses((status = 200, body = [Language])))]
 pub async fn languages(State(st): State<AppState>) -> Json<Vec<Language>> {
     let reg = st.registry;
+    let offered = st.queue.offered();
     let list = tokio::task::spawn_blocking(move || {
         reg.all()
             .iter()
-            .filter(|l| l.absent.is_none())
-            .map(|l| Language {
-                name: l.spec.name.clone(),
-                aliases: l.spec.aliases.clone(),
-                version: reg.version(l),
-                source_file: l.spec.source.clone(),
-                compiled: l.spec.compile.is_some(),
+            .filter_map(|l| {
+                // An engine on a runtime, where managers offer them: listed while one does,
+                // with the version (image digest) that manager has.
+                let version = match (&l.spec.runtime, &offered) {
+                    (Some(_), Some(offered)) => offered.get(&l.spec.name)?.0.version.clone(),
+                    _ if l.absent.is_some() => return None,
+                    _ => reg.version(l),
+                };
+                Some(Language {
+                    name: l.spec.name.clone(),
+                    aliases: l.spec.aliases.clone(),
+                    version,
+                    source_file: l.spec.source.clone(),
+                    compiled: l.spec.compile.is_some(),
+                })
             })
             .collect()
     })

@@ -6,6 +6,12 @@
 //!   included), so a manager can run the job before its metadata reached PostgreSQL, and any
 //!   API can read a job it did not accept by its subject ([`Queue::peek`]) until PostgreSQL has
 //!   it. `Nats-Msg-Id` is the job id (a retried publish is not a second job).
+//! - lanes: a job for an engine on an image runtime is published on `wolf.jobs.rt.<runtime>.<id>`
+//!   and leased through that runtime's consumer `wolf-rt-<runtime>` (filter of its lane), so
+//!   only managers that have the runtime take it; host engines stay on `wolf.jobs.<id>` and the
+//!   consumer `wolf-managers` (filtered to one token after `wolf.jobs`). A WorkQueue stream
+//!   needs its consumers' filters disjoint: they are. Which engines live managers offer is in
+//!   [`crate::engines`].
 //! - consumer `wolf-managers`: explicit ack, `ack_wait` = the lease, `max_deliver` = attempts + 2. A manager acks only after
 //!   the result is persisted, sends in-progress acks while it works or retries storage, naks
 //!   with a delay when its worker died.
@@ -14,8 +20,8 @@
 //! nats-server 2.9 loses recent acks on a kill -9 (TESTBED.md): a job may be delivered again
 //! after it finished. The manager checks the record and acks such duplicates without running.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer, stream};
@@ -32,10 +38,55 @@ pub const STREAM: &str = "WOLF_JOBS";
 /// Subjects of the work queue: one per job, `wolf.jobs.<id>`.
 pub const SUBJECTS: &str = "wolf.jobs.>";
 
-/// The subject of one job's message.
+/// The subject of one job's message (a host engine's).
 pub fn job_subject(job_id: &str) -> String {
     format!("wolf.jobs.{job_id}")
 }
+
+/// The subject of a job for an engine on `runtime`.
+pub fn runtime_subject(runtime: &str, job_id: &str) -> String {
+    format!("wolf.jobs.rt.{}.{job_id}", token(runtime))
+}
+
+/// A runtime's name as one subject token and consumer name: runtime names may hold `.`, which
+/// separates tokens; `%` is not in any runtime name, so `%2e` for it cannot collide.
+fn token(runtime: &str) -> String {
+    runtime.replace('.', "%2e")
+}
+
+/// One lane of the queue: the host's engines (`runtime: None`) or one runtime's.
+struct Lane {
+    runtime: Option<String>,
+    consumer: tokio::sync::OnceCell<consumer::PullConsumer>,
+}
+
+impl Lane {
+    fn new(runtime: Option<String>) -> Self {
+        Self {
+            runtime,
+            consumer: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn name(&self) -> String {
+        match &self.runtime {
+            None => CONSUMER.to_string(),
+            Some(rt) => format!("wolf-rt-{}", token(rt)),
+        }
+    }
+
+    /// Whether a message on `subject` belongs to this lane.
+    fn holds(&self, subject: &str) -> bool {
+        let tokens: Vec<&str> = subject.split('.').collect();
+        match &self.runtime {
+            None => subject == LEGACY_SUBJECT || (tokens.len() == 3 && subject.starts_with("wolf.jobs.")),
+            Some(rt) => tokens.len() == 5 && tokens[..4] == ["wolf", "jobs", "rt", token(rt).as_str()],
+        }
+    }
+}
+
+/// The one subject every job had before subjects per job.
+const LEGACY_SUBJECT: &str = "wolf.jobs";
 /// Dead-letter stream.
 pub const DLQ_STREAM: &str = "WOLF_DLQ";
 /// Dead-letter subject.
@@ -85,13 +136,36 @@ struct Remembered {
 
 /// The JetStream queue.
 pub struct JetStreamQueue {
-    js: jetstream::Context,
-    consumer: tokio::sync::OnceCell<consumer::PullConsumer>,
+    pub(crate) js: jetstream::Context,
+    /// The lanes this process leases from: the host's, then the runtimes it serves.
+    lanes: Vec<Lane>,
+    /// Engine names and aliases on a runtime, to that runtime: where a job is published.
+    routes: HashMap<String, String>,
+    /// Messages fetched from one lane while another's was taken: the next lease takes them.
+    stash: Arc<Mutex<VecDeque<jetstream::Message>>>,
     cfg: JetStreamConfig,
     inflight: Mutex<HashMap<String, jetstream::Message>>,
     idempotency: tokio::sync::OnceCell<jetstream::kv::Store>,
+    pub(crate) engines: tokio::sync::OnceCell<jetstream::kv::Store>,
+    /// What live managers offer, once [`JetStreamQueue::follow_engines`] runs.
+    pub(crate) offered: Arc<RwLock<Option<Arc<crate::engines::Offered>>>>,
     /// Orphan candidates seen by the previous janitor pass (stream sequences).
     suspects: Mutex<HashSet<u64>>,
+}
+
+/// One message of `consumer`, waiting up to half a second for it.
+async fn fetch_one(consumer: consumer::PullConsumer) -> Result<Option<jetstream::Message>, StoreError> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .map_err(unavailable)?;
+    match batch.next().await {
+        None => Ok(None),
+        Some(m) => m.map(Some).map_err(StoreError::Unavailable),
+    }
 }
 
 /// Most stream sequences one janitor pass inspects.
@@ -120,14 +194,43 @@ impl JetStreamQueue {
         let js = jetstream::new(client);
         let q = Self {
             js,
-            consumer: tokio::sync::OnceCell::new(),
+            lanes: vec![Lane::new(None)],
+            routes: HashMap::new(),
+            stash: Arc::new(Mutex::new(VecDeque::new())),
             cfg,
             inflight: Mutex::new(HashMap::new()),
             idempotency: tokio::sync::OnceCell::new(),
+            engines: tokio::sync::OnceCell::new(),
+            offered: Arc::new(RwLock::new(None)),
             suspects: Mutex::new(HashSet::new()),
         };
         q.ensure_streams().await?;
         Ok(q)
+    }
+
+    /// Publish jobs for these engines (names and aliases, lowercase) on their runtime's lane.
+    pub fn with_routes(mut self, routes: HashMap<String, String>) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// Lease from these runtimes' lanes too (a manager that has them), beside the host's.
+    pub fn serving(mut self, runtimes: impl IntoIterator<Item = String>) -> Self {
+        for rt in runtimes {
+            if !self.lanes.iter().any(|l| l.runtime.as_deref() == Some(rt.as_str())) {
+                self.lanes.push(Lane::new(Some(rt)));
+            }
+        }
+        self
+    }
+
+    /// The subject a job is published on: its engine's runtime lane, or the host's.
+    fn subject_of(&self, queued: &Queued) -> String {
+        let engine = queued.submission.execution_engine.trim().to_ascii_lowercase();
+        match self.routes.get(&engine) {
+            Some(rt) => runtime_subject(rt, &queued.record.id),
+            None => job_subject(&queued.record.id),
+        }
     }
 
     /// The core NATS client under the queue (job streams travel on it: [`crate::Streams::over`]).
@@ -168,25 +271,77 @@ impl JetStreamQueue {
         Ok(())
     }
 
-    async fn consumer(&self) -> Result<&consumer::PullConsumer, StoreError> {
-        self.consumer
+    async fn consumer(&self, lane: &Lane) -> Result<consumer::PullConsumer, StoreError> {
+        lane.consumer
             .get_or_try_init(|| async {
-                let stream = self.js.get_stream(STREAM).await.map_err(unavailable)?;
+                let mut stream = self.js.get_stream(STREAM).await.map_err(unavailable)?;
+                let subjects = stream.info().await.map_err(unavailable)?.config.subjects.clone();
+                let filter_subjects = match &lane.runtime {
+                    // The legacy subject only where the stream still has it (a filter outside
+                    // the stream's subjects is refused).
+                    None => std::iter::once("wolf.jobs.*".to_string())
+                        .chain(subjects.iter().filter(|s| *s == LEGACY_SUBJECT).cloned())
+                        .collect(),
+                    Some(rt) => vec![format!("wolf.jobs.rt.{}.*", token(rt))],
+                };
+                let name = lane.name();
+                // Create or update: a consumer of an earlier version had no filter, which
+                // would overlap every lane's.
                 stream
-                    .get_or_create_consumer(
-                        CONSUMER,
-                        consumer::pull::Config {
-                            durable_name: Some(CONSUMER.into()),
-                            ack_policy: consumer::AckPolicy::Explicit,
-                            ack_wait: self.cfg.queue.lease,
-                            max_deliver: i64::from(self.cfg.queue.max_attempts) + 2,
-                            ..Default::default()
-                        },
-                    )
+                    .create_consumer(consumer::pull::Config {
+                        durable_name: Some(name),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: self.cfg.queue.lease,
+                        max_deliver: i64::from(self.cfg.queue.max_attempts) + 2,
+                        filter_subjects,
+                        ..Default::default()
+                    })
                     .await
                     .map_err(unavailable)
             })
             .await
+            .cloned()
+    }
+
+    /// The next message of any lane this process serves: one lane's fetch as before, several
+    /// lanes' at once, the first message taken and any other that arrives stashed for the next
+    /// lease (at most one per lane, renewed by the janitor while it waits).
+    async fn next_message(&self) -> Result<Option<jetstream::Message>, StoreError> {
+        if let Some(m) = self.stash.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+            return Ok(Some(m));
+        }
+        if let [lane] = self.lanes.as_slice() {
+            return fetch_one(self.consumer(lane).await?).await;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(self.lanes.len());
+        for lane in &self.lanes {
+            let consumer = self.consumer(lane).await?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(fetch_one(consumer).await).await;
+            });
+        }
+        drop(tx);
+        let mut outcome = Ok(None);
+        while let Some(r) = rx.recv().await {
+            match r {
+                Ok(Some(m)) => {
+                    outcome = Ok(Some(m));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => outcome = Err(e),
+            }
+        }
+        let stash = self.stash.clone();
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                if let Ok(Some(m)) = r {
+                    stash.lock().unwrap_or_else(|e| e.into_inner()).push_back(m);
+                }
+            }
+        });
+        outcome
     }
 
     async fn idempotency(&self) -> Result<&jetstream::kv::Store, StoreError> {
@@ -227,7 +382,7 @@ impl JetStreamQueue {
         }
         let ack = self
             .js
-            .publish_with_headers(job_subject(&queued.record.id), headers, body.into())
+            .publish_with_headers(self.subject_of(queued), headers, body.into())
             .await
             .map_err(unavailable)?;
         match ack.await {
@@ -298,25 +453,30 @@ impl JetStreamQueue {
     /// the orphan is deleted. A finished job's new delivery is acked without running: the
     /// manager checks the record first. Returns how many were queued again.
     pub async fn sweep_orphans(&self) -> Result<u64, StoreError> {
-        let consumer = self.consumer().await?;
-        let floor = consumer
-            .clone()
-            .info()
-            .await
-            .map_err(unavailable)?
-            .ack_floor
-            .stream_sequence;
         let mut stream = self.js.get_stream(STREAM).await.map_err(unavailable)?;
         let state = stream.info().await.map_err(unavailable)?.state.clone();
         let mut found = HashSet::new();
-        if state.messages > 0 && state.first_sequence <= floor {
+        for lane in &self.lanes {
+            let floor = self
+                .consumer(lane)
+                .await?
+                .info()
+                .await
+                .map_err(unavailable)?
+                .ack_floor
+                .stream_sequence;
+            if state.messages == 0 || state.first_sequence > floor {
+                continue;
+            }
             let last = floor.min(state.first_sequence + JANITOR_SCAN - 1);
             let mut seq = state.first_sequence;
             while seq <= last {
                 match stream.get_raw_message(seq).await {
-                    Ok(_) => {
+                    // Below this lane's floor but another lane's message: not an orphan here.
+                    Ok(m) if lane.holds(&m.subject) => {
                         found.insert(seq);
                     }
+                    Ok(_) => {}
                     Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
                     Err(e) => return Err(unavailable(e)),
                 }
@@ -371,7 +531,7 @@ impl JetStreamQueue {
             }
             // Another janitor may have deleted it already.
             let _ = stream.delete_message(seq).await;
-            tracing::warn!(job = %job, seq, floor, "requeued a message orphaned below the ack floor");
+            tracing::warn!(job = %job, seq, "requeued a message orphaned below the ack floor");
             metrics::counter!("wolf_orphans_requeued_total").increment(1);
             requeued += 1;
         }
@@ -423,16 +583,9 @@ impl Queue for JetStreamQueue {
     }
 
     async fn lease(&self) -> Result<Option<Delivery>, StoreError> {
-        let consumer = self.consumer().await?;
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .map_err(unavailable)?;
-        let Some(msg) = batch.next().await else { return Ok(None) };
-        let msg = msg.map_err(StoreError::Unavailable)?;
+        let Some(msg) = self.next_message().await? else {
+            return Ok(None);
+        };
         let (attempt, published) = {
             let info = msg.info().map_err(StoreError::Unavailable)?;
             (info.delivered.max(1) as u32, info.published)
@@ -552,7 +705,22 @@ impl Queue for JetStreamQueue {
     }
 
     async fn janitor(&self) -> Result<u64, StoreError> {
+        // Stashed messages wait for a free worker of this process: their leases are renewed.
+        let stashed: Vec<jetstream::Message> = self
+            .stash
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for m in stashed {
+            let _ = m.ack_with(AckKind::Progress).await;
+        }
         self.sweep_orphans().await
+    }
+
+    fn offered(&self) -> Option<Arc<crate::engines::Offered>> {
+        self.offered.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     async fn peek(&self, job_id: &str) -> Result<Option<(JobRecord, Submission)>, StoreError> {
@@ -561,16 +729,20 @@ impl Queue for JetStreamQueue {
             return Ok(None);
         }
         let stream = self.js.get_stream_no_info(STREAM).await.map_err(unavailable)?;
-        match stream.get_last_raw_message_by_subject(&job_subject(job_id)).await {
-            Ok(msg) => {
-                let q: Queued = serde_json::from_slice(&msg.payload).map_err(|source| StoreError::Corrupt {
-                    what: format!("queued message of job {job_id}"),
-                    source,
-                })?;
-                Ok(Some((q.record, q.submission)))
+        // The host's lane, then any runtime's (this API need not know which runtime it was).
+        for subject in [job_subject(job_id), format!("wolf.jobs.rt.*.{job_id}")] {
+            match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(msg) => {
+                    let q: Queued = serde_json::from_slice(&msg.payload).map_err(|source| StoreError::Corrupt {
+                        what: format!("queued message of job {job_id}"),
+                        source,
+                    })?;
+                    return Ok(Some((q.record, q.submission)));
+                }
+                Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
+                Err(e) => return Err(unavailable(e)),
             }
-            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(unavailable(e)),
         }
+        Ok(None)
     }
 }

@@ -12,8 +12,10 @@
 //! - [`postgres`]: metadata in PostgreSQL (distributed mode), idempotent writes, migrations.
 //! - [`jetstream`]: the distributed queue on NATS JetStream, with a dead-letter stream.
 //! - [`s3`]: objects in any S3-compatible store.
+//! - [`engines`]: which engines on image runtimes live managers offer (a key-value bucket).
 //! - [`events`]: in-process "queued" and "finished" notifications.
 
+pub mod engines;
 pub mod events;
 pub mod jetstream;
 pub mod local;

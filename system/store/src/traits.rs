@@ -206,6 +206,12 @@ pub trait Queue: Send + Sync {
     async fn peek(&self, _job_id: &str) -> Result<Option<(JobRecord, Submission)>, StoreError> {
         Ok(None)
     }
+    /// The engines on image runtimes that live managers offer, by name, where jobs are routed
+    /// to the managers that have their runtime (distributed); `None` where this process's own
+    /// registry is the truth (embedded).
+    fn offered(&self) -> Option<std::sync::Arc<crate::engines::Offered>> {
+        None
+    }
     /// Tell the queue the job is still being worked on: its lease starts again.
     async fn progress(&self, job_id: &str) -> Result<(), StoreError>;
     /// The job cannot run: keep it in the dead-letter store with `reason`, and remove it from

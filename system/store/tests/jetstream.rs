@@ -211,3 +211,125 @@ async fn kill_9_mid_acks_loses_no_job_and_reports_lost_acks_and_orphans() {
          {orphans} stored messages sat at or below the ack floor right after the restart (orphans)"
     );
 }
+
+fn sub_for(engine: &str) -> Submission {
+    serde_json::from_value(serde_json::json!({"code": "print(1)", "executionEngine": engine})).unwrap()
+}
+
+async fn admit_for(q: &JetStreamQueue, id: &str, engine: &str) {
+    let rec = JobRecord::new(id.to_string(), &sub_for(engine), Utc::now());
+    q.admit(&rec, &sub_for(engine), None).await.unwrap();
+}
+
+// Lanes: a job for an engine on a runtime is leased only by a queue that serves that runtime;
+// a host job by any. A consumer of the earlier version (no filter, which would overlap every
+// lane's) is updated in place, and jobs queued before keep being delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_on_a_runtime_go_only_to_queues_that_serve_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path()).unwrap();
+    // The earlier version's consumer, and a job queued under it.
+    let old = JetStreamQueue::connect(&nats.url(), JetStreamConfig::default())
+        .await
+        .unwrap();
+    assert!(admit(&old, "before").await);
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.get_stream(STREAM)
+        .await
+        .unwrap()
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(CONSUMER.into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let routes: std::collections::HashMap<String, String> = [
+        ("ml".to_string(), "py.ml".to_string()),
+        ("sci".to_string(), "py.ml".to_string()),
+    ]
+    .into();
+    let api = JetStreamQueue::connect(&nats.url(), JetStreamConfig::default())
+        .await
+        .unwrap()
+        .with_routes(routes.clone());
+    admit_for(&api, "host-1", "python").await;
+    admit_for(&api, "ml-1", "ml").await;
+    admit_for(&api, "ml-2", "SCI").await; // an alias, any case
+    admit_for(&api, "other-1", "python").await;
+    // A job on a runtime is readable by its id from any API before a manager takes it.
+    let (rec, _) = old
+        .peek("ml-1")
+        .await
+        .unwrap()
+        .expect("peek finds a runtime lane's job");
+    assert_eq!(rec.id, "ml-1");
+
+    let host_only = JetStreamQueue::connect(&nats.url(), JetStreamConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        lease_all(&host_only).await,
+        set(&["before", "host-1", "other-1"]),
+        "a queue without the runtime leases only host jobs"
+    );
+    let with_ml = JetStreamQueue::connect(&nats.url(), JetStreamConfig::default())
+        .await
+        .unwrap()
+        .with_routes(routes)
+        .serving(["py.ml".to_string()]);
+    admit_for(&api, "host-2", "python").await;
+    assert_eq!(
+        lease_all(&with_ml).await,
+        set(&["ml-1", "ml-2", "host-2"]),
+        "a queue serving the runtime leases its jobs, and host jobs too"
+    );
+    assert_eq!(api.depth().await.unwrap(), 0, "every job was acked");
+    // The lane subjects: the runtime's name with its '.' escaped, one token.
+    assert_eq!(
+        wolf_store::jetstream::runtime_subject("py.ml", "x"),
+        "wolf.jobs.rt.py%2eml.x"
+    );
+}
+
+// Offers: what a manager advertises is read by an API, under the manager's name, and gone as
+// soon as it withdraws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_offered_by_managers_are_read_and_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path()).unwrap();
+    let manager = std::sync::Arc::new(
+        JetStreamQueue::connect(&nats.url(), JetStreamConfig::default())
+            .await
+            .unwrap(),
+    );
+    let ad = wolf_store::engines::EngineAd {
+        name: "ml".into(),
+        runtime: "py.ml".into(),
+        version: Some("py.ml@sha256:00".into()),
+    };
+    let task = tokio::spawn(manager.clone().advertise("host/12/manager".into(), vec![ad.clone()]));
+    let api = std::sync::Arc::new(
+        JetStreamQueue::connect(&nats.url(), JetStreamConfig::default())
+            .await
+            .unwrap(),
+    );
+    assert!(
+        api.offered().is_none(),
+        "nothing is known before the API follows the offers"
+    );
+    let mut offered = api.read_offered().await.unwrap();
+    for _ in 0..50 {
+        if !offered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        offered = api.read_offered().await.unwrap();
+    }
+    assert_eq!(offered.get("ml"), Some(&(ad, vec!["host/12/manager".to_string()])));
+    api.follow_engines().await;
+    assert!(api.offered().unwrap().contains_key("ml"));
+    task.abort();
+    manager.withdraw("host/12/manager").await;
+    assert!(api.read_offered().await.unwrap().is_empty(), "withdrawn at once");
+}

@@ -36,10 +36,15 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         // Only the engines' versions are probed here; nothing is built.
         let cache = cfg.cache_dir(&cfg.data_dir);
         std::fs::create_dir_all(&cache)?;
-        // Engines on runtimes are accepted here when the runtime is imported under this
-        // API's data dir too (routing jobs to the managers that have one is not built yet).
+        // Engines on runtimes come from the configuration; whether one can run is what the
+        // live managers offer (their runtimes need not be imported where this API runs).
         let registry = crate::runtime_cli::registry_static(&cfg, &cfg.data_dir, &cache)?;
-        let queue = Arc::new(JetStreamQueue::connect(&cfg.nats.url, cfg.jetstream()).await?);
+        let queue = Arc::new(
+            JetStreamQueue::connect(&cfg.nats.url, cfg.jetstream())
+                .await?
+                .with_routes(crate::runtime_cli::routes(registry)),
+        );
+        queue.follow_engines().await;
         let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
@@ -94,7 +99,14 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
                 let _ = registry.get(&lang.spec.name);
             }
         });
-        let queue = Arc::new(JetStreamQueue::connect(&cfg.nats.url, cfg.jetstream()).await?);
+        // Jobs for the engines on the runtimes this manager has come through their lanes.
+        let offers = crate::runtime_cli::offers(registry, &runtime_pools);
+        let queue = Arc::new(
+            JetStreamQueue::connect(&cfg.nats.url, cfg.jetstream())
+                .await?
+                .with_routes(crate::runtime_cli::routes(registry))
+                .serving(runtime_pools.keys().cloned()),
+        );
         let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
@@ -114,7 +126,15 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
             Some(events.streams.clone()),
         );
         let tag = sessions.tag().to_string();
-        tokio::spawn(wolf_store::session_rpc::serve(queue.client(), sessions, tag));
+        tokio::spawn(wolf_store::session_rpc::serve(queue.client(), sessions, tag.clone()));
+        let advertising = (!offers.is_empty()).then(|| {
+            tracing::info!(
+                engines = offers.len(),
+                "offering the engines on this manager's runtimes"
+            );
+            tokio::spawn(queue.clone().advertise(tag.clone(), offers))
+        });
+        let withdraw = queue.clone();
         let manager = Arc::new(
             Manager::new(meta, objects, queue, sandboxes, registry, cfg.manager(), events).with_runtimes(runtime_pools),
         );
@@ -135,6 +155,11 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         }
         eprintln!("wolf: manager running");
         run_manager(manager, crate::serve::shutdown_signal(), Duration::from_secs(120)).await;
+        // APIs stop accepting jobs for engines only this manager had, without waiting out the TTL.
+        if let Some(task) = advertising {
+            task.abort();
+            withdraw.withdraw(&tag).await;
+        }
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     });
     rt.shutdown_background();

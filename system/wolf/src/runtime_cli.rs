@@ -105,6 +105,36 @@ pub fn registry_static(cfg: &Config, data_dir: &Path, cache: &Path) -> anyhow::R
     Ok(Box::leak(Box::new(registry(cfg, data_dir, cache, |_| true)?)))
 }
 
+/// Engines on runtimes, by name and alias, to their runtime: where the queue publishes their jobs.
+pub fn routes(reg: &Registry) -> std::collections::HashMap<String, String> {
+    let mut routes = std::collections::HashMap::new();
+    for l in reg.all() {
+        if let Some(rt) = &l.spec.runtime {
+            for n in std::iter::once(&l.spec.name).chain(&l.spec.aliases) {
+                routes.insert(n.clone(), rt.clone());
+            }
+        }
+    }
+    routes
+}
+
+/// What this manager offers of the engines on runtimes: those present here with a sandbox
+/// pool of their runtime.
+pub fn offers<P>(reg: &Registry, pools: &std::collections::BTreeMap<String, P>) -> Vec<wolf_store::engines::EngineAd> {
+    reg.all()
+        .iter()
+        .filter(|l| l.absent.is_none())
+        .filter_map(|l| {
+            let rt = l.spec.runtime.as_ref().filter(|rt| pools.contains_key(*rt))?;
+            Some(wolf_store::engines::EngineAd {
+                name: l.spec.name.clone(),
+                runtime: rt.clone(),
+                version: reg.version(l),
+            })
+        })
+        .collect()
+}
+
 /// The read-only binds of a sandbox for `engine`: its runtime's root, or the host's.
 pub fn binds(reg: &Registry, data_dir: &Path, engine: &str) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     let lang = reg.find(engine)?;

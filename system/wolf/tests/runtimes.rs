@@ -423,3 +423,138 @@ fn the_python_ml_runtime_computes_and_plots() {
     let r = probe("while True:\n    pass", &["--cpu-time-ms", "500"]);
     assert_eq!(r["verdict"], "TimeLimitExceeded", "{r}");
 }
+
+/// Distributed: one API, two managers, only manager 0 with the runtime. Jobs for its engine
+/// all run there while host jobs run anywhere; `/languages` lists it with its image's digest
+/// while a manager offers it; an engine whose runtime no manager has is refused at submission
+/// (422 naming the engines that exist), and so is the runtime's once its manager stops.
+#[test]
+fn distributed_jobs_on_a_runtime_go_to_the_managers_that_have_it() {
+    if !common::privileged() {
+        return;
+    }
+    if !docker_ok() || !Path::new(BUSYBOX).exists() {
+        eprintln!("skipped: needs a Docker engine and Debian's busybox-static (the test command installs it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = image(tmp.path(), "wolf-test/route:latest", "3.0");
+    let config = tmp.path().join("wolf.toml");
+    let engine = |name: &str, rt: &str| {
+        format!(
+            "[[language]]\nname = \"{name}\"\naliases = [\"{name}-alias\"]\nruntime = \"{rt}\"\nsource = \"main.sh\"\n\
+             run = [\"/bin/sh\", \"main.sh\"]\nversion = [\"/usr/bin/tool\"]\nrequires = [\"/bin/sh\"]\n"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}",
+            engine("rtool", "bb.route"),
+            engine("rtool-nowhere", "bb-nowhere")
+        ),
+    )
+    .unwrap();
+    let mut stack =
+        wolf_testkit::Stack::up_with(tmp.path(), 1, 0, &[("WOLF_CONFIG", config.to_str().unwrap())]).unwrap();
+    let out = stack
+        .wolf_cmd()
+        .args(["runtime", "import", "bb.route"])
+        .arg(&archive)
+        .arg("--data-dir")
+        .arg(tmp.path().join("manager-0"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    stack.start_manager(0).unwrap();
+    stack.start_manager(1).unwrap();
+    let with_runtime = stack.managers[0].id();
+    let api = stack.apis[0].1.clone();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let languages = || -> Vec<Value> {
+        agent
+            .get(format!("{api}/languages"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json::<Vec<Value>>()
+            .unwrap()
+    };
+    let offered = |want: bool| {
+        for _ in 0..100 {
+            let l = languages();
+            if l.iter().any(|e| e["name"] == "rtool") == want {
+                return l;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("rtool offered should be {want}: {:?}", languages());
+    };
+    let list = offered(true);
+    let rtool = list.iter().find(|e| e["name"] == "rtool").unwrap();
+    assert!(
+        rtool["version"].as_str().unwrap().starts_with("bb.route@sha256:"),
+        "{rtool}"
+    );
+    assert!(!list.iter().any(|e| e["name"] == "rtool-nowhere"), "{list:?}");
+    assert!(
+        list.iter().any(|e| e["name"] == "python"),
+        "host engines stay listed: {list:?}"
+    );
+    let submit = |engine: &str, code: &str| -> (u16, Value) {
+        let mut r = agent
+            .post(format!("{api}/job?wait=true&timeout=60"))
+            .send_json(serde_json::json!({"code": code, "executionEngine": engine}))
+            .unwrap();
+        let status = r.status().as_u16();
+        let mut body: Value = r.body_mut().read_json().unwrap();
+        if status == 200 {
+            let out = agent
+                .get(format!("{api}/job/{}/output", body["id"].as_str().unwrap()))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap();
+            body["verdict"] = body["result"]["verdict"].clone();
+            body["stdout"] = out.into();
+        }
+        (status, body)
+    };
+    let (status, body) = submit("rtool-nowhere", "tool");
+    assert_eq!(status, 422, "{body}");
+    let msg = body.to_string();
+    assert!(
+        msg.contains("not offered by any live manager") && msg.contains("rtool") && msg.contains("python"),
+        "{msg}"
+    );
+    for i in 0..6 {
+        let engine = if i % 2 == 0 { "rtool" } else { "rtool-alias" };
+        let (status, r) = submit(engine, &format!("tool; echo {i}"));
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["verdict"], "Accepted", "{r}");
+        assert_eq!(r["stdout"], format!("tool 3.0\n{i}\n"), "{r}");
+        let worker = r["attempts"][0]["worker"].as_str().unwrap();
+        assert!(
+            worker.contains(&format!("/{with_runtime}/")),
+            "ran on the manager with the runtime ({with_runtime}): {r}"
+        );
+    }
+    for i in 0..4 {
+        let (status, r) = submit("python", &format!("print({i})"));
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["stdout"], format!("{i}\n"), "{r}");
+    }
+    // The manager with the runtime stops: its offer goes with it.
+    let _ = Command::new("kill").args(["-TERM", &with_runtime.to_string()]).status();
+    let _ = stack.managers[0].wait();
+    offered(false);
+    let (status, body) = submit("rtool", "tool");
+    assert_eq!(status, 422, "{body}");
+    let (status, r) = submit("python", "print('still')");
+    assert_eq!((status, r["stdout"].as_str()), (200, Some("still\n")), "{r}");
+}
