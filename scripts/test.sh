@@ -69,6 +69,15 @@ cargo nextest run --workspace --locked --no-fail-fast -E 'not test(the_python_ml
 # Alone: importing the 500 MB image and running numpy is heavy I/O and CPU, not to be run
 # beside the timing-sensitive contract tests.
 cargo nextest run -p wolf --test runtimes --locked -E 'test(the_python_ml_runtime)'
+# The adversarial suite again, on that image's root: python-ml's python3 and gcc in place of
+# the host's (WOLF_TEST_ENGINES maps the suite's engines; one case checks which root it ran on).
+ESC="$(realpath -m "$T")/escapes-runtime"   # absolute: the tests run in their package dir
+rm -rf "$ESC"
+WOLF_DATA_DIR="$ESC" WOLF_CONFIG="$PWD/deploy/runtimes/python-ml/wolf.toml" \
+  "$T/debug/wolf" runtime import python-ml "$WOLF_PYTHON_ML" >/dev/null
+WOLF_DATA_DIR="$ESC" WOLF_CONFIG="$PWD/deploy/runtimes/python-ml/wolf.toml" WOLF_TEST_ENGINES=c=c-ml,python=python-ml \
+  cargo nextest run -p wolf --test escapes --locked
+rm -rf "$ESC"
 cargo build --workspace --locked -q
 # The adversarial suite, the engine's black-box tests and the cgroup v2 / AppArmor / Landlock
 # checks again, inside Debian's kernel under qemu (about 1.5 minutes).

@@ -10,12 +10,14 @@
 # The image is cached by its tag: a second run only saves it (REBUILD=1 builds it again).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-TAG="wolf/python-ml:bookworm"
 OUT="${1:-${CARGO_TARGET_DIR:-target}/python-ml.tar}"
 # python3-munkres: fonttools needs scipy or munkres; with scipy come pythran, g++ and boost
 # (600 MB more). fontconfig: matplotlib runs fc-list to find fonts (see docs/runtimes.md on
-# why its absence aborts a program in the sandbox).
-PACKAGES="python3 python3-numpy python3-pandas python3-matplotlib python3-munkres fontconfig"
+# why its absence aborts a program in the sandbox). gcc and libc6-dev: C extensions and C
+# programs (the c-ml engine; the adversarial suite runs on this root with it).
+PACKAGES="python3 python3-numpy python3-pandas python3-matplotlib python3-munkres fontconfig gcc libc6-dev"
+# The tag names the package list: another list is another image, never a stale cache.
+TAG="wolf/python-ml:bookworm-$(echo "$PACKAGES" | sha256sum | cut -c1-12)"
 
 if [[ -n "${REBUILD:-}" ]] || ! docker image inspect "$TAG" >/dev/null 2>&1; then
   command -v debootstrap >/dev/null || { echo "error: debootstrap is needed (apt-get install debootstrap)" >&2; exit 1; }
@@ -25,7 +27,8 @@ if [[ -n "${REBUILD:-}" ]] || ! docker image inspect "$TAG" >/dev/null 2>&1; the
   MIRROR="${MIRROR:-http://deb.debian.org/debian}"
   ROOT=$(mktemp -d /tmp/wolf-python-ml.XXXXXX)
   started=$(date +%s)
-  trap 'umount "$ROOT/proc" 2>/dev/null; rm -rf "$ROOT" "$ROOT.log"' EXIT
+  # (under set -e a failing command in the trap would be the script's exit status)
+  trap 'umount "$ROOT/proc" 2>/dev/null || true; rm -rf "$ROOT" "$ROOT.log"' EXIT
   debootstrap --variant=minbase bookworm "$ROOT" "$MIRROR" >"$ROOT.log" 2>&1 ||
     { tail -20 "$ROOT.log" >&2; exit 1; }
   # The packages through apt inside the new root (apt resolves dependencies as Debian means

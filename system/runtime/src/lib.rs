@@ -1,12 +1,13 @@
 //! Runtimes from container images: any image taken as a sandbox's read-only root.
 //!
 //! `wolf runtime import NAME SOURCE` reads an image ([`image`]: an OCI layout, a tar of one,
-//! a `docker save` archive), keeps its layers content-addressed and unpacks them, by rules
+//! a `docker save` archive, an image in containerd's store: [`containerd`]), keeps its layers content-addressed and unpacks them, by rules
 //! that hold whatever the tar says ([`unpack`]), into a root per runtime ([`store`]). A
 //! language entry naming the runtime then runs in a sandbox whose read-only binds come from
 //! that root ([`Store::binds`]) instead of the host's; every other layer of the jail is
 //! unchanged. docs/runtimes.md explains the store and its security rules.
 
+pub mod containerd;
 pub mod image;
 pub mod store;
 pub mod unpack;

@@ -83,6 +83,30 @@ impl Store {
     /// Import the image at `source` (an OCI layout directory, or a tar of one, or a `docker
     /// save` archive) as runtime `name`; with `replace`, an existing one of that name goes.
     pub fn import(&self, name: &str, source: &Path, replace: bool) -> Result<RuntimeInfo, RuntimeError> {
+        self.import_as(name, source, &source.display().to_string(), replace)
+    }
+
+    /// Import an image from containerd's content store: exported by containerd into this
+    /// store's tmp/ (an OCI archive of this architecture), then imported as a file is.
+    pub fn import_containerd(
+        &self,
+        name: &str,
+        source: &crate::containerd::Containerd,
+        replace: bool,
+    ) -> Result<RuntimeInfo, RuntimeError> {
+        valid_name(name)?;
+        std::fs::create_dir_all(self.dir.join("tmp")).map_err(|e| io_err(&self.dir, e))?;
+        restrict(&self.dir)?;
+        let stage = tempdir_in(&self.dir.join("tmp"))?;
+        let archive = stage.join("export.tar");
+        let out = source
+            .export(&archive)
+            .and_then(|()| self.import_as(name, &archive, &source.to_string(), replace));
+        let _ = std::fs::remove_dir_all(&stage);
+        out
+    }
+
+    fn import_as(&self, name: &str, source: &Path, label: &str, replace: bool) -> Result<RuntimeInfo, RuntimeError> {
         valid_name(name)?;
         let started = Instant::now();
         for sub in ["blobs/sha256", "roots", "tmp"] {
@@ -93,7 +117,7 @@ impl Store {
             return Err(RuntimeError::Exists(name.to_string()));
         }
         let stage = tempdir_in(&self.dir.join("tmp"))?;
-        let result = self.import_staged(name, source, &stage, started);
+        let result = self.import_staged(name, source, label, &stage, started);
         let out = result.and_then(|info| {
             let done = self.dir.join("roots").join(name);
             if done.exists() {
@@ -113,6 +137,7 @@ impl Store {
         &self,
         name: &str,
         source: &Path,
+        label: &str,
         stage: &Path,
         started: Instant,
     ) -> Result<RuntimeInfo, RuntimeError> {
@@ -161,7 +186,7 @@ impl Store {
             name: name.to_string(),
             digest: image.digest.clone(),
             format: image.format.to_string(),
-            source: source.display().to_string(),
+            source: label.to_string(),
             imported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             layers,
             config: image.config.clone(),

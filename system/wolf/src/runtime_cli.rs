@@ -21,8 +21,9 @@ pub struct RuntimeArgs {
 
 #[derive(Debug, Subcommand)]
 enum RuntimeCommand {
-    /// Import an image as runtime NAME: an OCI image layout (a directory, or a tar of one) or
-    /// a `docker save` archive.
+    /// Import an image as runtime NAME: an OCI image layout (a directory, or a tar of one), a
+    /// `docker save` archive, or `containerd://[NAMESPACE/]IMAGE` from the host's containerd
+    /// (socket: CONTAINERD_ADDRESS, else /run/containerd/containerd.sock, else Docker's).
     Import {
         /// The runtime's name (a lowercase letter or digit, then letters, digits, `.`, `_`, `-`).
         name: String,
@@ -68,13 +69,12 @@ pub fn main(args: RuntimeArgs) -> anyhow::Result<ExitCode> {
         RuntimeCommand::Import {
             name, source, replace, ..
         } => {
-            if let Some(rest) = source.to_str().and_then(|s| s.strip_prefix("containerd://")) {
-                anyhow::bail!(
-                    "containerd://{rest}: reading containerd's store is not built yet; export the image \
-                     (`ctr -n NS images export FILE.tar IMAGE` or `docker save`) and import the file"
-                );
-            }
-            let info = store.import(&name, &source, replace)?;
+            let info = match source.to_str().and_then(|s| s.strip_prefix("containerd://")) {
+                Some(rest) => {
+                    store.import_containerd(&name, &wolf_runtime::containerd::Containerd::parse(rest)?, replace)?
+                }
+                None => store.import(&name, &source, replace)?,
+            };
             println!("{}", serde_json::to_string(&info)?);
         }
         RuntimeCommand::List { .. } => {

@@ -296,13 +296,28 @@ fn host_secrets_and_environment_are_not_visible() {
         return;
     }
     let secret = format!("wolf-secret-{}", std::process::id());
+    // A canary in each of the host's private directories: never visible, whatever the root.
+    let canary = format!("wolf-canary-{}", std::process::id());
+    let planted: Vec<std::path::PathBuf> = ["/root", "/home", "/var", "/run", "/boot"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(&canary))
+        .filter(|p| std::fs::write(p, "secret").is_ok())
+        .collect();
+    // On an image runtime's root (WOLF_TEST_ENGINES), /var, /home... are the image's own
+    // directories: listing them is no leak, the canaries are what counts there.
+    let image_root = std::env::var_os("WOLF_TEST_ENGINES").is_some();
     let code = r#"
 import os, glob
 for k, v in os.environ.items():
     print("env", k, v)
+for p in ["/root", "/home", "/var", "/run", "/boot"]:
+    if os.path.exists(p + "/CANARY"):
+        print("ESCAPED canary", p)
 for p in ["/etc/shadow", "/etc/gshadow", "/root", "/home", "/var", "/run", "/sys", "/boot", "/etc/ssh", "/proc/1/environ", "/proc/kcore"]:
     try:
-        if os.path.isdir(p):
+        if os.path.isdir(p) and IMAGE_ROOT and p not in ("/root", "/sys", "/etc/ssh"):
+            print("ok the image's own", p)
+        elif os.path.isdir(p):
             print("ESCAPED listed", p, os.listdir(p)[:3])
         else:
             with open(p, "rb") as f:
@@ -319,7 +334,14 @@ for e in glob.glob("/proc/[0-9]*/environ"):
         pass
 print("hostname", open("/proc/sys/kernel/hostname").read().strip())
 "#;
-    let v = run_env("python", code, &[], &[("WOLF_TEST_SECRET", &secret)]);
+    let code = code
+        .replace("CANARY", &canary)
+        .replace("IMAGE_ROOT", if image_root { "True" } else { "False" });
+    let v = run_env("python", &code, &[], &[("WOLF_TEST_SECRET", &secret)]);
+    for p in &planted {
+        let _ = std::fs::remove_file(p);
+    }
+    assert!(!planted.is_empty(), "the canaries were planted");
     assert_contained(&v);
     let out = stdout(&v);
     assert!(!out.contains(&secret), "host environment leaked: {v}");
@@ -796,7 +818,7 @@ fn run_in_pid_namespace(code: &str) -> serde_json::Value {
     let out = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc"])
         .arg(env!("CARGO_BIN_EXE_wolf"))
-        .args(["run", "--engine", "python", "--wall-time-ms", "15000"])
+        .args(["run", "--engine", &engine_for("python"), "--wall-time-ms", "15000"])
         // The emulated CPU of the guest suites: room for python's start (see common::run_env).
         .args(if std::env::var_os("WOLF_GUEST").is_some() {
             &["--cpu-time-ms", "20000"][..]
@@ -873,4 +895,33 @@ fn host_identifiers_are_masked_and_memory_merge_is_refused() {
         out.contains("merge -1 1\n"),
         "PR_SET_MEMORY_MERGE must fail with EPERM: {v}"
     );
+}
+
+// ---------------------------------------------------------------- the root under test
+
+/// The suite's engines run on the root they are meant to: the host's, or with
+/// `WOLF_TEST_ENGINES` the image runtime's (python-ml writes /etc/matplotlibrc, which the host
+/// has not) — else the suite's second run, on the image, would prove nothing.
+#[test]
+fn the_suite_runs_on_the_root_it_names() {
+    if !privileged() {
+        return;
+    }
+    let on_image = std::env::var_os("WOLF_TEST_ENGINES").is_some();
+    assert!(
+        !std::path::Path::new("/etc/matplotlibrc").exists(),
+        "the host has no such file"
+    );
+    let want = if on_image { "1\n" } else { "0\n" };
+    let v = c(
+        r#"int main(void){ printf("%d\n", access("/etc/matplotlibrc", F_OK) == 0); return 0; }"#,
+        &[],
+    );
+    assert_eq!(stdout(&v), want, "{v}");
+    let v = run(
+        "python",
+        "import os\nprint(int(os.path.exists('/etc/matplotlibrc')))\n",
+        &[],
+    );
+    assert_eq!(stdout(&v), want, "{v}");
 }

@@ -558,3 +558,105 @@ fn distributed_jobs_on_a_runtime_go_to_the_managers_that_have_it() {
     let (status, r) = submit("python", "print('still')");
     assert_eq!((status, r["stdout"].as_str()), (200, Some("still\n")), "{r}");
 }
+
+/// `containerd://NAMESPACE/IMAGE`: an image put into the host's containerd (Docker's, on this
+/// machine) is imported from its content store through its socket, and runs; a missing image
+/// and a reference that would be an option of containerd's CLI are refused.
+#[test]
+fn an_image_in_containerd_is_imported_through_its_socket() {
+    if !common::privileged() {
+        return;
+    }
+    let address = [
+        "/run/containerd/containerd.sock",
+        "/var/run/docker/containerd/containerd.sock",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let ctr = Command::new("ctr")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let (Some(address), true, true, true) = (address, ctr, docker_ok(), Path::new(BUSYBOX).exists()) else {
+        eprintln!("skipped: needs a containerd socket with its ctr, a Docker engine and busybox-static");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = image(tmp.path(), "wolf-test/ctr:latest", "4.0");
+    let ns = format!("wolf-test-{}", std::process::id());
+    let ctr = |args: &[&str]| {
+        Command::new("ctr")
+            .args(["--address", address, "--namespace", &ns])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = ctr(&["images", "import", archive.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "ctr import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    struct Cleanup<F: Fn()>(F);
+    impl<F: Fn()> Drop for Cleanup<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    let _cleanup = Cleanup(|| {
+        let _ = ctr(&["images", "rm", "--sync", "docker.io/wolf-test/ctr:latest"]);
+        let _ = Command::new("ctr")
+            .args(["--address", address, "namespaces", "rm", &ns])
+            .output();
+    });
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("wolf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[[language]]\nname = \"ctool\"\nruntime = \"from-ctr\"\nsource = \"main.sh\"\n\
+             run = [\"/bin/sh\", \"main.sh\"]\nversion = [\"/usr/bin/tool\"]\nrequires = [\"/bin/sh\"]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let source = format!("containerd://{ns}/docker.io/wolf-test/ctr:latest");
+    let import = |source: &str| {
+        Command::new(env!("CARGO_BIN_EXE_wolf"))
+            .args(["runtime", "import", "from-ctr", source])
+            .env("WOLF_CONFIG", &config)
+            .env("CONTAINERD_ADDRESS", address)
+            .output()
+            .unwrap()
+    };
+    let out = import(&source);
+    assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["source"], source, "{info}");
+    // The digest recorded is the one containerd has for the image.
+    let listed = String::from_utf8_lossy(&ctr(&["images", "ls"]).stdout).to_string();
+    let digest = info["digest"].as_str().unwrap();
+    assert!(
+        digest.starts_with("sha256:")
+            && listed
+                .lines()
+                .any(|l| l.starts_with("docker.io/wolf-test/ctr:latest") && l.contains(digest)),
+        "{digest} vs containerd's {listed}"
+    );
+    assert!(info["dropped"]["specialBits"].as_u64().unwrap() >= 2, "{info}");
+    let r = run(
+        &config,
+        &data,
+        "ctool",
+        "tool; cat /etc/shadow 2>/dev/null || echo no-shadow",
+    );
+    assert_eq!(r["verdict"], "Accepted", "{r}");
+    assert_eq!(r["stdout"], "tool 4.0\nno-shadow\n", "{r}");
+    // Refused: an image containerd does not have; a reference shaped as an option.
+    let out = import(&format!("containerd://{ns}/docker.io/wolf-test/absent:1"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("absent"), "{err}");
+    let out = import(&format!("containerd://{ns}/--address=/tmp/x"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not valid"), "{err}");
+}

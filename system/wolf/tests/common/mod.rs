@@ -22,6 +22,21 @@ pub fn cache_dir() -> PathBuf {
     d
 }
 
+/// The engine a case names, or the one `WOLF_TEST_ENGINES` (`c=c-ml,python=python-ml`) maps
+/// it to: scripts/test.sh runs the adversarial suite again with the engines of an image
+/// runtime (its root instead of the host's), with `WOLF_CONFIG` and `WOLF_DATA_DIR` naming them.
+pub fn engine_for(engine: &str) -> String {
+    std::env::var("WOLF_TEST_ENGINES")
+        .ok()
+        .and_then(|map| {
+            map.split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(from, _)| *from == engine)
+                .map(|(_, to)| to.to_string())
+        })
+        .unwrap_or_else(|| engine.to_string())
+}
+
 /// Run `code` as `engine` with extra `wolf run` flags; returns the parsed JSON result.
 pub fn run(engine: &str, code: &str, flags: &[&str]) -> Value {
     run_env(engine, code, flags, &[])
@@ -42,7 +57,7 @@ pub fn run_env(engine: &str, code: &str, flags: &[&str], env: &[(&str, &str)]) -
     let file = dir.path().join(format!("prog.{ext}"));
     std::fs::write(&file, code).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wolf"));
-    cmd.arg("run").arg("--engine").arg(engine).args(flags);
+    cmd.arg("run").arg("--engine").arg(engine_for(engine)).args(flags);
     // Under the guest suites' emulated CPU (WOLF_GUEST) a compiler or an interpreter's start
     // costs seconds of CPU, more on a busy host (seen: gcc past 10 s, python past 2 s): the
     // limits a case does not set itself get room there. A case about a limit sets that limit.
