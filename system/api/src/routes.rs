@@ -914,6 +914,9 @@ pub struct Language {
     pub source_file: String,
     /// Whether it compiles.
     pub compiled: bool,
+    /// The image runtime it runs on, `RUNTIME@sha256:…` (absent for the host's engines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Engines available on this deployment, with versions.
@@ -927,10 +930,13 @@ pub async fn languages(State(st): State<AppState>) -> Json<Vec<Language>> {
             .filter_map(|l| {
                 // An engine on a runtime, where managers offer them: listed while one does,
                 // with the version (image digest) that manager has.
-                let version = match (&l.spec.runtime, &offered) {
-                    (Some(_), Some(offered)) => offered.get(&l.spec.name)?.0.version.clone(),
+                let (version, image) = match (&l.spec.runtime, &offered) {
+                    (Some(_), Some(offered)) => {
+                        let ad = &offered.get(&l.spec.name)?.0;
+                        (ad.version.clone(), ad.image.clone())
+                    }
                     _ if l.absent.is_some() => return None,
-                    _ => reg.version(l),
+                    _ => (reg.version(l), reg.image(l)),
                 };
                 Some(Language {
                     name: l.spec.name.clone(),
@@ -938,6 +944,7 @@ pub async fn languages(State(st): State<AppState>) -> Json<Vec<Language>> {
                     version,
                     source_file: l.spec.source.clone(),
                     compiled: l.spec.compile.is_some(),
+                    image,
                 })
             })
             .collect()

@@ -477,12 +477,18 @@ impl Registry {
 
     /// The engine's version string (probed once, on the host). An engine on a runtime is
     /// never probed on the host (the image's programs run only in sandboxes): its version is
-    /// the runtime's name and image digest.
+    /// what its version command printed in a sandbox on its root, given by whoever ran it
+    /// there ([`Registry::set_version`]), else its [`Registry::image`].
     pub fn version(&self, lang: &Language) -> Option<String> {
-        if let (Some(rt), Some(name)) = (&lang.runtime, &lang.spec.runtime) {
-            return Some(format!("{name}@{}", rt.digest));
-        }
         let mut cache = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        if lang.runtime.is_some() {
+            // What the version command printed inside the root ([`Registry::set_version`]),
+            // else the image.
+            return match cache.get(&lang.spec.name) {
+                Some(Some(v)) => Some(v.clone()),
+                _ => self.image(lang),
+            };
+        }
         cache
             .entry(lang.spec.name.clone())
             .or_insert_with(|| {
@@ -497,6 +503,30 @@ impl Registry {
                     .and_then(|s| s.lines().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
             })
             .clone()
+    }
+
+    /// The image an engine on a runtime runs on: `RUNTIME@sha256:…`.
+    pub fn image(&self, lang: &Language) -> Option<String> {
+        match (&lang.runtime, &lang.spec.runtime) {
+            (Some(rt), Some(name)) => Some(format!("{name}@{}", rt.digest)),
+            _ => None,
+        }
+    }
+
+    /// Record the version an engine's version command printed (its first non-empty line),
+    /// where only a sandbox can run it (an engine on a runtime).
+    pub fn set_version(&self, name: &str, printed: &str) {
+        let line = printed
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string);
+        if line.is_some() {
+            self.versions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_string(), line);
+        }
     }
 
     fn prepare(&self, lang: &Language) -> Result<(), LanguageError> {

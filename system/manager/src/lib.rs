@@ -33,7 +33,7 @@ pub mod pool;
 mod repl;
 pub mod sessions;
 mod suite;
-pub use pool::{Pool, Spare, Warm};
+pub use pool::{Pool, Spare, Warm, probe_runtime_versions};
 pub use suite::run as run_suite;
 use wolf_store::{Delivery, Events, Metadata, Objects, Queue, StoreError};
 

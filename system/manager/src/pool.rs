@@ -300,3 +300,39 @@ impl Warm for Taken {
         // `self` drops here, after the job: the next spare is prepared now.
     }
 }
+
+/// Ask each present engine on a runtime for its version, in a sandbox of its runtime's pool
+/// (the image's programs never run on the host), and record what it printed in the registry.
+/// An engine whose command fails keeps its image as its version, with a warning.
+pub async fn probe_runtime_versions(
+    registry: &'static wolf_sandbox::Registry,
+    pools: &std::collections::BTreeMap<String, std::sync::Arc<dyn Pool>>,
+) {
+    for lang in registry.all().iter().filter(|l| l.absent.is_none()) {
+        let Some(pool) = lang.spec.runtime.as_ref().and_then(|rt| pools.get(rt)) else {
+            continue;
+        };
+        let Some(plan) = Plan::version_probe(registry, lang) else {
+            continue;
+        };
+        let pool = pool.clone();
+        let name = lang.spec.name.clone();
+        let outcome = match tokio::task::spawn_blocking(move || pool.prepare()).await {
+            Ok(Ok(warm)) => warm.run(&format!("version-{name}"), plan, 0.0).await,
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(SandboxError::InvalidJob(format!("version probe: {e}"))),
+        };
+        match outcome {
+            Ok(out) if out.result.exit_code == Some(0) => {
+                registry.set_version(&lang.spec.name, &String::from_utf8_lossy(&out.stdout));
+            }
+            Ok(out) => tracing::warn!(
+                engine = %lang.spec.name,
+                exit = ?out.result.exit_code,
+                signal = ?out.result.signal,
+                "the version command failed in its runtime; the image stands for the version"
+            ),
+            Err(e) => tracing::warn!(engine = %lang.spec.name, error = %e, "no sandbox to ask the version in"),
+        }
+    }
+}

@@ -70,7 +70,9 @@ impl Containerd {
             && reference
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
-            && reference.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+            && reference.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && !reference.ends_with('/')
+            && !reference.contains("//");
         if !ref_ok {
             return Err(refused(format!("image reference {reference:?} is not valid")));
         }

@@ -274,6 +274,39 @@ impl Plan {
         })
     }
 
+    /// The engine's version command as a plan of one step (stderr merged: some tools print
+    /// their version there), within the engine's compile limits and 10 s of wall time. An
+    /// engine on a runtime can only be asked inside a sandbox on that root. `None` when it
+    /// names no version command.
+    pub fn version_probe(reg: &Registry, lang: &Language) -> Option<Plan> {
+        if lang.spec.version.is_empty() {
+            return None;
+        }
+        let limits = Limits {
+            wall_time_ms: lang.compile_limits.wall_time_ms.min(10_000),
+            ..lang.compile_limits
+        };
+        Some(Self {
+            files: Vec::new(),
+            steps: vec![Step {
+                name: "run".into(),
+                argv: reg.argv(lang, &lang.spec.version, limits.memory_mb),
+                env: reg.env_for(lang),
+                stdin: None,
+                live: None,
+                merge_stderr: true,
+                limits,
+            }],
+            has_compile: false,
+            run_limits: limits,
+            expected: None,
+            oom_patterns: Vec::new(),
+            checker: wolf_core::Checker::default(),
+            collect: None,
+            compile_only: false,
+        })
+    }
+
     /// This plan's compile step alone, bringing back what the compiler wrote (`None` for a
     /// language without one).
     pub fn compile_only(&self) -> Option<Plan> {

@@ -33,8 +33,11 @@ pub struct EngineAd {
     pub name: String,
     /// The runtime it runs on.
     pub runtime: String,
-    /// Its version: `RUNTIME@sha256:…`, the image's digest.
+    /// Its version: what its version command printed on the runtime's root.
     pub version: Option<String>,
+    /// The image it runs on: `RUNTIME@sha256:…`.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// What one manager offers.

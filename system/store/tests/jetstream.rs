@@ -306,7 +306,8 @@ async fn engines_offered_by_managers_are_read_and_withdrawn() {
     let ad = wolf_store::engines::EngineAd {
         name: "ml".into(),
         runtime: "py.ml".into(),
-        version: Some("py.ml@sha256:00".into()),
+        version: Some("Python 3.11.2".into()),
+        image: Some("py.ml@sha256:00".into()),
     };
     let task = tokio::spawn(manager.clone().advertise("host/12/manager".into(), vec![ad.clone()]));
     let api = std::sync::Arc::new(

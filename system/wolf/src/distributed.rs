@@ -99,6 +99,7 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
                 let _ = registry.get(&lang.spec.name);
             }
         });
+        wolf_manager::probe_runtime_versions(registry, &runtime_pools).await;
         // Jobs for the engines on the runtimes this manager has come through their lanes.
         let offers = crate::runtime_cli::offers(registry, &runtime_pools);
         let queue = Arc::new(

@@ -130,6 +130,7 @@ pub fn offers<P>(reg: &Registry, pools: &std::collections::BTreeMap<String, P>) 
                 name: l.spec.name.clone(),
                 runtime: rt.clone(),
                 version: reg.version(l),
+                image: reg.image(l),
             })
         })
         .collect()

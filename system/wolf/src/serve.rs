@@ -68,6 +68,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
             .context("the sandbox cannot start on this host (Wolf needs root, or a delegated cgroup)")?,
     );
     let runtime_pools = crate::runtime_cli::pools(&cfg, registry, &data_dir, Some(workers_dir.clone()))?;
+    // The engines on runtimes say their version before the first request asks for it.
+    wolf_manager::probe_runtime_versions(registry, &runtime_pools).await;
     // Build per-language artifacts (the C++ precompiled header) before the first job needs them.
     tokio::task::spawn_blocking(move || {
         for lang in registry.all().iter().filter(|l| l.absent.is_none()) {

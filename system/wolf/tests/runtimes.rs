@@ -245,10 +245,10 @@ fn serve_runs_jobs_on_runtimes(config: &Path) {
         .find(|l| l["name"] == "tool-1")
         .cloned()
         .unwrap_or_default();
+    // The version is what the image's own tool printed, asked in a sandbox on its root.
+    assert_eq!(tool1["version"], "tool 1.0", "{langs}");
     assert!(
-        tool1["version"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("tool-1@sha256:")),
+        tool1["image"].as_str().is_some_and(|v| v.starts_with("tool-1@sha256:")),
         "{langs}"
     );
     assert!(
@@ -497,8 +497,12 @@ fn distributed_jobs_on_a_runtime_go_to_the_managers_that_have_it() {
     let list = offered(true);
     let rtool = list.iter().find(|e| e["name"] == "rtool").unwrap();
     assert!(
-        rtool["version"].as_str().unwrap().starts_with("bb.route@sha256:"),
+        rtool["image"].as_str().unwrap().starts_with("bb.route@sha256:"),
         "{rtool}"
+    );
+    assert_eq!(
+        rtool["version"], "tool 3.0",
+        "asked on the manager, in its runtime: {rtool}"
     );
     assert!(!list.iter().any(|e| e["name"] == "rtool-nowhere"), "{list:?}");
     assert!(
