@@ -181,7 +181,7 @@ fn check_program(
             st.cfg.max_code_bytes
         )));
     }
-    if code.trim().is_empty() {
+    if wolf_core::names::is_blank(code) {
         return Err(ApiError::Invalid("code is empty".into()));
     }
     let lang = st.registry.find(engine).map_err(|e| ApiError::Invalid(e.to_string()))?;

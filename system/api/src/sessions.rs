@@ -149,7 +149,7 @@ fn check_exec(st: &AppState, req: &ExecRequest) -> Result<(), ApiError> {
             st.cfg.max_code_bytes
         )));
     }
-    if text.trim().is_empty() {
+    if wolf_core::names::is_blank(text) {
         return Err(ApiError::Invalid("the code or command is empty".into()));
     }
     if let Some(e) = &req.execution_engine {

@@ -125,7 +125,7 @@ impl Checker {
             Checker::Float { epsilon } if !epsilon.is_finite() || *epsilon < 0.0 => Err(format!(
                 "checker epsilon must be finite and not negative, got {epsilon}"
             )),
-            Checker::Testlib { code, .. } if code.trim().is_empty() => Err("the checker's code is empty".into()),
+            Checker::Testlib { code, .. } if crate::names::is_blank(code) => Err("the checker's code is empty".into()),
             _ => Ok(()),
         }
     }

@@ -157,3 +157,29 @@ mod tests {
         }
     }
 }
+
+/// Whether `s` is blank as the API's schema means it: only the characters of ECMAScript's `\s`
+/// (the `\S` pattern of `code` fields). Rust's `char::is_whitespace` differs from it in two
+/// (it counts U+0085, not U+FEFF): code of a lone U+0085 is valid by the schema, and runs.
+pub fn is_blank(s: &str) -> bool {
+    s.chars().all(|c| {
+        matches!(
+            c,
+            '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+                ..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{feff}'
+        )
+    })
+}
+
+#[cfg(test)]
+mod blank_tests {
+    #[test]
+    fn blank_is_the_schemas_whitespace() {
+        for blank in ["", " \t\n\r", "\u{feff}\u{a0}\u{3000}"] {
+            assert!(super::is_blank(blank), "{blank:?}");
+        }
+        for not in ["x", "\u{85}", " \u{85} ", "\u{0}"] {
+            assert!(!super::is_blank(not), "{not:?}");
+        }
+    }
+}

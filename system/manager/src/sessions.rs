@@ -408,7 +408,7 @@ impl SessionHost for Sessions {
                 "{engine} runs on an image runtime: a session's execs run on the host's root"
             )));
         }
-        if code.trim().is_empty() {
+        if wolf_core::names::is_blank(&code) {
             return Err(SessionError::Invalid("the code or command is empty".into()));
         }
         for p in &req.output_files {

@@ -183,12 +183,14 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
 
 impl JetStreamQueue {
     /// Connect (retrying in the background if the server is down) and make sure the streams
-    /// exist with this configuration.
+    /// exist with this configuration. `url` may list several servers of a cluster, separated
+    /// by commas: any that answers will do (the others are learned from it as well).
     pub async fn connect(url: &str, cfg: JetStreamConfig) -> Result<Self, StoreError> {
+        let servers: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(unavailable)?;
         let js = jetstream::new(client);

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_serve;
 mod bench_tests;
+mod check;
 mod config;
 mod distributed;
 mod migrate;
@@ -49,6 +50,9 @@ enum Command {
     Session(session_cli::SessionArgs),
     /// Runtimes from container images: import, list, inspect, rm.
     Runtime(runtime_cli::RuntimeArgs),
+    /// Prove that every layer of the sandbox holds on this host (three real jobs); JSON out,
+    /// exit 1 when one does not.
+    Check(Box<check::CheckArgs>),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Api(args) => distributed::api(*args),
         Command::Manager(args) => distributed::manager(*args),
         Command::Config(args) => config::main(*args),
+        Command::Check(args) => check::main(*args),
     };
     wolf_telemetry::shutdown();
     match result {

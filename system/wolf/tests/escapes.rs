@@ -925,3 +925,36 @@ fn the_suite_runs_on_the_root_it_names() {
     );
     assert_eq!(stdout(&v), want, "{v}");
 }
+
+/// `wolf check` proves every layer on this host with real jobs, and says which it saw.
+#[test]
+fn wolf_check_proves_every_layer_here() {
+    if !privileged() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wolf"))
+        .arg("check")
+        .env("WOLF_CACHE_DIR", cache_dir())
+        .env("WOLF_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    for want in [
+        "seccomp filter",
+        "no_new_privs",
+        "read-only root",
+        "memory cgroup",
+        "pids cgroup",
+    ] {
+        assert!(names.contains(&want), "{report}");
+    }
+}

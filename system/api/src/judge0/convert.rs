@@ -176,7 +176,7 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
         return Err(field_error("submission", "must be a JSON object"));
     };
     let code = text(body, "source_code", b64)?.unwrap_or_default();
-    if code.trim().is_empty() {
+    if wolf_core::names::is_blank(&code) {
         return Err(field_error("source_code", "can't be blank"));
     }
     let id = match body.get("language_id") {

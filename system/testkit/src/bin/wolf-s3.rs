@@ -2,7 +2,8 @@
 //! rename) behind hyper, with TCP_NODELAY on every connection (without it GETs stall ~40 ms on
 //! delayed ACKs, see TESTBED.md).
 //!
-//! `wolf-s3 --port PORT --access-key AK --secret-key SK ROOT`
+//! `wolf-s3 [--host ADDR] --port PORT --access-key AK --secret-key SK ROOT` (ADDR 127.0.0.1
+//! unless given: `0.0.0.0` in a container)
 
 use std::path::PathBuf;
 
@@ -35,7 +36,8 @@ async fn main() -> anyhow::Result<()> {
         b.set_auth(SimpleAuth::from_single(ak, sk));
     }
     let service = b.build();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let host = arg(&args, "--host").unwrap_or_else(|| "127.0.0.1".into());
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
     println!("wolf-s3 listening on http://{}", listener.local_addr()?);
     let http = Builder::new(TokioExecutor::new());
     loop {
