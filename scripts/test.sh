@@ -87,6 +87,11 @@ cargo build --workspace --locked -q
 # The front doors in both modes: the official Judge0 SDK from PyPI unchanged, and requests
 # shaped as the npm piston-client sends them.
 ./scripts/front-doors.sh
+# Wolf in containers (images built here, cached by Docker): the adversarial suite in a
+# non-privileged container, the refusals without its settings, compose up / a job through each
+# API / down, the Kubernetes manifests validated (about 1 to 5 minutes, most of it the first
+# image build).
+./scripts/containers.sh
 # The benchmark table command runs briefly to prove it works; numbers are not judged here.
 "${CARGO_TARGET_DIR:-target}/debug/wolf" bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
 # ... and the test-case benchmark (it fails if a job's tests do not all pass or it compiled twice).

@@ -1,12 +1,13 @@
 //! `wolf check`: prove on this host, before a service takes jobs, that every layer of the jail
 //! holds — a container's entrypoint runs it and refuses to start the service when it fails
-//! (deploy/docker/entrypoint.sh). Three real jobs through the real sandbox:
+//! (deploy/docker/entrypoint.sh). Four real jobs through the real sandbox:
 //!
 //! 1. a probe that reports from inside: seccomp in filter mode, no_new_privs, an unprivileged
 //!    identity, the sandbox's hostname, only a loopback interface, a read-only root, no host
 //!    process in its /proc;
 //! 2. a memory bomb under a 32 MB limit, which the memory cgroup must stop;
-//! 3. 64 processes under a limit of 8, which the pids cgroup must stop.
+//! 3. 64 processes under a limit of 8, which the pids cgroup must stop;
+//! 4. a process that stops itself (SIGSTOP), which the wall clock must end.
 //!
 //! Prints one JSON line (each check and what was seen) and exits 1 when any check fails.
 
@@ -47,6 +48,48 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let registry = crate::runtime_cli::registry(&cfg, &cfg.data_dir, &cache, |spec| spec.name == "bash")?;
     let sandboxes = Sandboxes::new(cfg.sandbox(registry.bind_paths(), None))
         .context("the sandbox cannot start on this host (a layer cannot be applied)")?;
+    // The jobs run on a thread of their own: one the sandbox cannot end (its supervisor may
+    // not signal it here) must fail the check, not hang it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let caps = cfg.caps;
+    std::thread::spawn(move || {
+        let _ = tx.send(jobs(&registry, &caps, &sandboxes));
+    });
+    let checks = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(checks) => checks?,
+        Err(_) => vec![(
+            "jobs end",
+            false,
+            "a job outlived its limits by half a minute: the supervisor cannot end it here (it needs CAP_KILL)"
+                .to_string(),
+        )],
+    };
+    let ok = checks.iter().all(|(_, ok, _)| *ok);
+    let report = json!({
+        "ok": ok,
+        "checks": checks
+            .iter()
+            .map(|(name, ok, seen)| json!({"check": name, "ok": ok, "seen": seen}))
+            .collect::<Vec<_>>(),
+        "ms": started.elapsed().as_millis() as u64,
+    });
+    println!("{report}");
+    for (name, ok, seen) in &checks {
+        if !ok {
+            eprintln!("wolf check: {name} does not hold here (seen: {seen:?})");
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+type Check = (&'static str, bool, String);
+
+/// The check's jobs, each judged.
+fn jobs(
+    registry: &wolf_sandbox::Registry,
+    caps: &wolf_sandbox::Caps,
+    sandboxes: &Sandboxes,
+) -> anyhow::Result<Vec<Check>> {
     let run = |code: &str, limits: LimitRequest| -> anyhow::Result<wolf_sandbox::runner::RunOutput> {
         let req = RunRequest {
             engine: "bash".into(),
@@ -54,7 +97,7 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
             limits,
             ..Default::default()
         };
-        let plan = Plan::new(&registry, &cfg.caps, &req)?;
+        let plan = Plan::new(registry, caps, &req)?;
         let mut sb = sandboxes.prepare().context("prepare a sandbox")?;
         Ok(plan.run(&mut sb, 0.0))
     };
@@ -69,7 +112,11 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         (
             "probe ran",
             probe.result.verdict == Verdict::Accepted,
-            format!("{:?}", probe.result.verdict),
+            format!(
+                "{:?} {}",
+                probe.result.verdict,
+                probe.result.error.as_deref().unwrap_or_default()
+            ),
         ),
         ("seccomp filter", get("Seccomp") == "2", get("Seccomp").to_string()),
         ("no_new_privs", get("NoNewPrivs") == "1", get("NoNewPrivs").to_string()),
@@ -120,20 +167,18 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         !forked.contains("survived") || pids.result.verdict != Verdict::Accepted,
         format!("{:?}", pids.result.verdict),
     ));
-    let ok = checks.iter().all(|(_, ok, _)| *ok);
-    let report = json!({
-        "ok": ok,
-        "checks": checks
-            .iter()
-            .map(|(name, ok, seen)| json!({"check": name, "ok": ok, "seen": seen}))
-            .collect::<Vec<_>>(),
-        "ms": started.elapsed().as_millis() as u64,
-    });
-    println!("{report}");
-    for (name, ok, seen) in &checks {
-        if !ok {
-            eprintln!("wolf check: {name} does not hold here (seen: {seen:?})");
-        }
-    }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    // A process that stops itself: only the supervisor's kill at the wall clock ends it.
+    let stopped = run(
+        "kill -STOP $$; echo resumed",
+        LimitRequest {
+            wall_time_ms: Some(500),
+            ..Default::default()
+        },
+    )?;
+    checks.push((
+        "wall clock",
+        stopped.result.verdict == Verdict::TimeLimitExceeded,
+        format!("{:?}", stopped.result.verdict),
+    ));
+    Ok(checks)
 }

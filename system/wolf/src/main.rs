@@ -50,7 +50,7 @@ enum Command {
     Session(session_cli::SessionArgs),
     /// Runtimes from container images: import, list, inspect, rm.
     Runtime(runtime_cli::RuntimeArgs),
-    /// Prove that every layer of the sandbox holds on this host (three real jobs); JSON out,
+    /// Prove that every layer of the sandbox holds on this host (four real jobs); JSON out,
     /// exit 1 when one does not.
     Check(Box<check::CheckArgs>),
 }
