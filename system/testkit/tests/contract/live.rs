@@ -324,9 +324,13 @@ pub(crate) fn live_contract(mode: &str, a: &str, b: &str) {
         assert!(until_stdout(&mut socket, "ready", &mut seen), "{mode}: {seen}");
         send(&mut socket, json!({"type": "signal", "signal": signal}));
         let mut exit = Value::Null;
+        let mut errors = String::new();
         while let Some(v) = recv(&mut socket) {
             if v["type"] == "stdout" {
                 seen.push_str(v["data"].as_str().unwrap_or(""));
+            }
+            if v["type"] == "stderr" {
+                errors.push_str(v["data"].as_str().unwrap_or(""));
             }
             if v["type"] == "exit" {
                 exit = v;
@@ -335,7 +339,7 @@ pub(crate) fn live_contract(mode: &str, a: &str, b: &str) {
         assert_eq!(
             (exit["exitCode"].as_i64(), exit["signal"].as_i64()),
             (code, sig),
-            "{mode}: {signal}: {exit}"
+            "{mode}: {signal}: {exit}; stdout {seen:?}; stderr {errors:?}"
         );
         assert!(seen.contains(says), "{mode}: {signal}: {seen}");
     }
