@@ -71,23 +71,15 @@ fn key(manager: &str) -> String {
 impl JetStreamQueue {
     async fn engines_bucket(&self) -> Result<&jetstream::kv::Store, StoreError> {
         self.engines
-            .get_or_try_init(|| async {
-                // Made as a stream in a bucket's shape, as the idempotency bucket is (see there).
-                self.js
-                    .get_or_create_stream(stream::Config {
-                        name: format!("KV_{ENGINES_BUCKET}"),
-                        subjects: vec![format!("$KV.{ENGINES_BUCKET}.>")],
-                        max_messages_per_subject: 1,
+            .get_or_try_init(|| {
+                self.bucket(
+                    ENGINES_BUCKET,
+                    stream::Config {
                         max_age: AD_TTL,
-                        allow_rollup: true,
-                        deny_delete: true,
-                        allow_direct: true,
                         storage: stream::StorageType::Memory,
                         ..Default::default()
-                    })
-                    .await
-                    .map_err(unavailable)?;
-                self.js.get_key_value(ENGINES_BUCKET).await.map_err(unavailable)
+                    },
+                )
             })
             .await
     }

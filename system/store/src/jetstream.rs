@@ -154,7 +154,7 @@ pub struct JetStreamQueue {
 }
 
 /// One message of `consumer`, waiting up to half a second for it.
-async fn fetch_one(consumer: consumer::PullConsumer) -> Result<Option<jetstream::Message>, StoreError> {
+async fn fetch_one(consumer: &consumer::PullConsumer) -> Result<Option<jetstream::Message>, StoreError> {
     let mut batch = consumer
         .fetch()
         .max_messages(1)
@@ -273,7 +273,7 @@ impl JetStreamQueue {
         Ok(())
     }
 
-    async fn consumer(&self, lane: &Lane) -> Result<consumer::PullConsumer, StoreError> {
+    async fn consumer<'a>(&self, lane: &'a Lane) -> Result<&'a consumer::PullConsumer, StoreError> {
         lane.consumer
             .get_or_try_init(|| async {
                 let mut stream = self.js.get_stream(STREAM).await.map_err(unavailable)?;
@@ -302,7 +302,6 @@ impl JetStreamQueue {
                     .map_err(unavailable)
             })
             .await
-            .cloned()
     }
 
     /// The next message of any lane this process serves: one lane's fetch as before, several
@@ -317,10 +316,10 @@ impl JetStreamQueue {
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(self.lanes.len());
         for lane in &self.lanes {
-            let consumer = self.consumer(lane).await?;
+            let consumer = self.consumer(lane).await?.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let _ = tx.send(fetch_one(consumer).await).await;
+                let _ = tx.send(fetch_one(&consumer).await).await;
             });
         }
         drop(tx);
@@ -348,29 +347,42 @@ impl JetStreamQueue {
 
     async fn idempotency(&self) -> Result<&jetstream::kv::Store, StoreError> {
         self.idempotency
-            .get_or_try_init(|| async {
-                // The bucket's stream is made here in the shape of a key-value bucket (history 1,
-                // rollups, direct get): `create_key_value` first reads the account info, which
-                // async-nats 0.51 cannot parse from nats-server 2.9.
-                self.js
-                    .get_or_create_stream(stream::Config {
-                        name: format!("KV_{IDEMPOTENCY_BUCKET}"),
-                        subjects: vec![format!("$KV.{IDEMPOTENCY_BUCKET}.>")],
-                        max_messages_per_subject: 1,
+            .get_or_try_init(|| {
+                self.bucket(
+                    IDEMPOTENCY_BUCKET,
+                    stream::Config {
                         max_age: self.cfg.idempotency_ttl,
                         duplicate_window: self.cfg.idempotency_ttl.min(Duration::from_secs(120)),
-                        allow_rollup: true,
-                        deny_delete: true,
-                        allow_direct: true,
                         discard: stream::DiscardPolicy::New,
                         storage: stream::StorageType::File,
                         ..Default::default()
-                    })
-                    .await
-                    .map_err(unavailable)?;
-                self.js.get_key_value(IDEMPOTENCY_BUCKET).await.map_err(unavailable)
+                    },
+                )
             })
             .await
+    }
+
+    /// The key-value bucket `name`, its stream made here in a bucket's shape (history 1,
+    /// rollups, direct get) over `settings` (age, storage...): `create_key_value` first reads
+    /// the account info, which async-nats 0.51 cannot parse from nats-server 2.9.
+    pub(crate) async fn bucket(
+        &self,
+        name: &str,
+        settings: stream::Config,
+    ) -> Result<jetstream::kv::Store, StoreError> {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{name}"),
+                subjects: vec![format!("$KV.{name}.>")],
+                max_messages_per_subject: 1,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                ..settings
+            })
+            .await
+            .map_err(unavailable)?;
+        self.js.get_key_value(name).await.map_err(unavailable)
     }
 
     /// Publish a queued job; its id is the message id, so a repeat within the stream's
@@ -462,6 +474,7 @@ impl JetStreamQueue {
             let floor = self
                 .consumer(lane)
                 .await?
+                .clone()
                 .info()
                 .await
                 .map_err(unavailable)?

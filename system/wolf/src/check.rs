@@ -19,7 +19,7 @@ use clap::Args;
 use serde_json::json;
 use wolf_core::Verdict;
 use wolf_sandbox::LimitRequest;
-use wolf_sandbox::runner::Plan;
+use wolf_sandbox::runner::{Plan, RunOutput};
 use wolf_sandbox::{RunRequest, Sandboxes};
 
 use crate::config::{Config, ConfigArgs};
@@ -90,7 +90,7 @@ fn jobs(
     caps: &wolf_sandbox::Caps,
     sandboxes: &Sandboxes,
 ) -> anyhow::Result<Vec<Check>> {
-    let run = |code: &str, limits: LimitRequest| -> anyhow::Result<wolf_sandbox::runner::RunOutput> {
+    let run = |code: &str, limits: LimitRequest| -> anyhow::Result<RunOutput> {
         let req = RunRequest {
             engine: "bash".into(),
             code: code.as_bytes().to_vec(),
@@ -138,20 +138,22 @@ fn jobs(
             get("processes").to_string(),
         ),
     ];
-    let memory = run(
+    // A job under a limit, and whether the limit held.
+    let limited = |name: &'static str, code: &str, limits: LimitRequest, held: fn(&RunOutput) -> bool| {
+        run(code, limits).map(|out| (name, held(&out), format!("{:?}", out.result.verdict)))
+    };
+    checks.push(limited(
+        "memory cgroup",
         "a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done",
         LimitRequest {
             memory_mb: Some(32),
             wall_time_ms: Some(10_000),
             ..Default::default()
         },
-    )?;
-    checks.push((
-        "memory cgroup",
-        memory.result.verdict == Verdict::MemoryLimitExceeded,
-        format!("{:?}", memory.result.verdict),
-    ));
-    let pids = run(
+        |out| out.result.verdict == Verdict::MemoryLimitExceeded,
+    )?);
+    checks.push(limited(
+        "pids cgroup",
         // Unlimited, 64 half-second sleeps end in about 0.6 s; at 8 processes bash's forks
         // fail and it waits before retrying them, past the wall clock.
         "for i in $(seq 1 64); do sleep 0.5 & done 2>/dev/null; wait; echo survived",
@@ -160,25 +162,17 @@ fn jobs(
             wall_time_ms: Some(1_500),
             ..Default::default()
         },
-    )?;
-    let forked = String::from_utf8_lossy(&pids.stdout).to_string();
-    checks.push((
-        "pids cgroup",
-        !forked.contains("survived") || pids.result.verdict != Verdict::Accepted,
-        format!("{:?}", pids.result.verdict),
-    ));
+        |out| !String::from_utf8_lossy(&out.stdout).contains("survived") || out.result.verdict != Verdict::Accepted,
+    )?);
     // A process that stops itself: only the supervisor's kill at the wall clock ends it.
-    let stopped = run(
+    checks.push(limited(
+        "wall clock",
         "kill -STOP $$; echo resumed",
         LimitRequest {
             wall_time_ms: Some(500),
             ..Default::default()
         },
-    )?;
-    checks.push((
-        "wall clock",
-        stopped.result.verdict == Verdict::TimeLimitExceeded,
-        format!("{:?}", stopped.result.verdict),
-    ));
+        |out| out.result.verdict == Verdict::TimeLimitExceeded,
+    )?);
     Ok(checks)
 }

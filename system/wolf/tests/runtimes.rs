@@ -59,6 +59,17 @@ fn image(dir: &Path, tag: &str, version: &str) -> PathBuf {
     archive
 }
 
+/// A configuration entry for a shell engine on runtime `rt`, its version from the image's tool.
+fn shell_engine(name: &str, rt: &str, aliases: &[&str], requires: &[&str]) -> String {
+    let list = |items: &[&str]| items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "[[language]]\nname = \"{name}\"\naliases = [{}]\nruntime = \"{rt}\"\nsource = \"main.sh\"\n\
+         run = [\"/bin/sh\", \"main.sh\"]\nversion = [\"/usr/bin/tool\"]\nrequires = [{}]\n",
+        list(aliases),
+        list(requires)
+    )
+}
+
 fn wolf(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_wolf"))
         .args(args)
@@ -101,12 +112,7 @@ fn jobs_run_in_image_runtimes_side_by_side() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = tmp.path().join("wolf.toml");
-    let engine = |name: &str, rt: &str| {
-        format!(
-            "[[language]]\nname = \"{name}\"\nruntime = \"{rt}\"\nsource = \"main.sh\"\nrun = [\"/bin/sh\", \"main.sh\"]\n\
-             version = [\"/usr/bin/tool\"]\nrequires = [\"/bin/sh\", \"/usr/bin/tool\"]\n"
-        )
-    };
+    let engine = |name: &str, rt: &str| shell_engine(name, rt, &[], &["/bin/sh", "/usr/bin/tool"]);
     std::fs::write(
         &config,
         format!(
@@ -440,12 +446,7 @@ fn distributed_jobs_on_a_runtime_go_to_the_managers_that_have_it() {
     let tmp = tempfile::tempdir().unwrap();
     let archive = image(tmp.path(), "wolf-test/route:latest", "3.0");
     let config = tmp.path().join("wolf.toml");
-    let engine = |name: &str, rt: &str| {
-        format!(
-            "[[language]]\nname = \"{name}\"\naliases = [\"{name}-alias\"]\nruntime = \"{rt}\"\nsource = \"main.sh\"\n\
-             run = [\"/bin/sh\", \"main.sh\"]\nversion = [\"/usr/bin/tool\"]\nrequires = [\"/bin/sh\"]\n"
-        )
-    };
+    let engine = |name: &str, rt: &str| shell_engine(name, rt, &[&format!("{name}-alias")], &["/bin/sh"]);
     std::fs::write(
         &config,
         format!(
@@ -618,9 +619,9 @@ fn an_image_in_containerd_is_imported_through_its_socket() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\n[[language]]\nname = \"ctool\"\nruntime = \"from-ctr\"\nsource = \"main.sh\"\n\
-             run = [\"/bin/sh\", \"main.sh\"]\nversion = [\"/usr/bin/tool\"]\nrequires = [\"/bin/sh\"]\n",
-            data.display()
+            "data_dir = \"{}\"\n{}",
+            data.display(),
+            shell_engine("ctool", "from-ctr", &[], &["/bin/sh"])
         ),
     )
     .unwrap();
