@@ -92,6 +92,9 @@ cargo build --workspace --locked -q
 # API / down, the Kubernetes manifests validated (about 1 to 5 minutes, most of it the first
 # image build).
 ./scripts/containers.sh
+# `testbed up --containers` with the load generator and the chaos CLI driving it (a partition
+# through the CLI), then removed (about half a minute).
+./scripts/testbed-containers.sh
 # The benchmark table command runs briefly to prove it works; numbers are not judged here.
 "${CARGO_TARGET_DIR:-target}/debug/wolf" bench --runs 20 --out "${CARGO_TARGET_DIR:-target}/bench-smoke.md" >/dev/null
 # ... and the test-case benchmark (it fails if a job's tests do not all pass or it compiled twice).
@@ -114,4 +117,8 @@ deploy/smoke.sh "$T/debug"
 # Chaos scenarios (stack + workload + fault schedule, then at-least-once and latency verified),
 # each bounded: a few minutes in all.
 "${CARGO_TARGET_DIR:-target}/debug/scenarios" --profile ci --out "${CARGO_TARGET_DIR:-target}/scenarios"
+# The scenarios of the containers provider (testcontainers, the images built above, private
+# networks): real partitions, the NATS node leading the job stream lost, a manager host killed,
+# random container faults (about 3.5 minutes).
+"${CARGO_TARGET_DIR:-target}/debug/scenarios" --provider containers --profile ci --out "${CARGO_TARGET_DIR:-target}/scenarios"
 echo "all checks passed"

@@ -1,7 +1,8 @@
 //! # chaos
 //!
 //! Fault injectors against a running Wolf stack: the testbed (through its JSON line, see
-//! [`ProcCluster`]) or a stack the caller owns (the testkit's [`wolf_testkit::Stack`]). Each
+//! [`ProcCluster`], or [`ContainerCluster`] when it is made of containers) or a stack the
+//! caller owns (the testkit's [`wolf_testkit::Stack`]). Each
 //! fault injects and heals and is recorded with its time in the [`Log`].
 //!
 //! | Fault | Inject | Heal |
@@ -14,12 +15,15 @@
 //! | `restart-postgres` | kill -9 the postmaster and every backend | start it on its data |
 //! | `restart-s3` | kill -9 the S3 server | start it on its data |
 //! | `pause-nats`, `pause-postgres`, `pause-s3` | SIGSTOP (slow, not dead) | SIGCONT |
+//! | `cut-{api,manager}-{nats,postgres,s3}` | containers: off that dependency's network | connect again |
+//! | `kill-nats-node` | containers: kill -9 one node of the NATS cluster | start it on its data |
 //!
 //! The outage lasts `--down` (restart and pause faults). Network faults need a path to act on:
 //! [`proxy::Proxy`] is a userspace TCP proxy (this kernel has no netem) put in front of a
 //! dependency when the stack starts, which delays or cuts the link; [`fill_disk`] fills the
 //! filesystem under a directory (a dedicated one: the scenarios mount a small tmpfs).
 
+mod containers;
 pub mod proxy;
 pub use wolf_testkit::procs;
 mod stack;
@@ -31,6 +35,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+pub use containers::ContainerCluster;
 pub use stack::{ProcCluster, port_of};
 
 /// A dependency server.
@@ -67,10 +72,33 @@ pub enum Fault {
     KillApi,
     /// kill -9 a server, then start it again on its data.
     Restart(Server),
-    /// SIGSTOP a server, then SIGCONT.
+    /// SIGSTOP a server, then SIGCONT (containers: `docker pause`, then unpause).
     Pause(Server),
+    /// A real partition between an API or a manager and one dependency (containers only:
+    /// the container is disconnected from that dependency's network, then connected again).
+    Cut(Role, Server),
+    /// kill -9 one node of the NATS cluster, then start it again on its data (containers).
+    KillNatsNode,
     /// Any of the above, chosen at random each time.
     Random,
+}
+
+/// Which Wolf process a partition isolates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A `wolf api`.
+    Api,
+    /// A `wolf manager`.
+    Manager,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Manager => "manager",
+        }
+    }
 }
 
 /// Every fault a random schedule picks from.
@@ -87,10 +115,38 @@ pub const ALL: [Fault; 10] = [
     Fault::Pause(Server::S3),
 ];
 
+/// The faults only a stack of containers takes (a random schedule there picks from these and
+/// [`ALL`]).
+pub const CONTAINER_ONLY: [Fault; 7] = [
+    Fault::Cut(Role::Api, Server::Nats),
+    Fault::Cut(Role::Api, Server::Postgres),
+    Fault::Cut(Role::Api, Server::S3),
+    Fault::Cut(Role::Manager, Server::Nats),
+    Fault::Cut(Role::Manager, Server::Postgres),
+    Fault::Cut(Role::Manager, Server::S3),
+    Fault::KillNatsNode,
+];
+
 impl FromStr for Fault {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("cut-") {
+            let (role, server) = rest.split_once('-').unwrap_or((rest, ""));
+            let role = match role {
+                "api" => Role::Api,
+                "manager" => Role::Manager,
+                _ => return Err(format!("unknown fault {s:?}: cut-{{api,manager}}-{{nats,postgres,s3}}")),
+            };
+            let server = match server {
+                "nats" => Server::Nats,
+                "postgres" => Server::Postgres,
+                "s3" => Server::S3,
+                _ => return Err(format!("unknown fault {s:?}: cut-{{api,manager}}-{{nats,postgres,s3}}")),
+            };
+            return Ok(Fault::Cut(role, server));
+        }
         Ok(match s {
+            "kill-nats-node" => Fault::KillNatsNode,
             "kill-worker" => Fault::KillWorker,
             "kill-template" => Fault::KillTemplate,
             "kill-manager" => Fault::KillManager,
@@ -105,7 +161,8 @@ impl FromStr for Fault {
             _ => {
                 return Err(format!(
                     "unknown fault {s:?}: kill-worker, kill-template, kill-manager, kill-api, restart-nats, restart-postgres, \
-                     restart-s3, pause-nats, pause-postgres, pause-s3, random"
+                     restart-s3, pause-nats, pause-postgres, pause-s3, random; with containers also \
+                     cut-{{api,manager}}-{{nats,postgres,s3}}, kill-nats-node"
                 ));
             }
         })
@@ -121,6 +178,8 @@ impl std::fmt::Display for Fault {
             Fault::KillApi => write!(f, "kill-api"),
             Fault::Restart(s) => write!(f, "restart-{}", s.name()),
             Fault::Pause(s) => write!(f, "pause-{}", s.name()),
+            Fault::Cut(r, s) => write!(f, "cut-{}-{}", r.name(), s.name()),
+            Fault::KillNatsNode => write!(f, "kill-nats-node"),
             Fault::Random => write!(f, "random"),
         }
     }
@@ -154,6 +213,39 @@ pub trait Cluster {
             out.extend(procs::children(p));
         }
         out
+    }
+    /// Stop (`on`) or continue server `s`; says what was done.
+    fn pause(&mut self, s: Server, on: bool) -> anyhow::Result<String> {
+        let set = self.pause_set(s);
+        let sig = if on { Signal::SIGSTOP } else { Signal::SIGCONT };
+        for p in &set {
+            let _ = kill(Pid::from_raw(*p), sig);
+        }
+        Ok(if on {
+            format!("stopped {} ({} processes)", s.name(), set.len())
+        } else {
+            format!("continued {}", s.name())
+        })
+    }
+    /// The faults a random schedule picks from on this stack.
+    fn faults(&self) -> Vec<Fault> {
+        ALL.to_vec()
+    }
+    /// Cut (`on`) or restore the link between API or manager `i` and server `s`.
+    fn cut(&mut self, _role: Role, _i: usize, _s: Server, _on: bool) -> anyhow::Result<()> {
+        anyhow::bail!("a network partition needs a stack of containers (testbed up --containers)")
+    }
+    /// Nodes of the NATS cluster.
+    fn nats_nodes(&self) -> usize {
+        1
+    }
+    /// kill -9 NATS node `i`.
+    fn crash_nats_node(&mut self, _i: usize) -> anyhow::Result<()> {
+        anyhow::bail!("losing one node needs a NATS cluster of containers (testbed up --containers)")
+    }
+    /// Start NATS node `i` again on its data.
+    fn start_nats_node(&mut self, _i: usize) -> anyhow::Result<()> {
+        anyhow::bail!("no NATS cluster here")
     }
 }
 
@@ -266,10 +358,29 @@ pub struct Injected {
 
 /// Inject `fault` once; returns what is left to heal (`None`: nothing, or it could not run).
 pub fn inject(cluster: &mut dyn Cluster, fault: Fault, rng: &mut Rng, log: &mut Log) -> Option<Injected> {
+    inject_on(cluster, fault, rng, None, log)
+}
+
+/// Inject `fault` once on manager, API or NATS node `index` (not a random one).
+pub fn inject_at(cluster: &mut dyn Cluster, fault: Fault, index: usize, log: &mut Log) -> Option<Injected> {
+    inject_on(cluster, fault, &mut Rng::new(1), Some(index), log)
+}
+
+fn inject_on(
+    cluster: &mut dyn Cluster,
+    fault: Fault,
+    rng: &mut Rng,
+    at: Option<usize>,
+    log: &mut Log,
+) -> Option<Injected> {
     let fault = match fault {
-        Fault::Random => ALL[rng.below(ALL.len())],
+        Fault::Random => {
+            let all = cluster.faults();
+            all[rng.below(all.len())]
+        }
         f => f,
     };
+    let mut pick = |n: usize| at.filter(|i| *i < n).unwrap_or_else(|| rng.below(n));
     let mut index = 0;
     let result: anyhow::Result<Option<String>> = (|| {
         Ok(match fault {
@@ -278,7 +389,7 @@ pub fn inject(cluster: &mut dyn Cluster, fault: Fault, rng: &mut Rng, log: &mut 
                 if busy.is_empty() {
                     None
                 } else {
-                    let pid = busy[rng.below(busy.len())];
+                    let pid = busy[pick(busy.len())];
                     kill(Pid::from_raw(pid), Signal::SIGKILL)?;
                     Some(format!("killed worker {pid}"))
                 }
@@ -288,7 +399,7 @@ pub fn inject(cluster: &mut dyn Cluster, fault: Fault, rng: &mut Rng, log: &mut 
                 if n == 0 {
                     None
                 } else {
-                    index = rng.below(n);
+                    index = pick(n);
                     kill_template(cluster.managers()[index])?
                 }
             }
@@ -297,7 +408,7 @@ pub fn inject(cluster: &mut dyn Cluster, fault: Fault, rng: &mut Rng, log: &mut 
                 if n == 0 {
                     None
                 } else {
-                    let i = rng.below(n);
+                    let i = pick(n);
                     index = i;
                     let pid = cluster.managers()[i];
                     cluster.crash_manager(i)?;
@@ -309,7 +420,7 @@ pub fn inject(cluster: &mut dyn Cluster, fault: Fault, rng: &mut Rng, log: &mut 
                 if n == 0 {
                     None
                 } else {
-                    let i = rng.below(n);
+                    let i = pick(n);
                     index = i;
                     let pid = cluster.apis()[i];
                     cluster.crash_api(i)?;
@@ -321,12 +432,24 @@ pub fn inject(cluster: &mut dyn Cluster, fault: Fault, rng: &mut Rng, log: &mut 
                 cluster.crash_server(s)?;
                 Some(format!("killed {} (pid {pid})", s.name()))
             }
-            Fault::Pause(s) => {
-                let set = cluster.pause_set(s);
-                for p in &set {
-                    let _ = kill(Pid::from_raw(*p), Signal::SIGSTOP);
+            Fault::Pause(s) => Some(cluster.pause(s, true)?),
+            Fault::Cut(role, s) => {
+                let n = match role {
+                    Role::Api => cluster.apis().len(),
+                    Role::Manager => cluster.managers().len(),
+                };
+                if n == 0 {
+                    None
+                } else {
+                    index = pick(n);
+                    cluster.cut(role, index, s, true)?;
+                    Some(format!("cut {} {index} off from {}", role.name(), s.name()))
                 }
-                Some(format!("stopped {} ({} processes)", s.name(), set.len()))
+            }
+            Fault::KillNatsNode => {
+                index = pick(cluster.nats_nodes());
+                cluster.crash_nats_node(index)?;
+                Some(format!("killed NATS node {index}"))
             }
             Fault::Random => unreachable!("resolved above"),
         })
@@ -365,12 +488,14 @@ pub fn heal(cluster: &mut dyn Cluster, what: Injected, log: &mut Log) {
                 cluster.start_server(s)?;
                 Some(format!("started {} (pid {})", s.name(), cluster.server(s).unwrap_or(0)))
             }
-            Fault::Pause(s) => {
-                let set = cluster.pause_set(s);
-                for p in &set {
-                    let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
-                }
-                Some(format!("continued {}", s.name()))
+            Fault::Pause(s) => Some(cluster.pause(s, false)?),
+            Fault::Cut(role, s) => {
+                cluster.cut(role, index, s, false)?;
+                Some(format!("{} {index} reaches {} again", role.name(), s.name()))
+            }
+            Fault::KillNatsNode => {
+                cluster.start_nats_node(index)?;
+                Some(format!("started NATS node {index}"))
             }
         })
     })();
@@ -450,7 +575,7 @@ mod tests {
 
     #[test]
     fn faults_parse_and_print_the_same() {
-        for f in ALL.iter().chain([&Fault::Random]) {
+        for f in ALL.iter().chain(&CONTAINER_ONLY).chain([&Fault::Random]) {
             assert_eq!(f.to_string().parse::<Fault>().unwrap(), *f);
         }
         assert!("meteor".parse::<Fault>().unwrap_err().contains("kill-worker"));
@@ -521,6 +646,12 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(state(), "S", "running (sleeping) again");
         assert_eq!(log.events.len(), 2);
+        // Losing one node of a NATS cluster needs containers: on processes it is skipped,
+        // saying so.
+        assert!(inject(&mut c, Fault::KillNatsNode, &mut Rng::new(1), &mut log).is_none());
+        let skip = log.events.last().unwrap();
+        assert_eq!(skip.action, "skip");
+        assert!(skip.detail.contains("--containers"), "{}", skip.detail);
         let _ = child.kill();
         let _ = child.wait();
     }

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chaos::{Cluster, Fault, Log, ProcCluster, Rng};
+use chaos::{Cluster, ContainerCluster, Fault, Log, ProcCluster, Rng};
 use clap::Parser;
 use wolf_testkit::parse_duration;
 
@@ -14,8 +14,9 @@ use wolf_testkit::parse_duration;
 #[derive(Debug, Parser)]
 #[command(name = "chaos", version)]
 struct Args {
-    /// kill-worker, kill-manager, kill-api, restart-nats, restart-postgres, restart-s3,
-    /// pause-nats, pause-postgres, pause-s3, random.
+    /// kill-worker, kill-template, kill-manager, kill-api, restart-nats, restart-postgres,
+    /// restart-s3, pause-nats, pause-postgres, pause-s3, random; on a stack of containers also
+    /// cut-{api,manager}-{nats,postgres,s3} (a real partition) and kill-nats-node.
     fault: Fault,
     /// Time between injections.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -58,7 +59,13 @@ fn main() -> ExitCode {
         eprintln!("chaos: no JSON line from `testbed up` in {}", args.stack);
         return ExitCode::from(2);
     };
-    let mut cluster = match ProcCluster::from_testbed(&v) {
+    // A stack of containers (`testbed up --containers`) is acted on through Docker.
+    let made: anyhow::Result<Box<dyn Cluster>> = match ContainerCluster::from_testbed(&v) {
+        Ok(Some(c)) => Ok(Box::new(c)),
+        Ok(None) => ProcCluster::from_testbed(&v).map(|c| Box::new(c) as Box<dyn Cluster>),
+        Err(e) => Err(e),
+    };
+    let mut cluster = match made {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chaos: {e:#}");
@@ -87,7 +94,7 @@ fn main() -> ExitCode {
         total: args.total,
         down: args.down,
     };
-    chaos::run_schedule(&mut cluster, schedule, &mut Rng::new(seed), &mut log, &|| false);
+    chaos::run_schedule(cluster.as_mut(), schedule, &mut Rng::new(seed), &mut log, &|| false);
     eprintln!("chaos: {} injections", log.injected());
     ExitCode::SUCCESS
 }

@@ -3,6 +3,8 @@
 //! only as `retryCount`, poison jobs end `Failed` and in the dead-letter stream, and the
 //! per-stage percentiles meet the profile's targets (targets.toml). A summary goes to results/.
 
+mod containers;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -28,6 +30,10 @@ struct Args {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// Where the stack runs: `processes` (the testkit's, on loopback) or `containers` (every
+    /// component a container from the local images, on private networks; scripts/images.sh).
+    #[arg(long, default_value = "processes", value_parser = ["processes", "containers"])]
+    provider: String,
     /// Where the summary goes.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -170,6 +176,13 @@ fn under_chaos(
             format!("the fault was injected ({} times, seed {seed})", log.injected()),
             log.injected() > 0,
         );
+        let failed: Vec<&str> = log
+            .events
+            .iter()
+            .filter(|e| e.detail.contains("FAILED"))
+            .map(|e| e.detail.as_str())
+            .collect();
+        o.check(format!("every fault was healed {failed:?}"), failed.is_empty());
     }
     o.chaos = log.events;
     ctx.rt.block_on(load)?
@@ -273,6 +286,12 @@ const STACK_WORKERS: f64 = 2.0;
 fn steady(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
     let (_d, mut s) = stack(1, &[])?;
     let url = s.apis[0].1.clone();
+    steady_load(ctx, &url, &mut s, o)
+}
+
+/// The steady load against `url` of a stack with one manager of two workers, and its checks.
+fn steady_load(ctx: &Ctx, url: &str, cluster: &mut dyn chaos::Cluster, o: &mut Outcome) -> anyhow::Result<()> {
+    let url = url.to_string();
     let mix = "cpp,python";
     preflight(ctx, &url, mix)?;
     let service = preflight(ctx, &url, mix)?;
@@ -282,7 +301,7 @@ fn steady(ctx: &Ctx, o: &mut Outcome) -> anyhow::Result<()> {
         "steady: mean service {:.0} ms, capacity {capacity:.1} jobs/s, load {rps:.1} jobs/s",
         service.as_secs_f64() * 1000.0
     );
-    let rec = under_chaos(ctx, plan(&url, rps, 10, mix)?, &mut s, None, o)?;
+    let rec = under_chaos(ctx, plan(&url, rps, 10, mix)?, cluster, None, o)?;
     verify(ctx, &url, &rec, o);
     o.counts["serviceMs"] = json!((service.as_secs_f64() * 1000.0).round());
     o.counts["rps"] = json!((rps * 10.0).round() / 10.0);
@@ -607,9 +626,15 @@ fn docker_reachable() -> bool {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let on_containers = args.provider == "containers";
+    let scenarios: &[(&str, &str, Run)] = if on_containers {
+        &containers::SCENARIOS
+    } else {
+        &SCENARIOS
+    };
     if args.list {
-        for (name, about, _) in SCENARIOS {
-            println!("{name:16} {about}");
+        for (name, about, _) in scenarios {
+            println!("{name:18} {about}");
         }
         return ExitCode::SUCCESS;
     }
@@ -617,14 +642,9 @@ fn main() -> ExitCode {
         eprintln!("skipped: the scenarios need root (sandboxes, cgroups, PostgreSQL as the postgres user)");
         return ExitCode::SUCCESS;
     }
-    if docker_reachable() {
-        eprintln!(
-            "note: a Docker engine is reachable, but the scenarios run on the testkit's processes: there is no testcontainers provider (images cannot be pulled on this machine)"
-        );
-    } else {
-        eprintln!(
-            "skipped: testcontainers provider (no Docker engine at /var/run/docker.sock); the scenarios run on the testkit's processes"
-        );
+    if on_containers && !docker_reachable() {
+        eprintln!("scenarios: --provider containers needs a Docker engine at /var/run/docker.sock");
+        return ExitCode::from(2);
     }
     let text =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("targets.toml")).unwrap_or_default();
@@ -648,7 +668,7 @@ fn main() -> ExitCode {
             .expect("client"),
     };
     let mut outcomes = Vec::new();
-    for (name, about, run) in SCENARIOS {
+    for &(name, about, run) in scenarios {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
             continue;
         }
@@ -668,8 +688,9 @@ fn main() -> ExitCode {
         outcomes.push(o);
     }
     let mut md = format!(
-        "# Chaos scenarios, profile `{}`\n\nMachine: {}\n\n| Scenario | Result | Seconds | Checks |\n|---|---|---|---|\n",
+        "# Chaos scenarios, profile `{}`, provider `{}`\n\nMachine: {}\n\n| Scenario | Result | Seconds | Checks |\n|---|---|---|---|\n",
         args.profile,
+        args.provider,
         report::machine_line(&report::machine())
     );
     for o in &outcomes {
@@ -693,14 +714,18 @@ fn main() -> ExitCode {
     if !args.no_write {
         let _ = std::fs::create_dir_all(&args.out);
         let base = args.out.join(format!(
-            "{}-scenarios-{}",
+            "{}-scenarios-{}{}",
             chrono::Utc::now().format("%Y-%m-%d"),
+            if on_containers { "containers-" } else { "" },
             args.profile
         ));
         let _ = std::fs::write(base.with_extension("md"), &md);
         let _ = std::fs::write(
             base.with_extension("json"),
-            serde_json::to_string_pretty(&json!({"profile": args.profile, "scenarios": outcomes})).unwrap_or_default(),
+            serde_json::to_string_pretty(
+                &json!({"profile": args.profile, "provider": args.provider, "scenarios": outcomes}),
+            )
+            .unwrap_or_default(),
         );
         eprintln!("scenarios: wrote {}.{{md,json}}", base.display());
     }

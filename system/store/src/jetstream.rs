@@ -107,6 +107,9 @@ pub struct JetStreamConfig {
     pub queue: QueueConfig,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_ttl: Duration,
+    /// Copies of every stream and bucket in a JetStream cluster (1 on a single server; 3 on a
+    /// 3-node cluster, so that losing one node loses neither a job nor the queue).
+    pub replicas: usize,
 }
 
 impl Default for JetStreamConfig {
@@ -114,6 +117,7 @@ impl Default for JetStreamConfig {
         Self {
             queue: QueueConfig::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            replicas: 1,
         }
     }
 }
@@ -249,16 +253,19 @@ impl JetStreamQueue {
             discard: stream::DiscardPolicy::New,
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(120),
+            num_replicas: self.cfg.replicas,
             ..Default::default()
         };
         let mut existing = self.js.get_or_create_stream(jobs.clone()).await.map_err(unavailable)?;
         let info = existing.info().await.map_err(unavailable)?;
-        if info.config.subjects != jobs.subjects {
+        if info.config.subjects != jobs.subjects || info.config.num_replicas != jobs.num_replicas {
             // A stream of an earlier version (one subject for every job): its messages stay
-            // and are consumed as before; new ones go to their job's subject.
+            // and are consumed as before; new ones go to their job's subject. A changed
+            // replica count is applied in place (the server copies the messages).
             let mut cfg = info.config.clone();
             cfg.subjects.extend(jobs.subjects.iter().cloned());
             cfg.subjects.dedup();
+            cfg.num_replicas = jobs.num_replicas;
             self.js.update_stream(cfg).await.map_err(unavailable)?;
         }
         self.js
@@ -266,6 +273,7 @@ impl JetStreamQueue {
                 name: DLQ_STREAM.into(),
                 subjects: vec![DLQ_SUBJECT.into()],
                 storage: stream::StorageType::File,
+                num_replicas: self.cfg.replicas,
                 ..Default::default()
             })
             .await
@@ -378,6 +386,7 @@ impl JetStreamQueue {
                 allow_rollup: true,
                 deny_delete: true,
                 allow_direct: true,
+                num_replicas: self.cfg.replicas,
                 ..settings
             })
             .await

@@ -9,9 +9,11 @@
 //! - [`nats`], [`postgres`], [`s3`]: one server each.
 //! - [`stack`]: the whole distributed mode (servers + `wolf api` + `wolf manager` processes),
 //!   which the `testbed` binary prints as JSON.
+//! - [`containers`]: the same stack as containers on private networks (testcontainers).
 //! - [`port`]: free loopback ports and readiness probes.
 //! - [`guest`]: a real kernel (Debian's, under qemu) running one command as root.
 
+pub mod containers;
 pub mod guest;
 pub mod nats;
 pub mod otlp;

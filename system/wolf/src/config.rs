@@ -112,8 +112,11 @@ pub struct SandboxSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSection {
-    /// Server URL (`WOLF_NATS_URL`).
+    /// Server URL (`WOLF_NATS_URL`); a cluster's servers comma-separated.
     pub url: String,
+    /// Copies of the queue's streams and buckets (`WOLF_NATS_REPLICAS`): 3 on a 3-node
+    /// cluster, so that a node lost loses no job and stops no submission.
+    pub replicas: usize,
 }
 
 /// PostgreSQL: only from the environment (a secret).
@@ -209,6 +212,7 @@ impl Default for NatsSection {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".into(),
+            replicas: 1,
         }
     }
 }
@@ -264,6 +268,9 @@ pub struct ConfigArgs {
     /// NATS server with JetStream.
     #[arg(long, env = "WOLF_NATS_URL")]
     pub nats_url: Option<String>,
+    /// Copies of the queue's streams in a JetStream cluster (1..=5).
+    #[arg(long, env = "WOLF_NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
     /// Seconds a job stays with a silent manager before it is offered again.
     #[arg(long, env = "WOLF_LEASE_SECS")]
     pub lease_secs: Option<u64>,
@@ -346,6 +353,7 @@ impl Config {
         set!(c.max_pending, args.max_pending);
         set!(c.max_attempts, args.max_attempts);
         set!(c.nats.url, args.nats_url);
+        set!(c.nats.replicas, args.nats_replicas);
         set!(c.lease_secs, args.lease_secs);
         set!(c.s3.endpoint, args.s3_endpoint);
         set!(c.s3.bucket, args.s3_bucket);
@@ -361,6 +369,12 @@ impl Config {
         c.lease_secs = c.lease_secs.max(1);
         anyhow::ensure!(c.max_inflight > 0, "max_inflight must be at least 1");
         anyhow::ensure!(c.max_waits > 0, "max_waits must be at least 1");
+        // JetStream's own bound: a stream has 1 to 5 copies.
+        anyhow::ensure!(
+            (1..=5).contains(&c.nats.replicas),
+            "nats.replicas must be 1 to 5 (got {})",
+            c.nats.replicas
+        );
         Ok(c)
     }
 
@@ -448,6 +462,7 @@ impl Config {
     pub fn jetstream(&self) -> wolf_store::JetStreamConfig {
         wolf_store::JetStreamConfig {
             queue: self.queue(),
+            replicas: self.nats.replicas,
             ..Default::default()
         }
     }
@@ -479,6 +494,24 @@ pub fn main(args: ConfigArgs) -> anyhow::Result<std::process::ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_replicas_are_jetstreams_one_to_five() {
+        let with = |n| ConfigArgs {
+            nats_replicas: Some(n),
+            ..Default::default()
+        };
+        let none = |_: &str| None;
+        assert_eq!(Config::load_with(&with(3), &none).unwrap().jetstream().replicas, 3);
+        for bad in [0, 6] {
+            let e = Config::load_with(&with(bad), &none).unwrap_err().to_string();
+            assert!(e.contains("nats.replicas must be 1 to 5"), "{e}");
+        }
+        assert_eq!(
+            Config::load_with(&ConfigArgs::default(), &none).unwrap().nats.replicas,
+            1
+        );
+    }
 
     #[test]
     fn the_file_then_flags_and_secrets_never_shown() {
