@@ -56,7 +56,8 @@ if [[ $rc -eq 0 ]] || ! grep -q "CAP_SYS_ADMIN" <<<"$out"; then
 fi
 step "refused to start without the profile or the capability"
 
-# 3. compose up, a job through each API, compose down.
+# 3. compose up, 401 without a key, a key made in one API's container, a job through each API
+#    with it, compose down.
 if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export WOLF_PORT WOLF_PORT_2 PROMETHEUS_PORT
@@ -72,10 +73,19 @@ for port in "$WOLF_PORT" "$WOLF_PORT_2"; do
     curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
     sleep 1
   done
+done
+# The APIs listen beyond loopback: keys are required by default. One key, made in one API's
+# container (PostgreSQL holds it), is valid on both.
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$WOLF_PORT/job")
+[[ "$code" == 401 ]] || { echo "error: compose API without a key answered $code, not 401" >&2; exit 1; }
+KEY=$(compose exec -T api-1 wolf keys create --name ci 2>/dev/null)
+[[ "$KEY" == wolf_* ]] || { echo "error: wolf keys create in api-1 printed no key" >&2; exit 1; }
+for port in "$WOLF_PORT" "$WOLF_PORT_2"; do
   out=$(curl -fsS -X POST "http://127.0.0.1:$port/job?wait=true&timeout=60" -H 'Content-Type: application/json' \
-    -d '{"code": "print(6 * 7)", "executionEngine": "python"}')
+    -H "Authorization: Bearer $KEY" -d '{"code": "print(6 * 7)", "executionEngine": "python"}')
   id=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1]); assert r["result"]["verdict"] == "Accepted", r; print(r["id"])' "$out")
-  [[ "$(curl -fsS "http://127.0.0.1:$port/job/$id/output")" == "42" ]] || { echo "error: job $id: $out" >&2; exit 1; }
+  [[ "$(curl -fsS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$port/job/$id/output")" == "42" ]] ||
+    { echo "error: job $id: $out" >&2; exit 1; }
 done
 for _ in $(seq 1 30); do
   up=$(curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/api/v1/targets" |
@@ -86,7 +96,7 @@ done
 [[ "$up" -ge 4 ]] || { echo "error: Prometheus scrapes $up of 4 targets" >&2; exit 1; }
 compose down -v >/dev/null 2>&1
 trap - EXIT
-step "compose: up, a job through each API, 4 of 4 targets scraped, down"
+step "compose: up, 401 without a key, a job through each API with one key, 4 of 4 targets scraped, down"
 
 # 4. The Kubernetes manifests, offline, against the schemas kubernetes-validate ships.
 [[ -x "$T/k8s-venv/bin/kubernetes-validate" ]] || {

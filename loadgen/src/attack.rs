@@ -289,6 +289,19 @@ async fn arrival(user: &mut GooseUser, sh: &Shared) -> TransactionResult {
     Ok(())
 }
 
+/// `Authorization: Bearer $WOLF_API_KEY` when that is set (a deployment that requires keys).
+pub fn key_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    if let Some(v) = std::env::var("WOLF_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .and_then(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).ok())
+    {
+        h.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    h
+}
+
 /// Run the plan; returns the measurements of its measured part.
 pub async fn run(plan: Plan) -> anyhow::Result<Recorder> {
     let total = plan.warmup + plan.duration;
@@ -308,9 +321,26 @@ pub async fn run(plan: Plan) -> anyhow::Result<Recorder> {
         let sh = sh.clone();
         Box::pin(async move { arrival(user, &sh).await })
     });
+    // Each user's client carries the API key, when one is given.
+    let keyed: TransactionFunction = Arc::new(move |user| {
+        Box::pin(async move {
+            let headers = key_headers();
+            if !headers.is_empty() {
+                let builder = reqwest::Client::builder()
+                    .default_headers(headers)
+                    .timeout(Duration::from_secs(60));
+                user.set_client_builder(builder).await?;
+            }
+            Ok(())
+        })
+    });
     // Goose's own command line is not parsed: loadgen's flags drive it.
     GooseAttack::initialize_with_config(goose::config::GooseConfiguration::default())?
-        .register_scenario(scenario!("wolf").register_transaction(Transaction::new(tx).set_name("arrival")))
+        .register_scenario(
+            scenario!("wolf")
+                .register_transaction(Transaction::new(keyed).set_name("key").set_on_start())
+                .register_transaction(Transaction::new(tx).set_name("arrival")),
+        )
         .set_default(GooseDefault::Host, url.as_str())?
         .set_default(GooseDefault::Users, users)?
         .set_default(GooseDefault::HatchRate, format!("{}", users.max(100)).as_str())?

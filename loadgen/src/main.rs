@@ -121,7 +121,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             Target::embedded(args.workers, max_pending)?
         }
     };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(150)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(150))
+        .default_headers(loadgen::attack::key_headers())
+        .build()?;
     target.ready(&client, Duration::from_secs(120)).await?;
     let url = target.url();
     preflight(&client, &url, &mix).await?;

@@ -35,6 +35,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// 408: the request body did not arrive in time.
     Timeout(String),
+    /// 401: no API key, or not a valid one (`WWW-Authenticate: Bearer`).
+    Unauthorized(String),
+    /// 403: the key is valid and this is outside its scopes.
+    Forbidden(String),
     /// 500: a bug (a handler panicked); logged, never with internals in the message.
     Internal,
 }
@@ -71,6 +75,8 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +96,8 @@ impl ApiError {
             ApiError::Gone(_) => "gone",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Timeout(_) => "request_timeout",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Internal => "internal",
         }
     }
@@ -108,7 +116,9 @@ impl ApiError {
             | ApiError::MethodNotAllowed(m)
             | ApiError::Gone(m)
             | ApiError::NotImplemented(m)
-            | ApiError::Timeout(m) => m.clone(),
+            | ApiError::Timeout(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m) => m.clone(),
         }
     }
 }
@@ -143,6 +153,12 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Overloaded | ApiError::Unavailable(_)) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wolf\""),
+            );
         }
         resp
     }

@@ -16,6 +16,7 @@
 //! - [`service`]: [`run_api`], the API as a service in either mode, and the probes router.
 //! - [`persist`]: the admission's background writes (record and code object).
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod judge0;
@@ -68,6 +69,8 @@ pub struct ApiConfig {
     pub max_waits: usize,
     /// Extra files per submission.
     pub max_files: usize,
+    /// Every request but the probes needs an API key ([`auth`]).
+    pub auth_required: bool,
 }
 
 impl Default for ApiConfig {
@@ -82,6 +85,7 @@ impl Default for ApiConfig {
             body_timeout: Duration::from_secs(10),
             max_waits: 4096,
             max_files: 1000,
+            auth_required: false,
         }
     }
 }
@@ -115,6 +119,10 @@ pub struct AppState {
     pub pending_writes: Arc<std::sync::Mutex<std::collections::HashMap<String, wolf_core::JobRecord>>>,
     /// Where sessions live (none: this deployment offers no sessions).
     pub sessions: Option<Arc<dyn wolf_store::SessionHost>>,
+    /// API keys and session owners (none: no authentication possible).
+    pub keys: Option<Arc<dyn wolf_store::Keys>>,
+    /// Keys recently looked up.
+    pub key_cache: Arc<auth::KeyCache>,
 }
 
 impl AppState {
@@ -146,7 +154,15 @@ impl AppState {
             pending_writes: Default::default(),
             readiness: None,
             sessions: None,
+            keys: None,
+            key_cache: Default::default(),
         }
+    }
+
+    /// Authenticate with these keys (when `cfg.auth_required`).
+    pub fn with_keys(mut self, keys: Arc<dyn wolf_store::Keys>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Add a readiness check to `/readyz`.
@@ -232,6 +248,7 @@ pub fn piston_app(state: AppState) -> Router {
 fn door_app(state: AppState, routes: Router<AppState>) -> Router {
     let limit = state.cfg.max_body_bytes;
     routes
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), shed))
         .layer(DefaultBodyLimit::max(limit))
         .fallback(routes::not_found)
@@ -264,6 +281,7 @@ pub fn app(state: AppState) -> Router {
         .route("/languages", get(routes::languages))
         .nest("/judge0", judge0::router())
         .nest("/api/v2", piston::router())
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), shed))
         .layer(DefaultBodyLimit::max(limit));
     Router::new()

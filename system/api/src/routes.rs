@@ -458,7 +458,11 @@ pub async fn submit(
                 return Err(ApiError::Invalid("Idempotency-Key must be 1 to 200 characters".into()));
             }
             Some(Idempotency {
-                key: key.to_string(),
+                // Per key: another key's use of the same Idempotency-Key is another job.
+                key: match crate::auth::current().owner() {
+                    Some(owner) => format!("{owner}:{key}"),
+                    None => key.to_string(),
+                },
                 body_hash: wolf_core::hash::sha256_hex(&hashed),
             })
         }
@@ -506,9 +510,12 @@ async fn admit(
     started: Instant,
     interactive: bool,
 ) -> Result<JobRecord, ApiError> {
+    crate::auth::check_engine(&sub.execution_engine)?;
     let id = uuid::Uuid::now_v7().to_string();
     let mut record = JobRecord::new(id.clone(), sub, Utc::now());
     record.interactive = interactive;
+    // What a key submits is its own (authentication off: no owner, as before keys).
+    record.owner = crate::auth::current().owner().map(str::to_string);
     // The job's trace: this span's when spans are exported, else a fresh W3C trace id that
     // still names the job in every log line.
     let trace_id = wolf_telemetry::trace_id().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
@@ -624,8 +631,14 @@ pub(crate) async fn lookup(st: &AppState, id: &str) -> Result<Option<JobRecord>,
     Ok(lookup_queued(st, id).await?.map(|(r, _)| r))
 }
 
-/// [`lookup`], with the submission when it came from the queue.
+/// [`lookup`], with the submission when it came from the queue. A job the current key may
+/// not see is not found (every door and route reads jobs through here).
 async fn lookup_queued(st: &AppState, id: &str) -> Result<Option<(JobRecord, Option<Submission>)>, ApiError> {
+    let p = crate::auth::current();
+    Ok(lookup_any(st, id).await?.filter(|(r, _)| p.may_see(r.owner.as_deref())))
+}
+
+async fn lookup_any(st: &AppState, id: &str) -> Result<Option<(JobRecord, Option<Submission>)>, ApiError> {
     let local = st.recent(id);
     let stored = match st.meta.get(id).await {
         Ok(Some(r)) => return Ok(Some((r, None))),
@@ -855,10 +868,13 @@ pub async fn list(State(st): State<AppState>, Q(q): Q<ListQuery>) -> Result<Json
     if !(1..=100).contains(&limit) {
         return Err(ApiError::Invalid("limit must be between 1 and 100".into()));
     }
+    let p = crate::auth::current();
     let mut page = Page {
         before: None,
         offset: 0,
         limit,
+        // A key lists its own jobs; an admin key (or no authentication) all of them.
+        owner: if p.sees_all() { None } else { p.owner() },
     };
     if let Some(o) = q.offset.as_deref().filter(|o| !o.is_empty()) {
         match o.parse::<u64>() {
@@ -893,6 +909,7 @@ pub async fn dead_letters(
     State(st): State<AppState>,
     Q(q): Q<DeadLetterQuery>,
 ) -> Result<Json<Vec<wolf_store::DeadLetter>>, ApiError> {
+    crate::auth::require_admin("the dead letters (every key's jobs)")?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::Invalid("limit must be between 1 and 100".into()));

@@ -126,7 +126,30 @@ pub fn document(st: &AppState) -> Value {
             });
         }
     }
+    if st.cfg.auth_required {
+        secured(&mut doc);
+    }
     doc
+}
+
+/// When keys are required: the schemes, and on every route but the open ones (probes,
+/// metrics, this document) the requirement and its 401 and 403 answers.
+fn secured(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer", "description": "wolf keys create"},
+        "xAuthToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token", "description": "Judge0's header"},
+    });
+    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
+    let open = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (_, item) in paths.iter_mut().filter(|(p, _)| !open.contains(&p.as_str())) {
+            for op in item.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+                op["security"] = json!([{"bearer": []}, {"xAuthToken": []}]);
+                op["responses"]["401"] = err("no API key, or not a valid one");
+                op["responses"]["403"] = err("outside the key's scopes");
+            }
+        }
+    }
 }
 
 /// The front doors' routes, under their own tags: what each answers is Judge0's or Piston's

@@ -39,6 +39,8 @@ pub struct ApiDeps {
     pub piston: Option<TcpListener>,
     /// Where sessions live (none: no sessions here).
     pub sessions: Option<Arc<dyn wolf_store::SessionHost>>,
+    /// API keys (the metadata store's), checked when `cfg.auth_required`.
+    pub keys: Option<Arc<dyn wolf_store::Keys>>,
 }
 
 /// Requests in flight get this long to finish after shutdown begins.
@@ -65,6 +67,7 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
     );
     state.readiness = deps.readiness;
     state.sessions = deps.sessions;
+    state.keys = deps.keys;
     let pending = state.pending_writes.clone();
     let (stopped, stopping) = tokio::sync::watch::channel(false);
     let stop = async move {

@@ -92,7 +92,19 @@ pub struct SessionPath {
         (status = 429, body = ErrorBody), (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let spec: SessionSpec = json_body(&headers, &body)?;
-    let info = host(&st)?.create(spec).await?;
+    if let Some(engine) = &spec.execution_engine {
+        crate::auth::check_engine(engine)?;
+    }
+    let host = host(&st)?;
+    let info = host.create(spec).await?;
+    // A key's session is its own: recorded before the id is given out (the middleware checks
+    // it on every later request); if it cannot be recorded, the session goes.
+    if let (Some(owner), Some(keys)) = (crate::auth::current().owner().map(str::to_string), &st.keys)
+        && let Err(e) = keys.set_owner(&info.id, &owner).await
+    {
+        let _ = host.delete(&info.id).await;
+        return Err(e.into());
+    }
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 

@@ -206,25 +206,29 @@ impl Dialect for Wolf {
 /// `GET /job/ws`, upgraded: Wolf's interactive run.
 pub async fn job_ws(State(st): State<AppState>, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
     let permit = permit(&st)?;
+    // The upgraded socket runs in a task of its own: it keeps the request's key.
+    let principal = crate::auth::current();
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            let _permit = permit;
-            let (mut sink, mut frames) = socket.split();
-            match init(&st, &mut frames).await {
-                Ok(rec) => {
-                    let accepted = serde_json::json!({"type": "accepted", "id": rec.id});
-                    if sink.send(text(&accepted)).await.is_ok() {
-                        converse(st, sink, frames, rec, Wolf).await;
+        .on_upgrade(move |socket| {
+            crate::auth::scope(principal, async move {
+                let _permit = permit;
+                let (mut sink, mut frames) = socket.split();
+                match init(&st, &mut frames).await {
+                    Ok(rec) => {
+                        let accepted = serde_json::json!({"type": "accepted", "id": rec.id});
+                        if sink.send(text(&accepted)).await.is_ok() {
+                            converse(st, sink, frames, rec, Wolf).await;
+                        }
+                    }
+                    Err((code, why)) => {
+                        let _ = sink
+                            .send(text(&serde_json::json!({"type": "error", "message": why})))
+                            .await;
+                        let _ = sink.send(close(code, &why)).await;
                     }
                 }
-                Err((code, why)) => {
-                    let _ = sink
-                        .send(text(&serde_json::json!({"type": "error", "message": why})))
-                        .await;
-                    let _ = sink.send(close(code, &why)).await;
-                }
-            }
+            })
         })
         .into_response())
 }

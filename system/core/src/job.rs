@@ -445,6 +445,10 @@ pub struct JobRecord {
     /// Started on the WebSocket `/job/ws`: the program's stdin is what the client sends.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interactive: bool,
+    /// Id of the API key that submitted it (authentication on); only that key and admin keys
+    /// see the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// One delivery of a job to a worker.
@@ -481,6 +485,7 @@ impl JobRecord {
             trace_id: None,
             interactive: false,
             attempts: Vec::new(),
+            owner: None,
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   data, verdicts, file-name rules — the domain the jail depends on (never the reverse).
 //! - [`machine`]: the machine and commit a measurement ran on.
 
+pub mod auth;
 pub mod checker;
 pub mod hash;
 pub mod job;

@@ -18,6 +18,7 @@
 pub mod engines;
 pub mod events;
 pub mod jetstream;
+pub mod keys;
 pub mod local;
 pub mod postgres;
 pub mod s3;
@@ -34,6 +35,6 @@ pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
 pub use streams::Streams;
 pub use traits::{
-    Admission, DeadLetter, Delivery, Idempotency, Metadata, Objects, Page, Queue, QueueConfig, SessionError,
+    Admission, DeadLetter, Delivery, Idempotency, Keys, Metadata, Objects, Page, Queue, QueueConfig, SessionError,
     SessionHost, StoreError,
 };

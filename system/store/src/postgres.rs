@@ -16,12 +16,15 @@ use wolf_core::{Attempt, JobRecord, Status, Submission, Timings};
 use crate::traits::{Metadata, Page, StoreError};
 
 /// The schema, versioned.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_jobs.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_jobs.sql")),
+    (2, include_str!("../migrations/0002_keys.sql")),
+];
 
 /// PostgreSQL metadata.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// Reads fail fast until then: the database was unreachable moments ago. A reader (an API
     /// answering `GET /job/{id}`) then asks the queue at once instead of waiting out a connect
     /// timeout on every request of an outage.
@@ -163,22 +166,18 @@ impl Metadata for PgStore {
     }
 
     async fn list(&self, page: Page<'_>) -> Result<Vec<JobRecord>, StoreError> {
-        let rows = match page.before {
-            Some(before) => {
-                sqlx::query("SELECT id, record FROM wolf_jobs WHERE id < $1 ORDER BY id DESC LIMIT $2")
-                    .bind(before)
-                    .bind(page.limit as i64)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            None => {
-                sqlx::query("SELECT id, record FROM wolf_jobs ORDER BY id DESC LIMIT $1 OFFSET $2")
-                    .bind(page.limit as i64)
-                    .bind(page.offset as i64)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        }
+        // One statement for every page shape: a cursor or an offset, one owner or all.
+        let rows = sqlx::query(
+            "SELECT id, record FROM wolf_jobs
+              WHERE ($1::text IS NULL OR id < $1) AND ($2::text IS NULL OR record->>'owner' = $2)
+              ORDER BY id DESC LIMIT $3 OFFSET $4",
+        )
+        .bind(page.before)
+        .bind(page.owner)
+        .bind(page.limit as i64)
+        .bind(if page.before.is_some() { 0 } else { page.offset as i64 })
+        .fetch_all(&self.pool)
+        .await
         .map_err(db)?;
         rows.into_iter()
             .map(|r| parse_record(r.get::<&str, _>(0), r.get(1)))

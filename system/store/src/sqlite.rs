@@ -21,11 +21,11 @@ use crate::traits::{Admission, DeadLetter, Delivery, Idempotency, Metadata, Page
 /// The embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     /// SQLite has one writer at a time; queueing writers here (instead of on SQLite's busy
     /// handler, which a read-then-write transaction cannot wait on) keeps writes fair and
     /// never fails them with SQLITE_BUSY.
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     queue: QueueConfig,
 }
 
@@ -55,6 +55,15 @@ const SCHEMA: &[&str] = &[
         body_hash TEXT NOT NULL,
         job_id TEXT NOT NULL
     )",
+    // API keys (hashed) and the owners of sessions; a job's owner is in its record.
+    "CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL UNIQUE,
+        key TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS owners (id TEXT PRIMARY KEY, key_id TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (json_extract(record, '$.owner'), id)",
 ];
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -159,22 +168,18 @@ impl Metadata for SqliteStore {
     }
 
     async fn list(&self, page: Page<'_>) -> Result<Vec<JobRecord>, StoreError> {
-        let rows = match page.before {
-            Some(before) => {
-                sqlx::query("SELECT id, record FROM jobs WHERE id < ? ORDER BY id DESC LIMIT ?")
-                    .bind(before)
-                    .bind(page.limit as i64)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            None => {
-                sqlx::query("SELECT id, record FROM jobs ORDER BY id DESC LIMIT ? OFFSET ?")
-                    .bind(page.limit as i64)
-                    .bind(page.offset as i64)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        }
+        // One statement for every page shape: a cursor or an offset, one owner or all.
+        let rows = sqlx::query(
+            "SELECT id, record FROM jobs
+              WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR json_extract(record, '$.owner') = ?2)
+              ORDER BY id DESC LIMIT ?3 OFFSET ?4",
+        )
+        .bind(page.before)
+        .bind(page.owner)
+        .bind(page.limit as i64)
+        .bind(if page.before.is_some() { 0 } else { page.offset as i64 })
+        .fetch_all(&self.pool)
+        .await
         .map_err(db)?;
         rows.iter()
             .map(|r| parse_record(r.get::<&str, _>(0), r.get::<&str, _>(1)))
@@ -581,6 +586,7 @@ mod tests {
                 before: None,
                 offset: 0,
                 limit: 2,
+                owner: None,
             })
             .await
             .unwrap();
@@ -593,6 +599,7 @@ mod tests {
                 before: Some("job-3"),
                 offset: 0,
                 limit: 2,
+                owner: None,
             })
             .await
             .unwrap();
@@ -600,5 +607,19 @@ mod tests {
             next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["job-2", "job-1"]
         );
+        // One owner's page holds only its jobs.
+        let mut mine = JobRecord::new("job-5".into(), &sub("a"), Utc::now());
+        mine.owner = Some("k1".into());
+        s.admit(&mine, &sub("a"), None).await.unwrap();
+        let page = |owner| Page {
+            before: None,
+            offset: 0,
+            limit: 10,
+            owner,
+        };
+        let own = s.list(page(Some("k1"))).await.unwrap();
+        assert_eq!(own.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["job-5"]);
+        assert!(s.list(page(Some("k2"))).await.unwrap().is_empty());
+        assert_eq!(s.list(page(None)).await.unwrap().len(), 6);
     }
 }

@@ -112,6 +112,8 @@ pub struct Page<'a> {
     pub offset: u64,
     /// At most this many.
     pub limit: u64,
+    /// Only jobs of this owner (an API key's id).
+    pub owner: Option<&'a str>,
 }
 
 /// A leased job.
@@ -152,6 +154,23 @@ pub trait Metadata: Send + Sync {
 }
 
 /// Code and output objects.
+/// API keys and the owners of what is not a job record (sessions), in the metadata store.
+#[async_trait]
+pub trait Keys: Send + Sync {
+    /// Store a new key; `false` when its name is taken.
+    async fn create_key(&self, key: &wolf_core::auth::ApiKey) -> Result<bool, StoreError>;
+    /// Every key, revoked ones too, oldest first.
+    async fn keys(&self) -> Result<Vec<wolf_core::auth::ApiKey>, StoreError>;
+    /// Revoke the key named `name`; `false` when there is no such live key.
+    async fn revoke_key(&self, name: &str) -> Result<bool, StoreError>;
+    /// The key whose secret hashes to `hash` (revoked ones too: the caller refuses them).
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<wolf_core::auth::ApiKey>, StoreError>;
+    /// Record that key `key_id` owns `id` (a session).
+    async fn set_owner(&self, id: &str, key_id: &str) -> Result<(), StoreError>;
+    /// The key that owns `id`, if any.
+    async fn owner(&self, id: &str) -> Result<Option<String>, StoreError>;
+}
+
 #[async_trait]
 pub trait Objects: Send + Sync {
     /// Store `data` under `key` (atomically replaced).

@@ -20,8 +20,8 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
     }
     let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap().unwrap();
     let store = PgStore::connect(&pg.url()).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 1);
-    assert_eq!(store.migrate().await.unwrap(), 1, "migrations are idempotent");
+    assert_eq!(store.migrate().await.unwrap(), 2);
+    assert_eq!(store.migrate().await.unwrap(), 2, "migrations are idempotent");
     let mut ids = Vec::new();
     for i in 0..5 {
         let rec = JobRecord::new(format!("0190-{i}"), &sub("print(1)"), Utc::now());
@@ -41,6 +41,7 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
             before: None,
             offset: 0,
             limit: 2,
+            owner: None,
         })
         .await
         .unwrap();
@@ -53,6 +54,7 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
             before: Some("0190-3"),
             offset: 0,
             limit: 2,
+            owner: None,
         })
         .await
         .unwrap();
@@ -60,6 +62,24 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
         next.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["0190-2", "0190-1"]
     );
+    let mut mine = JobRecord::new("0190-5".into(), &sub("print(1)"), Utc::now());
+    mine.owner = Some("k1".into());
+    store.insert(&mine, &sub("print(1)")).await.unwrap();
+    let own = store
+        .list(Page {
+            before: None,
+            offset: 0,
+            limit: 10,
+            owner: Some("k1"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        own.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["0190-5"],
+        "one owner's page"
+    );
+    wolf_store::keys::check_contract(&store).await;
 
     let attempt = |n: u32| Attempt {
         attempt: n,

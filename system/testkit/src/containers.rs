@@ -149,6 +149,16 @@ pub struct ContainerStack {
     docker: Docker,
 }
 
+/// Published ports on the host's loopback only (Docker binds every address by default): the
+/// stack is reachable from this machine, not from its network.
+fn loopback_only(hc: &mut testcontainers::bollard::models::HostConfig) {
+    for bindings in hc.port_bindings.iter_mut().flat_map(|m| m.values_mut()).flatten() {
+        for b in bindings.iter_mut() {
+            b.host_ip = Some("127.0.0.1".into());
+        }
+    }
+}
+
 fn image(tag: &str) -> GenericImage {
     let (name, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
     GenericImage::new(name, version)
@@ -250,6 +260,7 @@ impl ContainerStack {
                 .with_label(LABEL, &run)
                 .with_mapped_port(port, ContainerPort::Tcp(4222))
                 .with_mapped_port(monitor, ContainerPort::Tcp(8222))
+                .with_host_config_modifier(loopback_only)
                 .with_cmd(cmd);
             let c = req.start().await.with_context(|| format!("start {name}"))?;
             self.nats.push(Node {
@@ -273,6 +284,7 @@ impl ContainerStack {
             .with_env_var("POSTGRES_PASSWORD", DB_PASSWORD)
             .with_env_var("POSTGRES_DB", "wolf")
             .with_mapped_port(pg_port, ContainerPort::Tcp(5432))
+            .with_host_config_modifier(loopback_only)
             .start()
             .await
             .context("start PostgreSQL")?;
@@ -293,6 +305,7 @@ impl ContainerStack {
             .with_env_var("AWS_SECRET_ACCESS_KEY", S3_SECRET)
             .with_env_var("WOLF_S3_BUCKET", "wolf")
             .with_mapped_port(s3_port, ContainerPort::Tcp(9000))
+            .with_host_config_modifier(loopback_only)
             .start()
             .await
             .context("start the S3 server")?;
@@ -381,6 +394,9 @@ impl ContainerStack {
             ("AWS_ACCESS_KEY_ID", S3_KEY.into()),
             ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
             ("WOLF_LOG", "warn".into()),
+            // A test stack, published on this host's loopback for its run: no keys, so that the
+            // load generator and the scenarios drive it as they drive the process stack.
+            ("WOLF_INSECURE_NO_AUTH", "1".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -409,6 +425,7 @@ impl ContainerStack {
             .with_network(&self.networks.edge)
             .with_label(LABEL, &self.run)
             .with_mapped_port(port, ContainerPort::Tcp(inner))
+            .with_host_config_modifier(loopback_only)
             .with_cap_drop("ALL")
             .with_security_opt("no-new-privileges:true")
             .with_cmd(cmd);

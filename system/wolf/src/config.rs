@@ -92,6 +92,13 @@ pub struct Config {
     pub postgres: PostgresSection,
     /// S3-compatible object store (distributed mode).
     pub s3: S3Section,
+    /// Whether every request needs an API key (`wolf keys`): `auto` (the default) when any
+    /// listener is beyond loopback, `on` always. Off only by `--insecure-no-auth`.
+    pub auth: AuthMode,
+    /// `--insecure-no-auth` (`WOLF_INSECURE_NO_AUTH`): no keys even beyond loopback; never
+    /// from the file, and warned about at every start.
+    #[serde(skip)]
+    pub insecure_no_auth: bool,
     /// Engines added to the built-in ones (`[[language]]`, the fields of the registry file
     /// `system/core/languages.toml`, plus `runtime = "NAME"` to run in an imported runtime's
     /// root: `wolf runtime import`). None by default.
@@ -197,6 +204,8 @@ impl Default for Config {
             nats: NatsSection::default(),
             postgres: PostgresSection::default(),
             s3: S3Section::default(),
+            auth: AuthMode::Auto,
+            insecure_no_auth: false,
             language: Vec::new(),
         }
     }
@@ -229,6 +238,27 @@ impl Default for S3Section {
     }
 }
 
+/// When API keys are required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// When any listener is beyond loopback.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+}
+
+/// Whether `addr` (`host:port`) listens on loopback only.
+fn loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| h.eq_ignore_ascii_case("localhost")),
+    }
+}
+
 /// The flags every long-running command takes (each also read from its variable).
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConfigArgs {
@@ -238,6 +268,14 @@ pub struct ConfigArgs {
     /// See `listen` in the configuration.
     #[arg(long, env = "WOLF_LISTEN")]
     pub listen: Option<String>,
+    /// See `auth` in the configuration.
+    #[arg(long, env = "WOLF_AUTH")]
+    pub auth: Option<AuthMode>,
+    /// Serve without API keys even beyond loopback: anyone who reaches the port sees and runs
+    /// everything (warned about at every start).
+    #[arg(long, env = "WOLF_INSECURE_NO_AUTH", action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_no_auth: bool,
     /// See `judge0_listen` in the configuration.
     #[arg(long, env = "WOLF_JUDGE0_LISTEN")]
     pub judge0_listen: Option<String>,
@@ -352,6 +390,8 @@ impl Config {
         set!(c.max_inflight, args.max_inflight);
         set!(c.max_pending, args.max_pending);
         set!(c.max_attempts, args.max_attempts);
+        set!(c.auth, args.auth);
+        c.insecure_no_auth = args.insecure_no_auth;
         set!(c.nats.url, args.nats_url);
         set!(c.nats.replicas, args.nats_replicas);
         set!(c.lease_secs, args.lease_secs);
@@ -418,8 +458,34 @@ impl Config {
             max_files: self.max_files,
             body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
             caps: self.caps,
+            auth_required: self.auth_required(),
             ..Default::default()
         }
+    }
+
+    /// Whether the API requires keys: see `auth`. Says so, or warns, once per call.
+    pub fn auth_required(&self) -> bool {
+        let listeners = [&self.listen, &self.judge0_listen, &self.piston_listen];
+        let beyond = listeners
+            .iter()
+            .filter_map(|l| l.as_deref())
+            .find(|l| !loopback(l))
+            .map(str::to_string);
+        if self.insecure_no_auth {
+            tracing::warn!(
+                "authentication is off (--insecure-no-auth): anyone who reaches {} runs code and reads every job",
+                beyond.as_deref().unwrap_or("this port")
+            );
+            return false;
+        }
+        let on = self.auth == AuthMode::On || beyond.is_some();
+        if on {
+            tracing::info!(
+                listen = beyond.as_deref().unwrap_or("loopback"),
+                "authentication on: every request needs an API key (wolf keys create)"
+            );
+        }
+        on
     }
 
     /// The manager's settings.

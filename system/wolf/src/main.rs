@@ -10,6 +10,7 @@ mod bench_tests;
 mod check;
 mod config;
 mod distributed;
+mod keys_cli;
 mod migrate;
 mod run;
 mod run_suite;
@@ -50,6 +51,8 @@ enum Command {
     Session(session_cli::SessionArgs),
     /// Runtimes from container images: import, list, inspect, rm.
     Runtime(runtime_cli::RuntimeArgs),
+    /// API keys: create (the secret printed once), list, revoke.
+    Keys(keys_cli::KeysArgs),
     /// Prove that every layer of the sandbox holds on this host (four real jobs); JSON out,
     /// exit 1 when one does not.
     Check(Box<check::CheckArgs>),
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::main(args),
         Command::Session(args) => session_cli::main(args),
         Command::Runtime(args) => runtime_cli::main(args),
+        Command::Keys(args) => keys_cli::main(args),
         Command::Serve(args) => serve::main(*args),
         Command::Migrate(args) => migrate::main(args),
         Command::Api(args) => distributed::api(*args),

@@ -111,7 +111,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let deps = ApiDeps {
         meta: store.clone(),
         objects,
-        queue: store,
+        queue: store.clone(),
         registry,
         events,
         prometheus: Some(prometheus),
@@ -119,6 +119,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         judge0: cfg.judge0_listener().await?,
         piston: cfg.piston_listener().await?,
         sessions: Some(sessions),
+        keys: Some(store),
     };
     // The two services of the distributed mode, in one process on the embedded stores.
     let (stop_manager, manager_stops) = tokio::sync::oneshot::channel::<()>();

@@ -37,24 +37,28 @@ fn error(message: &str) -> Message {
 /// `GET /api/v2/connect`, upgraded.
 pub async fn connect(State(st): State<AppState>, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
     let permit = crate::ws::permit(&st)?;
+    // The upgraded socket runs in a task of its own: it keeps the request's key.
+    let principal = crate::auth::current();
     Ok(upgrade
         .max_message_size(crate::ws::MAX_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            let _permit = permit;
-            let (mut sink, mut frames) = socket.split();
-            match start(&st, &mut frames).await {
-                Ok((rec, runtime)) => {
-                    if sink.send(text(&runtime)).await.is_ok() {
-                        crate::ws::converse(st, sink, frames, rec, Piston { stage: "run".into() }).await;
+        .on_upgrade(move |socket| {
+            crate::auth::scope(principal, async move {
+                let _permit = permit;
+                let (mut sink, mut frames) = socket.split();
+                match start(&st, &mut frames).await {
+                    Ok((rec, runtime)) => {
+                        if sink.send(text(&runtime)).await.is_ok() {
+                            crate::ws::converse(st, sink, frames, rec, Piston { stage: "run".into() }).await;
+                        }
+                    }
+                    Err((say, code, why)) => {
+                        if let Some(m) = say {
+                            let _ = sink.send(error(&m)).await;
+                        }
+                        let _ = sink.send(close(code, why)).await;
                     }
                 }
-                Err((say, code, why)) => {
-                    if let Some(m) = say {
-                        let _ = sink.send(error(&m)).await;
-                    }
-                    let _ = sink.send(close(code, why)).await;
-                }
-            }
+            })
         })
         .into_response())
 }

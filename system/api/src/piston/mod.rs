@@ -85,6 +85,7 @@ async fn packages(State(st): State<AppState>) -> Response {
 fn refusal(e: ApiError) -> Response {
     match e {
         ApiError::Invalid(m) | ApiError::Malformed(m) => message(StatusCode::BAD_REQUEST, m),
+        ApiError::Forbidden(m) => message(StatusCode::FORBIDDEN, m),
         other => {
             let status = other.into_response().status();
             message(status, status.canonical_reason().unwrap_or("error"))

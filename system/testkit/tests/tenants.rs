@@ -1,0 +1,385 @@
+//! API keys, ownership and scopes, written once and run against both modes: `wolf serve` with
+//! its keys in SQLite, and the distributed testbed (two APIs, keys in PostgreSQL) where every
+//! "other key" request goes to the other API. Keys are made with `wolf keys create`, as an
+//! operator makes them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wolf_testkit::Stack;
+
+fn root() -> bool {
+    wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
+}
+
+/// Status and body of `method url` with `key` (as a bearer token, or as Judge0's X-Auth-Token
+/// when `judge0` is set) and an optional JSON body; also the WWW-Authenticate header.
+fn req(
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+    extra: &[(&str, &str)],
+) -> (u16, String, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(90)))
+        .build()
+        .into();
+    let mut headers: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    if let Some(k) = key {
+        headers.push(("Authorization".into(), format!("Bearer {k}")));
+    }
+    let r = match method {
+        "GET" => {
+            let mut r = agent.get(url);
+            for (k, v) in &headers {
+                r = r.header(k, v);
+            }
+            r.call()
+        }
+        _ => {
+            let mut r = agent.post(url).header("Content-Type", "application/json");
+            for (k, v) in &headers {
+                r = r.header(k, v);
+            }
+            r.send(body.map(Value::to_string).unwrap_or_default())
+        }
+    };
+    match r {
+        Ok(mut r) => {
+            let www = r
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+                www,
+            )
+        }
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+fn get(url: &str, key: Option<&str>) -> (u16, String) {
+    let (s, b, _) = req("GET", url, key, None, &[]);
+    (s, b)
+}
+
+/// `wolf keys create` with `args`, in the store `env` names; the secret.
+fn create_key(env: &[(&str, String)], args: &[&str]) -> String {
+    let out = Command::new(wolf_testkit::stack::wolf_binary().unwrap())
+        .args(["keys", "create"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("WOLF_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn keys_cmd(env: &[(&str, String)], args: &[&str]) -> std::process::Output {
+    Command::new(wolf_testkit::stack::wolf_binary().unwrap())
+        .arg("keys")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("WOLF_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// The rules. `a` is where alice works; `b` is where bob (and the admin) land.
+fn tenants_contract(mode: &str, a: &str, b: &str, env: &[(&str, String)]) {
+    let alice = create_key(env, &["--name", "alice", "--engines", "python,bash"]);
+    let bob = create_key(env, &["--name", "bob"]);
+    let admin = create_key(env, &["--name", "root", "--admin"]);
+    let listed = keys_cmd(env, &["list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(listed.lines().count(), 3, "{mode}: {listed}");
+    assert!(
+        !listed.contains(&alice[14..]) && !listed.contains("hash"),
+        "{mode}: no secret, no hash listed"
+    );
+    let dup = keys_cmd(env, &["create", "--name", "bob"]);
+    assert!(!dup.status.success(), "{mode}: a name is unique");
+
+    // 401 without a key, with a malformed one, an unknown one.
+    let (s, body, www) = req("GET", &format!("{a}/job"), None, None, &[]);
+    assert_eq!((s, www.starts_with("Bearer")), (401, true), "{mode}: {body}");
+    assert!(body.contains("\"unauthorized\""), "{mode}: {body}");
+    assert_eq!(get(&format!("{a}/job"), Some("not-a-key")).0, 401, "{mode}");
+    let forged = format!("wolf_{}_{}", &alice[5..13], "0".repeat(64));
+    assert_eq!(
+        get(&format!("{a}/job"), Some(&forged)).0,
+        401,
+        "{mode}: an unknown secret"
+    );
+    let (s, _, _) = req(
+        "GET",
+        &format!("{a}/job"),
+        None,
+        None,
+        &[("Authorization", "Basic YTpi")],
+    );
+    assert_eq!(s, 401, "{mode}: only bearer");
+    // The document says so, and stays open itself.
+    let (s, doc) = get(&format!("{a}/openapi.json"), None);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(s, 200, "{mode}");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+        "{mode}"
+    );
+    assert!(doc["paths"]["/job"]["post"]["responses"]["401"].is_object(), "{mode}");
+    assert!(doc["paths"]["/healthz"]["get"]["security"].is_null(), "{mode}");
+    // The probes stay open (load balancers, Prometheus).
+    assert_eq!(get(&format!("{a}/healthz"), None).0, 200, "{mode}");
+    assert_eq!(get(&format!("{a}/readyz"), None).0, 200, "{mode}");
+
+    // Alice's job: hers, the admin's, nobody else's (404 everywhere, never 403).
+    let job = json!({"code": "print('alice was here')", "executionEngine": "python"});
+    let (s, body, _) = req("POST", &format!("{a}/job?wait=true"), Some(&alice), Some(&job), &[]);
+    assert_eq!(s, 200, "{mode}: {body}");
+    let rec: Value = serde_json::from_str(&body).unwrap();
+    let id = rec["id"].as_str().unwrap().to_string();
+    assert_eq!(rec["status"], "Completed", "{mode}: {rec}");
+    let owner = rec["owner"].as_str().unwrap_or_default().to_string();
+    assert_eq!(owner, &alice[5..13], "{mode}: the owner is alice's key id");
+    for path in [
+        format!("/job/{id}"),
+        format!("/job/{id}/output"),
+        format!("/job/{id}/code"),
+        format!("/job/{id}/timeline"),
+        format!("/job/{id}/files/out.txt"),
+        format!("/job/{id}/tests/1/output"),
+        format!("/job/{id}?wait=true&timeout=1"),
+        format!("/judge0/submissions/{id}"),
+        format!("/judge0/submissions/batch?tokens={id}"),
+    ] {
+        let (s, body) = get(&format!("{b}{path}"), Some(&bob));
+        let hidden = if path.contains("batch") {
+            s == 200 && !body.contains("alice was here") && !body.contains("\"status\":{\"id\":3")
+        } else {
+            s == 404
+        };
+        assert!(hidden, "{mode}: bob GET {path}: {s} {body}");
+    }
+    assert_eq!(
+        get(&format!("{b}/job/{id}/output"), Some(&admin)),
+        (200, "alice was here\n".into()),
+        "{mode}"
+    );
+    assert_eq!(get(&format!("{a}/job/{id}/output"), Some(&alice)).0, 200, "{mode}");
+    let (s, _, _) = req(
+        "GET",
+        &format!("{b}/judge0/submissions/{id}"),
+        None,
+        None,
+        &[("X-Auth-Token", &alice)],
+    );
+    assert_eq!(s, 200, "{mode}: Judge0's header carries the key");
+    // The live stream of another key's job is not found either.
+    assert_eq!(get(&format!("{b}/job/{id}/events"), Some(&bob)).0, 404, "{mode}");
+
+    // Listings are per key; the admin's has everyone's.
+    let ids = |key: &str| -> Vec<String> {
+        let (s, body) = get(&format!("{b}/job?limit=100"), Some(key));
+        assert_eq!(s, 200, "{mode}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        ids(&alice).contains(&id) && !ids(&bob).contains(&id) && ids(&admin).contains(&id),
+        "{mode}"
+    );
+
+    // Scopes: an engine outside the key's list, the dead letters without admin: 403.
+    let cpp = json!({"code": "int main(){}", "executionEngine": "cpp"});
+    let (s, body, _) = req("POST", &format!("{a}/job"), Some(&alice), Some(&cpp), &[]);
+    assert_eq!(s, 403, "{mode}: {body}");
+    assert!(body.contains("\"forbidden\""), "{mode}: {body}");
+    assert_eq!(get(&format!("{a}/dead-letters"), Some(&alice)).0, 403, "{mode}");
+    assert_eq!(get(&format!("{a}/dead-letters"), Some(&admin)).0, 200, "{mode}");
+    // ... and through the Piston door, the same rule.
+    let piston = json!({"language": "c++", "version": "*", "files": [{"content": "int main(){}"}]});
+    let (s, body, _) = req("POST", &format!("{a}/api/v2/execute"), Some(&alice), Some(&piston), &[]);
+    assert_eq!(s, 403, "{mode}: piston cpp for alice: {body}");
+    assert!(body.contains("may not use"), "{mode}: {body}");
+    let (s, _, _) = req("POST", &format!("{a}/api/v2/execute"), None, Some(&piston), &[]);
+    assert_eq!(s, 401, "{mode}: the Piston door needs a key too");
+
+    // The same Idempotency-Key from two keys is two jobs.
+    let idem = [("Idempotency-Key", "shared-key-1")];
+    let (_, one, _) = req("POST", &format!("{a}/job"), Some(&alice), Some(&job), &idem);
+    let (_, two, _) = req("POST", &format!("{b}/job"), Some(&bob), Some(&job), &idem);
+    let one: Value = serde_json::from_str(&one).unwrap();
+    let two: Value = serde_json::from_str(&two).unwrap();
+    assert_ne!(one["id"], two["id"], "{mode}: {one} {two}");
+
+    // Sessions are their creator's.
+    let (s, body, _) = req(
+        "POST",
+        &format!("{a}/session"),
+        Some(&alice),
+        Some(&json!({"executionEngine": "python"})),
+        &[],
+    );
+    if s == 201 {
+        let sid = serde_json::from_str::<Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            get(&format!("{b}/session/{sid}"), Some(&bob)).0,
+            404,
+            "{mode}: bob sees no session of alice"
+        );
+        let exec = json!({"code": "print(1)"});
+        let (s, _, _) = req("POST", &format!("{b}/session/{sid}/exec"), Some(&bob), Some(&exec), &[]);
+        assert_eq!(s, 404, "{mode}: nor runs in it");
+        assert_eq!(get(&format!("{a}/session/{sid}"), Some(&alice)).0, 200, "{mode}");
+    } else {
+        panic!("{mode}: alice's session: {s} {body}");
+    }
+
+    // Revoked: 401 on every API within the cache's life (2 s).
+    let out = keys_cmd(env, &["revoke", "bob"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (sa, sb) = (
+            get(&format!("{a}/job"), Some(&bob)).0,
+            get(&format!("{b}/job"), Some(&bob)).0,
+        );
+        if sa == 401 && sb == 401 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{mode}: bob still answered {sa}/{sb} 10 s after revocation"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        get(&format!("{a}/job"), Some(&alice)).0,
+        200,
+        "{mode}: alice is unaffected"
+    );
+}
+
+/// `wolf serve` on `listen` in `dir`, with `env`; its URL (127.0.0.1) and its stderr lines.
+fn serve(
+    dir: &std::path::Path,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(wolf_testkit::stack::wolf_binary().unwrap())
+        .args(["serve", "--listen", listen, "--workers", "2", "--data-dir"])
+        .arg(dir.join("data"))
+        .env("WOLF_LOG", "warn")
+        .env("WOLF_CACHE_DIR", dir.join("cache"))
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .inspect(|l| {
+            let _ = tx.send(l.clone());
+        })
+        .find_map(|l| {
+            l.strip_prefix("wolf: listening on ")
+                .map(|r| r.split_whitespace().next().unwrap().replace("0.0.0.0", "127.0.0.1"))
+        })
+        .expect("wolf serve printed its address");
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    (child, url, rx)
+}
+
+#[test]
+fn keys_ownership_and_scopes_hold_embedded() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("WOLF_DATA_DIR", dir.path().join("data").display().to_string())];
+    let (mut child, url, _) = serve(dir.path(), "127.0.0.1:0", &[("WOLF_AUTH", "on")]);
+    tenants_contract("embedded", &url, &url, &env);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn keys_ownership_and_scopes_hold_distributed_across_two_apis() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Stack::up_with(dir.path(), 2, 1, &[("WOLF_WORKERS", "2"), ("WOLF_AUTH", "on")]).unwrap();
+    let env = [("WOLF_DATABASE_URL", s.postgres.url())];
+    tenants_contract("distributed", &s.apis[0].1, &s.apis[1].1, &env);
+}
+
+#[test]
+fn beyond_loopback_keys_are_on_unless_insecure_is_said() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sub = |n: &str| {
+        let d = dir.path().join(n);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (mut secure, url, _) = serve(&sub("secure"), "0.0.0.0:0", &[]);
+    assert_eq!(
+        get(&format!("{url}/job"), None).0,
+        401,
+        "listening on 0.0.0.0 needs a key by default"
+    );
+    let _ = secure.kill();
+    let _ = secure.wait();
+    let (mut open, url, lines) = serve(
+        &sub("open"),
+        "0.0.0.0:0",
+        &[("WOLF_INSECURE_NO_AUTH", "1"), ("WOLF_LOG", "warn")],
+    );
+    assert_eq!(
+        get(&format!("{url}/job"), None).0,
+        200,
+        "--insecure-no-auth serves without keys"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut warned = false;
+    while !warned && Instant::now() < deadline {
+        warned = lines
+            .recv_timeout(Duration::from_millis(200))
+            .is_ok_and(|l| l.contains("authentication is off"));
+    }
+    assert!(warned, "the start warns that authentication is off");
+    let _ = open.kill();
+    let _ = open.wait();
+    // On loopback without a setting: as before keys (the README's first command).
+    let (mut local, url, _) = serve(&sub("local"), "127.0.0.1:0", &[]);
+    assert_eq!(get(&format!("{url}/job"), None).0, 200);
+    let _ = local.kill();
+    let _ = local.wait();
+}

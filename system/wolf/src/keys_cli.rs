@@ -1,0 +1,142 @@
+//! `wolf keys create | list | revoke`: API keys in the metadata store of the mode this
+//! configuration runs (PostgreSQL when `WOLF_DATABASE_URL` is set, else `<data_dir>/wolf.db`),
+//! so a key made here is valid on every API of the deployment at once.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use wolf_core::auth::{ApiKey, valid_name};
+use wolf_store::{Keys, PgStore, SqliteStore};
+
+use crate::config::{Config, ConfigArgs};
+
+/// Arguments of `wolf keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a key; its secret is printed once on stdout and never stored.
+    Create {
+        /// Unique name (letters, digits, `-`, `_`, `.`; up to 64).
+        #[arg(long)]
+        name: String,
+        /// Sees and manages every key's jobs and sessions, and the dead letters.
+        #[arg(long)]
+        admin: bool,
+        /// Only these engines (comma-separated names of `/languages`).
+        #[arg(long, value_delimiter = ',')]
+        engines: Vec<String>,
+        /// Submissions per second, e.g. `10/s` (stored; not enforced yet).
+        #[arg(long, value_parser = per_second)]
+        rate: Option<f64>,
+        /// Bucket size of `--rate` (stored; not enforced yet).
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Jobs running at once (stored; not enforced yet).
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Jobs queued at once (stored; not enforced yet).
+        #[arg(long)]
+        max_queued: Option<u32>,
+        #[command(flatten)]
+        config: Box<ConfigArgs>,
+    },
+    /// Every key (never a secret), one JSON line each.
+    List {
+        #[command(flatten)]
+        config: Box<ConfigArgs>,
+    },
+    /// Revoke a key by name: it authenticates nothing from then on (within 2 s on every API).
+    Revoke {
+        /// The key's name.
+        name: String,
+        #[command(flatten)]
+        config: Box<ConfigArgs>,
+    },
+}
+
+fn per_second(s: &str) -> Result<f64, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    match n.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?}: a rate is a positive number per second, e.g. 10/s")),
+    }
+}
+
+async fn store(args: &ConfigArgs) -> anyhow::Result<Arc<dyn Keys>> {
+    let cfg = Config::load(args)?;
+    let url = cfg.postgres.url.expose();
+    if !url.is_empty() {
+        let pg = PgStore::connect(url)?;
+        // The keys' tables come with the schema (idempotent; one migrator at a time).
+        pg.migrate().await.context("apply the schema (wolf migrate)")?;
+        return Ok(Arc::new(pg));
+    }
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
+    Ok(Arc::new(SqliteStore::open(&cfg.data_dir.join("wolf.db")).await?))
+}
+
+pub fn main(args: KeysArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match args.command {
+            KeysCommand::Create {
+                name,
+                admin,
+                engines,
+                rate,
+                burst,
+                concurrency,
+                max_queued,
+                config,
+            } => {
+                anyhow::ensure!(
+                    valid_name(&name),
+                    "a key name is 1 to 64 letters, digits, '-', '_' or '.'"
+                );
+                let (mut key, secret) = ApiKey::generate(&name, admin);
+                key.engines = (!engines.is_empty()).then_some(engines);
+                (key.rate, key.burst, key.concurrency, key.max_queued) = (rate, burst, concurrency, max_queued);
+                if !store(&config).await?.create_key(&key).await? {
+                    eprintln!("wolf: a key named {name:?} exists already");
+                    return Ok(ExitCode::from(1));
+                }
+                tracing::info!(target: "wolf::audit", event = "key_created", key = %key.name, id = %key.id, admin, "API key created");
+                if key.rate.is_some() || key.concurrency.is_some() || key.max_queued.is_some() {
+                    eprintln!("wolf: note: rate, concurrency and queued-job limits are stored with the key; they are not enforced yet");
+                }
+                println!("{secret}");
+                eprintln!(
+                    "wolf: key {name:?} (id {}) created; its secret is above and is not shown again",
+                    key.id
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            KeysCommand::List { config } => {
+                for k in store(&config).await?.keys().await? {
+                    let mut v = serde_json::to_value(&k)?;
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("hash");
+                    }
+                    println!("{v}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            KeysCommand::Revoke { name, config } => {
+                if !store(&config).await?.revoke_key(&name).await? {
+                    eprintln!("wolf: no live key named {name:?}");
+                    return Ok(ExitCode::from(1));
+                }
+                tracing::info!(target: "wolf::audit", event = "key_revoked", key = %name, "API key revoked");
+                eprintln!("wolf: key {name:?} revoked");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
