@@ -823,13 +823,18 @@ fn wolf_migrate_applies_the_postgres_schema_idempotently() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("schema at version 1"));
+        // The last migration's number (0002: API keys and owners).
+        let version = wolf_store::postgres::MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
+        assert_eq!(version, 2);
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("schema at version {version}")));
     }
-    let out = Command::new("psql")
-        .args([&pg.url(), "-tAc", "SELECT count(*) FROM wolf_jobs"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    for table in ["wolf_jobs", "wolf_api_keys", "wolf_owners"] {
+        let out = Command::new("psql")
+            .args([&pg.url(), "-tAc", &format!("SELECT count(*) FROM {table}")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{table}");
+    }
 }
 
 /// Metric names in a PromQL expression (`wolf_...`).
