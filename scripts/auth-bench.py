@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""What API keys add to a submission: `POST /job` (no wait) against two `wolf serve` on
+loopback, one with keys on (a bearer key) and one without, interleaved request by request over
+keep-alive connections; prints p50/p95/p99 of each and the difference.
+
+    scripts/auth-bench.py target/release/wolf [N]
+"""
+import http.client, json, os, subprocess, sys, tempfile, time
+
+wolf, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 400
+
+def serve(d, auth):
+    env = dict(os.environ, WOLF_LOG="warn", WOLF_CACHE_DIR=os.path.join(d, "cache"))
+    if auth:
+        env["WOLF_AUTH"] = "on"
+    p = subprocess.Popen([wolf, "serve", "--listen", "127.0.0.1:0", "--workers", "2", "--data-dir",
+                          os.path.join(d, "data")], env=env, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+        if line.startswith("wolf: listening on "):
+            return p, line.split()[3].removeprefix("http://")
+    raise SystemExit("wolf serve did not start")
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+with tempfile.TemporaryDirectory() as d:
+    os.makedirs(f"{d}/on"), os.makedirs(f"{d}/off")
+    key = subprocess.run([wolf, "keys", "create", "--name", "bench", "--data-dir", f"{d}/on/data"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    on, on_addr = serve(f"{d}/on", True)
+    off, off_addr = serve(f"{d}/off", False)
+    body = json.dumps({"code": "pass", "executionEngine": "python"})
+    conns = {"on": http.client.HTTPConnection(on_addr), "off": http.client.HTTPConnection(off_addr)}
+    heads = {"on": {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+             "off": {"Content-Type": "application/json"}}
+    lat = {"on": [], "off": []}
+    for i in range(n + 50):
+        for k in ("on", "off") if i % 2 else ("off", "on"):
+            t = time.perf_counter()
+            conns[k].request("POST", "/job", body, heads[k])
+            r = conns[k].getresponse()
+            r.read()
+            assert r.status == 200, (k, r.status)
+            if i >= 50:  # the first 50 warm both
+                lat[k].append((time.perf_counter() - t) * 1000)
+        time.sleep(0.01)  # below the workers' rate: admission, not a backlog
+    for p in (on, off):
+        p.terminate()
+        p.wait()
+    rows = {k: [pct(v, q) for q in (0.5, 0.95, 0.99)] for k, v in lat.items()}
+    print(f"POST /job, {n} each, interleaved (ms)")
+    print("| | p50 | p95 | p99 |\n|---|---|---|---|")
+    for k in ("off", "on"):
+        print(f"| keys {k} | " + " | ".join(f"{x:.3f}" for x in rows[k]) + " |")
+    print("| difference | " + " | ".join(f"{a - b:+.3f}" for a, b in zip(rows["on"], rows["off"])) + " |")
