@@ -33,6 +33,11 @@ pub fn current() -> Principal {
     PRINCIPAL.try_with(Clone::clone).unwrap_or(Principal::Open)
 }
 
+/// Whether the current request may see what `owner` created (no clone of the key).
+pub fn may_see(owner: Option<&str>) -> bool {
+    PRINCIPAL.try_with(|p| p.may_see(owner)).unwrap_or(true)
+}
+
 /// Run `f` as `p` (a task the request spawns, e.g. a WebSocket after its upgrade).
 pub async fn scope<F: std::future::Future>(p: Principal, f: F) -> F::Output {
     PRINCIPAL.scope(p, f).await
@@ -94,8 +99,9 @@ fn refuse(reason: &'static str, key: &str) -> Response {
 /// The middleware: authenticate, check the ownership of a session in the path, then run the
 /// request as its principal.
 pub async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    // Without authentication nothing is scoped: `current()` is `Open` outside a scope.
     let Some(keys) = st.keys.clone().filter(|_| st.cfg.auth_required) else {
-        return scope(Principal::Open, next.run(req)).await;
+        return next.run(req).await;
     };
     let Some(secret) = presented(req.headers()) else {
         return refuse("missing", "-");
