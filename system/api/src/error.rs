@@ -25,6 +25,8 @@ pub enum ApiError {
     Invalid(String),
     /// 429: too many requests in flight.
     Overloaded,
+    /// 429: past a quota of the API key; retry after this many seconds.
+    Limited(String, u64),
     /// 503: queue full, shutting down, or a dependency is down.
     Unavailable(String),
     /// 410: it existed and is gone (a session reaped, deleted, or lost with its host).
@@ -69,7 +71,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded | ApiError::Limited(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Gone(_) => StatusCode::GONE,
@@ -91,6 +93,7 @@ impl ApiError {
             ApiError::MediaType(_) => "unsupported_media_type",
             ApiError::Invalid(_) => "invalid_field",
             ApiError::Overloaded => "overloaded",
+            ApiError::Limited(..) => "quota_exceeded",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Gone(_) => "gone",
@@ -99,6 +102,15 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Internal => "internal",
+        }
+    }
+
+    /// Seconds for `Retry-After`, on the refusals a client should retry.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Overloaded | ApiError::Unavailable(_) => Some(1),
+            ApiError::Limited(_, after) => Some(*after),
+            _ => None,
         }
     }
 
@@ -118,7 +130,8 @@ impl ApiError {
             | ApiError::NotImplemented(m)
             | ApiError::Timeout(m)
             | ApiError::Unauthorized(m)
-            | ApiError::Forbidden(m) => m.clone(),
+            | ApiError::Forbidden(m)
+            | ApiError::Limited(m, _) => m.clone(),
         }
     }
 }
@@ -150,9 +163,8 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, Json(body)).into_response();
-        if matches!(self, ApiError::Overloaded | ApiError::Unavailable(_)) {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(after) = self.retry_after() {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after));
         }
         if matches!(self, ApiError::Unauthorized(_)) {
             resp.headers_mut().insert(

@@ -23,6 +23,7 @@ pub mod judge0;
 pub mod live;
 pub mod persist;
 pub mod piston;
+pub mod quota;
 pub mod routes;
 pub mod schema;
 pub mod serve;
@@ -123,6 +124,10 @@ pub struct AppState {
     pub keys: Option<Arc<dyn wolf_store::Keys>>,
     /// Keys recently looked up.
     pub key_cache: Arc<auth::KeyCache>,
+    /// The keys' quotas (none: no quota enforced).
+    pub quotas: Option<Arc<dyn wolf_store::Quotas>>,
+    /// Admissions of a capped key on this API, one at a time.
+    pub quota_locks: Arc<quota::KeyLocks>,
 }
 
 impl AppState {
@@ -156,6 +161,8 @@ impl AppState {
             sessions: None,
             keys: None,
             key_cache: Default::default(),
+            quotas: None,
+            quota_locks: Default::default(),
         }
     }
 

@@ -511,6 +511,8 @@ async fn admit(
     interactive: bool,
 ) -> Result<JobRecord, ApiError> {
     crate::auth::check_engine(&sub.execution_engine)?;
+    // Held until the queue has the job: the key's next admission counts it.
+    let _quota = crate::quota::check(st).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let mut record = JobRecord::new(id.clone(), sub, Utc::now());
     record.interactive = interactive;

@@ -41,6 +41,8 @@ pub struct ApiDeps {
     pub sessions: Option<Arc<dyn wolf_store::SessionHost>>,
     /// API keys (the metadata store's), checked when `cfg.auth_required`.
     pub keys: Option<Arc<dyn wolf_store::Keys>>,
+    /// The keys' quotas (the metadata store's), enforced when keys are.
+    pub quotas: Option<Arc<dyn wolf_store::Quotas>>,
 }
 
 /// Requests in flight get this long to finish after shutdown begins.
@@ -68,6 +70,7 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
     state.readiness = deps.readiness;
     state.sessions = deps.sessions;
     state.keys = deps.keys;
+    state.quotas = deps.quotas;
     let pending = state.pending_writes.clone();
     let (stopped, stopping) = tokio::sync::watch::channel(false);
     let stop = async move {

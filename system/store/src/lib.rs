@@ -12,6 +12,7 @@
 //! - [`postgres`]: metadata in PostgreSQL (distributed mode), idempotent writes, migrations.
 //! - [`jetstream`]: the distributed queue on NATS JetStream, with a dead-letter stream.
 //! - [`s3`]: objects in any S3-compatible store.
+//! - [`keys`], [`quotas`]: API keys, session owners, rate buckets and unfinished counts.
 //! - [`engines`]: which engines on image runtimes live managers offer (a key-value bucket).
 //! - [`events`]: in-process "queued" and "finished" notifications.
 
@@ -21,6 +22,7 @@ pub mod jetstream;
 pub mod keys;
 pub mod local;
 pub mod postgres;
+pub mod quotas;
 pub mod s3;
 pub mod session_rpc;
 pub mod sqlite;
@@ -35,6 +37,6 @@ pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
 pub use streams::Streams;
 pub use traits::{
-    Admission, DeadLetter, Delivery, Idempotency, Keys, Metadata, Objects, Page, Queue, QueueConfig, SessionError,
-    SessionHost, StoreError,
+    Admission, DeadLetter, Delivery, Idempotency, Keys, Metadata, Objects, Page, Queue, QueueConfig, Quotas,
+    SessionError, SessionHost, StoreError, Unfinished,
 };

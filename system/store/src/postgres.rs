@@ -19,6 +19,7 @@ use crate::traits::{Metadata, Page, StoreError};
 pub const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_jobs.sql")),
     (2, include_str!("../migrations/0002_keys.sql")),
+    (3, include_str!("../migrations/0003_quotas.sql")),
 ];
 
 /// PostgreSQL metadata.

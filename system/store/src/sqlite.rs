@@ -27,6 +27,8 @@ pub struct SqliteStore {
     /// never fails them with SQLITE_BUSY.
     pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     queue: QueueConfig,
+    /// The keys' rate buckets (the embedded mode has one API process).
+    pub(crate) buckets: std::sync::Arc<crate::quotas::LocalBuckets>,
 }
 
 const SCHEMA: &[&str] = &[
@@ -64,6 +66,9 @@ const SCHEMA: &[&str] = &[
     )",
     "CREATE TABLE IF NOT EXISTS owners (id TEXT PRIMARY KEY, key_id TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (json_extract(record, '$.owner'), id)",
+    // A key's unfinished jobs, counted at each of its admissions (quotas.rs).
+    "CREATE INDEX IF NOT EXISTS jobs_unfinished_owner ON jobs (json_extract(record, '$.owner'), status)
+        WHERE status NOT IN ('Completed', 'Failed')",
 ];
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -118,6 +123,7 @@ impl SqliteStore {
             pool,
             writer: Default::default(),
             queue: QueueConfig::default(),
+            buckets: Default::default(),
         })
     }
 
@@ -307,6 +313,10 @@ impl Queue for SqliteStore {
     }
 
     fn code_before_admission(&self) -> bool {
+        true
+    }
+
+    fn records_on_admission(&self) -> bool {
         true
     }
 

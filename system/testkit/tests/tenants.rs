@@ -1,4 +1,4 @@
-//! API keys, ownership and scopes, written once and run against both modes: `wolf serve` with
+//! API keys, ownership, scopes and quotas, written once and run against both modes: `wolf serve` with
 //! its keys in SQLite, and the distributed testbed (two APIs, keys in PostgreSQL) where every
 //! "other key" request goes to the other API. Keys are made with `wolf keys create`, as an
 //! operator makes them.
@@ -278,6 +278,137 @@ fn tenants_contract(mode: &str, a: &str, b: &str, env: &[(&str, String)]) {
     );
 }
 
+/// `POST url` with `key` and `body`: status, body, `Retry-After`.
+fn post(url: &str, key: &str, body: &Value) -> (u16, Value, Option<u64>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(90)))
+        .build()
+        .into();
+    let mut r = agent
+        .post(url)
+        .header("Authorization", format!("Bearer {key}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (
+        r.status().as_u16(),
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        after,
+    )
+}
+
+/// Poll `GET url/job/{id}` as `key` until `done(record)`.
+fn until(url: &str, key: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, body) = get(&format!("{url}/job/{id}"), Some(key));
+        if s == 200 {
+            let rec: Value = serde_json::from_str(&body).unwrap();
+            if done(&rec) {
+                return rec;
+            }
+        }
+        assert!(Instant::now() < deadline, "job {id} never {what}: {s} {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The quotas, shared by both APIs when there are two (`a`, `b`): a rate-limited key gets 429
+/// with `Retry-After` through every door while another key is unaffected; the concurrency and
+/// waiting caps refuse past them and admit again once the key's jobs move on.
+fn quotas_contract(mode: &str, a: &str, b: &str, env: &[(&str, String)]) {
+    let limited = create_key(env, &["--name", "limited", "--rate", "0.5/s", "--burst", "3"]);
+    let free = create_key(env, &["--name", "free"]);
+    let job = json!({"code": "print(1)", "executionEngine": "python"});
+    let started = Instant::now();
+    let mut accepted = 0;
+    for i in 0..8 {
+        let (s, body, after) = post(&format!("{}/job", [a, b][i % 2]), &limited, &job);
+        match s {
+            200 => accepted += 1,
+            429 => {
+                assert_eq!(body["error"]["code"], "quota_exceeded", "{mode}: {body}");
+                assert!(after.is_some_and(|s| s >= 1), "{mode}: a Retry-After: {after:?}");
+            }
+            other => panic!("{mode}: {other} {body}"),
+        }
+    }
+    // One bucket for both APIs: its burst, and what its rate gave back meanwhile (two buckets
+    // would have admitted six at once).
+    let bound = 3 + (0.5 * started.elapsed().as_secs_f64()).floor() as i32;
+    assert!(
+        (3..=bound).contains(&accepted),
+        "{mode}: {accepted} of 8 admitted; the bucket allows 3 to {bound}"
+    );
+    let (s, body, _) = post(&format!("{b}/job"), &free, &job);
+    assert_eq!(s, 200, "{mode}: another key is unaffected: {body}");
+    // The doors refuse alike, in their own shapes (a token may have come back: one admission
+    // empties the bucket again).
+    let judge0 = json!({"source_code": "print(1)", "language_id": 71});
+    let piston = json!({"language": "python", "version": "*", "files": [{"content": "print(1)"}]});
+    for (door, body) in [("/judge0/submissions", &judge0), ("/api/v2/execute", &piston)] {
+        let refused = (0..3).find_map(|_| {
+            let (s, reply, after) = post(&format!("{a}{door}"), &limited, body);
+            (s == 429).then_some((reply, after))
+        });
+        let (reply, after) = refused.unwrap_or_else(|| panic!("{mode}: {door} never refused the limited key"));
+        assert!(after.is_some_and(|s| s >= 1), "{mode}: {door}: Retry-After {after:?}");
+        assert!(reply.to_string().contains("rate"), "{mode}: {door}: {reply}");
+    }
+
+    // Concurrency 1: a second unfinished job is refused on either API, admitted once the
+    // first finished.
+    let capped = create_key(env, &["--name", "capped", "--concurrency", "1"]);
+    let sleep = json!({"code": "import time; time.sleep(3)", "executionEngine": "python"});
+    let (s, first, _) = post(&format!("{a}/job"), &capped, &sleep);
+    assert_eq!(s, 200, "{mode}: {first}");
+    let first = first["id"].as_str().unwrap().to_string();
+    let (s, body, after) = post(&format!("{a}/job"), &capped, &job);
+    assert_eq!(
+        (s, after),
+        (429, Some(1)),
+        "{mode}: the same API counts its fresh job: {body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("concurrency"),
+        "{mode}: {body}"
+    );
+    until(a, &capped, &first, "ran", |r| r["status"] == "Running");
+    let (s, body, _) = post(&format!("{b}/job"), &capped, &job);
+    assert_eq!(s, 429, "{mode}: the other API counts it too: {body}");
+    until(a, &capped, &first, "finished", |r| r["status"] == "Completed");
+    let (s, body, _) = post(&format!("{b}/job"), &capped, &job);
+    assert_eq!(s, 200, "{mode}: admitted again once it finished: {body}");
+
+    // max_queued 1: with both workers busy, one job waits and the next is refused.
+    let queued = create_key(env, &["--name", "queued", "--max-queued", "1"]);
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let (s, body, _) = post(&format!("{a}/job"), &queued, &sleep);
+        assert_eq!(s, 200, "{mode}: {body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        until(a, &queued, &id, "ran", |r| r["status"] == "Running");
+        running.push(id);
+    }
+    let (s, waiting, _) = post(&format!("{a}/job"), &queued, &job);
+    assert_eq!(s, 200, "{mode}: one may wait: {waiting}");
+    let (s, body, _) = post(&format!("{a}/job"), &queued, &job);
+    assert_eq!(s, 429, "{mode}: a second may not: {body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("max_queued"),
+        "{mode}: {body}"
+    );
+    let waiting = waiting["id"].as_str().unwrap().to_string();
+    until(a, &queued, &waiting, "finished", |r| r["status"] == "Completed");
+}
+
 /// `wolf serve` on `listen` in `dir`, with `env`; its URL (127.0.0.1) and its stderr lines.
 fn serve(
     dir: &std::path::Path,
@@ -323,6 +454,7 @@ fn keys_ownership_and_scopes_hold_embedded() {
     let env = [("WOLF_DATA_DIR", dir.path().join("data").display().to_string())];
     let (mut child, url, _) = serve(dir.path(), "127.0.0.1:0", &[("WOLF_AUTH", "on")]);
     tenants_contract("embedded", &url, &url, &env);
+    quotas_contract("embedded", &url, &url, &env);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -336,6 +468,7 @@ fn keys_ownership_and_scopes_hold_distributed_across_two_apis() {
     let s = Stack::up_with(dir.path(), 2, 1, &[("WOLF_WORKERS", "2"), ("WOLF_AUTH", "on")]).unwrap();
     let env = [("WOLF_DATABASE_URL", s.postgres.url())];
     tenants_contract("distributed", &s.apis[0].1, &s.apis[1].1, &env);
+    quotas_contract("distributed", &s.apis[0].1, &s.apis[1].1, &env);
 }
 
 #[test]

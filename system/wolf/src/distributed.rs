@@ -47,6 +47,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         queue.follow_engines().await;
         let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
         let keys: Arc<dyn wolf_store::Keys> = meta.clone();
+        let quotas: Arc<dyn wolf_store::Quotas> = meta.clone();
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
         // Managers announce stored results on NATS: waiting requests answer at once. Job
@@ -72,6 +73,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             // Sessions live on the managers; this API reaches each one's over NATS.
             sessions: Some(sessions),
             keys: Some(keys),
+            quotas: Some(quotas),
         };
         let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listener = tokio::net::TcpListener::bind(listen)

@@ -32,17 +32,17 @@ enum KeysCommand {
         /// Only these engines (comma-separated names of `/languages`).
         #[arg(long, value_delimiter = ',')]
         engines: Vec<String>,
-        /// Submissions per second, e.g. `10/s` (stored; not enforced yet).
+        /// Submissions per second, e.g. `10/s` (a token bucket shared by every API; 429 past it).
         #[arg(long, value_parser = per_second)]
         rate: Option<f64>,
-        /// Bucket size of `--rate` (stored; not enforced yet).
-        #[arg(long)]
+        /// Bucket size of `--rate` (default: the rate, rounded up).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         burst: Option<u32>,
-        /// Jobs running at once (stored; not enforced yet).
-        #[arg(long)]
+        /// Unfinished jobs (queued or running) at once; 429 past it.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         concurrency: Option<u32>,
-        /// Jobs queued at once (stored; not enforced yet).
-        #[arg(long)]
+        /// Jobs waiting (queued, not started) at once; 429 past it.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_queued: Option<u32>,
         #[command(flatten)]
         config: Box<ConfigArgs>,

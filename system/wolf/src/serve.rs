@@ -119,7 +119,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         judge0: cfg.judge0_listener().await?,
         piston: cfg.piston_listener().await?,
         sessions: Some(sessions),
-        keys: Some(store),
+        keys: Some(store.clone()),
+        quotas: Some(store),
     };
     // The two services of the distributed mode, in one process on the embedded stores.
     let (stop_manager, manager_stops) = tokio::sync::oneshot::channel::<()>();

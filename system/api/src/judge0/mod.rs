@@ -67,16 +67,21 @@ fn j(status: StatusCode, v: Value) -> Response {
 }
 
 /// A refusal: its status and Judge0's body for it (also a batch item's error hash).
-struct Refusal(StatusCode, Value);
+/// A status, Judge0's body, and the `Retry-After` seconds of a refusal to retry.
+struct Refusal(StatusCode, Value, Option<u64>);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        j(self.0, self.1)
+        let mut resp = j(self.0, self.1);
+        if let Some(after) = self.2 {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, after.into());
+        }
+        resp
     }
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Refusal {
-    Refusal(status, json!({"error": msg.into()}))
+    Refusal(status, json!({"error": msg.into()}), None)
 }
 
 /// Wolf's refusal in Judge0's shape: a field error for a 422 (the field guessed from Wolf's
@@ -99,10 +104,11 @@ fn refusal(e: ApiError) -> Refusal {
             .iter()
             .find(|(w, _)| msg.contains(w))
             .map_or("submission", |(_, f)| f);
-            Refusal(StatusCode::UNPROCESSABLE_ENTITY, convert::field_error(field, msg))
+            Refusal(StatusCode::UNPROCESSABLE_ENTITY, convert::field_error(field, msg), None)
         }
         ApiError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, "queue is full"),
         ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+        ApiError::Limited(m, after) => Refusal(StatusCode::TOO_MANY_REQUESTS, json!({"error": m}), Some(after)),
         other => {
             let status = other.into_response().status();
             error(status, status.canonical_reason().unwrap_or("error"))
@@ -121,7 +127,7 @@ fn body_json(body: &Bytes) -> Result<Value, Refusal> {
 /// Admit one Judge0 submission; its token, or the refusal.
 async fn admit(st: &AppState, body: &Value, b64: bool) -> Result<String, Refusal> {
     let started = Instant::now();
-    let sub = convert::submission(body, b64).map_err(|e| Refusal(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let sub = convert::submission(body, b64).map_err(|e| Refusal(StatusCode::UNPROCESSABLE_ENTITY, e, None))?;
     crate::routes::validate(st, &sub).map_err(refusal)?;
     let rec = crate::routes::accept(st, &sub, None, started).await.map_err(refusal)?;
     Ok(rec.id)
@@ -216,7 +222,7 @@ async fn batch_create(State(st): State<AppState>, Query(q): Query<Params>, body:
                 out.push(json!({"token": token}));
             }
             // The refusal's body is the item's error hash.
-            Err(Refusal(_, why)) => out.push(why),
+            Err(Refusal(_, why, _)) => out.push(why),
         }
     }
     let status = if any {

@@ -86,6 +86,11 @@ fn refusal(e: ApiError) -> Response {
     match e {
         ApiError::Invalid(m) | ApiError::Malformed(m) => message(StatusCode::BAD_REQUEST, m),
         ApiError::Forbidden(m) => message(StatusCode::FORBIDDEN, m),
+        ApiError::Limited(m, after) => {
+            let mut resp = message(StatusCode::TOO_MANY_REQUESTS, m);
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, after.into());
+            resp
+        }
         other => {
             let status = other.into_response().status();
             message(status, status.canonical_reason().unwrap_or("error"))

@@ -1,0 +1,107 @@
+//! A key's quotas at admission: its rate (a token bucket), its unfinished jobs
+//! (`concurrency`: queued or running at once) and its waiting jobs (`max_queued`). Past any of
+//! them the submission is refused with 429 and a `Retry-After`, through every front door,
+//! since every door admits through [`crate::routes::accept`].
+//!
+//! The bucket and the counts live in the metadata store ([`wolf_store::Quotas`]), so every
+//! API of a deployment shares them. A key's admissions on one API are checked one at a time
+//! (a lock per capped key), and the jobs this API accepted whose record is still on its way to
+//! the store count too: a burst through one API cannot overshoot a cap. Bursts through several
+//! APIs at the same instant can pass a cap by at most one job per API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OwnedMutexGuard;
+use wolf_core::auth::{ApiKey, Principal};
+
+use crate::{ApiError, AppState};
+
+/// Locks of the capped keys on this API (one per key, kept while the key is used).
+#[derive(Debug, Default)]
+pub struct KeyLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl KeyLocks {
+    async fn hold(&self, key: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            // Drop the locks nobody holds or waits for, so the map stays as small as the keys
+            // in use.
+            if map.len() > 1024 {
+                map.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            map.entry(key.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+fn refuse(key: &ApiKey, limit: &'static str, retry_after: u64, message: String) -> ApiError {
+    tracing::info!(target: "wolf::audit", event = "quota_refusal", key = %key.name, limit, "{message}");
+    metrics::counter!("wolf_quota_refusals_total", "key" => key.name.clone(), "limit" => limit).increment(1);
+    ApiError::Limited(message, retry_after.max(1))
+}
+
+/// Check the current key's quotas before an admission. The returned guard, when a cap
+/// applies, is held until the job is admitted: the next admission of the key counts it.
+pub(crate) async fn check(st: &AppState) -> Result<Option<OwnedMutexGuard<()>>, ApiError> {
+    let (Principal::Key(key), Some(quotas)) = (crate::auth::current(), st.quotas.as_ref()) else {
+        return Ok(None);
+    };
+    if let Some(rate) = key.rate {
+        let burst = key.burst.unwrap_or_else(|| rate.ceil() as u32);
+        if let Err(wait) = quotas.take_token(&key.id, rate, burst).await? {
+            return Err(refuse(
+                &key,
+                "rate",
+                wait.as_secs_f64().ceil() as u64,
+                format!(
+                    "this API key's rate of {rate}/s (burst {burst}) is used up; retry after {:.1} s",
+                    wait.as_secs_f64()
+                ),
+            ));
+        }
+    }
+    if key.concurrency.is_none() && key.max_queued.is_none() {
+        return Ok(None);
+    }
+    let held = st.quota_locks.hold(&key.id).await;
+    let mut now = quotas.unfinished(&key.id).await?;
+    if !st.queue.records_on_admission() {
+        // Accepted here, record not stored yet: waiting, and not in `now`.
+        now.waiting += st
+            .pending_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| r.owner.as_deref() == Some(key.id.as_str()))
+            .count() as u64;
+    }
+    if let Some(c) = key.concurrency
+        && now.waiting + now.running >= u64::from(c)
+    {
+        return Err(refuse(
+            &key,
+            "concurrency",
+            1,
+            format!(
+                "this API key has {} unfinished jobs, its concurrency limit of {c}; retry when one finishes",
+                now.waiting + now.running
+            ),
+        ));
+    }
+    if let Some(q) = key.max_queued
+        && now.waiting >= u64::from(q)
+    {
+        return Err(refuse(
+            &key,
+            "max_queued",
+            1,
+            format!(
+                "this API key has {} jobs waiting, its max_queued limit of {q}; retry when one starts",
+                now.waiting
+            ),
+        ));
+    }
+    Ok(Some(held))
+}
