@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """What API keys add to a submission: `POST /job` (no wait) against two `wolf serve` on
 loopback, one with keys on (a bearer key) and one without, interleaved request by request over
-keep-alive connections; prints p50/p95/p99 of each and the difference.
+keep-alive connections; prints p50/p95/p99 of each and the difference. With `quotas`, the key
+has a rate, a concurrency and a waiting cap too (set far above what the run reaches, so every
+submission pays the bucket and the count without being refused).
 
-    scripts/auth-bench.py target/release/wolf [N]
+    scripts/auth-bench.py target/release/wolf [N] [quotas]
 """
 import http.client, json, os, subprocess, sys, tempfile, time
 
 wolf, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 400
+quotas = ["--rate", "100000/s", "--burst", "100000", "--concurrency", "100000",
+          "--max-queued", "100000"] if "quotas" in sys.argv[3:] else []
 
 def serve(d, auth):
     env = dict(os.environ, WOLF_LOG="warn", WOLF_CACHE_DIR=os.path.join(d, "cache"))
@@ -26,7 +30,7 @@ def pct(xs, q):
 
 with tempfile.TemporaryDirectory() as d:
     os.makedirs(f"{d}/on"), os.makedirs(f"{d}/off")
-    key = subprocess.run([wolf, "keys", "create", "--name", "bench", "--data-dir", f"{d}/on/data"],
+    key = subprocess.run([wolf, "keys", "create", "--name", "bench", "--data-dir", f"{d}/on/data", *quotas],
                          capture_output=True, text=True, check=True).stdout.strip()
     on, on_addr = serve(f"{d}/on", True)
     off, off_addr = serve(f"{d}/off", False)
@@ -49,7 +53,7 @@ with tempfile.TemporaryDirectory() as d:
         p.terminate()
         p.wait()
     rows = {k: [pct(v, q) for q in (0.5, 0.95, 0.99)] for k, v in lat.items()}
-    print(f"POST /job, {n} each, interleaved (ms)")
+    print(f"POST /job, {n} each, interleaved (ms){', the key with quotas' if quotas else ''}")
     print("| | p50 | p95 | p99 |\n|---|---|---|---|")
     for k in ("off", "on"):
         print(f"| keys {k} | " + " | ".join(f"{x:.3f}" for x in rows[k]) + " |")

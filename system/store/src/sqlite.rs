@@ -107,17 +107,27 @@ impl SqliteStore {
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await.map_err(db)?;
         }
-        // Added after the first release: the W3C trace context of the admitting request.
-        let has_trace: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_table_info('queue') WHERE name = 'traceparent'")
-            .fetch_one(&pool)
-            .await
-            .map_err(db)?
-            .get(0);
-        if has_trace == 0 {
-            sqlx::query("ALTER TABLE queue ADD COLUMN traceparent TEXT")
-                .execute(&pool)
+        // Added after the first release: the W3C trace context of the admitting request, and
+        // the owner (an API key's id; '' without keys) that fair dispatch shares workers by.
+        for (column, ddl) in [
+            ("traceparent", "ALTER TABLE queue ADD COLUMN traceparent TEXT"),
+            ("owner", "ALTER TABLE queue ADD COLUMN owner TEXT NOT NULL DEFAULT ''"),
+        ] {
+            let has: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_table_info('queue') WHERE name = ?")
+                .bind(column)
+                .fetch_one(&pool)
                 .await
-                .map_err(db)?;
+                .map_err(db)?
+                .get(0);
+            if has == 0 {
+                sqlx::query(ddl).execute(&pool).await.map_err(db)?;
+            }
+        }
+        for index in [
+            "CREATE INDEX IF NOT EXISTS queue_owner ON queue (owner, seq)",
+            "CREATE INDEX IF NOT EXISTS queue_unleased ON queue (attempts, seq)",
+        ] {
+            sqlx::query(index).execute(&pool).await.map_err(db)?;
         }
         Ok(Self {
             pool,
@@ -287,14 +297,27 @@ impl Queue for SqliteStore {
             .await
             .map_err(db)?;
         let now = now_ms();
-        sqlx::query("INSERT INTO queue (job_id, seq, available_at, attempts, enqueued_ms, traceparent) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM queue), ?, 0, ?, ?)")
-            .bind(&record.id)
-            .bind(now)
-            .bind(record.creation_time.timestamp_millis())
-            .bind(wolf_telemetry::traceparent())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        // Fair dispatch (start-time fair queuing): `seq` is the job's virtual start tag, the
+        // lease takes the smallest. An owner's next job follows its last queued one, but never
+        // starts behind the head of the queue: a key that floods the queue only queues behind
+        // itself, and another key's job goes next but one. With a single owner (keys off) the
+        // tag is MAX(seq) + 1: first come, first served, as before.
+        let owner = record.owner.as_deref().unwrap_or("");
+        sqlx::query(
+            "INSERT INTO queue (job_id, seq, available_at, attempts, enqueued_ms, traceparent, owner) VALUES (?1,
+                 MAX(COALESCE((SELECT MAX(seq) FROM queue WHERE owner = ?2), 0),
+                     COALESCE((SELECT MIN(seq) FROM queue WHERE attempts = 0) - 1,
+                              (SELECT MAX(seq) FROM queue), 0)) + 1,
+                 ?3, 0, ?4, ?5, ?2)",
+        )
+        .bind(&record.id)
+        .bind(owner)
+        .bind(now)
+        .bind(record.creation_time.timestamp_millis())
+        .bind(wolf_telemetry::traceparent())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         if let Some(idem) = idempotency {
             sqlx::query("INSERT INTO idempotency (key, body_hash, job_id) VALUES (?, ?, ?)")
                 .bind(&idem.key)
@@ -326,7 +349,7 @@ impl Queue for SqliteStore {
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE queue SET available_at = ?, attempts = attempts + 1
-             WHERE job_id = (SELECT job_id FROM queue WHERE available_at <= ? ORDER BY seq LIMIT 1)
+             WHERE job_id = (SELECT job_id FROM queue WHERE available_at <= ? ORDER BY seq, rowid LIMIT 1)
              RETURNING job_id, attempts, enqueued_ms, traceparent",
         )
         .bind(now + hold.as_millis() as i64)
@@ -457,6 +480,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("wolf.db")).await.unwrap();
         (dir, s)
+    }
+
+    #[tokio::test]
+    async fn a_flooding_key_queues_behind_itself() {
+        let (_d, s) = store().await;
+        let admit = |id: String, owner: Option<&str>| {
+            let mut rec = JobRecord::new(id, &sub("print(1)"), Utc::now());
+            rec.owner = owner.map(str::to_string);
+            let s = s.clone();
+            async move { s.admit(&rec, &sub("print(1)"), None).await.unwrap() }
+        };
+        for i in 0..6 {
+            admit(format!("a{i}"), Some("alice")).await;
+        }
+        // Two workers took alice's first two.
+        for want in ["a0", "a1"] {
+            assert_eq!(s.lease().await.unwrap().unwrap().job_id, want);
+        }
+        admit("b0".into(), Some("bob")).await;
+        admit("b1".into(), Some("bob")).await;
+        admit("c0".into(), None).await;
+        let mut order = Vec::new();
+        while let Some(d) = s.lease().await.unwrap() {
+            order.push(d.job_id);
+        }
+        // Each newcomer starts at the head (ties: the older first), then the owners alternate.
+        assert_eq!(order, ["a2", "b0", "c0", "a3", "b1", "a4", "a5"]);
+        // Keys off (one owner): first come, first served.
+        let (_d2, fifo) = store().await;
+        for i in 0..4 {
+            let rec = JobRecord::new(format!("j{i}"), &sub("print(1)"), Utc::now());
+            fifo.admit(&rec, &sub("print(1)"), None).await.unwrap();
+        }
+        let mut order = Vec::new();
+        while let Some(d) = fifo.lease().await.unwrap() {
+            order.push(d.job_id);
+        }
+        assert_eq!(order, ["j0", "j1", "j2", "j3"]);
     }
 
     #[tokio::test]

@@ -459,6 +459,48 @@ fn keys_ownership_and_scopes_hold_embedded() {
     let _ = child.wait();
 }
 
+/// Fair dispatch in the embedded queue: behind one key's flood of 0.5 s jobs on two workers,
+/// another key's job starts within about one job per worker, not after the flood.
+#[test]
+fn a_flood_from_one_key_does_not_delay_another_embedded() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("WOLF_DATA_DIR", dir.path().join("data").display().to_string())];
+    let (mut child, url, _) = serve(dir.path(), "127.0.0.1:0", &[("WOLF_AUTH", "on")]);
+    let flood = create_key(&env, &["--name", "flood"]);
+    let other = create_key(&env, &["--name", "other"]);
+    let slow = json!({"code": "import time; time.sleep(0.5)", "executionEngine": "python"});
+    const N: usize = 40;
+    for _ in 0..N {
+        let (s, body, _) = post(&format!("{url}/job"), &flood, &slow);
+        assert_eq!(s, 200, "{body}");
+    }
+    let job = json!({"code": "print('mine')", "executionEngine": "python"});
+    let (s, rec, _) = post(&format!("{url}/job?wait=true&timeout=60"), &other, &job);
+    assert_eq!((s, &rec["status"]), (200, &json!("Completed")), "{rec}");
+    let (_, page) = get(&format!("{url}/job?limit=100"), Some(&flood));
+    let page: Value = serde_json::from_str(&page).unwrap();
+    let waiting = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["status"] == "Pending")
+        .count();
+    eprintln!(
+        "fairness: the other key's queue wait {} ms behind a flood of {N} x 0.5 s jobs on 2 workers; {waiting} of the flood still waiting",
+        rec["timings"]["queueWait"]
+    );
+    // First come, first served would have run the whole flood first (about 10 s).
+    assert!(
+        waiting >= N - 8,
+        "only {waiting} of {N} flood jobs still waited: the other key's job queued behind the flood"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn keys_ownership_and_scopes_hold_distributed_across_two_apis() {
     if !root() {
