@@ -66,17 +66,17 @@ pub(crate) async fn check(st: &AppState) -> Result<Option<OwnedMutexGuard<()>>, 
         return Ok(None);
     }
     let held = st.quota_locks.hold(&key.id).await;
-    let mut now = quotas.unfinished(&key.id).await?;
-    if !st.queue.records_on_admission() {
-        // Accepted here, record not stored yet: waiting, and not in `now`.
-        now.waiting += st
-            .pending_writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|r| r.owner.as_deref() == Some(key.id.as_str()))
-            .count() as u64;
-    }
+    // Accepted here and maybe not in the store yet (the distributed mode writes the record in
+    // the background; the manager may have written it first): the store counts those it lacks.
+    let fresh: Vec<String> = st
+        .pending_writes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|r| r.owner.as_deref() == Some(key.id.as_str()))
+        .map(|r| r.id.clone())
+        .collect();
+    let now = quotas.unfinished(&key.id, &fresh).await?;
     if let Some(c) = key.concurrency
         && now.waiting + now.running >= u64::from(c)
     {

@@ -67,14 +67,17 @@ impl Quotas for SqliteStore {
         Ok(self.buckets.take(key_id, rate, burst))
     }
 
-    async fn unfinished(&self, owner: &str) -> Result<Unfinished, StoreError> {
+    async fn unfinished(&self, owner: &str, fresh: &[String]) -> Result<Unfinished, StoreError> {
         // The WHERE repeats the partial index's condition, so SQLite uses it.
         let rows = sqlx::query(
             "SELECT status, count(*) FROM jobs
               WHERE json_extract(record, '$.owner') = ? AND status NOT IN ('Completed', 'Failed')
-              GROUP BY status",
+              GROUP BY status
+             UNION ALL
+             SELECT 'Pending', count(*) FROM json_each(?) WHERE value NOT IN (SELECT id FROM jobs)",
         )
         .bind(owner)
+        .bind(serde_json::to_string(fresh).expect("ids serialize"))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -119,13 +122,17 @@ impl Quotas for PgStore {
         Ok(Err(until_one(now, rate)))
     }
 
-    async fn unfinished(&self, owner: &str) -> Result<Unfinished, StoreError> {
+    async fn unfinished(&self, owner: &str, fresh: &[String]) -> Result<Unfinished, StoreError> {
         let rows = sqlx::query(
             "SELECT status, count(*) FROM wolf_jobs
               WHERE record->>'owner' = $1 AND status NOT IN ('Completed', 'Failed')
-              GROUP BY status",
+              GROUP BY status
+             UNION ALL
+             SELECT 'Pending', count(*) FROM unnest($2::text[]) AS f(id)
+              WHERE NOT EXISTS (SELECT 1 FROM wolf_jobs j WHERE j.id = f.id)",
         )
         .bind(owner)
+        .bind(fresh)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -152,7 +159,13 @@ pub async fn check_contract(store: &dyn Quotas) {
         "refilled at the rate"
     );
     assert!(store.take_token("k1", 2.0, 3).await.unwrap().is_err());
-    assert_eq!(store.unfinished("nobody").await.unwrap(), Unfinished::default());
+    assert_eq!(store.unfinished("nobody", &[]).await.unwrap(), Unfinished::default());
+    let fresh = ["not-stored-1".to_string(), "not-stored-2".to_string()];
+    assert_eq!(
+        store.unfinished("nobody", &fresh).await.unwrap(),
+        Unfinished { waiting: 2, running: 0 },
+        "a fresh job not stored yet waits"
+    );
 }
 
 #[cfg(test)]

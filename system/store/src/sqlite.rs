@@ -339,10 +339,6 @@ impl Queue for SqliteStore {
         true
     }
 
-    fn records_on_admission(&self) -> bool {
-        true
-    }
-
     async fn lease(&self) -> Result<Option<Delivery>, StoreError> {
         let hold = self.queue.lease;
         let _w = self.writer.lock().await;

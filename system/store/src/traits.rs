@@ -186,8 +186,9 @@ pub trait Quotas: Send + Sync {
     /// Take one token from `key_id`'s bucket (`rate` per second, at most `burst`): `Ok(Ok(()))`
     /// when taken, `Ok(Err(wait))` when empty, `wait` being the time until a token is back.
     async fn take_token(&self, key_id: &str, rate: f64, burst: u32) -> Result<Result<(), Duration>, StoreError>;
-    /// The unfinished jobs `owner` (a key id) has now.
-    async fn unfinished(&self, owner: &str) -> Result<Unfinished, StoreError>;
+    /// The unfinished jobs `owner` (a key id) has now; of `fresh` (jobs just accepted), those
+    /// not stored yet count as waiting.
+    async fn unfinished(&self, owner: &str, fresh: &[String]) -> Result<Unfinished, StoreError>;
 }
 
 #[async_trait]
@@ -209,11 +210,6 @@ pub trait Queue: Send + Sync {
     /// (seen: SQLite transactions failing on a full disk left the database locked for every
     /// later request). JetStream does not: S3 stays off the acceptance path.
     fn code_before_admission(&self) -> bool {
-        false
-    }
-    /// Whether [`Queue::admit`] also writes the record to the metadata store (the embedded
-    /// queue: one transaction). Otherwise the API writes it right after, in the background.
-    fn records_on_admission(&self) -> bool {
         false
     }
     /// Durably accept a job: the envelope (record and submission, code included) and the

@@ -318,7 +318,10 @@ pub(crate) fn live_contract(mode: &str, a: &str, b: &str) {
         send(
             &mut socket,
             json!({"type": "init", "executionEngine": "python",
-                "code": "import signal, sys, time\ndef h(n, f):\n    print('got SIGINT', flush=True)\n    sys.exit(3)\nsignal.signal(signal.SIGINT, h)\nprint('ready', flush=True)\ntime.sleep(60)"}),
+                // os.write, not print: the signal can land while `print('ready')` is still
+                // inside stdout's buffered writer, and a print from the handler then fails
+                // with "reentrant call" (the flake seen in CI).
+                "code": "import os, signal, sys, time\ndef h(n, f):\n    os.write(1, b'got SIGINT\\n')\n    sys.exit(3)\nsignal.signal(signal.SIGINT, h)\nprint('ready', flush=True)\ntime.sleep(60)"}),
         );
         let mut seen = String::new();
         assert!(until_stdout(&mut socket, "ready", &mut seen), "{mode}: {seen}");
