@@ -33,6 +33,20 @@ pub fn current() -> Principal {
     PRINCIPAL.try_with(Clone::clone).unwrap_or(Principal::Open)
 }
 
+/// The current key when it has a quota (rate, concurrency or max_queued); cloned only then,
+/// so the admission of a key without quotas pays nothing here.
+pub fn limited_key() -> Option<ApiKey> {
+    PRINCIPAL
+        .try_with(|p| match p {
+            Principal::Key(k) if k.rate.is_some() || k.concurrency.is_some() || k.max_queued.is_some() => {
+                Some((**k).clone())
+            }
+            _ => None,
+        })
+        .ok()
+        .flatten()
+}
+
 /// Whether the current request may see what `owner` created (no clone of the key).
 pub fn may_see(owner: Option<&str>) -> bool {
     PRINCIPAL.try_with(|p| p.may_see(owner)).unwrap_or(true)

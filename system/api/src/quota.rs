@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
-use wolf_core::auth::{ApiKey, Principal};
+use wolf_core::auth::ApiKey;
 
 use crate::{ApiError, AppState};
 
@@ -45,7 +45,7 @@ fn refuse(key: &ApiKey, limit: &'static str, retry_after: u64, message: String) 
 /// Check the current key's quotas before an admission. The returned guard, when a cap
 /// applies, is held until the job is admitted: the next admission of the key counts it.
 pub(crate) async fn check(st: &AppState) -> Result<Option<OwnedMutexGuard<()>>, ApiError> {
-    let (Principal::Key(key), Some(quotas)) = (crate::auth::current(), st.quotas.as_ref()) else {
+    let (Some(quotas), Some(key)) = (st.quotas.as_ref(), crate::auth::limited_key()) else {
         return Ok(None);
     };
     if let Some(rate) = key.rate {
