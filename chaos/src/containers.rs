@@ -144,26 +144,34 @@ impl ContainerCluster {
             .unwrap_or(false)
     }
 
-    /// `docker start`, then wait until it is back (its [`Probe`]).
-    fn start(&self, c: &Ctr) -> anyhow::Result<()> {
+    /// `docker start` each, then wait until all are back (their [`Probe`]s). All start before
+    /// any is waited for: one node of a NATS cluster whose peers are all down is never healthy
+    /// on its own (JetStream has no quorum, no meta leader), so waiting for it before starting
+    /// the next would wait forever.
+    fn start(&self, cs: &[&Ctr]) -> anyhow::Result<()> {
         self.rt.block_on(async {
-            self.docker
-                .start_container(&c.id, None)
-                .await
-                .with_context(|| format!("docker start {}", c.name))?;
-            let deadline = Instant::now() + BACK;
-            loop {
-                let up = match c.probe {
-                    Probe::Ready(port, path) => http_get(port, path).await.is_some_and(|(s, _)| s == 200),
-                    Probe::Http(port) => http_get(port, "/").await.is_some(),
-                    Probe::Running => self.running(c).await,
-                };
-                if up {
-                    return Ok(());
-                }
-                anyhow::ensure!(Instant::now() < deadline, "{} is not back after {BACK:?}", c.name);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            for c in cs {
+                self.docker
+                    .start_container(&c.id, None)
+                    .await
+                    .with_context(|| format!("docker start {}", c.name))?;
             }
+            let deadline = Instant::now() + BACK;
+            for c in cs {
+                loop {
+                    let up = match c.probe {
+                        Probe::Ready(port, path) => http_get(port, path).await.is_some_and(|(s, _)| s == 200),
+                        Probe::Http(port) => http_get(port, "/").await.is_some(),
+                        Probe::Running => self.running(c).await,
+                    };
+                    if up {
+                        break;
+                    }
+                    anyhow::ensure!(Instant::now() < deadline, "{} is not back after {BACK:?}", c.name);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Ok(())
         })
     }
 
@@ -212,22 +220,19 @@ impl Cluster for ContainerCluster {
         Ok(())
     }
     fn start_server(&mut self, s: Server) -> anyhow::Result<()> {
-        for c in self.servers(s) {
-            self.start(c)?;
-        }
-        Ok(())
+        self.start(&self.servers(s))
     }
     fn crash_manager(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(self.managers.get(i).context("no such manager")?)
     }
     fn start_manager(&mut self, i: usize) -> anyhow::Result<()> {
-        self.start(self.managers.get(i).context("no such manager")?)
+        self.start(&[self.managers.get(i).context("no such manager")?])
     }
     fn crash_api(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(self.apis.get(i).context("no such api")?)
     }
     fn start_api(&mut self, i: usize) -> anyhow::Result<()> {
-        self.start(self.apis.get(i).context("no such api")?)
+        self.start(&[self.apis.get(i).context("no such api")?])
     }
     fn pause(&mut self, s: Server, on: bool) -> anyhow::Result<String> {
         self.rt.block_on(async {
@@ -289,6 +294,6 @@ impl Cluster for ContainerCluster {
         self.kill(self.nats.get(i).context("no such NATS node")?)
     }
     fn start_nats_node(&mut self, i: usize) -> anyhow::Result<()> {
-        self.start(self.nats.get(i).context("no such NATS node")?)
+        self.start(&[self.nats.get(i).context("no such NATS node")?])
     }
 }

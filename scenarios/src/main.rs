@@ -40,6 +40,9 @@ struct Args {
     /// Print only; write nothing.
     #[arg(long)]
     no_write: bool,
+    /// Seed of the random faults (each run prints its own; give it to replay one).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// One check and whether it held.
@@ -70,6 +73,7 @@ impl Outcome {
 
 struct Ctx {
     targets: toml::Value,
+    seed: Option<u64>,
     rt: tokio::runtime::Runtime,
     client: reqwest::Client,
 }
@@ -167,10 +171,12 @@ fn under_chaos(
     let mut log = Log::new(false);
     if let Some(s) = schedule {
         std::thread::sleep(Duration::from_secs(2));
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(7);
+        let seed = ctx.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+        });
         chaos::run_schedule(cluster, s, &mut Rng::new(seed), &mut log, &|| load.is_finished());
         o.check(
             format!("the fault was injected ({} times, seed {seed})", log.injected()),
@@ -661,6 +667,7 @@ fn main() -> ExitCode {
     };
     let ctx = Ctx {
         targets,
+        seed: args.seed,
         rt: tokio::runtime::Runtime::new().expect("runtime"),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))

@@ -3,7 +3,11 @@
 //! eight hex digits after `s-`): the API asks `wolf.session.<tag>`, and only that manager
 //! answers. A new session goes to `wolf.session.new`, a queue group: any one manager takes it.
 //! If the manager is gone, nobody answers: the session is lost and says so (410), never
-//! silently made again with its state missing.
+//! silently made again with its state missing. A request NATS delivered to a manager that was
+//! dying (killed mid-exec, or a moment before the request, while the server had not yet seen
+//! its connection close) is never answered; so while a call waits, the API probes the
+//! manager's subject (`ping`) and answers 410 as soon as NATS says nobody listens there,
+//! rather than after the exec's whole wall limit.
 //!
 //! A request is `{"op", "id"?, "spec"?, "req"?, "path"?, "data"?}` (file contents base64); an
 //! answer is `{"ok": ...}` or `{"err": {"kind", "message"}}`.
@@ -22,6 +26,10 @@ use crate::SessionHost;
 const NEW: &str = "wolf.session.new";
 /// How long a call waits beyond the work it asks for (an exec's own limit comes on top).
 const SLACK: Duration = Duration::from_secs(10);
+/// While a call waits, its manager is asked this often whether it is still there, and each
+/// probe waits this long for an answer.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 fn subject(tag: &str) -> String {
     format!("wolf.session.{tag}")
@@ -111,7 +119,36 @@ impl NatsSessions {
 
     async fn on(&self, id: &str, body: Value, wait: Duration) -> Result<Value, SessionError> {
         let tag = tag_of(id)?;
-        self.ask(subject(tag), body, wait, Some(id)).await
+        let call = self.ask(subject(tag), body, wait, Some(id));
+        tokio::pin!(call);
+        let probes = self.gone(subject(tag), id);
+        tokio::pin!(probes);
+        // The answer wins over a probe's verdict when both are there.
+        tokio::select! {
+            biased;
+            answer = &mut call => answer,
+            gone = &mut probes => Err(gone),
+        }
+    }
+
+    /// Resolves only when NATS says nobody listens on the session's subject: its manager is
+    /// gone. A probe that is answered (by any manager version: an unknown op is an answer too)
+    /// or that times out (a busy manager, a slow link) proves nothing, and probing goes on.
+    async fn gone(&self, subject: String, id: &str) -> SessionError {
+        let ping = serde_json::to_vec(&json!({"op": "ping", "id": id})).unwrap_or_default();
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let request = async_nats::Request::new()
+                .payload(ping.clone().into())
+                .timeout(Some(PROBE_WAIT));
+            if let Err(e) = self.nats.send_request(subject.clone(), request).await
+                && e.kind() == async_nats::RequestErrorKind::NoResponders
+            {
+                return SessionError::Gone(format!(
+                    "session {id} is lost: the manager that held it is gone (its state is lost)"
+                ));
+            }
+        }
     }
 }
 
@@ -208,6 +245,8 @@ async fn handle(host: &dyn SessionHost, req: Value) -> Value {
             }
             Some("get") => json!(b64().encode(host.get_file(&id, &path).await?)),
             Some("info") => json!(host.info(&id).await?),
+            // An API's probe while it waits on this manager: the answer is that it is here.
+            Some("ping") => Value::Null,
             Some("delete") => {
                 host.delete(&id).await?;
                 Value::Null

@@ -294,12 +294,29 @@ pub(crate) fn repl_contract(mode: &str, a: &str) {
 /// The distributed mode: a session created through one API is used through the other (its
 /// manager answers over NATS), and when that manager dies the session is lost and says so.
 pub(crate) fn sessions_across(mode: &str, a: &str, b: &str, kill_manager: impl FnOnce()) {
-    let id = create(a, &json!({"mode": "repl"}));
+    // A wall limit beyond the client's own wait, for the exec the manager dies in.
+    let id = create(a, &json!({"mode": "repl", "limits": {"wallTimeMs": 110_000}}));
     exec(a, &id, &json!({"code": "k = 'kept'"}));
     assert_eq!(exec(b, &id, &json!({"code": "k"}))["value"], "'kept'", "{mode}");
     let (s, _, body) = call("GET", &format!("{b}/session/{id}"), None);
     assert_eq!((s, json_of(&body)["execs"].as_u64()), (200, Some(2)), "{mode}: {body}");
+    // The manager dies while an exec runs: the waiting call is told at once that the session
+    // is lost (not after the exec's whole wall limit, which is longer than this client waits).
+    let long = {
+        let (b, id) = (b.to_string(), id.clone());
+        std::thread::spawn(move || {
+            call(
+                "POST",
+                &format!("{b}/session/{id}/exec"),
+                Some(&json!({"code": "import time; time.sleep(100)"})),
+            )
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_secs(2));
     kill_manager();
+    let (s, _, text) = long.join().unwrap();
+    assert_eq!(s, 410, "{mode}: {text}");
+    assert!(text.contains("the manager that held it is gone"), "{mode}: {text}");
     let (s, _, text) = call("POST", &format!("{b}/session/{id}/exec"), Some(&json!({"code": "k"})));
     assert_eq!(s, 410, "{mode}: {text}");
     assert!(text.contains("the manager that held it is gone"), "{mode}: {text}");
