@@ -29,6 +29,7 @@ pub mod schema;
 pub mod serve;
 pub mod service;
 pub mod sessions;
+pub mod webhooks;
 pub mod ws;
 
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct ApiConfig {
     pub max_files: usize,
     /// Every request but the probes needs an API key ([`auth`]).
     pub auth_required: bool,
+    /// Where webhooks may go and what signs them.
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 impl Default for ApiConfig {
@@ -87,6 +90,10 @@ impl Default for ApiConfig {
             max_waits: 4096,
             max_files: 1000,
             auth_required: false,
+            webhooks: webhooks::WebhookConfig {
+                timeout: Duration::from_secs(10),
+                ..Default::default()
+            },
         }
     }
 }
@@ -128,6 +135,8 @@ pub struct AppState {
     pub quotas: Option<Arc<dyn wolf_store::Quotas>>,
     /// Admissions of a capped key on this API, one at a time.
     pub quota_locks: Arc<quota::KeyLocks>,
+    /// The webhook outbox (none: callbacks are refused).
+    pub outbox: Option<Arc<dyn wolf_store::Outbox>>,
 }
 
 impl AppState {
@@ -163,6 +172,7 @@ impl AppState {
             key_cache: Default::default(),
             quotas: None,
             quota_locks: Default::default(),
+            outbox: None,
         }
     }
 

@@ -266,6 +266,7 @@ pub(crate) fn validate(st: &AppState, sub: &Submission) -> Result<(), ApiError> 
             other => other,
         })?;
     }
+    crate::webhooks::check_callback(st, sub)?;
     validate_tests(st, sub, &lang.run_limits)
 }
 

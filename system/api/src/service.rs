@@ -43,6 +43,8 @@ pub struct ApiDeps {
     pub keys: Option<Arc<dyn wolf_store::Keys>>,
     /// The keys' quotas (the metadata store's), enforced when keys are.
     pub quotas: Option<Arc<dyn wolf_store::Quotas>>,
+    /// The webhook outbox (the metadata store's): this API delivers from it.
+    pub outbox: Option<Arc<dyn wolf_store::Outbox>>,
 }
 
 /// Requests in flight get this long to finish after shutdown begins.
@@ -71,6 +73,12 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
     state.sessions = deps.sessions;
     state.keys = deps.keys;
     state.quotas = deps.quotas;
+    state.outbox = deps.outbox.clone();
+    // Webhooks go out while the API serves (a delivery cut short by the exit is leased and
+    // made again by whichever API takes it next).
+    let sender = deps
+        .outbox
+        .map(|o| tokio::spawn(crate::webhooks::run(state.clone(), o)));
     let pending = state.pending_writes.clone();
     let (stopped, stopping) = tokio::sync::watch::channel(false);
     let stop = async move {
@@ -101,6 +109,9 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
     crate::serve::serve(listener, crate::app(state), stop, DRAIN).await;
     for d in doors {
         let _ = d.await;
+    }
+    if let Some(s) = sender {
+        s.abort();
     }
     let deadline = tokio::time::Instant::now() + WRITES_DRAIN;
     loop {

@@ -40,6 +40,10 @@ pub struct ApiKey {
     /// Revoked at (a revoked key authenticates nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The secret this key's webhooks are signed with (kept in clear: signing needs it; keys
+    /// made before webhooks have none, and their jobs' webhooks use the deployment's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
 
 impl ApiKey {
@@ -63,6 +67,7 @@ impl ApiKey {
             max_queued: None,
             created_at: Utc::now(),
             revoked_at: None,
+            webhook_secret: Some(format!("whsec_{}", uuid::Uuid::new_v4().simple())),
         };
         (key, secret)
     }

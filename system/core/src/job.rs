@@ -211,6 +211,11 @@ pub struct Submission {
     /// (`*`, `?` within a component), at most [`MAX_OUTPUT_PATTERNS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_files: Vec<String>,
+    /// An `http(s)` URL the final record is POSTed to when the job ends, signed with
+    /// `Wolf-Signature` (see the README's webhooks section); retried for up to 24 h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
 }
 
 /// Output-file patterns per submission, at most.

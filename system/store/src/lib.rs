@@ -28,6 +28,7 @@ pub mod session_rpc;
 pub mod sqlite;
 pub mod streams;
 pub mod traits;
+pub mod webhooks;
 
 pub use events::Events;
 pub use jetstream::{JetStreamConfig, JetStreamQueue};
@@ -37,6 +38,6 @@ pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
 pub use streams::Streams;
 pub use traits::{
-    Admission, DeadLetter, Delivery, Idempotency, Keys, Metadata, Objects, Page, Queue, QueueConfig, Quotas,
-    SessionError, SessionHost, StoreError, Unfinished,
+    Admission, DeadLetter, Delivery, Idempotency, Keys, Metadata, Objects, Outbox, Page, Queue, QueueConfig, Quotas,
+    SessionError, SessionHost, StoreError, Unfinished, Webhook, WebhookFate,
 };

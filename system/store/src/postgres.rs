@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_jobs.sql")),
     (2, include_str!("../migrations/0002_keys.sql")),
     (3, include_str!("../migrations/0003_quotas.sql")),
+    (4, include_str!("../migrations/0004_webhooks.sql")),
 ];
 
 /// PostgreSQL metadata.
@@ -127,6 +128,9 @@ impl PgStore {
 #[async_trait]
 impl Metadata for PgStore {
     async fn insert(&self, record: &JobRecord, submission: &Submission) -> Result<bool, StoreError> {
+        // The job and its webhook's outbox row together (the row even when the job's record
+        // came first, from a result stored while the database was away at admission).
+        let mut tx = self.pool.begin().await.map_err(db)?;
         let done = sqlx::query(
             "INSERT INTO wolf_jobs (id, status, record, submission) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
         )
@@ -134,9 +138,11 @@ impl Metadata for PgStore {
         .bind(record.status.as_str())
         .bind(json(record))
         .bind(json(submission))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
+        crate::webhooks::pg_enqueue(&mut tx, &record.id, submission).await?;
+        tx.commit().await.map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -69,6 +69,18 @@ const SCHEMA: &[&str] = &[
     // A key's unfinished jobs, counted at each of its admissions (quotas.rs).
     "CREATE INDEX IF NOT EXISTS jobs_unfinished_owner ON jobs (json_extract(record, '$.owner'), status)
         WHERE status NOT IN ('Completed', 'Failed')",
+    // The webhook outbox (webhooks.rs).
+    "CREATE TABLE IF NOT EXISTS webhooks (
+        job_id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'waiting',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_ms INTEGER NOT NULL,
+        lease_ms INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        last_error TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_ms) WHERE state = 'waiting'",
 ];
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -157,14 +169,17 @@ impl Metadata for SqliteStore {
 
     async fn insert(&self, record: &JobRecord, submission: &Submission) -> Result<bool, StoreError> {
         let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(db)?;
         let done = sqlx::query("INSERT OR IGNORE INTO jobs (id, status, record, submission) VALUES (?, ?, ?, ?)")
             .bind(&record.id)
             .bind(record.status.as_str())
             .bind(to_json(record))
             .bind(to_json(submission))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
+        crate::webhooks::sqlite_enqueue(&mut tx, &record.id, submission).await?;
+        tx.commit().await.map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -296,6 +311,7 @@ impl Queue for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
+        crate::webhooks::sqlite_enqueue(&mut tx, &record.id, submission).await?;
         let now = now_ms();
         // Fair dispatch (start-time fair queuing): `seq` is the job's virtual start tag, the
         // lease takes the smallest. An owner's next job follows its last queued one, but never

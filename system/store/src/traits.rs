@@ -191,6 +191,42 @@ pub trait Quotas: Send + Sync {
     async fn unfinished(&self, owner: &str, fresh: &[String]) -> Result<Unfinished, StoreError>;
 }
 
+/// A webhook whose job has ended and whose time has come: leased to one sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// The job (and the delivery's idempotency key).
+    pub job_id: String,
+    /// Where it goes.
+    pub url: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// When the job was accepted (ms since the epoch): retries stop a day later.
+    pub created_ms: i64,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookFate {
+    /// The receiver took it (2xx).
+    Delivered,
+    /// Try again at this time (ms since the epoch), after this failure.
+    Retry { at_ms: i64, error: String },
+    /// Never again (a 4xx, a refused address, a day of failures).
+    Failed { error: String },
+}
+
+/// The outbox of webhooks, in the metadata store: a row is written with the job (in the same
+/// transaction), becomes due when the job ends, and is leased to one sender at a time (so
+/// several APIs deliver each webhook once, at least once across crashes).
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Up to `limit` due webhooks, leased for `lease` (a sender that dies holding them only
+    /// delays them by that much).
+    async fn due_webhooks(&self, limit: u32, lease: Duration) -> Result<Vec<Webhook>, StoreError>;
+    /// Record what came of an attempt (ending the lease).
+    async fn settle_webhook(&self, job_id: &str, fate: &WebhookFate) -> Result<(), StoreError>;
+}
+
 #[async_trait]
 pub trait Objects: Send + Sync {
     /// Store `data` under `key` (atomically replaced).

@@ -20,8 +20,8 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
     }
     let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap().unwrap();
     let store = PgStore::connect(&pg.url()).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 3);
-    assert_eq!(store.migrate().await.unwrap(), 3, "migrations are idempotent");
+    assert_eq!(store.migrate().await.unwrap(), 4);
+    assert_eq!(store.migrate().await.unwrap(), 4, "migrations are idempotent");
     let mut ids = Vec::new();
     for i in 0..5 {
         let rec = JobRecord::new(format!("0190-{i}"), &sub("print(1)"), Utc::now());
@@ -81,6 +81,7 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
     );
     wolf_store::keys::check_contract(&store).await;
     wolf_store::quotas::check_contract(&store).await;
+    wolf_store::webhooks::check_contract(&store).await;
     use wolf_store::Quotas;
     assert_eq!(
         store.unfinished("k1", &["0190-5".to_string()]).await.unwrap(),

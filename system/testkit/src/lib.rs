@@ -21,6 +21,7 @@ pub mod port;
 pub mod postgres;
 pub mod procs;
 pub mod s3;
+pub mod serve;
 pub mod stack;
 
 pub use nats::Nats;

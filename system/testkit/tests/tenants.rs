@@ -3,8 +3,7 @@
 //! "other key" request goes to the other API. Keys are made with `wolf keys create`, as an
 //! operator makes them.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -415,34 +414,8 @@ fn serve(
     listen: &str,
     env: &[(&str, &str)],
 ) -> (Child, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(wolf_testkit::stack::wolf_binary().unwrap())
-        .args(["serve", "--listen", listen, "--workers", "2", "--data-dir"])
-        .arg(dir.join("data"))
-        .env("WOLF_LOG", "warn")
-        .env("WOLF_CACHE_DIR", dir.join("cache"))
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .inspect(|l| {
-            let _ = tx.send(l.clone());
-        })
-        .find_map(|l| {
-            l.strip_prefix("wolf: listening on ")
-                .map(|r| r.split_whitespace().next().unwrap().replace("0.0.0.0", "127.0.0.1"))
-        })
-        .expect("wolf serve printed its address");
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    (child, url, rx)
+    let s = wolf_testkit::serve::serve(dir, listen, env).unwrap();
+    (s.child, s.url, s.log)
 }
 
 #[test]

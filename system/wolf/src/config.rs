@@ -103,6 +103,34 @@ pub struct Config {
     /// `system/core/languages.toml`, plus `runtime = "NAME"` to run in an imported runtime's
     /// root: `wolf runtime import`). None by default.
     pub language: Vec<toml::Table>,
+    /// Webhooks (`callbackUrl`).
+    pub webhooks: WebhooksSection,
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// Addresses or networks (`10.0.0.0/8`, `127.0.0.1`) webhooks may go to although they are
+    /// loopback, private, link-local...: by default none (a receiver must be public).
+    pub allow: Vec<String>,
+    /// Seconds one delivery attempt may take (connect, send, answer).
+    pub timeout_secs: u64,
+    /// `WOLF_WEBHOOK_SECRET` (or the file `WOLF_WEBHOOK_SECRET_FILE` names): signs the webhooks
+    /// of jobs without a key (a key's own secret signs its jobs'). None by default: then a
+    /// callback needs a key.
+    #[serde(skip_deserializing)]
+    pub secret: Secret,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            timeout_secs: 10,
+            secret: Secret::default(),
+        }
+    }
 }
 
 /// `[sandbox]`.
@@ -207,6 +235,7 @@ impl Default for Config {
             auth: AuthMode::Auto,
             insecure_no_auth: false,
             language: Vec::new(),
+            webhooks: WebhooksSection::default(),
         }
     }
 }
@@ -247,6 +276,14 @@ pub enum AuthMode {
     Auto,
     /// Always.
     On,
+}
+
+/// An entry of `webhooks.allow`: a network, or one address (a network of one).
+fn net(s: &str) -> anyhow::Result<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| anyhow::anyhow!("webhooks.allow: {s:?} is not an address or a network (10.0.0.0/8)"))
 }
 
 /// Whether `addr` (`host:port`) listens on loopback only.
@@ -330,6 +367,12 @@ pub struct ConfigArgs {
     /// S3 secret key (prefer the environment, or AWS_SECRET_ACCESS_KEY_FILE).
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub aws_secret_access_key: Option<String>,
+    /// See `webhooks.allow` (comma-separated).
+    #[arg(long, env = "WOLF_WEBHOOKS_ALLOW", value_delimiter = ',')]
+    pub webhooks_allow: Option<Vec<String>>,
+    /// See `webhooks.secret` (prefer the environment, or WOLF_WEBHOOK_SECRET_FILE).
+    #[arg(long, env = "WOLF_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 /// Reads a variable (the process environment; tests pass their own).
@@ -405,6 +448,13 @@ impl Config {
         if let Some(s) = secret(&args.aws_secret_access_key, "AWS_SECRET_ACCESS_KEY", env)? {
             c.s3.secret_access_key = s;
         }
+        set!(c.webhooks.allow, args.webhooks_allow);
+        if let Some(s) = secret(&args.webhook_secret, "WOLF_WEBHOOK_SECRET", env)? {
+            c.webhooks.secret = s;
+        }
+        for a in &c.webhooks.allow {
+            net(a)?;
+        }
         c.workers = c.workers.max(1);
         c.lease_secs = c.lease_secs.max(1);
         anyhow::ensure!(c.max_inflight > 0, "max_inflight must be at least 1");
@@ -459,6 +509,12 @@ impl Config {
             body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
             caps: self.caps,
             auth_required: self.auth_required(),
+            webhooks: wolf_api::webhooks::WebhookConfig {
+                // Checked at load.
+                allow: self.webhooks.allow.iter().filter_map(|a| net(a).ok()).collect(),
+                secret: Some(self.webhooks.secret.expose().to_string()).filter(|s| !s.is_empty()),
+                timeout: Duration::from_secs(self.webhooks.timeout_secs.max(1)),
+            },
             ..Default::default()
         }
     }

@@ -48,6 +48,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let meta = Arc::new(PgStore::connect(cfg.postgres.url.expose())?);
         let keys: Arc<dyn wolf_store::Keys> = meta.clone();
         let quotas: Arc<dyn wolf_store::Quotas> = meta.clone();
+        let outbox: Arc<dyn wolf_store::Outbox> = meta.clone();
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
         // Managers announce stored results on NATS: waiting requests answer at once. Job
@@ -74,6 +75,8 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             sessions: Some(sessions),
             keys: Some(keys),
             quotas: Some(quotas),
+            // Every API delivers webhooks from the shared outbox.
+            outbox: Some(outbox),
         };
         let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listener = tokio::net::TcpListener::bind(listen)

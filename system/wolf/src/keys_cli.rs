@@ -1,4 +1,4 @@
-//! `wolf keys create | list | revoke`: API keys in the metadata store of the mode this
+//! `wolf keys create | list | revoke | webhook-secret`: API keys in the metadata store of the mode this
 //! configuration runs (PostgreSQL when `WOLF_DATABASE_URL` is set, else `<data_dir>/wolf.db`),
 //! so a key made here is valid on every API of the deployment at once.
 
@@ -59,6 +59,13 @@ enum KeysCommand {
         #[command(flatten)]
         config: Box<ConfigArgs>,
     },
+    /// Print the secret a key's webhooks are signed with (`Wolf-Signature`), on stdout.
+    WebhookSecret {
+        /// The key's name.
+        name: String,
+        #[command(flatten)]
+        config: Box<ConfigArgs>,
+    },
 }
 
 fn per_second(s: &str) -> Result<f64, String> {
@@ -108,12 +115,10 @@ pub fn main(args: KeysArgs) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
                 tracing::info!(target: "wolf::audit", event = "key_created", key = %key.name, id = %key.id, admin, "API key created");
-                if key.rate.is_some() || key.concurrency.is_some() || key.max_queued.is_some() {
-                    eprintln!("wolf: note: rate, concurrency and queued-job limits are stored with the key; they are not enforced yet");
-                }
                 println!("{secret}");
                 eprintln!(
-                    "wolf: key {name:?} (id {}) created; its secret is above and is not shown again",
+                    "wolf: key {name:?} (id {}) created; its secret is above and is not shown again \
+                     (its webhooks' signing secret: `wolf keys webhook-secret {name}`)",
                     key.id
                 );
                 Ok(ExitCode::SUCCESS)
@@ -123,6 +128,8 @@ pub fn main(args: KeysArgs) -> anyhow::Result<ExitCode> {
                     let mut v = serde_json::to_value(&k)?;
                     if let Some(o) = v.as_object_mut() {
                         o.remove("hash");
+                        o.remove("webhookSecret");
+                        o.remove("webhook_secret");
                     }
                     println!("{v}");
                 }
@@ -136,6 +143,22 @@ pub fn main(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 tracing::info!(target: "wolf::audit", event = "key_revoked", key = %name, "API key revoked");
                 eprintln!("wolf: key {name:?} revoked");
                 Ok(ExitCode::SUCCESS)
+            }
+            KeysCommand::WebhookSecret { name, config } => {
+                let key = store(&config).await?.keys().await?.into_iter().find(|k| k.name == name);
+                match key.and_then(|k| k.webhook_secret) {
+                    Some(s) => {
+                        println!("{s}");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    None => {
+                        eprintln!(
+                            "wolf: no key named {name:?} with a webhook secret (keys made before webhooks \
+                             have none: their jobs' webhooks are signed with WOLF_WEBHOOK_SECRET)"
+                        );
+                        Ok(ExitCode::from(1))
+                    }
+                }
             }
         }
     })

@@ -120,7 +120,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         piston: cfg.piston_listener().await?,
         sessions: Some(sessions),
         keys: Some(store.clone()),
-        quotas: Some(store),
+        quotas: Some(store.clone()),
+        outbox: Some(store),
     };
     // The two services of the distributed mode, in one process on the embedded stores.
     let (stop_manager, manager_stops) = tokio::sync::oneshot::channel::<()>();

@@ -823,12 +823,18 @@ fn wolf_migrate_applies_the_postgres_schema_idempotently() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        // The last migration's number (0003: the keys' quotas).
+        // The last migration's number (0004: the webhook outbox).
         let version = wolf_store::postgres::MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("schema at version {version}")));
     }
-    for table in ["wolf_jobs", "wolf_api_keys", "wolf_owners", "wolf_rate_buckets"] {
+    for table in [
+        "wolf_jobs",
+        "wolf_api_keys",
+        "wolf_owners",
+        "wolf_rate_buckets",
+        "wolf_webhooks",
+    ] {
         let out = Command::new("psql")
             .args([&pg.url(), "-tAc", &format!("SELECT count(*) FROM {table}")])
             .output()

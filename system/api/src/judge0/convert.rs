@@ -41,6 +41,8 @@ pub const STATUSES: [(u32, &str); 14] = [
 
 /// The tag a Judge0 submission's record carries, so its language id survives.
 pub const LANGUAGE_TAG: &str = "judge0-language-id:";
+/// The tag of a Judge0 submission sent with `base64_encoded=true` and a `callback_url`.
+pub const BASE64_TAG: &str = "judge0-base64";
 
 /// Judge0's default fields of an answer.
 pub const DEFAULT_FIELDS: &[&str] = &[
@@ -208,9 +210,12 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
             return Err(field_error(key, why));
         }
     }
-    if body.get("callback_url").is_some_and(|v| !v.is_null() && v != "") {
-        return Err(field_error("callback_url", "is not supported by Wolf yet"));
-    }
+    let callback_url = match body.get("callback_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(field_error("callback_url", "must be a URL")),
+    };
     let files = match body.get("additional_files") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) if s.is_empty() => Vec::new(),
@@ -235,7 +240,11 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
     number(body, "cpu_extra_time")?; // Wolf's CPU limit is exact: no grace period to add.
     let compiler_options = argv(body, "compiler_options")?;
     let args = argv(body, "command_line_arguments")?;
-    let language_tag = format!("{LANGUAGE_TAG}{}", id.unwrap_or(0));
+    let mut tags = vec![format!("{LANGUAGE_TAG}{}", id.unwrap_or(0))];
+    // The callback is PUT in Judge0's shape, its texts encoded as the submission's were.
+    if callback_url.is_some() && b64 {
+        tags.push(BASE64_TAG.to_string());
+    }
     Ok(Submission {
         code,
         execution_engine: engine.to_string(),
@@ -244,7 +253,7 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
         files,
         limits: (limits != LimitsInput::default()).then_some(limits),
         expected_output: text(body, "expected_output", b64)?,
-        tags: Some(vec![language_tag]),
+        tags: Some(tags),
         tests: Vec::new(),
         stop_on_first_failure: false,
         checker: None,
@@ -252,6 +261,7 @@ pub fn submission(body: &Value, b64: bool) -> Result<Submission, Value> {
         merge_stderr: flag(body, "redirect_stderr_to_stdout")?,
         compiler_options,
         output_files: Vec::new(),
+        callback_url,
     })
 }
 
@@ -428,10 +438,14 @@ pub fn answer(rec: &JobRecord, extra: &Extra, fields: &[&str], b64: bool) -> Res
                 .map(|s| json!(s.args.join(" ")))
                 .unwrap_or(Value::Null),
             "redirect_stderr_to_stdout" => json!(sub.is_some_and(|s| s.merge_stderr)),
+            "callback_url" => sub
+                .and_then(|s| s.callback_url.as_deref())
+                .map(|u| json!(u))
+                .unwrap_or(Value::Null),
             "enable_per_process_and_thread_time_limit"
             | "enable_per_process_and_thread_memory_limit"
             | "enable_network" => json!(false),
-            // callback_url: not supported; additional_files: unpacked, not echoed.
+            // additional_files: unpacked, not echoed.
             _ => Value::Null,
         };
         out.insert(f.to_string(), v);
@@ -512,7 +526,7 @@ mod tests {
                 "number_of_runs",
             ),
             (
-                json!({"source_code": "x", "language_id": 71, "callback_url": "http://h"}),
+                json!({"source_code": "x", "language_id": 71, "callback_url": 7}),
                 "callback_url",
             ),
         ] {

@@ -148,7 +148,12 @@ async fn find(st: &AppState, token: &str, fields: &[&str]) -> Result<Option<(wol
     let wants_sub = fields.iter().any(|f| {
         matches!(
             *f,
-            "source_code" | "stdin" | "expected_output" | "compiler_options" | "command_line_arguments"
+            "source_code"
+                | "stdin"
+                | "expected_output"
+                | "compiler_options"
+                | "command_line_arguments"
+                | "callback_url"
         ) || f.ends_with("_limit")
             || *f == "max_file_size"
             || *f == "max_processes_and_or_threads"
@@ -368,9 +373,9 @@ async fn config_info(State(st): State<AppState>) -> Response {
             "allowed_languages_for_compile_options": compiled,
             "enable_command_line_arguments": true,
             "enable_submission_delete": false,
-            "enable_callbacks": false,
-            "callbacks_max_tries": 0,
-            "callbacks_timeout": 0.0,
+            "enable_callbacks": true,
+            "callbacks_max_tries": crate::webhooks::JUDGE0_MAX_TRIES,
+            "callbacks_timeout": st.cfg.webhooks.timeout.as_secs_f64(),
             "enable_additional_files": true,
             "max_queue_size": st.queue.config().max_pending,
             "cpu_time_limit": 2.0,

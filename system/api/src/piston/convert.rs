@@ -192,6 +192,7 @@ pub fn submission(
         merge_stderr: false,
         compiler_options: Vec::new(),
         output_files: Vec::new(),
+        callback_url: None,
     };
     Ok((sub, rt))
 }
