@@ -87,6 +87,10 @@ cargo build --workspace --locked -q
 # The front doors in both modes: the official Judge0 SDK from PyPI unchanged, and requests
 # shaped as the npm piston-client sends them.
 ./scripts/front-doors.sh
+# The web console in headless Chromium (Debian's, driven by selenium): runs, a compile error,
+# a failing test, the waterfall against the timeline, an image output, a reopened job URL, no
+# console error, no other origin (about half a minute).
+./scripts/console-e2e.sh
 # Wolf in containers (images built here, cached by Docker): the adversarial suite in a
 # non-privileged container, the refusals without its settings, compose up / a job through each
 # API / down, the Kubernetes manifests validated (about 1 to 5 minutes, most of it the first

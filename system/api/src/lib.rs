@@ -17,6 +17,7 @@
 //! - [`persist`]: the admission's background writes (record and code object).
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod judge0;
@@ -303,6 +304,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit));
     Router::new()
         .merge(jobs)
+        .merge(console::router())
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
