@@ -13,7 +13,9 @@ fi
 data=$(mktemp -d)
 log="$data/serve.log"
 # Sessions hold a sandbox each until their idle timeout: room for all the run creates.
-"$T/debug/wolf" serve --listen 127.0.0.1:0 --data-dir "$data/data" --workers 2 --max-sessions 512 2>"$log" &
+# A webhook secret, so a schema-valid callbackUrl is accepted without a key (its deliveries to
+# the generated hosts fail and are retried, away from the API's answers).
+WOLF_WEBHOOK_SECRET=whsec_schemathesis "$T/debug/wolf" serve --listen 127.0.0.1:0 --data-dir "$data/data" --workers 2 --max-sessions 512 2>"$log" &
 serve=$!
 trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do

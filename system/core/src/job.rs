@@ -214,7 +214,12 @@ pub struct Submission {
     /// An `http(s)` URL the final record is POSTed to when the job ends, signed with
     /// `Wolf-Signature` (see the README's webhooks section); retried for up to 24 h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 2048)]
+    /// (The pattern is what the document promises is accepted: an `http(s)` URL of a host
+    /// name; an address literal is accepted too unless it is private, loopback or link-local.)
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://([a-z][a-z0-9]*\\.)*[a-z][a-z0-9]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$"
+    )]
     pub callback_url: Option<String>,
 }
 
