@@ -129,6 +129,17 @@ fn refused(ip: IpAddr, allow: &[IpNet]) -> Option<&'static str> {
     forbidden(ip).filter(|_| !allow.iter().any(|n| n.contains(&ip)))
 }
 
+/// The address of a URL whose host is an address literal, and why it is refused (none: a
+/// host name, which the resolver checks, or an address allowed).
+fn literal_refused(url: &reqwest::Url, allow: &[IpNet]) -> Option<(IpAddr, &'static str)> {
+    let ip = match url.host()? {
+        url::Host::Ipv4(a) => IpAddr::V4(a),
+        url::Host::Ipv6(a) => IpAddr::V6(a),
+        url::Host::Domain(_) => return None,
+    };
+    refused(ip, allow).map(|why| (ip, why))
+}
+
 /// The resolver every delivery connects through: it drops refused addresses, so neither a
 /// hostname nor a DNS answer that changes between check and use reaches one.
 struct Guard {
@@ -188,16 +199,12 @@ pub(crate) fn check_callback(st: &AppState, sub: &Submission) -> Result<(), ApiE
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad(format!("{raw:?}: only http and https are called")));
     }
-    let ip = match url.host() {
-        None => return Err(bad(format!("{raw:?} has no host"))),
-        Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
-        Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
-        Some(url::Host::Domain(_)) => None,
-    };
-    if let Some(why) = ip.and_then(|ip| refused(ip, &st.cfg.webhooks.allow)) {
+    if url.host().is_none() {
+        return Err(bad(format!("{raw:?} has no host")));
+    }
+    if let Some((ip, why)) = literal_refused(&url, &st.cfg.webhooks.allow) {
         return Err(bad(format!(
-            "{} is {why}; webhooks do not go there unless the operator allows it (webhooks.allow)",
-            ip.unwrap_or(IpAddr::from([0, 0, 0, 0]))
+            "{ip} is {why}; webhooks do not go there unless the operator allows it (webhooks.allow)"
         )));
     }
     let has_secret = match crate::auth::current() {
@@ -317,17 +324,13 @@ async fn attempt(st: &AppState, client: &reqwest::Client, w: &Webhook) -> Webhoo
         };
     };
     // A literal address is not resolved, so the guard does not see it: checked here.
-    if let Ok(url) = reqwest::Url::parse(&w.url) {
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
-            Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
-            _ => None,
+    if let Some((_, why)) = reqwest::Url::parse(&w.url)
+        .ok()
+        .and_then(|url| literal_refused(&url, &st.cfg.webhooks.allow))
+    {
+        return WebhookFate::Failed {
+            error: format!("refused: the receiver is {why}"),
         };
-        if let Some(why) = ip.and_then(|ip| refused(ip, &st.cfg.webhooks.allow)) {
-            return WebhookFate::Failed {
-                error: format!("refused: the receiver is {why}"),
-            };
-        }
     }
     let sent = client
         .request(method, &w.url)
