@@ -25,6 +25,7 @@ pub mod live;
 pub mod persist;
 pub mod piston;
 pub mod quota;
+pub mod retention;
 pub mod routes;
 pub mod schema;
 pub mod serve;
@@ -76,6 +77,8 @@ pub struct ApiConfig {
     pub auth_required: bool,
     /// Where webhooks may go and what signs them.
     pub webhooks: webhooks::WebhookConfig,
+    /// Ended jobs older than this are deleted ([`retention`]); `None` keeps them.
+    pub retention: Option<Duration>,
 }
 
 impl Default for ApiConfig {
@@ -95,6 +98,7 @@ impl Default for ApiConfig {
                 timeout: Duration::from_secs(10),
                 ..Default::default()
             },
+            retention: None,
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct AppState {
     pub quota_locks: Arc<quota::KeyLocks>,
     /// The webhook outbox (none: callbacks are refused).
     pub outbox: Option<Arc<dyn wolf_store::Outbox>>,
+    /// Deleting jobs (none: `DELETE /job/{id}` is refused, nothing expires).
+    pub retention: Option<Arc<dyn wolf_store::Retention>>,
 }
 
 impl AppState {
@@ -174,6 +180,7 @@ impl AppState {
             quotas: None,
             quota_locks: Default::default(),
             outbox: None,
+            retention: None,
         }
     }
 
@@ -279,7 +286,7 @@ pub fn app(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
     let jobs = Router::new()
         .route("/job", get(routes::list).post(routes::submit))
-        .route("/job/{id}", get(routes::get_job))
+        .route("/job/{id}", get(routes::get_job).delete(routes::delete_job))
         .route("/job/{id}/timeline", get(routes::timeline))
         .route("/job/{id}/events", get(live::events))
         .route("/job/ws", get(ws::job_ws))

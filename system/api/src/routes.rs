@@ -27,6 +27,7 @@ use crate::extract::{JobId, Q, wait_timeout};
     paths(
         submit,
         get_job,
+        delete_job,
         timeline,
         crate::live::events,
         crate::sessions::create,
@@ -605,6 +606,41 @@ pub async fn get_job(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
+}
+
+/// Delete an ended job: its record, code, output and files, at once and for good (the owner's
+/// key or an admin; another key's job is 404). A job still queued or running is 409.
+#[utoipa::path(delete, path = "/job/{id}", params(IdPath),
+    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete_job(State(st): State<AppState>, JobId(id): JobId) -> Result<StatusCode, ApiError> {
+    delete_ended(&st, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete job `id` if the current key may see it and it has ended; returns its last record.
+pub(crate) async fn delete_ended(st: &AppState, id: &str) -> Result<JobRecord, ApiError> {
+    let rec = lookup(st, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    if !rec.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}; a job can be deleted once it has ended",
+            rec.status.as_str()
+        )));
+    }
+    let store = st
+        .retention
+        .as_ref()
+        .ok_or_else(|| ApiError::NotImplemented("this deployment cannot delete jobs".into()))?;
+    crate::retention::forget_jobs(&*st.objects, &**store, &[id.to_string()]).await?;
+    st.pending_writes.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    let key = match crate::auth::current() {
+        wolf_core::auth::Principal::Key(k) => k.name,
+        wolf_core::auth::Principal::Open => String::new(),
+    };
+    tracing::info!(target: "wolf::audit", event = "job_deleted", job = %id, key, "job deleted");
+    Ok(rec)
 }
 
 /// The job's stages as a waterfall: start and duration of each stage and attempt, the worker,

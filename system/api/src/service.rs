@@ -45,6 +45,9 @@ pub struct ApiDeps {
     pub quotas: Option<Arc<dyn wolf_store::Quotas>>,
     /// The webhook outbox (the metadata store's): this API delivers from it.
     pub outbox: Option<Arc<dyn wolf_store::Outbox>>,
+    /// Deleting jobs (the metadata store's): `DELETE /job/{id}`, and the retention loop when
+    /// `cfg.retention` is set.
+    pub retention: Option<Arc<dyn wolf_store::Retention>>,
 }
 
 /// Requests in flight get this long to finish after shutdown begins.
@@ -79,6 +82,11 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
     let sender = deps
         .outbox
         .map(|o| tokio::spawn(crate::webhooks::run(state.clone(), o)));
+    state.retention = deps.retention.clone();
+    let expiry = deps
+        .retention
+        .zip(state.cfg.retention)
+        .map(|(r, keep)| tokio::spawn(crate::retention::run(state.clone(), r, keep)));
     let pending = state.pending_writes.clone();
     let (stopped, stopping) = tokio::sync::watch::channel(false);
     let stop = async move {
@@ -110,8 +118,8 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
     for d in doors {
         let _ = d.await;
     }
-    if let Some(s) = sender {
-        s.abort();
+    for task in [sender, expiry].into_iter().flatten() {
+        task.abort();
     }
     let deadline = tokio::time::Instant::now() + WRITES_DRAIN;
     loop {

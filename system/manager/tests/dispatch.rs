@@ -135,6 +135,10 @@ impl Objects for Flaky {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(key).await
     }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        self.inner.delete_prefix(prefix).await
+    }
 }
 
 struct Rig {

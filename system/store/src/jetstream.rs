@@ -107,6 +107,8 @@ pub struct JetStreamConfig {
     pub queue: QueueConfig,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_ttl: Duration,
+    /// How long a dead letter is kept (the stream's `max_age`); `None`: for ever.
+    pub dead_letter_age: Option<Duration>,
     /// Copies of every stream and bucket in a JetStream cluster (1 on a single server; 3 on a
     /// 3-node cluster, so that losing one node loses neither a job nor the queue).
     pub replicas: usize,
@@ -117,6 +119,7 @@ impl Default for JetStreamConfig {
         Self {
             queue: QueueConfig::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            dead_letter_age: None,
             replicas: 1,
         }
     }
@@ -268,16 +271,23 @@ impl JetStreamQueue {
             cfg.num_replicas = jobs.num_replicas;
             self.js.update_stream(cfg).await.map_err(unavailable)?;
         }
-        self.js
-            .get_or_create_stream(stream::Config {
-                name: DLQ_STREAM.into(),
-                subjects: vec![DLQ_SUBJECT.into()],
-                storage: stream::StorageType::File,
-                num_replicas: self.cfg.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
+        let dlq = stream::Config {
+            name: DLQ_STREAM.into(),
+            subjects: vec![DLQ_SUBJECT.into()],
+            storage: stream::StorageType::File,
+            num_replicas: self.cfg.replicas,
+            // The server ages dead letters out itself (0: kept for ever).
+            max_age: self.cfg.dead_letter_age.unwrap_or(Duration::ZERO),
+            ..Default::default()
+        };
+        let mut existing = self.js.get_or_create_stream(dlq.clone()).await.map_err(unavailable)?;
+        let info = existing.info().await.map_err(unavailable)?;
+        if info.config.max_age != dlq.max_age {
+            // The retention changed since the stream was made: applied in place.
+            let mut cfg = info.config.clone();
+            cfg.max_age = dlq.max_age;
+            self.js.update_stream(cfg).await.map_err(unavailable)?;
+        }
         Ok(())
     }
 

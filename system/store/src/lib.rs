@@ -13,6 +13,7 @@
 //! - [`jetstream`]: the distributed queue on NATS JetStream, with a dead-letter stream.
 //! - [`s3`]: objects in any S3-compatible store.
 //! - [`keys`], [`quotas`]: API keys, session owners, rate buckets and unfinished counts.
+//! - [`retention`]: which ended jobs are past the retention, and forgetting them.
 //! - [`engines`]: which engines on image runtimes live managers offer (a key-value bucket).
 //! - [`events`]: in-process "queued" and "finished" notifications.
 
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod local;
 pub mod postgres;
 pub mod quotas;
+pub mod retention;
 pub mod s3;
 pub mod session_rpc;
 pub mod sqlite;
@@ -34,6 +36,7 @@ pub use events::Events;
 pub use jetstream::{JetStreamConfig, JetStreamQueue};
 pub use local::LocalObjects;
 pub use postgres::PgStore;
+pub use retention::Retention;
 pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
 pub use streams::Streams;

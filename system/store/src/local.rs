@@ -60,6 +60,15 @@ impl Objects for LocalObjects {
             Err(e) => Err(unavailable(e)),
         }
     }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +91,22 @@ mod tests {
             o.get("jobs/a\0b/code.bin").await,
             Err(StoreError::InvalidKey(_))
         ));
+        o.put("jobs/a/files/out/x.png", b"y".to_vec()).await.unwrap();
+        o.put("jobs/ab/code.bin", b"z".to_vec()).await.unwrap();
+        o.delete_prefix("jobs/a/").await.unwrap();
+        assert!(o.get("jobs/a/code.bin").await.unwrap().is_none());
+        assert!(o.get("jobs/a/files/out/x.png").await.unwrap().is_none());
+        assert!(
+            o.get("jobs/ab/code.bin").await.unwrap().is_some(),
+            "only that job's objects"
+        );
+        o.delete_prefix("jobs/a/").await.unwrap();
+        for bad in ["../", "/etc/", "jobs/../../", "/"] {
+            assert!(
+                matches!(o.delete_prefix(bad).await, Err(StoreError::InvalidKey(_))),
+                "{bad}"
+            );
+        }
         for bad in ["../x", "/etc/passwd", "jobs/../../x", ""] {
             assert!(
                 matches!(o.put(bad, vec![]).await, Err(StoreError::InvalidKey(_))),

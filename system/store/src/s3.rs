@@ -79,4 +79,20 @@ impl Objects for S3Objects {
             Err(e) => Err(unavailable(e)),
         }
     }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        use object_store::ObjectStore;
+        let prefix = Path::from(prefix.trim_end_matches('/'));
+        let listed = self.store.list(Some(&prefix)).map_ok(|meta| meta.location).boxed();
+        // Batched DeleteObjects requests; a key already gone is no error.
+        self.store
+            .delete_stream(listed)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .or_else(|e| match e {
+                object_store::Error::NotFound { .. } => Ok(()),
+                e => Err(unavailable(e)),
+            })
+    }
 }

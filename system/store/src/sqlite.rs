@@ -81,6 +81,8 @@ const SCHEMA: &[&str] = &[
         last_error TEXT
     )",
     "CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_ms) WHERE state = 'waiting'",
+    // Retention forgets a job's idempotency keys with it (retention.rs).
+    "CREATE INDEX IF NOT EXISTS idempotency_job ON idempotency (job_id)",
 ];
 
 fn db(e: sqlx::Error) -> StoreError {

@@ -153,7 +153,6 @@ pub trait Metadata: Send + Sync {
     async fn finish(&self, record: &JobRecord) -> Result<bool, StoreError>;
 }
 
-/// Code and output objects.
 /// API keys and the owners of what is not a job record (sessions), in the metadata store.
 #[async_trait]
 pub trait Keys: Send + Sync {
@@ -227,12 +226,15 @@ pub trait Outbox: Send + Sync {
     async fn settle_webhook(&self, job_id: &str, fate: &WebhookFate) -> Result<(), StoreError>;
 }
 
+/// Code and output objects.
 #[async_trait]
 pub trait Objects: Send + Sync {
     /// Store `data` under `key` (atomically replaced).
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError>;
     /// Read `key`.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Delete every object under `prefix` (a job's `jobs/<id>/`); none there is no error.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError>;
 }
 
 /// The durable work queue.

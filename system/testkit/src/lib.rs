@@ -13,6 +13,7 @@
 //! - [`port`]: free loopback ports and readiness probes.
 //! - [`guest`]: a real kernel (Debian's, under qemu) running one command as root.
 
+pub mod client;
 pub mod containers;
 pub mod guest;
 pub mod nats;

@@ -52,6 +52,11 @@ impl S3 {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Where the object `key` of the bucket is kept on disk (s3s-fs: a file per object).
+    pub fn object_path(&self, key: &str) -> PathBuf {
+        self.root.join(&self.bucket).join(key)
+    }
+
     /// The server's pid, if running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use wolf_testkit::Stack;
+use wolf_testkit::client::{call, wolf};
 
 fn root() -> bool {
     wolf_testkit::running_as_root("sandboxes and the testkit's PostgreSQL need root")
@@ -121,57 +122,6 @@ fn signed_by(g: &Got, secret: &str) -> bool {
     mac.update(format!("{t}.").as_bytes());
     mac.update(&g.body);
     hex::encode(mac.finalize().into_bytes()) == v1
-}
-
-/// Status and JSON body; `key` (empty: none) as a bearer token and as Judge0's X-Auth-Token.
-fn call(method: &str, url: &str, key: &str, body: &Value) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let auth: Vec<(&str, String)> = if key.is_empty() {
-        Vec::new()
-    } else {
-        vec![
-            ("Authorization", format!("Bearer {key}")),
-            ("X-Auth-Token", key.to_string()),
-        ]
-    };
-    let r = match method {
-        "GET" => {
-            let mut r = agent.get(url);
-            for (k, v) in &auth {
-                r = r.header(*k, v);
-            }
-            r.call()
-        }
-        _ => {
-            let mut r = agent.post(url).header("Content-Type", "application/json");
-            for (k, v) in &auth {
-                r = r.header(*k, v);
-            }
-            r.send(body.to_string())
-        }
-    };
-    let mut r = r.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let text = r.body_mut().read_to_string().unwrap_or_default();
-    (r.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn wolf(args: &[&str], env: &[(&str, String)]) -> String {
-    let out = Command::new(wolf_testkit::stack::wolf_binary().unwrap())
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("WOLF_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// What holds in both modes; jobs go in at `a`, the Judge0 door is used at `b`.

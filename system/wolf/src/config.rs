@@ -105,6 +105,10 @@ pub struct Config {
     pub language: Vec<toml::Table>,
     /// Webhooks (`callbackUrl`).
     pub webhooks: WebhooksSection,
+    /// How long an ended job (record, code, output, files), a dead letter and an idempotency
+    /// key are kept: `7d` by default, any `humantime` span (`12h`, `30d`), or `forever`.
+    /// Expired ones are deleted in the background, in batches; `DELETE /job/{id}` deletes one.
+    pub retention: String,
 }
 
 /// `[webhooks]`.
@@ -236,8 +240,27 @@ impl Default for Config {
             insecure_no_auth: false,
             language: Vec::new(),
             webhooks: WebhooksSection::default(),
+            retention: DEFAULT_RETENTION.into(),
         }
     }
+}
+
+/// The default `retention`.
+pub const DEFAULT_RETENTION: &str = "7d";
+
+/// `retention` parsed: `None` for `forever`.
+fn retention(text: &str) -> anyhow::Result<Option<Duration>> {
+    let text = text.trim();
+    if matches!(text, "forever" | "off" | "never") {
+        return Ok(None);
+    }
+    let d = humantime::parse_duration(text)
+        .map_err(|e| anyhow::anyhow!("retention {text:?}: {e} (give a span such as 7d, 12h, or forever)"))?;
+    anyhow::ensure!(
+        d >= Duration::from_secs(1),
+        "retention {text:?} is shorter than a second (give forever to keep every job)"
+    );
+    Ok(Some(d))
 }
 
 impl Default for SandboxSection {
@@ -370,6 +393,9 @@ pub struct ConfigArgs {
     /// See `webhooks.allow` (comma-separated).
     #[arg(long, env = "WOLF_WEBHOOKS_ALLOW", value_delimiter = ',')]
     pub webhooks_allow: Option<Vec<String>>,
+    /// See `retention` (`7d`, `12h`, `forever`).
+    #[arg(long, env = "WOLF_RETENTION")]
+    pub retention: Option<String>,
     /// See `webhooks.secret` (prefer the environment, or WOLF_WEBHOOK_SECRET_FILE).
     #[arg(long, env = "WOLF_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
@@ -449,6 +475,8 @@ impl Config {
             c.s3.secret_access_key = s;
         }
         set!(c.webhooks.allow, args.webhooks_allow);
+        set!(c.retention, args.retention);
+        retention(&c.retention)?;
         if let Some(s) = secret(&args.webhook_secret, "WOLF_WEBHOOK_SECRET", env)? {
             c.webhooks.secret = s;
         }
@@ -515,6 +543,8 @@ impl Config {
                 secret: Some(self.webhooks.secret.expose().to_string()).filter(|s| !s.is_empty()),
                 timeout: Duration::from_secs(self.webhooks.timeout_secs.max(1)),
             },
+            // Checked at load.
+            retention: retention(&self.retention).ok().flatten(),
             ..Default::default()
         }
     }
@@ -582,10 +612,14 @@ impl Config {
 
     /// The JetStream queue's settings.
     pub fn jetstream(&self) -> wolf_store::JetStreamConfig {
+        let keep = retention(&self.retention).ok().flatten();
+        let d = wolf_store::JetStreamConfig::default();
         wolf_store::JetStreamConfig {
             queue: self.queue(),
             replicas: self.nats.replicas,
-            ..Default::default()
+            // An Idempotency-Key is not remembered longer than its job.
+            idempotency_ttl: keep.map_or(d.idempotency_ttl, |k| k.min(d.idempotency_ttl)),
+            dead_letter_age: keep,
         }
     }
 

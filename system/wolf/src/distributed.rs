@@ -49,6 +49,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         let keys: Arc<dyn wolf_store::Keys> = meta.clone();
         let quotas: Arc<dyn wolf_store::Quotas> = meta.clone();
         let outbox: Arc<dyn wolf_store::Outbox> = meta.clone();
+        let retention: Arc<dyn wolf_store::Retention> = meta.clone();
         let objects = Arc::new(S3Objects::new(&cfg.s3())?);
         let prometheus = crate::telemetry::install()?;
         // Managers announce stored results on NATS: waiting requests answer at once. Job
@@ -77,6 +78,8 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             quotas: Some(quotas),
             // Every API delivers webhooks from the shared outbox.
             outbox: Some(outbox),
+            // Every API expires old jobs too (the deletes are idempotent).
+            retention: Some(retention),
         };
         let listen = cfg.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listener = tokio::net::TcpListener::bind(listen)

@@ -121,7 +121,8 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         sessions: Some(sessions),
         keys: Some(store.clone()),
         quotas: Some(store.clone()),
-        outbox: Some(store),
+        outbox: Some(store.clone()),
+        retention: Some(store),
     };
     // The two services of the distributed mode, in one process on the embedded stores.
     let (stop_manager, manager_stops) = tokio::sync::oneshot::channel::<()>();

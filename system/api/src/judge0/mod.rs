@@ -190,13 +190,18 @@ async fn show(
     Query(q): Query<Params>,
 ) -> Result<Response, Refusal> {
     let fields = convert::fields(q.fields.as_deref()).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-    let (rec, extra) = find(&st, &token, &fields)
-        .await
-        .map_err(refusal)?
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "submission not found"))?;
+    let (rec, extra) = found(&st, &token, &fields).await?;
     let v = convert::answer(&rec, &extra, &fields, truthy(&q.base64_encoded))
         .map_err(|msg| error(StatusCode::BAD_REQUEST, msg))?;
     Ok(j(StatusCode::OK, v))
+}
+
+/// [`find`], or Judge0's 404.
+async fn found(st: &AppState, token: &str, fields: &[&str]) -> Result<(wolf_core::JobRecord, Extra), Refusal> {
+    find(st, token, fields)
+        .await
+        .map_err(refusal)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "submission not found"))
 }
 
 async fn batch_create(State(st): State<AppState>, Query(q): Query<Params>, body: Bytes) -> Result<Response, Refusal> {
@@ -273,9 +278,27 @@ async fn list() -> Response {
     StatusCode::FORBIDDEN.into_response()
 }
 
-/// Judge0 deletes only with ENABLE_SUBMISSION_DELETE, off by default; Wolf keeps every job.
-async fn delete() -> Refusal {
-    error(StatusCode::BAD_REQUEST, "delete not allowed")
+/// Judge0's delete (as with ENABLE_SUBMISSION_DELETE): the submission as it was, always in
+/// base64; one still In Queue or Processing is 400. The key rules of Wolf's `DELETE /job/{id}`.
+async fn delete(
+    State(st): State<AppState>,
+    Path(token): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response, Refusal> {
+    let fields = convert::fields(q.fields.as_deref()).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let (rec, extra) = found(&st, &token, &fields).await?;
+    if !rec.status.is_final() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "submission cannot be deleted because its status is {}",
+                rec.status.as_str()
+            ),
+        ));
+    }
+    let v = convert::answer(&rec, &extra, &fields, true).map_err(|msg| error(StatusCode::BAD_REQUEST, msg))?;
+    crate::routes::delete_ended(&st, &token).await.map_err(refusal)?;
+    Ok(j(StatusCode::OK, v))
 }
 
 /// Wolf's engines present here, under their Judge0 ids, named by Judge0 with this host's
@@ -372,7 +395,7 @@ async fn config_info(State(st): State<AppState>) -> Response {
             "enable_compiler_options": true,
             "allowed_languages_for_compile_options": compiled,
             "enable_command_line_arguments": true,
-            "enable_submission_delete": false,
+            "enable_submission_delete": st.retention.is_some(),
             "enable_callbacks": true,
             "callbacks_max_tries": crate::webhooks::JUDGE0_MAX_TRIES,
             "callbacks_timeout": st.cfg.webhooks.timeout.as_secs_f64(),

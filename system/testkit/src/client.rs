@@ -1,0 +1,65 @@
+//! What tests do over HTTP and on the command line: one request with an API key, one `wolf`
+//! command.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// `method url` with `key` (empty: none) as a bearer token and as Judge0's X-Auth-Token; a
+/// POST sends `body` as JSON (other methods send none). The status, and the body as JSON (Null
+/// when it is not JSON). Panics when no answer comes (within 60 s).
+pub fn call(method: &str, url: &str, key: &str, body: &Value) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let auth: Vec<(&str, String)> = if key.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            ("Authorization", format!("Bearer {key}")),
+            ("X-Auth-Token", key.to_string()),
+        ]
+    };
+    let r = if method == "POST" {
+        let mut r = agent.post(url).header("Content-Type", "application/json");
+        for (k, v) in &auth {
+            r = r.header(*k, v);
+        }
+        r.send(body.to_string())
+    } else {
+        let mut r = match method {
+            "DELETE" => agent.delete(url),
+            "GET" => agent.get(url),
+            other => panic!("call: no {other} here"),
+        };
+        for (k, v) in &auth {
+            r = r.header(*k, v);
+        }
+        r.call()
+    };
+    let mut r = r.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (r.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// `wolf args…` with `env` (and quiet logs); its stdout, trimmed. Panics when it fails.
+pub fn wolf(args: &[&str], env: &[(&str, String)]) -> String {
+    let out = Command::new(crate::stack::wolf_binary().expect("the wolf binary"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("WOLF_LOG", "warn")
+        .output()
+        .expect("run wolf");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("wolf prints UTF-8")
+        .trim()
+        .to_string()
+}
