@@ -29,6 +29,9 @@ pub enum ApiError {
     Limited(String, u64),
     /// 503: queue full, shutting down, or a dependency is down.
     Unavailable(String),
+    /// 503: the job would wait in the queue longer than `max_queue_wait`; retry after this many
+    /// seconds (when the backlog should have drained below it).
+    Backlogged(String, u64),
     /// 410: it existed and is gone (a session reaped, deleted, or lost with its host).
     Gone(String),
     /// 501: this deployment does not offer it.
@@ -72,7 +75,7 @@ impl ApiError {
             ApiError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Overloaded | ApiError::Limited(..) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Backlogged(..) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::Limited(..) => "quota_exceeded",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Backlogged(..) => "queue_wait_too_long",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Gone(_) => "gone",
             ApiError::NotImplemented(_) => "not_implemented",
@@ -109,7 +113,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Overloaded | ApiError::Unavailable(_) => Some(1),
-            ApiError::Limited(_, after) => Some(*after),
+            ApiError::Limited(_, after) | ApiError::Backlogged(_, after) => Some(*after),
             _ => None,
         }
     }
@@ -131,7 +135,8 @@ impl ApiError {
             | ApiError::Timeout(m)
             | ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
-            | ApiError::Limited(m, _) => m.clone(),
+            | ApiError::Limited(m, _)
+            | ApiError::Backlogged(m, _) => m.clone(),
         }
     }
 }

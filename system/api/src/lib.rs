@@ -4,8 +4,8 @@
 //! `GET /job/{id}/output`, plus code, listing, languages, health, readiness, metrics and the
 //! OpenAPI document generated from these handlers.
 //!
-//! Backpressure: an in-flight cap answers 429 + Retry-After at once; the queue's pending bound
-//! answers 503. Bad input is a JSON error with the right status, never a 500.
+//! Backpressure: an in-flight cap answers 429 + Retry-After at once; a job that would wait past
+//! `max_queue_wait` ([`deadline`]) and the queue's pending bound answer 503. Bad input is a JSON error with the right status, never a 500.
 //!
 //! # Layout
 //! - [`AppState`], [`app`]: dependencies and the router.
@@ -15,9 +15,12 @@
 //! - [`serve`]: the HTTP server loop (header-read timeout, graceful shutdown).
 //! - [`service`]: [`run_api`], the API as a service in either mode, and the probes router.
 //! - [`persist`]: the admission's background writes (record and code object).
+//! - [`deadline`]: admission by deadline (the estimated queue wait).
+//! - [`retention`]: deleting ended jobs (by age, and `DELETE /job/{id}`).
 
 pub mod auth;
 pub mod console;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod judge0;
@@ -79,6 +82,12 @@ pub struct ApiConfig {
     pub webhooks: webhooks::WebhookConfig,
     /// Ended jobs older than this are deleted ([`retention`]); `None` keeps them.
     pub retention: Option<Duration>,
+    /// A submission that would wait longer than this in the queue is refused ([`deadline`]);
+    /// `None`: never.
+    pub max_queue_wait: Option<Duration>,
+    /// Workers taking jobs from this API's queue when the queue does not say (embedded: the
+    /// process's own); 0: unknown.
+    pub workers: usize,
 }
 
 impl Default for ApiConfig {
@@ -99,6 +108,8 @@ impl Default for ApiConfig {
                 ..Default::default()
             },
             retention: None,
+            max_queue_wait: Some(Duration::from_secs(30)),
+            workers: 0,
         }
     }
 }

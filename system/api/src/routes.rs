@@ -520,6 +520,7 @@ async fn admit(
     record.interactive = interactive;
     // What a key submits is its own (authentication off: no owner, as before keys).
     record.owner = crate::auth::current().owner().map(str::to_string);
+    crate::deadline::check(st, sub, record.owner.as_deref()).await?;
     // The job's trace: this span's when spans are exported, else a fresh W3C trace id that
     // still names the job in every log line.
     let trace_id = wolf_telemetry::trace_id().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());

@@ -83,6 +83,8 @@ pub async fn run_api(listener: TcpListener, cfg: ApiConfig, deps: ApiDeps, shutd
         .outbox
         .map(|o| tokio::spawn(crate::webhooks::run(state.clone(), o)));
     state.retention = deps.retention.clone();
+    let history = state.clone();
+    tokio::spawn(async move { crate::deadline::learn_from_history(&history).await });
     let expiry = deps
         .retention
         .zip(state.cfg.retention)

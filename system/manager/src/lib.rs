@@ -458,8 +458,7 @@ impl Manager {
             // A duplicate delivery of a job whose result is already persisted.
             metrics::counter!("wolf_redeliveries_total", "outcome" => "already_final").increment(1);
             let _ = self.queue.ack(&id).await;
-            self.events.finished(&id);
-            self.queue.announce_done(&id).await;
+            self.ended(&id, None).await;
             return Some(sandbox);
         }
         if d.attempt > 1 {
@@ -745,8 +744,8 @@ impl Manager {
         metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine)
             .increment(1);
         self.end_stream(rec).await;
-        self.events.finished(&id);
-        self.queue.announce_done(&id).await;
+        self.ended(&id, Some(ms((end - started).to_std().unwrap_or_default())))
+            .await;
         spare
     }
 
@@ -810,8 +809,17 @@ impl Manager {
         metrics::counter!("wolf_jobs_total", "status" => "Failed", "verdict" => "none", "engine" => engine.to_string())
             .increment(1);
         self.end_stream(rec).await;
-        self.events.finished(&id);
-        self.queue.announce_done(&id).await;
+        self.ended(&id, None).await;
+    }
+
+    /// Tell every waiting request that the job has ended, and admission (of every API) how long
+    /// it held its worker, when it ran to its end.
+    async fn ended(&self, id: &str, served_ms: Option<f64>) {
+        if let Some(t) = served_ms {
+            self.events.served(t);
+        }
+        self.events.finished(id);
+        self.queue.announce_done(id, served_ms).await;
     }
 }
 

@@ -3,7 +3,9 @@
 //! bucket forgets an entry [`AD_TTL`] after its last write, so a manager killed without a word
 //! stops counting within that time (one that stops cleanly removes its entry at once). APIs
 //! read the bucket every [`FOLLOW_EVERY`]: `GET /languages` lists what is offered, and a job for
-//! an engine no live manager offers is refused at submission rather than left waiting.
+//! an engine no live manager offers is refused at submission rather than left waiting. Every
+//! manager writes its entry, also with no runtime: its worker count is the capacity admission
+//! by deadline divides the backlog by.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,7 +47,14 @@ pub struct EngineAd {
 struct Ad {
     manager: String,
     engines: Vec<EngineAd>,
+    /// Its workers (jobs it runs at once); 0 from a manager of an earlier version.
+    #[serde(default)]
+    workers: usize,
 }
+
+/// The workers of the live managers: each one's count, and the runtimes it serves (every
+/// manager serves the host's lane).
+pub type Capacity = Vec<(usize, std::collections::BTreeSet<String>)>;
 
 /// Engines offered by at least one live manager, by name, with the managers offering each.
 pub type Offered = BTreeMap<String, (EngineAd, Vec<String>)>;
@@ -84,12 +93,13 @@ impl JetStreamQueue {
             .await
     }
 
-    /// Write `engines` as `manager`'s offer now and every [`AD_EVERY`], for as long as the
-    /// future runs (a write that fails is retried at the next tick).
-    pub async fn advertise(self: Arc<Self>, manager: String, engines: Vec<EngineAd>) {
+    /// Write `engines` and `workers` as `manager`'s offer now and every [`AD_EVERY`], for as
+    /// long as the future runs (a write that fails is retried at the next tick).
+    pub async fn advertise(self: Arc<Self>, manager: String, engines: Vec<EngineAd>, workers: usize) {
         let body: Vec<u8> = serde_json::to_vec(&Ad {
             manager: manager.clone(),
             engines,
+            workers,
         })
         .expect("serializes");
         let mut tick = tokio::time::interval(AD_EVERY);
@@ -115,9 +125,15 @@ impl JetStreamQueue {
 
     /// Read every live offer.
     pub async fn read_offered(&self) -> Result<Offered, StoreError> {
+        Ok(self.read_ads().await?.0)
+    }
+
+    /// Every live offer, and the live managers' workers.
+    async fn read_ads(&self) -> Result<(Offered, Capacity), StoreError> {
         let kv = self.engines_bucket().await?;
         let mut keys = kv.keys().await.map_err(unavailable)?;
         let mut offered = Offered::new();
+        let mut capacity = Capacity::new();
         while let Some(k) = keys.next().await {
             let k = k.map_err(unavailable)?;
             let Some(bytes) = kv.get(&k).await.map_err(unavailable)? else {
@@ -127,6 +143,7 @@ impl JetStreamQueue {
                 tracing::warn!(key = %k, "an engines entry that does not parse; ignored");
                 continue;
             };
+            capacity.push((ad.workers, ad.engines.iter().map(|e| e.runtime.clone()).collect()));
             for e in ad.engines {
                 offered
                     .entry(e.name.clone())
@@ -135,7 +152,20 @@ impl JetStreamQueue {
                     .push(ad.manager.clone());
             }
         }
-        Ok(offered)
+        Ok((offered, capacity))
+    }
+
+    /// Workers of the live managers that serve `runtime`'s lane (`None`: the host's), as last
+    /// read by [`JetStreamQueue::follow_engines`]; `None` when unknown (not followed, or no
+    /// manager said).
+    pub fn workers(&self, runtime: Option<&str>) -> Option<usize> {
+        let capacity = self.capacity.read().unwrap_or_else(|e| e.into_inner());
+        let n: usize = capacity
+            .iter()
+            .filter(|(_, rts)| runtime.is_none_or(|rt| rts.contains(rt)))
+            .map(|(w, _)| w)
+            .sum();
+        (n > 0).then_some(n)
     }
 
     /// Read the offers now, then every [`FOLLOW_EVERY`] in the background: [`Queue::offered`]
@@ -143,18 +173,22 @@ impl JetStreamQueue {
     ///
     /// [`Queue::offered`]: crate::Queue::offered
     pub async fn follow_engines(self: &Arc<Self>) {
-        let first = self.read_offered().await.unwrap_or_else(|e| {
+        let (first, capacity) = self.read_ads().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not read the engines managers offer; none until the next read");
-            Offered::new()
+            Default::default()
         });
         *self.offered.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(first));
+        *self.capacity.write().unwrap_or_else(|e| e.into_inner()) = capacity;
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(FOLLOW_EVERY).await;
                 let Some(q) = me.upgrade() else { return };
-                match q.read_offered().await {
-                    Ok(o) => *q.offered.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(o)),
+                match q.read_ads().await {
+                    Ok((o, c)) => {
+                        *q.offered.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(o));
+                        *q.capacity.write().unwrap_or_else(|e| e.into_inner()) = c;
+                    }
                     Err(e) => tracing::debug!(error = %e, "engines read failed; keeping the last one"),
                 }
             }

@@ -31,7 +31,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use wolf_core::{JobRecord, Submission};
 
-use crate::traits::{Admission, DeadLetter, Delivery, Idempotency, Queue, QueueConfig, StoreError};
+use crate::traits::{Admission, Backlog, DeadLetter, Delivery, Idempotency, Queue, QueueConfig, StoreError};
 
 /// Stream and consumer names.
 pub const STREAM: &str = "WOLF_JOBS";
@@ -54,6 +54,14 @@ fn token(runtime: &str) -> String {
     runtime.replace('.', "%2e")
 }
 
+/// The durable consumer of a lane: the host's (`None`) or a runtime's.
+pub(crate) fn consumer_name(runtime: Option<&str>) -> String {
+    match runtime {
+        None => CONSUMER.to_string(),
+        Some(rt) => format!("wolf-rt-{}", token(rt)),
+    }
+}
+
 /// One lane of the queue: the host's engines (`runtime: None`) or one runtime's.
 struct Lane {
     runtime: Option<String>,
@@ -69,10 +77,7 @@ impl Lane {
     }
 
     fn name(&self) -> String {
-        match &self.runtime {
-            None => CONSUMER.to_string(),
-            Some(rt) => format!("wolf-rt-{}", token(rt)),
-        }
+        consumer_name(self.runtime.as_deref())
     }
 
     /// Whether a message on `subject` belongs to this lane.
@@ -95,6 +100,8 @@ pub const DLQ_SUBJECT: &str = "wolf.dlq";
 pub const CONSUMER: &str = "wolf-managers";
 /// Core NATS subject announcing stored final results (payload: the job id).
 pub const DONE_SUBJECT: &str = "wolf.done";
+/// The header of a done announcement with the job's time on its worker (ms).
+const SERVED_HEADER: &str = "Wolf-Served-Ms";
 /// Key-value bucket of Idempotency-Keys.
 pub const IDEMPOTENCY_BUCKET: &str = "WOLF_IDEMPOTENCY";
 
@@ -147,7 +154,7 @@ pub struct JetStreamQueue {
     /// The lanes this process leases from: the host's, then the runtimes it serves.
     lanes: Vec<Lane>,
     /// Engine names and aliases on a runtime, to that runtime: where a job is published.
-    routes: HashMap<String, String>,
+    pub(crate) routes: HashMap<String, String>,
     /// Messages fetched from one lane while another's was taken: the next lease takes them.
     stash: Arc<Mutex<VecDeque<jetstream::Message>>>,
     cfg: JetStreamConfig,
@@ -156,6 +163,10 @@ pub struct JetStreamQueue {
     pub(crate) engines: tokio::sync::OnceCell<jetstream::kv::Store>,
     /// What live managers offer, once [`JetStreamQueue::follow_engines`] runs.
     pub(crate) offered: Arc<RwLock<Option<Arc<crate::engines::Offered>>>>,
+    /// The live managers' workers, read with the offers.
+    pub(crate) capacity: Arc<RwLock<crate::engines::Capacity>>,
+    /// Each lane's undelivered jobs as last read (backlog.rs), plus those published since.
+    pub(crate) pending: Mutex<HashMap<String, (std::time::Instant, u64)>>,
     /// Orphan candidates seen by the previous janitor pass (stream sequences).
     suspects: Mutex<HashSet<u64>>,
 }
@@ -211,6 +222,8 @@ impl JetStreamQueue {
             idempotency: tokio::sync::OnceCell::new(),
             engines: tokio::sync::OnceCell::new(),
             offered: Arc::new(RwLock::new(None)),
+            capacity: Default::default(),
+            pending: Default::default(),
             suspects: Mutex::new(HashSet::new()),
         };
         q.ensure_streams().await?;
@@ -419,7 +432,10 @@ impl JetStreamQueue {
             .await
             .map_err(unavailable)?;
         match ack.await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.published(&queued.submission.execution_engine);
+                Ok(())
+            }
             // DiscardNew past max_msgs: err_code 10077, "maximum messages exceeded".
             Err(e) if e.to_string().contains("maximum messages") => Err(StoreError::QueueFull {
                 pending: self.cfg.queue.max_pending,
@@ -579,6 +595,14 @@ impl JetStreamQueue {
         let mut sub = self.js.client().subscribe(DONE_SUBJECT).await.map_err(unavailable)?;
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
+                let served = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(SERVED_HEADER))
+                    .and_then(|v| v.as_str().parse::<f64>().ok());
+                if let Some(t) = served {
+                    events.served(t);
+                }
                 if let Ok(id) = std::str::from_utf8(&msg.payload) {
                     events.finished(id);
                 }
@@ -720,6 +744,10 @@ impl Queue for JetStreamQueue {
         Ok(out)
     }
 
+    async fn backlog(&self, _owner: &str, engine: &str) -> Result<Option<Backlog>, StoreError> {
+        self.lane_backlog(engine).await.map(Some)
+    }
+
     async fn depth(&self) -> Result<u64, StoreError> {
         let mut s = self.js.get_stream(STREAM).await.map_err(unavailable)?;
         Ok(s.info().await.map_err(unavailable)?.state.messages)
@@ -730,12 +758,19 @@ impl Queue for JetStreamQueue {
         Ok(0)
     }
 
-    async fn announce_done(&self, job_id: &str) {
-        let _ = self
-            .js
-            .client()
-            .publish(DONE_SUBJECT, job_id.to_string().into_bytes().into())
-            .await;
+    async fn announce_done(&self, job_id: &str, served_ms: Option<f64>) {
+        let payload = job_id.to_string().into_bytes().into();
+        let client = self.js.client();
+        // The payload stays the bare id (what every API version reads); the run time rides in
+        // a header.
+        let _ = match served_ms {
+            Some(t) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(SERVED_HEADER, format!("{t:.3}").as_str());
+                client.publish_with_headers(DONE_SUBJECT, headers, payload).await
+            }
+            None => client.publish(DONE_SUBJECT, payload).await,
+        };
     }
 
     async fn janitor(&self) -> Result<u64, StoreError> {

@@ -14,9 +14,11 @@
 //! - [`s3`]: objects in any S3-compatible store.
 //! - [`keys`], [`quotas`]: API keys, session owners, rate buckets and unfinished counts.
 //! - [`retention`]: which ended jobs are past the retention, and forgetting them.
+//! - [`backlog`]: what a new job would wait behind, for admission by deadline.
 //! - [`engines`]: which engines on image runtimes live managers offer (a key-value bucket).
 //! - [`events`]: in-process "queued" and "finished" notifications.
 
+pub mod backlog;
 pub mod engines;
 pub mod events;
 pub mod jetstream;
@@ -41,6 +43,6 @@ pub use s3::{S3Config, S3Objects};
 pub use sqlite::SqliteStore;
 pub use streams::Streams;
 pub use traits::{
-    Admission, DeadLetter, Delivery, Idempotency, Keys, Metadata, Objects, Outbox, Page, Queue, QueueConfig, Quotas,
-    SessionError, SessionHost, StoreError, Unfinished, Webhook, WebhookFate,
+    Admission, Backlog, DeadLetter, Delivery, Idempotency, Keys, Metadata, Objects, Outbox, Page, Queue, QueueConfig,
+    Quotas, SessionError, SessionHost, StoreError, Unfinished, Webhook, WebhookFate,
 };

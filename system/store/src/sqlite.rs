@@ -16,7 +16,9 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use wolf_core::{Attempt, JobRecord, Status, Submission, Timings};
 
-use crate::traits::{Admission, DeadLetter, Delivery, Idempotency, Metadata, Page, Queue, QueueConfig, StoreError};
+use crate::traits::{
+    Admission, Backlog, DeadLetter, Delivery, Idempotency, Metadata, Page, Queue, QueueConfig, StoreError,
+};
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -460,6 +462,14 @@ impl Queue for SqliteStore {
                 at: DateTime::from_timestamp_millis(r.get(2)).unwrap_or_else(Utc::now),
             })
             .collect())
+    }
+
+    async fn backlog(&self, owner: &str, _engine: &str) -> Result<Option<Backlog>, StoreError> {
+        // One pool of workers takes every engine; the API knows how many.
+        Ok(Some(Backlog {
+            ahead: self.jobs_ahead(owner).await?,
+            workers: None,
+        }))
     }
 
     async fn depth(&self) -> Result<u64, StoreError> {

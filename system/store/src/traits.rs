@@ -94,6 +94,16 @@ impl Default for QueueConfig {
     }
 }
 
+/// What a new job would wait behind (admission by deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Waiting jobs that would be handed out before it.
+    pub ahead: u64,
+    /// The workers that take from its lane; `None` when the API's own count is the truth (one
+    /// process).
+    pub workers: Option<usize>,
+}
+
 /// Outcome of an admission.
 #[derive(Debug, Clone)]
 pub enum Admission {
@@ -265,13 +275,20 @@ pub trait Queue: Send + Sync {
     async fn ack(&self, job_id: &str) -> Result<(), StoreError>;
     /// Make a leased job available again after `delay` (its worker died).
     async fn release(&self, job_id: &str, delay: Duration) -> Result<(), StoreError>;
+    /// What a new job of `owner` ('' without keys) on `engine` would wait behind; `None` when
+    /// this queue cannot tell (then no deadline is enforced).
+    async fn backlog(&self, _owner: &str, _engine: &str) -> Result<Option<Backlog>, StoreError> {
+        Ok(None)
+    }
     /// Jobs queued (leased or not).
     async fn depth(&self) -> Result<u64, StoreError>;
     /// After a restart: every lease of the previous process is void.
     async fn recover(&self) -> Result<u64, StoreError>;
     /// Tell every API that the job's final record is stored (their `wait=true` requests answer
     /// at once instead of at their next poll). Best effort; default: nothing (one process).
-    async fn announce_done(&self, _job_id: &str) {}
+    /// `served_ms`: how long it held its worker, when it ran to its end (admission by
+    /// deadline learns run times from it).
+    async fn announce_done(&self, _job_id: &str, _served_ms: Option<f64>) {}
     /// Periodic housekeeping (the manager calls it every few seconds): queue again jobs the
     /// queue holds but would never deliver. Returns how many. Default: nothing to do.
     async fn janitor(&self) -> Result<u64, StoreError> {

@@ -309,7 +309,7 @@ async fn engines_offered_by_managers_are_read_and_withdrawn() {
         version: Some("Python 3.11.2".into()),
         image: Some("py.ml@sha256:00".into()),
     };
-    let task = tokio::spawn(manager.clone().advertise("host/12/manager".into(), vec![ad.clone()]));
+    let task = tokio::spawn(manager.clone().advertise("host/12/manager".into(), vec![ad.clone()], 3));
     let api = std::sync::Arc::new(
         JetStreamQueue::connect(&nats.url(), JetStreamConfig::default())
             .await

@@ -6,10 +6,27 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// `method url` with `key` (empty: none) as a bearer token and as Judge0's X-Auth-Token; a
-/// POST sends `body` as JSON (other methods send none). The status, and the body as JSON (Null
-/// when it is not JSON). Panics when no answer comes (within 60 s).
+/// An answer: its status, `Retry-After` (seconds) and body as JSON (Null when not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Retry-After`, when given in seconds.
+    pub retry_after: Option<u64>,
+    /// The body as JSON.
+    pub body: Value,
+}
+
+/// [`request`]'s status and body.
 pub fn call(method: &str, url: &str, key: &str, body: &Value) -> (u16, Value) {
+    let a = request(method, url, key, body);
+    (a.status, a.body)
+}
+
+/// `method url` with `key` (empty: none) as a bearer token and as Judge0's X-Auth-Token; a
+/// POST sends `body` as JSON (other methods send none). Panics when no answer comes (within
+/// 60 s).
+pub fn request(method: &str, url: &str, key: &str, body: &Value) -> Answer {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -41,8 +58,17 @@ pub fn call(method: &str, url: &str, key: &str, body: &Value) -> (u16, Value) {
         r.call()
     };
     let mut r = r.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let text = r.body_mut().read_to_string().unwrap_or_default();
-    (r.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::Null))
+    Answer {
+        status: r.status().as_u16(),
+        retry_after,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    }
 }
 
 /// `wolf args…` with `env` (and quiet logs); its stdout, trimmed. Panics when it fails.

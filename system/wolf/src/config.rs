@@ -109,6 +109,9 @@ pub struct Config {
     /// key are kept: `7d` by default, any `humantime` span (`12h`, `30d`), or `forever`.
     /// Expired ones are deleted in the background, in batches; `DELETE /job/{id}` deletes one.
     pub retention: String,
+    /// A submission whose estimated queue wait (jobs ahead × recent run time / workers) is past
+    /// this is refused with 503 and a `Retry-After`: `30s` by default, or `off`.
+    pub max_queue_wait: String,
 }
 
 /// `[webhooks]`.
@@ -241,6 +244,7 @@ impl Default for Config {
             language: Vec::new(),
             webhooks: WebhooksSection::default(),
             retention: DEFAULT_RETENTION.into(),
+            max_queue_wait: "30s".into(),
         }
     }
 }
@@ -248,19 +252,24 @@ impl Default for Config {
 /// The default `retention`.
 pub const DEFAULT_RETENTION: &str = "7d";
 
-/// `retention` parsed: `None` for `forever`.
-fn retention(text: &str) -> anyhow::Result<Option<Duration>> {
+/// A span setting (`retention`, `max_queue_wait`) parsed: `None` for `forever` or `off`.
+fn span(key: &str, text: &str) -> anyhow::Result<Option<Duration>> {
     let text = text.trim();
     if matches!(text, "forever" | "off" | "never") {
         return Ok(None);
     }
     let d = humantime::parse_duration(text)
-        .map_err(|e| anyhow::anyhow!("retention {text:?}: {e} (give a span such as 7d, 12h, or forever)"))?;
+        .map_err(|e| anyhow::anyhow!("{key} {text:?}: {e} (give a span such as 30s, 12h, 7d, or off)"))?;
     anyhow::ensure!(
         d >= Duration::from_secs(1),
-        "retention {text:?} is shorter than a second (give forever to keep every job)"
+        "{key} {text:?} is shorter than a second (give off to have none)"
     );
     Ok(Some(d))
+}
+
+/// `retention` parsed: `None` keeps every job.
+fn retention(text: &str) -> anyhow::Result<Option<Duration>> {
+    span("retention", text)
 }
 
 impl Default for SandboxSection {
@@ -393,6 +402,9 @@ pub struct ConfigArgs {
     /// See `webhooks.allow` (comma-separated).
     #[arg(long, env = "WOLF_WEBHOOKS_ALLOW", value_delimiter = ',')]
     pub webhooks_allow: Option<Vec<String>>,
+    /// See `max_queue_wait` (`30s`, `off`).
+    #[arg(long, env = "WOLF_MAX_QUEUE_WAIT")]
+    pub max_queue_wait: Option<String>,
     /// See `retention` (`7d`, `12h`, `forever`).
     #[arg(long, env = "WOLF_RETENTION")]
     pub retention: Option<String>,
@@ -477,6 +489,8 @@ impl Config {
         set!(c.webhooks.allow, args.webhooks_allow);
         set!(c.retention, args.retention);
         retention(&c.retention)?;
+        set!(c.max_queue_wait, args.max_queue_wait);
+        span("max_queue_wait", &c.max_queue_wait)?;
         if let Some(s) = secret(&args.webhook_secret, "WOLF_WEBHOOK_SECRET", env)? {
             c.webhooks.secret = s;
         }
@@ -545,6 +559,8 @@ impl Config {
             },
             // Checked at load.
             retention: retention(&self.retention).ok().flatten(),
+            max_queue_wait: span("max_queue_wait", &self.max_queue_wait).ok().flatten(),
+            workers: self.workers,
             ..Default::default()
         }
     }

@@ -86,7 +86,10 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listen on {listen}"))?;
         eprintln!("wolf: listening on http://{} (api)", listener.local_addr()?);
-        run_api(listener, cfg.api(), deps, crate::serve::shutdown_signal()).await;
+        let mut api = cfg.api();
+        // The workers are the managers', as they advertise them; this host's count says nothing.
+        api.workers = 0;
+        run_api(listener, api, deps, crate::serve::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -138,13 +141,14 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         );
         let tag = sessions.tag().to_string();
         tokio::spawn(wolf_store::session_rpc::serve(queue.client(), sessions, tag.clone()));
-        let advertising = (!offers.is_empty()).then(|| {
+        // Every manager advertises: its workers are capacity admission divides backlogs by.
+        if !offers.is_empty() {
             tracing::info!(
                 engines = offers.len(),
                 "offering the engines on this manager's runtimes"
             );
-            tokio::spawn(queue.clone().advertise(tag.clone(), offers))
-        });
+        }
+        let advertising = tokio::spawn(queue.clone().advertise(tag.clone(), offers, cfg.workers));
         let withdraw = queue.clone();
         let manager = Arc::new(
             Manager::new(meta, objects, queue, sandboxes, registry, cfg.manager(), events).with_runtimes(runtime_pools),
@@ -166,11 +170,10 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         }
         eprintln!("wolf: manager running");
         run_manager(manager, crate::serve::shutdown_signal(), Duration::from_secs(120)).await;
-        // APIs stop accepting jobs for engines only this manager had, without waiting out the TTL.
-        if let Some(task) = advertising {
-            task.abort();
-            withdraw.withdraw(&tag).await;
-        }
+        // APIs stop accepting jobs for engines only this manager had, and stop counting its
+        // workers, without waiting out the TTL.
+        advertising.abort();
+        withdraw.withdraw(&tag).await;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     });
     rt.shutdown_background();

@@ -109,6 +109,7 @@ fn refusal(e: ApiError) -> Refusal {
         ApiError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, "queue is full"),
         ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
         ApiError::Limited(m, after) => Refusal(StatusCode::TOO_MANY_REQUESTS, json!({"error": m}), Some(after)),
+        ApiError::Backlogged(m, after) => Refusal(StatusCode::SERVICE_UNAVAILABLE, json!({"error": m}), Some(after)),
         other => {
             let status = other.into_response().status();
             error(status, status.canonical_reason().unwrap_or("error"))

@@ -86,8 +86,9 @@ fn refusal(e: ApiError) -> Response {
     match e {
         ApiError::Invalid(m) | ApiError::Malformed(m) => message(StatusCode::BAD_REQUEST, m),
         ApiError::Forbidden(m) => message(StatusCode::FORBIDDEN, m),
-        ApiError::Limited(m, after) => {
-            let mut resp = message(StatusCode::TOO_MANY_REQUESTS, m);
+        e @ (ApiError::Limited(..) | ApiError::Backlogged(..)) => {
+            let after = e.retry_after().unwrap_or(1);
+            let mut resp = message(e.status(), e.message());
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, after.into());
             resp
         }
