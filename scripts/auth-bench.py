@@ -3,19 +3,24 @@
 loopback, one with keys on (a bearer key) and one without, interleaved request by request over
 keep-alive connections; prints p50/p95/p99 of each and the difference. With `quotas`, the key
 has a rate, a concurrency and a waiting cap too (set far above what the run reaches, so every
-submission pays the bucket and the count without being refused).
+submission pays the bucket and the count without being refused). With `deadline`, keys are off
+on both and what differs is admission by deadline (default `max_queue_wait` against `off`):
+the cost of counting the jobs ahead at every submission.
 
-    scripts/auth-bench.py target/release/wolf [N] [quotas]
+    scripts/auth-bench.py target/release/wolf [N] [quotas|deadline]
 """
 import http.client, json, os, subprocess, sys, tempfile, time
 
 wolf, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 400
 quotas = ["--rate", "100000/s", "--burst", "100000", "--concurrency", "100000",
           "--max-queued", "100000"] if "quotas" in sys.argv[3:] else []
+deadline = "deadline" in sys.argv[3:]
 
 def serve(d, auth):
     env = dict(os.environ, WOLF_LOG="warn", WOLF_CACHE_DIR=os.path.join(d, "cache"))
-    if auth:
+    if deadline and not auth:
+        env["WOLF_MAX_QUEUE_WAIT"] = "off"
+    elif auth and not deadline:
         env["WOLF_AUTH"] = "on"
     p = subprocess.Popen([wolf, "serve", "--listen", "127.0.0.1:0", "--workers", "2", "--data-dir",
                           os.path.join(d, "data")], env=env, stderr=subprocess.PIPE, text=True)
@@ -38,6 +43,8 @@ with tempfile.TemporaryDirectory() as d:
     conns = {"on": http.client.HTTPConnection(on_addr), "off": http.client.HTTPConnection(off_addr)}
     heads = {"on": {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
              "off": {"Content-Type": "application/json"}}
+    if deadline:
+        heads["on"] = heads["off"]
     lat = {"on": [], "off": []}
     for i in range(n + 50):
         for k in ("on", "off") if i % 2 else ("off", "on"):
@@ -53,8 +60,9 @@ with tempfile.TemporaryDirectory() as d:
         p.terminate()
         p.wait()
     rows = {k: [pct(v, q) for q in (0.5, 0.95, 0.99)] for k, v in lat.items()}
+    what = "max_queue_wait" if deadline else "keys"
     print(f"POST /job, {n} each, interleaved (ms){', the key with quotas' if quotas else ''}")
     print("| | p50 | p95 | p99 |\n|---|---|---|---|")
     for k in ("off", "on"):
-        print(f"| keys {k} | " + " | ".join(f"{x:.3f}" for x in rows[k]) + " |")
+        print(f"| {what} {k} | " + " | ".join(f"{x:.3f}" for x in rows[k]) + " |")
     print("| difference | " + " | ".join(f"{a - b:+.3f}" for a, b in zip(rows["on"], rows["off"])) + " |")

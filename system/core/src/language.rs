@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
 
@@ -177,6 +177,9 @@ struct RegistryFile {
     language: Vec<LanguageSpec>,
 }
 
+/// One engine's preparation: done once, its outcome kept (the error text when it failed).
+type Prepared = OnceLock<Result<(), String>>;
+
 /// A language resolved on this host.
 #[derive(Debug, Clone)]
 pub struct Language {
@@ -202,7 +205,9 @@ pub struct Registry {
     languages: Vec<Language>,
     cache_dir: PathBuf,
     versions: Mutex<BTreeMap<String, Option<String>>>,
-    prepared: Mutex<BTreeMap<String, Result<(), String>>>,
+    /// Each engine's preparation, done once: one engine's build (a precompiled header of
+    /// seconds) never holds up another's jobs.
+    prepared: Mutex<BTreeMap<String, Arc<Prepared>>>,
 }
 
 /// An engine on a runtime: present when the runtime is imported and what it `requires` is in
@@ -533,8 +538,16 @@ impl Registry {
         let Some(argv) = &lang.spec.prepare else {
             return Ok(());
         };
-        let mut done = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
-        let result = done.entry(lang.spec.name.clone()).or_insert_with(|| {
+        // The map's lock only finds the engine's cell; the build runs under the cell alone
+        // (callers for the same engine wait for it, others do not).
+        let cell = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(lang.spec.name.clone())
+            .or_default()
+            .clone();
+        let result = cell.get_or_init(|| {
             if let Some(marker) = &lang.spec.prepare_creates
                 && self.cache_dir.join(marker).exists()
             {

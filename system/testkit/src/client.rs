@@ -89,3 +89,24 @@ pub fn wolf(args: &[&str], env: &[(&str, String)]) -> String {
         .trim()
         .to_string()
 }
+
+/// `GET base/readyz` until it answers 200 (engines prepared, workers warm) or `within` passes;
+/// the last status (0 when nothing answered).
+pub fn ready(base: &str, within: Duration) -> u16 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let status = agent
+            .get(format!("{base}/readyz"))
+            .call()
+            .map_or(0, |r| r.status().as_u16());
+        if status == 200 || std::time::Instant::now() >= deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

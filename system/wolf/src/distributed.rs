@@ -107,11 +107,7 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         let registry = crate::runtime_cli::registry_static(&cfg, &data_dir, &cache)?;
         let runtime_pools = crate::runtime_cli::pools(&cfg, registry, &data_dir, Some(workers_dir.clone()))?;
         let sandboxes = Arc::new(Sandboxes::new(cfg.sandbox(registry.bind_paths(), Some(workers_dir)))?);
-        tokio::task::spawn_blocking(move || {
-            for lang in registry.all().iter().filter(|l| l.absent.is_none()) {
-                let _ = registry.get(&lang.spec.name);
-            }
-        });
+        let warm = crate::serve::prepare_engines(registry);
         wolf_manager::probe_runtime_versions(registry, &runtime_pools).await;
         // Jobs for the engines on the runtimes this manager has come through their lanes.
         let offers = crate::runtime_cli::offers(registry, &runtime_pools);
@@ -159,7 +155,10 @@ pub fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("listen on {addr}"))?;
             eprintln!("wolf: manager metrics on http://{}", listener.local_addr()?);
             let pool = manager.gauges.clone();
-            let app = wolf_api::service::probes(Arc::new(move || pool.readiness()), prometheus);
+            let app = wolf_api::service::probes(
+                Arc::new(move || warm.check().and_then(|()| pool.readiness())),
+                prometheus,
+            );
             // May be dropped at shutdown: it only reports.
             tokio::spawn(wolf_api::serve::serve(
                 listener,

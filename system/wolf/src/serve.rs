@@ -70,14 +70,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let runtime_pools = crate::runtime_cli::pools(&cfg, registry, &data_dir, Some(workers_dir.clone()))?;
     // The engines on runtimes say their version before the first request asks for it.
     wolf_manager::probe_runtime_versions(registry, &runtime_pools).await;
-    // Build per-language artifacts (the C++ precompiled header) before the first job needs them.
-    tokio::task::spawn_blocking(move || {
-        for lang in registry.all().iter().filter(|l| l.absent.is_none()) {
-            if let Err(e) = registry.get(&lang.spec.name) {
-                tracing::warn!(engine = %lang.spec.name, error = %e, "engine preparation failed");
-            }
-        }
-    });
+    let warm = prepare_engines(registry);
     let events = Events::default();
     // Sessions live beside the jobs' pool, on the same sandboxes.
     let node = format!("serve/{}", std::process::id());
@@ -115,7 +108,7 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         registry,
         events,
         prometheus: Some(prometheus),
-        readiness: Some(Arc::new(move || pool.readiness())),
+        readiness: Some(Arc::new(move || warm.check().and_then(|()| pool.readiness()))),
         judge0: cfg.judge0_listener().await?,
         piston: cfg.piston_listener().await?,
         sessions: Some(sessions),
@@ -149,4 +142,48 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
     let _ = manager_task.await;
     eprintln!("wolf: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Engines whose artifacts (the C++ precompiled header) are still being built at start.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Warming(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warming {
+    /// `/readyz`'s part: not ready while an engine is being prepared.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let left = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("preparing {}", left.join(", ")))
+        }
+    }
+}
+
+/// Build every present engine's artifacts before the first job needs them, each engine on a
+/// thread of its own (a job of one engine never waits for another's build, and a job of an
+/// engine being built waits for that build only). Readiness reports them until done.
+pub(crate) fn prepare_engines(registry: &'static wolf_core::Registry) -> Warming {
+    let warming = Warming::default();
+    let engines: Vec<&'static wolf_core::language::Language> = registry
+        .all()
+        .iter()
+        .filter(|l| l.absent.is_none() && l.spec.prepare.is_some())
+        .collect();
+    warming
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(engines.iter().map(|l| l.spec.name.clone()));
+    for lang in engines {
+        let w = warming.clone();
+        tokio::task::spawn_blocking(move || {
+            let name = &lang.spec.name;
+            if let Err(e) = registry.get(name) {
+                tracing::warn!(engine = %name, error = %e, "engine preparation failed");
+            }
+            w.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| n != name);
+        });
+    }
+    warming
 }

@@ -19,6 +19,9 @@ struct Server {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// How long `/readyz` may take to say ready after a start (the C++ precompiled header).
+const READY: std::time::Duration = std::time::Duration::from_secs(120);
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -452,7 +455,7 @@ fn listing_languages_health_metrics_and_openapi() {
         assert!(names.contains(&want), "{langs}");
     }
     assert!(langs[0]["version"].is_string(), "{langs}");
-    assert_eq!(s.get("/readyz").0, 200);
+    assert_eq!(wolf_testkit::client::ready(&s.base, READY), 200);
     for id in &ids {
         s.wait(id, Duration::from_secs(30));
     }
@@ -481,6 +484,37 @@ fn listing_languages_health_metrics_and_openapi() {
         doc["paths"]["/job"]["post"].is_object() && doc["components"]["schemas"]["JobRecord"].is_object(),
         "{doc}"
     );
+}
+
+/// With a cache that has no precompiled header yet, `/readyz` says which engines are still being
+/// prepared, then ready; a python job meanwhile does not wait for the C++ build.
+#[test]
+fn readiness_waits_for_engine_preparation_and_other_engines_do_not() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().display().to_string();
+    let s = Server::start_env("", &[("WOLF_CACHE_DIR", &cache_dir)]);
+    let (status, body) = s.get("/readyz");
+    if status == 200 {
+        // Only when no present engine has anything to prepare (no C or C++ compiler here).
+        let (_, langs) = s.get_json("/languages");
+        assert!(
+            !langs.to_string().contains("\"c++\""),
+            "ready before the C++ header was built: {body}"
+        );
+        return;
+    }
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("preparing") && body.contains("c++"), "{body}");
+    let (status, rec) = s.post(
+        "/job?wait=true",
+        "application/json",
+        br#"{"code": "print('not waiting')", "executionEngine": "python"}"#.to_vec(),
+        &[],
+    );
+    assert_eq!((status, rec["status"].as_str()), (200, Some("Completed")), "{rec}");
+    let (_, still) = s.get("/readyz");
+    eprintln!("after a python job: {still}");
+    assert_eq!(wolf_testkit::client::ready(&s.base, READY), 200);
 }
 
 #[test]
