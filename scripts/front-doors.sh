@@ -27,7 +27,7 @@ trap cleanup EXIT
   --data-dir "$work/data" --workers 2 2>"$work/serve.log" &
 serve=$!
 url=""
-for _ in $(seq 1 200); do
+for _ in $(seq 1 600); do  # readiness waits for the engines to be prepared
   url=$(sed -n 's/^wolf: listening on \(http:[^ ]*\).*/\1/p' "$work/serve.log" | head -1)
   [[ -n "$url" ]] && curl -sf "$url/readyz" >/dev/null && break
   sleep 0.1

@@ -18,7 +18,7 @@ log="$data/serve.log"
 WOLF_WEBHOOK_SECRET=whsec_schemathesis "$T/debug/wolf" serve --listen 127.0.0.1:0 --data-dir "$data/data" --workers 2 --max-sessions 512 2>"$log" &
 serve=$!
 trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do  # readiness waits for the engines to be prepared
   url=$(sed -n 's/^wolf: listening on \(http:[^ ]*\).*/\1/p' "$log" | head -1)
   [[ -n "$url" ]] && curl -sf "$url/readyz" >/dev/null && break
   sleep 0.1
