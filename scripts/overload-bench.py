@@ -37,17 +37,22 @@ local = threading.local()
 
 
 def request(addr, method, path, body=None):
-    c = getattr(local, "conn", None)
-    if c is None or getattr(local, "addr", None) != addr:
-        c = local.conn = http.client.HTTPConnection(addr, timeout=600)
-        local.addr = addr
-    try:
-        c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
-        r = c.getresponse()
-        return r.status, json.loads(r.read() or b"null")
-    except (http.client.HTTPException, OSError):
-        local.conn = None
-        raise
+    """One request on this thread's keep-alive connection; a connection the server had closed
+    while idle is replaced once (the request never reached it)."""
+    for attempt in (0, 1):
+        c = getattr(local, "conn", None)
+        fresh = c is None or getattr(local, "addr", None) != addr
+        if fresh:
+            c = local.conn = http.client.HTTPConnection(addr, timeout=600)
+            local.addr = addr
+        try:
+            c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+            r = c.getresponse()
+            return r.status, json.loads(r.read() or b"null")
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            local.conn = None
+            if fresh or attempt:
+                raise
 
 
 def capacity(addr):

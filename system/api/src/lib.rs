@@ -155,6 +155,8 @@ pub struct AppState {
     pub outbox: Option<Arc<dyn wolf_store::Outbox>>,
     /// Deleting jobs (none: `DELETE /job/{id}` is refused, nothing expires).
     pub retention: Option<Arc<dyn wolf_store::Retention>>,
+    /// The queue's depth as admission by deadline last read it.
+    pub depth_hint: Arc<deadline::DepthHint>,
 }
 
 impl AppState {
@@ -192,6 +194,7 @@ impl AppState {
             quota_locks: Default::default(),
             outbox: None,
             retention: None,
+            depth_hint: Default::default(),
         }
     }
 

@@ -539,6 +539,7 @@ async fn admit(
     Ok(match st.queue.admit(&record, sub, idem).await? {
         Admission::New => {
             st.events.queued();
+            st.depth_hint.admitted();
             // One admission in both modes: the queue holds the envelope (record and submission,
             // code included) durably once `admit` returns, so the answer goes out now. The
             // record and the code object follow in the background, retried until stored (the

@@ -359,6 +359,11 @@ impl Manager {
     /// Waiting for a job may be dropped at shutdown; running and persisting a job must finish.
     async fn worker(&self, i: usize, mut shutdown: watch::Receiver<bool>) {
         let mut warm: Option<(Box<dyn Warm>, f64)> = None;
+        // When this worker's previous job ended: if the next lease finds a job at once (a
+        // backlog), the time from then to that job's end is one full cycle of the worker (a
+        // sandbox prepared, a lease, a run, a result stored), which is what admission by deadline
+        // must divide a backlog by; a job's own start to end misses the preparation.
+        let mut previous_end: Option<Instant> = None;
         while !*shutdown.borrow() {
             if warm.is_none() {
                 warm = self.prepare(i, &mut shutdown).await;
@@ -371,7 +376,7 @@ impl Manager {
             let delivery = loop {
                 match self.queue.lease().await {
                     Ok(Some(d)) => break Some(d),
-                    Ok(None) => {}
+                    Ok(None) => previous_end = None,
                     Err(e) => tracing::warn!(worker = i, error = %e, "queue unavailable"),
                 }
                 tokio::select! {
@@ -416,7 +421,11 @@ impl Manager {
                 trace_id = tracing::field::Empty
             );
             wolf_telemetry::adopt(&span, d.traceparent.as_deref());
-            let unused = self.process(d, sandbox, creation, leased_at, i).instrument(span).await;
+            let unused = self
+                .process(d, sandbox, creation, leased_at, i, previous_end)
+                .instrument(span)
+                .await;
+            previous_end = Some(Instant::now());
             warm = unused.map(|s| (s, creation));
             drop((busy, leased));
             self.set_gauges();
@@ -434,6 +443,7 @@ impl Manager {
         creation_ms: f64,
         leased_at: Instant,
         worker: usize,
+        cycle_from: Option<Instant>,
     ) -> Option<Box<dyn Warm>> {
         let id = d.job_id.clone();
         // The job runs from its envelope. Its record is the stored one when the metadata store
@@ -744,8 +754,8 @@ impl Manager {
         metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine)
             .increment(1);
         self.end_stream(rec).await;
-        self.ended(&id, Some(ms((end - started).to_std().unwrap_or_default())))
-            .await;
+        let served = cycle_from.map_or_else(|| ms((end - started).to_std().unwrap_or_default()), |t| ms(t.elapsed()));
+        self.ended(&id, Some(served)).await;
         spare
     }
 

@@ -34,7 +34,7 @@ pub mod streams;
 pub mod traits;
 pub mod webhooks;
 
-pub use events::Events;
+pub use events::{Events, Service};
 pub use jetstream::{JetStreamConfig, JetStreamQueue};
 pub use local::LocalObjects;
 pub use postgres::PgStore;
