@@ -754,7 +754,12 @@ impl Manager {
         metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine)
             .increment(1);
         self.end_stream(rec).await;
-        let served = cycle_from.map_or_else(|| ms((end - started).to_std().unwrap_or_default()), |t| ms(t.elapsed()));
+        // After an idle wait: the run and the preparation of the sandbox it took, the cycle's
+        // two large parts (what a backlog will see of this worker).
+        let served = cycle_from.map_or_else(
+            || ms((end - started).to_std().unwrap_or_default()) + creation_ms,
+            |t| ms(t.elapsed()),
+        );
         self.ended(&id, Some(served)).await;
         spare
     }
