@@ -176,23 +176,31 @@ impl Metadata for PgStore {
         // A statement per page shape (see the SQLite store): the range stays visible to the
         // planner. The unused parameters are typed and compared with NULL only.
         let sql = match (page.before.is_some(), page.owner.is_some()) {
-            (false, false) => "SELECT id, record FROM wolf_jobs WHERE $1::text IS NULL AND $2::text IS NULL
-                  ORDER BY id DESC LIMIT $3 OFFSET $4",
-            (true, false) => "SELECT id, record FROM wolf_jobs WHERE id < $1 AND $2::text IS NULL
-                  ORDER BY id DESC LIMIT $3 OFFSET $4",
-            (false, true) => "SELECT id, record FROM wolf_jobs WHERE $1::text IS NULL AND record->>'owner' = $2
-                  ORDER BY id DESC LIMIT $3 OFFSET $4",
-            (true, true) => "SELECT id, record FROM wolf_jobs WHERE id < $1 AND record->>'owner' = $2
-                  ORDER BY id DESC LIMIT $3 OFFSET $4",
+            (false, false) => {
+                "SELECT id, record FROM wolf_jobs WHERE $1::text IS NULL AND $2::text IS NULL
+                  ORDER BY id DESC LIMIT $3 OFFSET $4"
+            }
+            (true, false) => {
+                "SELECT id, record FROM wolf_jobs WHERE id < $1 AND $2::text IS NULL
+                  ORDER BY id DESC LIMIT $3 OFFSET $4"
+            }
+            (false, true) => {
+                "SELECT id, record FROM wolf_jobs WHERE $1::text IS NULL AND record->>'owner' = $2
+                  ORDER BY id DESC LIMIT $3 OFFSET $4"
+            }
+            (true, true) => {
+                "SELECT id, record FROM wolf_jobs WHERE id < $1 AND record->>'owner' = $2
+                  ORDER BY id DESC LIMIT $3 OFFSET $4"
+            }
         };
         let rows = sqlx::query(sql)
-        .bind(page.before)
-        .bind(page.owner)
-        .bind(page.limit as i64)
-        .bind(if page.before.is_some() { 0 } else { page.offset as i64 })
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            .bind(page.before)
+            .bind(page.owner)
+            .bind(page.limit as i64)
+            .bind(if page.before.is_some() { 0 } else { page.offset as i64 })
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.into_iter()
             .map(|r| parse_record(r.get::<&str, _>(0), r.get(1)))
             .collect()

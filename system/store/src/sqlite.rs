@@ -207,23 +207,31 @@ impl Metadata for SqliteStore {
         // planner, which then walks the table from the newest id down to the cursor (seen: 28
         // ms p50 for a page at a random cursor among a million jobs).
         let sql = match (page.before.is_some(), page.owner.is_some()) {
-            (false, false) => "SELECT id, record FROM jobs WHERE ?1 IS NULL AND ?2 IS NULL
-                  ORDER BY id DESC LIMIT ?3 OFFSET ?4",
-            (true, false) => "SELECT id, record FROM jobs WHERE id < ?1 AND ?2 IS NULL
-                  ORDER BY id DESC LIMIT ?3 OFFSET ?4",
-            (false, true) => "SELECT id, record FROM jobs WHERE ?1 IS NULL AND json_extract(record, '$.owner') = ?2
-                  ORDER BY id DESC LIMIT ?3 OFFSET ?4",
-            (true, true) => "SELECT id, record FROM jobs WHERE id < ?1 AND json_extract(record, '$.owner') = ?2
-                  ORDER BY id DESC LIMIT ?3 OFFSET ?4",
+            (false, false) => {
+                "SELECT id, record FROM jobs WHERE ?1 IS NULL AND ?2 IS NULL
+                  ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+            }
+            (true, false) => {
+                "SELECT id, record FROM jobs WHERE id < ?1 AND ?2 IS NULL
+                  ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+            }
+            (false, true) => {
+                "SELECT id, record FROM jobs WHERE ?1 IS NULL AND json_extract(record, '$.owner') = ?2
+                  ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+            }
+            (true, true) => {
+                "SELECT id, record FROM jobs WHERE id < ?1 AND json_extract(record, '$.owner') = ?2
+                  ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+            }
         };
         let rows = sqlx::query(sql)
-        .bind(page.before)
-        .bind(page.owner)
-        .bind(page.limit as i64)
-        .bind(if page.before.is_some() { 0 } else { page.offset as i64 })
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            .bind(page.before)
+            .bind(page.owner)
+            .bind(page.limit as i64)
+            .bind(if page.before.is_some() { 0 } else { page.offset as i64 })
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|r| parse_record(r.get::<&str, _>(0), r.get::<&str, _>(1)))
             .collect()
