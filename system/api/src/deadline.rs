@@ -9,9 +9,10 @@
 //!   key's job does not), in JetStream the job's lane (a flood of one runtime's engine does not
 //!   refuse the host's engines);
 //! - the mean comes from the jobs that recently ended (the managers report each one's time on
-//!   its worker, a whole worker cycle under a backlog; over NATS in the distributed mode), seeded at start from the newest records
-//!   of the metadata store ([`learn_from_history`]); with no ended job at all (a new
-//!   deployment) there is no estimate and nothing is refused until one ends;
+//!   its worker, a whole worker cycle under a backlog; over NATS in the distributed mode),
+//!   seeded at start from the newest records of the metadata store ([`learn_from_history`]);
+//!   with no ended job at all (a new deployment) there is no estimate and nothing is refused
+//!   until one ends;
 //! - the workers are the API's own count (embedded) or those the live managers advertise.
 //!
 //! A job with nobody ahead is never refused, whatever the estimate: a free worker takes it.
@@ -120,13 +121,15 @@ pub async fn learn_from_history(st: &AppState) {
     }
 }
 
-/// How long an ended job held its worker: from its (last) start to its end.
+/// How long an ended job held its worker: from its (last) start to its end, and the
+/// preparation of its sandbox (as a manager reports a job that came after an idle wait).
 fn served_ms(r: &JobRecord) -> Option<f64> {
     if r.status != Status::Completed {
         return None;
     }
-    let ms = (r.end_time? - r.start_time?).num_microseconds()? as f64 / 1000.0;
-    (ms >= 0.0).then_some(ms)
+    let ran = (r.end_time? - r.start_time?).num_microseconds()? as f64 / 1000.0;
+    let prepared = r.timings.as_ref().map_or(0.0, |t| t.worker_creation.max(0.0));
+    (ran >= 0.0).then_some(ran + prepared)
 }
 
 /// The queue wait behind `ahead` jobs on `workers` workers that a job exceeds with a chance of
