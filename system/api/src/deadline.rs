@@ -24,7 +24,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use wolf_core::{JobRecord, Status, Submission};
+use wolf_core::{JobRecord, Submission};
 use wolf_store::{Page, Queue, StoreError};
 
 use crate::{ApiError, AppState};
@@ -113,23 +113,12 @@ pub async fn learn_from_history(st: &AppState) {
     };
     match st.meta.list(page).await {
         Ok(records) => {
-            for ms in records.iter().rev().filter_map(served_ms) {
+            for ms in records.iter().rev().filter_map(JobRecord::time_on_worker_ms) {
                 st.events.served(ms);
             }
         }
         Err(e) => tracing::debug!(error = %e, "no run times from history; learning from the next jobs"),
     }
-}
-
-/// How long an ended job held its worker: from its (last) start to its end, and the
-/// preparation of its sandbox (as a manager reports a job that came after an idle wait).
-fn served_ms(r: &JobRecord) -> Option<f64> {
-    if r.status != Status::Completed {
-        return None;
-    }
-    let ran = (r.end_time? - r.start_time?).num_microseconds()? as f64 / 1000.0;
-    let prepared = r.timings.as_ref().map_or(0.0, |t| t.worker_creation.max(0.0));
-    (ran >= 0.0).then_some(ran + prepared)
 }
 
 /// The queue wait behind `ahead` jobs on `workers` workers that a job exceeds with a chance of

@@ -474,6 +474,18 @@ pub struct Attempt {
 }
 
 impl JobRecord {
+    /// How long the job kept its worker from other jobs, as far as its record tells: its run
+    /// (start to end of its last attempt) and the preparation of the sandbox it ran in. `None`
+    /// unless it Completed with both times.
+    pub fn time_on_worker_ms(&self) -> Option<f64> {
+        if self.status != Status::Completed {
+            return None;
+        }
+        let ran = (self.end_time? - self.start_time?).num_microseconds()? as f64 / 1000.0;
+        let prepared = self.timings.as_ref().map_or(0.0, |t| t.worker_creation.max(0.0));
+        (ran >= 0.0).then_some(ran + prepared)
+    }
+
     /// A new Pending record for `submission`.
     pub fn new(id: String, submission: &Submission, now: DateTime<Utc>) -> Self {
         JobRecord {

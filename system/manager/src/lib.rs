@@ -753,14 +753,11 @@ impl Manager {
         tracing::debug!(verdict = %verdict, total_ms = timings.total, "job completed");
         metrics::counter!("wolf_jobs_total", "status" => "Completed", "verdict" => verdict, "engine" => engine)
             .increment(1);
+        // After an idle wait, what the record tells: the run and the preparation of the sandbox
+        // it took, the cycle's two large parts (what a backlog will see of this worker).
+        let served = cycle_from.map(|t| ms(t.elapsed())).or(rec.time_on_worker_ms());
         self.end_stream(rec).await;
-        // After an idle wait: the run and the preparation of the sandbox it took, the cycle's
-        // two large parts (what a backlog will see of this worker).
-        let served = cycle_from.map_or_else(
-            || ms((end - started).to_std().unwrap_or_default()) + creation_ms,
-            |t| ms(t.elapsed()),
-        );
-        self.ended(&id, Some(served)).await;
+        self.ended(&id, served).await;
         spare
     }
 

@@ -30,18 +30,16 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
 impl SqliteStore {
     /// The waiting jobs that would be leased before a new job of `owner` ('' without keys).
     pub(crate) async fn jobs_ahead(&self, owner: &str) -> Result<u64, StoreError> {
-        // The tag is admission's (sqlite.rs); a row is waiting when no lease holds it.
-        let n: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM queue WHERE available_at <= ?2 AND seq <=
-                 MAX(COALESCE((SELECT MAX(seq) FROM queue WHERE owner = ?1), 0),
-                     COALESCE((SELECT MIN(seq) FROM queue WHERE attempts = 0) - 1,
-                              (SELECT MAX(seq) FROM queue), 0)) + 1",
-        )
-        .bind(owner)
+        // The tag is admission's; a row is waiting when no lease holds it.
+        let n: i64 = sqlx::query(concat!(
+            "SELECT COUNT(*) FROM queue WHERE available_at <= ?1 AND seq <= ",
+            crate::sqlite::fair_tag!()
+        ))
         .bind(chrono::Utc::now().timestamp_millis())
+        .bind(owner)
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+        .map_err(unavailable)?
         .get(0);
         Ok(n.max(0) as u64)
     }
@@ -49,7 +47,7 @@ impl SqliteStore {
 
 impl JetStreamQueue {
     /// The runtime whose lane jobs of `engine` go to (`None`: the host's).
-    fn lane_of(&self, engine: &str) -> Option<&str> {
+    pub(crate) fn lane_of(&self, engine: &str) -> Option<&str> {
         self.routes.get(&engine.trim().to_ascii_lowercase()).map(String::as_str)
     }
 

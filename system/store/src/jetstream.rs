@@ -248,8 +248,7 @@ impl JetStreamQueue {
 
     /// The subject a job is published on: its engine's runtime lane, or the host's.
     fn subject_of(&self, queued: &Queued) -> String {
-        let engine = queued.submission.execution_engine.trim().to_ascii_lowercase();
-        match self.routes.get(&engine) {
+        match self.lane_of(&queued.submission.execution_engine) {
             Some(rt) => runtime_subject(rt, &queued.record.id),
             None => job_subject(&queued.record.id),
         }

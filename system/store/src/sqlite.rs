@@ -87,6 +87,18 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS idempotency_job ON idempotency (job_id)",
 ];
 
+/// The fair-queuing tag (`seq`) a new job of owner `?2` gets: its owner's last tag, but never
+/// behind the head of the queue (admission, below). Admission by deadline counts the jobs ahead
+/// with the same expression (backlog.rs), so the two cannot disagree.
+macro_rules! fair_tag {
+    () => {
+        "MAX(COALESCE((SELECT MAX(seq) FROM queue WHERE owner = ?2), 0),
+             COALESCE((SELECT MIN(seq) FROM queue WHERE attempts = 0) - 1,
+                      (SELECT MAX(seq) FROM queue), 0)) + 1"
+    };
+}
+pub(crate) use fair_tag;
+
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(Box::new(e))
 }
@@ -339,13 +351,11 @@ impl Queue for SqliteStore {
         // itself, and another key's job goes next but one. With a single owner (keys off) the
         // tag is MAX(seq) + 1: first come, first served, as before.
         let owner = record.owner.as_deref().unwrap_or("");
-        sqlx::query(
-            "INSERT INTO queue (job_id, seq, available_at, attempts, enqueued_ms, traceparent, owner) VALUES (?1,
-                 MAX(COALESCE((SELECT MAX(seq) FROM queue WHERE owner = ?2), 0),
-                     COALESCE((SELECT MIN(seq) FROM queue WHERE attempts = 0) - 1,
-                              (SELECT MAX(seq) FROM queue), 0)) + 1,
-                 ?3, 0, ?4, ?5, ?2)",
-        )
+        sqlx::query(concat!(
+            "INSERT INTO queue (job_id, seq, available_at, attempts, enqueued_ms, traceparent, owner) VALUES (?1, ",
+            fair_tag!(),
+            ", ?3, 0, ?4, ?5, ?2)"
+        ))
         .bind(&record.id)
         .bind(owner)
         .bind(now)
