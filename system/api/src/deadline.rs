@@ -77,8 +77,15 @@ pub async fn check(st: &AppState, sub: &Submission, owner: Option<&str>) -> Resu
             return Ok(());
         }
     }
-    let Some(backlog) = st.queue.backlog(owner.unwrap_or(""), &sub.execution_engine).await? else {
-        return Ok(());
+    // A queue that cannot count its backlog now admits without a deadline: the deadline sheds
+    // load, it does not decide whether the queue takes the job (the admission after it does).
+    let backlog = match st.queue.backlog(owner.unwrap_or(""), &sub.execution_engine).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            tracing::debug!(error = %e, "no backlog count; admitting without a deadline");
+            return Ok(());
+        }
     };
     let workers = backlog.workers.unwrap_or(st.cfg.workers);
     // No worker known (none advertised yet): no estimate; the pending bound still holds.

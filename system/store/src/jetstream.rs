@@ -166,7 +166,7 @@ pub struct JetStreamQueue {
     /// The live managers' workers, read with the offers.
     pub(crate) capacity: Arc<RwLock<crate::engines::Capacity>>,
     /// Each lane's undelivered jobs as last read (backlog.rs), plus those published since.
-    pub(crate) pending: Mutex<HashMap<String, (std::time::Instant, u64)>>,
+    pub(crate) pending: Mutex<HashMap<String, (std::time::Instant, Option<u64>)>>,
     /// Orphan candidates seen by the previous janitor pass (stream sequences).
     suspects: Mutex<HashSet<u64>>,
 }
@@ -744,7 +744,7 @@ impl Queue for JetStreamQueue {
     }
 
     async fn backlog(&self, _owner: &str, engine: &str) -> Result<Option<Backlog>, StoreError> {
-        self.lane_backlog(engine).await.map(Some)
+        Ok(self.lane_backlog(engine).await)
     }
 
     async fn depth(&self) -> Result<u64, StoreError> {

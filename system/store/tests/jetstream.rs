@@ -334,3 +334,53 @@ async fn engines_offered_by_managers_are_read_and_withdrawn() {
     manager.withdraw("host/12/manager").await;
     assert!(api.read_offered().await.unwrap().is_empty(), "withdrawn at once");
 }
+
+// The deadline's count of a lane is asked of the server at every stale submission: a server
+// that does not answer (here stopped with SIGSTOP, as a stream without a leader) makes the
+// backlog unknown at once, instead of holding the submission for the client's 10 s request
+// timeout; the count comes back when the server does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_answer_leaves_the_backlog_unknown_without_waiting_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path()).unwrap();
+    let q = JetStreamQueue::connect(&nats.url(), JetStreamConfig::default())
+        .await
+        .unwrap();
+    for id in ["job-0", "job-1"] {
+        assert!(admit(&q, id).await);
+    }
+    let known = q
+        .backlog("", "python")
+        .await
+        .unwrap()
+        .expect("the server counts the lane");
+    assert_eq!(known.ahead, 2);
+
+    let signal = |sig: &str| {
+        let pid = nats.pid().expect("nats-server runs").to_string();
+        let st = std::process::Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(st.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(wolf_store::backlog::FRESH).await;
+    let asked = std::time::Instant::now();
+    let frozen = tokio::time::timeout(std::time::Duration::from_secs(5), q.backlog("", "python")).await;
+    let waited = asked.elapsed();
+    signal("-CONT");
+    let frozen = frozen.expect("the backlog count does not wait for the request timeout");
+    assert!(
+        matches!(frozen, Ok(None)),
+        "unknown, not an error that fails the submission: {frozen:?} after {waited:?}"
+    );
+
+    tokio::time::sleep(wolf_store::backlog::FRESH).await;
+    let mut back = None;
+    for _ in 0..50 {
+        back = q.backlog("", "python").await.unwrap();
+        if back.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(back.map(|b| b.ahead), Some(2), "counted again once the server answers");
+}
