@@ -42,7 +42,10 @@ def free_port():
 
 
 tmp = tempfile.mkdtemp(prefix="wolf-console-")
-env = dict(os.environ, WOLF_LOG="warn", WOLF_AUTH="on", WOLF_DATA_DIR=f"{tmp}/data", WOLF_CACHE_DIR=f"{tmp}/cache")
+# A tracing UI the console links each job's trace to (a link only: the page never loads it).
+TRACE_UI = "http://127.0.0.1:16686/trace/{trace_id}"
+env = dict(os.environ, WOLF_LOG="warn", WOLF_AUTH="on", WOLF_DATA_DIR=f"{tmp}/data", WOLF_CACHE_DIR=f"{tmp}/cache",
+           WOLF_TRACE_URL=TRACE_UI)
 key = subprocess.run([WOLF, "keys", "create", "--name", "console"], env=env, check=True,
                      capture_output=True, text=True).stdout.strip()
 port = free_port()
@@ -151,6 +154,14 @@ try:
     check("a test table with one failing test", status == "Completed: WrongAnswer"
           and verdicts == ["Accepted", "WrongAnswer"], f"{status} {verdicts}")
     check("tests passed: 1 of 2", field("tests passed") == "1 of 2")
+    # Each test's own output, folded in its row: the failing test printed 6, not 7.
+    rec = api("/job/" + driver.current_url.rsplit("/", 1)[1])
+    second = driver.find_elements(By.CSS_SELECTOR, "#tests tbody tr")[1]
+    second.find_element(By.CSS_SELECTOR, ".t-output summary").click()
+    shown = second.find_element(By.CSS_SELECTOR, ".t-output pre.t-stdout").text
+    how = second.find_element(By.CSS_SELECTOR, ".t-output .t-how").text
+    check("a test's stdout is shown in its row", shown == "6" and rec["result"]["tests"][1]["stdout"].strip() == "6"
+          and how.startswith("exit 0"), f"{shown!r} {how!r}")
 
     # The waterfall: one bar per stage of the record's timeline, widths in proportion.
     job_id = driver.current_url.rsplit("/", 1)[1]
@@ -165,6 +176,12 @@ try:
     check("bar widths in proportion to the timings", len(ratios) >= 2
           and max(ratios) / min(ratios) < 1.02, f"{ratios}")
     check("the failing test's bar is marked", any("fail" in b.get_attribute("class") for b in bars))
+    links = driver.find_elements(By.ID, "trace-link")
+    want = TRACE_UI.replace("{trace_id}", tl.get("traceId", "?"))
+    check("the trace id linked to the configured tracing UI", tl.get("traceUrl") == want and len(links) == 1
+          and links[0].get_attribute("href") == want and links[0].text == tl["traceId"]
+          and "noopener" in links[0].get_attribute("rel"),
+          f"{tl.get('traceUrl')} {[(a.get_attribute('href'), a.text) for a in links]}")
     driver.save_screenshot(f"{OUT}/tests-and-waterfall.png")
 
     # An image output, shown inline.

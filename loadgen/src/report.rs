@@ -108,12 +108,15 @@ pub fn summary(rec: &Recorder, secs: f64, rps: f64) -> String {
     s
 }
 
-/// CPU model, cores, memory, kernel, git commit.
+/// CPU model, cores, memory, kernel, git commit, and the `wolf` binary booted (if any).
 pub fn machine() -> Value {
     let mut m = serde_json::to_value(wolf_core::machine::machine()).unwrap_or_default();
     m["commit"] = json!(wolf_core::machine::commit(std::path::Path::new(env!(
         "CARGO_MANIFEST_DIR"
     ))));
+    if let Some(bin) = crate::target::wolf_binary_used() {
+        m["wolfBinary"] = json!(bin);
+    }
     m
 }
 
@@ -126,7 +129,10 @@ pub fn machine_line(m: &Value) -> String {
         m["memoryGiB"],
         m["kernel"].as_str().unwrap_or("?"),
         m["commit"].as_str().unwrap_or("?")
-    )
+    ) + &m["wolfBinary"]
+        .as_str()
+        .map(|b| format!(", wolf binary {b}"))
+        .unwrap_or_default()
 }
 
 /// p50/p95/p99 per stage as horizontal bars on a log scale.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use wolf_testkit::Stack;
+use wolf_testkit::stack::WolfOrigin;
 
 /// A running target; dropping it stops what it started.
 pub enum Target {
@@ -41,9 +42,24 @@ impl Drop for Target {
     }
 }
 
-/// Make sure `wolf` is built and current (cargo is a no-op when it is), unless `$WOLF_BIN`.
+/// The `wolf` binary this process boots, and where it came from, once found.
+static WOLF: std::sync::OnceLock<(PathBuf, WolfOrigin)> = std::sync::OnceLock::new();
+
+/// Make sure `wolf` is built and current (no cargo at all when it is newer than every source),
+/// unless `$WOLF_BIN`; the first call says on stderr which binary it is and where it came from.
 pub fn wolf_binary() -> anyhow::Result<PathBuf> {
-    wolf_testkit::stack::build_wolf_binary(true)
+    if let Some((bin, _)) = WOLF.get() {
+        return Ok(bin.clone());
+    }
+    let (bin, origin) = wolf_testkit::stack::locate_wolf_binary(true)?;
+    eprintln!("loadgen: wolf binary {} ({origin})", bin.display());
+    Ok(WOLF.get_or_init(|| (bin, origin)).0.clone())
+}
+
+/// The binary [`wolf_binary`] found, as the results name it (`None` before, or for a remote
+/// target).
+pub fn wolf_binary_used() -> Option<String> {
+    WOLF.get().map(|(bin, origin)| format!("{} ({origin})", bin.display()))
 }
 
 impl Target {

@@ -88,6 +88,9 @@ pub struct ApiConfig {
     /// Workers taking jobs from this API's queue when the queue does not say (embedded: the
     /// process's own); 0: unknown.
     pub workers: usize,
+    /// A tracing UI's page of a trace, `{trace_id}` standing for the id (`traceUrl` in the
+    /// timeline, linked by the console).
+    pub trace_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -110,6 +113,7 @@ impl Default for ApiConfig {
             retention: None,
             max_queue_wait: Some(Duration::from_secs(30)),
             workers: 0,
+            trace_url: None,
         }
     }
 }

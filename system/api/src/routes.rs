@@ -656,7 +656,16 @@ pub async fn timeline(
 ) -> Result<Json<wolf_core::timeline::Timeline>, ApiError> {
     lookup(&st, &id)
         .await?
-        .map(|r| Json(wolf_core::timeline::timeline(&r)))
+        .map(|r| {
+            let mut tl = wolf_core::timeline::timeline(&r);
+            tl.trace_url = st
+                .cfg
+                .trace_url
+                .as_ref()
+                .zip(tl.trace_id.as_ref())
+                .map(|(url, id)| url.replace("{trace_id}", id));
+            Json(tl)
+        })
         .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
 }
 

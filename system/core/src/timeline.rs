@@ -42,6 +42,9 @@ pub struct Timeline {
     /// Its trace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Its trace's page in a tracing UI, when the server is configured with one (`trace_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
     /// Status now.
     #[schema(value_type = String)]
     pub status: crate::Status,
@@ -120,6 +123,7 @@ pub fn timeline(rec: &JobRecord) -> Timeline {
     Timeline {
         job_id: rec.id.clone(),
         trace_id: rec.trace_id.clone(),
+        trace_url: None,
         status: rec.status,
         retry_count: rec.retry_count,
         spans,

@@ -35,12 +35,44 @@ pub fn wolf_binary() -> anyhow::Result<PathBuf> {
     crate::workspace_binary("WOLF_BIN", "wolf")
 }
 
+/// Where [`locate_wolf_binary`] found the `wolf` binary, for the reader of a benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WolfOrigin {
+    /// `$WOLF_BIN`, taken as is.
+    Env,
+    /// Next to this executable, taken without checking its age (`always` was false).
+    Found,
+    /// Next to this executable and newer than every source of the workspace: no cargo run.
+    Current,
+    /// Built by cargo just now, for this executable's profile.
+    Built,
+}
+
+impl std::fmt::Display for WolfOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WolfOrigin::Env => "from $WOLF_BIN",
+            WolfOrigin::Found => "found next to this executable",
+            WolfOrigin::Current => "the workspace build's, newer than every source",
+            WolfOrigin::Built => "built by cargo just now",
+        })
+    }
+}
+
 /// The `wolf` binary, built first from this checkout when it is missing (or, with `always`, in
 /// any case: cargo does nothing when it is current) for this executable's profile. `$WOLF_BIN`
 /// is taken as is.
 pub fn build_wolf_binary(always: bool) -> anyhow::Result<PathBuf> {
-    if std::env::var_os("WOLF_BIN").is_some() || (!always && wolf_binary().is_ok()) {
-        return wolf_binary();
+    locate_wolf_binary(always).map(|(bin, _)| bin)
+}
+
+/// [`build_wolf_binary`], saying where the binary came from.
+pub fn locate_wolf_binary(always: bool) -> anyhow::Result<(PathBuf, WolfOrigin)> {
+    if std::env::var_os("WOLF_BIN").is_some() {
+        return Ok((wolf_binary()?, WolfOrigin::Env));
+    }
+    if !always && let Ok(bin) = wolf_binary() {
+        return Ok((bin, WolfOrigin::Found));
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     // Current already (newer than every source of the workspace): no cargo at all. Cargo would
@@ -50,7 +82,7 @@ pub fn build_wolf_binary(always: bool) -> anyhow::Result<PathBuf> {
         && let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified())
         && newest_source(&root).is_some_and(|src| src <= built)
     {
-        return Ok(bin);
+        return Ok((bin, WolfOrigin::Current));
     }
     if root.join("Cargo.toml").is_file() {
         let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
@@ -61,7 +93,7 @@ pub fn build_wolf_binary(always: bool) -> anyhow::Result<PathBuf> {
             .context("run cargo to build wolf")?;
         anyhow::ensure!(st.success(), "cargo build -p wolf failed");
     }
-    wolf_binary()
+    Ok((wolf_binary()?, WolfOrigin::Built))
 }
 
 /// The newest modification time of the workspace's sources (Rust files, manifests, the lock

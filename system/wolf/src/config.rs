@@ -112,6 +112,10 @@ pub struct Config {
     /// A submission whose estimated queue wait (jobs ahead × recent run time / workers) is past
     /// this is refused with 503 and a `Retry-After`: `30s` by default, or `off`.
     pub max_queue_wait: String,
+    /// A tracing UI's page of one trace, `{trace_id}` standing for the id (Jaeger:
+    /// `http://localhost:16686/trace/{trace_id}`). The console links each job's trace there,
+    /// and `/job/{id}/timeline` gives it as `traceUrl`. Unset by default.
+    pub trace_url: Option<String>,
 }
 
 /// `[webhooks]`.
@@ -245,6 +249,7 @@ impl Default for Config {
             webhooks: WebhooksSection::default(),
             retention: DEFAULT_RETENTION.into(),
             max_queue_wait: "30s".into(),
+            trace_url: None,
         }
     }
 }
@@ -265,6 +270,32 @@ fn span(key: &str, text: &str) -> anyhow::Result<Option<Duration>> {
         "{key} {text:?} is shorter than a second (give off to have none)"
     );
     Ok(Some(d))
+}
+
+/// `trace_url` checked: an http(s) URL with `{trace_id}` in it, so that a link the console
+/// draws goes to a tracing UI and names the trace.
+fn trace_url(text: &str) -> anyhow::Result<()> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "trace_url {text:?}: give an http or https URL, e.g. http://localhost:16686/trace/{{trace_id}}"
+            )
+        })?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    anyhow::ensure!(!host.is_empty(), "trace_url {text:?} names no host");
+    anyhow::ensure!(
+        !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>')),
+        "trace_url {text:?} has a character a URL cannot hold"
+    );
+    anyhow::ensure!(
+        text.contains("{trace_id}"),
+        "trace_url {text:?} has no {{trace_id}}: every job would link the same page"
+    );
+    Ok(())
 }
 
 /// `retention` parsed: `None` keeps every job.
@@ -405,6 +436,9 @@ pub struct ConfigArgs {
     /// See `max_queue_wait` (`30s`, `off`).
     #[arg(long, env = "WOLF_MAX_QUEUE_WAIT")]
     pub max_queue_wait: Option<String>,
+    /// See `trace_url` (`http://localhost:16686/trace/{trace_id}`).
+    #[arg(long, env = "WOLF_TRACE_URL")]
+    pub trace_url: Option<String>,
     /// See `retention` (`7d`, `12h`, `forever`).
     #[arg(long, env = "WOLF_RETENTION")]
     pub retention: Option<String>,
@@ -491,6 +525,12 @@ impl Config {
         retention(&c.retention)?;
         set!(c.max_queue_wait, args.max_queue_wait);
         span("max_queue_wait", &c.max_queue_wait)?;
+        if args.trace_url.is_some() {
+            c.trace_url = args.trace_url.clone();
+        }
+        if let Some(t) = &c.trace_url {
+            trace_url(t)?;
+        }
         if let Some(s) = secret(&args.webhook_secret, "WOLF_WEBHOOK_SECRET", env)? {
             c.webhooks.secret = s;
         }
@@ -561,6 +601,7 @@ impl Config {
             retention: retention(&self.retention).ok().flatten(),
             max_queue_wait: span("max_queue_wait", &self.max_queue_wait).ok().flatten(),
             workers: self.workers,
+            trace_url: self.trace_url.clone(),
             ..Default::default()
         }
     }
@@ -730,6 +771,34 @@ mod tests {
                 ..Default::default()
             })
             .is_err()
+        );
+    }
+
+    #[test]
+    fn a_trace_url_is_an_http_link_that_names_the_trace() {
+        let with = |t: &str| ConfigArgs {
+            trace_url: Some(t.into()),
+            ..Default::default()
+        };
+        let none = |_: &str| None;
+        let ok = "http://jaeger:16686/trace/{trace_id}";
+        let c = Config::load_with(&with(ok), &none).unwrap();
+        assert_eq!(c.api().trace_url.as_deref(), Some(ok));
+        for (bad, says) in [
+            ("javascript:alert(1)//{trace_id}", "http or https"),
+            ("http:///trace/{trace_id}", "no host"),
+            ("http://jaeger/trace/", "no {trace_id}"),
+            ("http://jaeger/\"><script>/{trace_id}", "cannot hold"),
+        ] {
+            let e = Config::load_with(&with(bad), &none).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(
+            Config::load_with(&ConfigArgs::default(), &none)
+                .unwrap()
+                .api()
+                .trace_url,
+            None
         );
     }
 }

@@ -87,6 +87,8 @@ function addTest(t) {
   const n = $("tests").tBodies[0].rows.length + 1;
   const verdict = document.createElement("td");
   verdict.className = "t-verdict";
+  const output = document.createElement("td");
+  output.className = "t-output";
   const rm = document.createElement("button");
   rm.type = "button";
   rm.textContent = "Remove";
@@ -99,6 +101,7 @@ function addTest(t) {
     cell("t-stdin", t && t.stdin, "Test stdin", true),
     cell("t-expected", t && t.expectedOutput, "Test expected output", true),
     verdict,
+    output,
     last,
   );
   $("tests").tBodies[0].append(tr);
@@ -143,7 +146,7 @@ function reset(text) {
   $("trace").textContent = "";
   for (const id of ["compile-box", "files-box", "waterfall-box"]) $(id).hidden = true;
   showError(null);
-  for (const td of document.querySelectorAll(".t-verdict")) td.textContent = "";
+  for (const td of document.querySelectorAll(".t-verdict, .t-output")) td.replaceChildren();
 }
 
 function showError(msg) {
@@ -277,10 +280,42 @@ async function render(rec) {
       td.textContent = t.verdict;
       td.className = "t-verdict " + verdictClass(t.verdict);
       if (!tr.querySelector(".t-name").value) tr.querySelector(".t-name").value = t.name;
+      tr.querySelector(".t-output").replaceChildren(testOutput(t));
     });
   }
   renderFiles(rec);
   await renderWaterfall(rec);
+}
+
+// What one test printed, folded: its stdout (as the record keeps it), stderr, the checker's
+// message, and its exit and resource use.
+function testOutput(t) {
+  const d = document.createElement("details");
+  const s = document.createElement("summary");
+  s.textContent = "show";
+  d.append(s);
+  const part = (label, text) => {
+    const h = document.createElement("div");
+    h.className = "hint";
+    h.textContent = label;
+    const pre = document.createElement("pre");
+    pre.className = "out t-" + label;
+    pre.textContent = text;
+    d.append(h, pre);
+  };
+  part("stdout", t.stdout || "");
+  if (t.truncated) d.append(Object.assign(document.createElement("div"), { className: "hint", textContent: "truncated" }));
+  if (t.stderr) part("stderr", t.stderr);
+  if (t.checkerMessage) part("checker", t.checkerMessage);
+  if (t.error) part("error", t.error);
+  const how = [
+    t.signal != null ? "signal " + t.signal : "exit " + (t.exitCode == null ? "—" : t.exitCode),
+    t.cpuTimeMs + " ms CPU",
+    t.wallTimeMs + " ms wall",
+    Math.round(t.memoryKb / 102.4) / 10 + " MiB",
+  ];
+  d.append(Object.assign(document.createElement("div"), { className: "hint t-how", textContent: how.join(" · ") }));
+  return d;
 }
 
 function renderFiles(rec) {
@@ -383,7 +418,27 @@ async function renderWaterfall(rec) {
   svg.append(axis);
   $("waterfall").replaceChildren(svg);
   $("waterfall-box").hidden = false;
-  $("trace").textContent = tl.traceId ? "trace " + tl.traceId : "";
+  showTrace(tl);
+}
+
+// The trace id, linked to the tracing UI the server names (`trace_url`): http(s) only, so a
+// misconfigured value can never become a script URL.
+function showTrace(tl) {
+  const p = $("trace");
+  p.replaceChildren();
+  if (!tl.traceId) return;
+  p.append("trace ");
+  if (tl.traceUrl && /^https?:\/\//i.test(tl.traceUrl)) {
+    const a = document.createElement("a");
+    a.id = "trace-link";
+    a.href = tl.traceUrl;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    a.textContent = tl.traceId;
+    p.append(a);
+  } else {
+    p.append(tl.traceId);
+  }
 }
 
 // ---- pages ---------------------------------------------------------------------------------
