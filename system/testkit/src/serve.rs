@@ -8,10 +8,35 @@ use std::sync::mpsc::Receiver;
 
 use anyhow::Context;
 
-/// A running `wolf serve` (the test kills it).
+/// A child process killed (SIGKILL) and reaped when dropped, so that a test that panics
+/// leaves no server behind.
+pub struct Reaped(pub Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // Already exited and reaped (the test stopped it): kill fails, wait returns at once.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `wolf serve` (killed when dropped, or earlier by the test).
 pub struct Served {
     /// The process.
-    pub child: Child,
+    pub child: Reaped,
     /// Its API (`http://127.0.0.1:port`, also when it listens on every address).
     pub url: String,
     /// Its stderr lines after the address.
@@ -49,5 +74,9 @@ pub fn serve(dir: &Path, listen: &str, env: &[(&str, &str)]) -> anyhow::Result<S
             let _ = tx.send(l);
         }
     });
-    Ok(Served { child, url, log })
+    Ok(Served {
+        child: Reaped(child),
+        url,
+        log,
+    })
 }

@@ -3,7 +3,7 @@
 //! "other key" request goes to the other API. Keys are made with `wolf keys create`, as an
 //! operator makes them.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -416,7 +416,7 @@ fn serve(
     dir: &std::path::Path,
     listen: &str,
     env: &[(&str, &str)],
-) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+) -> (wolf_testkit::serve::Reaped, String, std::sync::mpsc::Receiver<String>) {
     let s = wolf_testkit::serve::serve(dir, listen, env).unwrap();
     (s.child, s.url, s.log)
 }

@@ -7,7 +7,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Child;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -232,7 +231,7 @@ fn webhooks_contract(mode: &str, a: &str, b: &str, env: &[(&str, String)]) {
 }
 
 /// `wolf serve` in `dir` with `env`; its URL, and its stderr lines.
-fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String, Receiver<String>) {
+fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (wolf_testkit::serve::Reaped, String, Receiver<String>) {
     let s = wolf_testkit::serve::serve(dir, "127.0.0.1:0", env).unwrap();
     (s.child, s.url, s.log)
 }
