@@ -19,6 +19,7 @@
 //! - [`retention`]: deleting ended jobs (by age, and `DELETE /job/{id}`).
 
 pub mod auth;
+pub mod callbacks;
 pub mod console;
 pub mod deadline;
 pub mod error;
@@ -306,6 +307,8 @@ pub fn app(state: AppState) -> Router {
         .route("/job", get(routes::list).post(routes::submit))
         .route("/job/{id}", get(routes::get_job).delete(routes::delete_job))
         .route("/job/{id}/timeline", get(routes::timeline))
+        .route("/job/{id}/webhook", get(callbacks::webhook))
+        .route("/job/{id}/webhook/redeliver", axum::routing::post(callbacks::redeliver))
         .route("/job/{id}/events", get(live::events))
         .route("/job/ws", get(ws::job_ws))
         .route("/session", axum::routing::post(sessions::create))

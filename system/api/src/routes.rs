@@ -29,6 +29,8 @@ use crate::extract::{JobId, Q, wait_timeout};
         get_job,
         delete_job,
         timeline,
+        crate::callbacks::webhook,
+        crate::callbacks::redeliver,
         crate::live::events,
         crate::sessions::create,
         crate::sessions::info,

@@ -44,5 +44,5 @@ pub use sqlite::SqliteStore;
 pub use streams::Streams;
 pub use traits::{
     Admission, Backlog, DeadLetter, Delivery, Idempotency, Keys, Metadata, Objects, Outbox, Page, Queue, QueueConfig,
-    Quotas, SessionError, SessionHost, StoreError, Unfinished, Webhook, WebhookFate,
+    Quotas, SessionError, SessionHost, StoreError, Unfinished, Webhook, WebhookFate, WebhookState,
 };

@@ -224,6 +224,21 @@ pub enum WebhookFate {
     Failed { error: String },
 }
 
+/// Where a job's webhook stands (`GET /job/{id}/webhook`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookState {
+    /// Where it goes.
+    pub url: String,
+    /// `waiting` (for its job to end, or for its next attempt), `delivered` or `failed`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When a waiting webhook is tried next, once its job has ended (ms since the epoch).
+    pub next_ms: Option<i64>,
+    /// What the last failed attempt met.
+    pub last_error: Option<String>,
+}
+
 /// The outbox of webhooks, in the metadata store: a row is written with the job (in the same
 /// transaction), becomes due when the job ends, and is leased to one sender at a time (so
 /// several APIs deliver each webhook once, at least once across crashes).
@@ -234,6 +249,11 @@ pub trait Outbox: Send + Sync {
     async fn due_webhooks(&self, limit: u32, lease: Duration) -> Result<Vec<Webhook>, StoreError>;
     /// Record what came of an attempt (ending the lease).
     async fn settle_webhook(&self, job_id: &str, fate: &WebhookFate) -> Result<(), StoreError>;
+    /// Where `job_id`'s webhook stands (`None`: the job has none).
+    async fn webhook_state(&self, job_id: &str) -> Result<Option<WebhookState>, StoreError>;
+    /// Send `job_id`'s webhook again now, with a fresh day of retries, whatever became of it
+    /// (the receiver lost it, or was down past the retries). `false`: the job has none.
+    async fn redeliver_webhook(&self, job_id: &str) -> Result<bool, StoreError>;
 }
 
 /// Code and output objects.

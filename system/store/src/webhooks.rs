@@ -18,7 +18,7 @@ use chrono::Utc;
 use sqlx::Row;
 use wolf_core::Submission;
 
-use crate::traits::{Outbox, StoreError, Webhook, WebhookFate};
+use crate::traits::{Outbox, StoreError, Webhook, WebhookFate, WebhookState};
 use crate::{PgStore, SqliteStore};
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -63,6 +63,24 @@ pub(crate) async fn pg_enqueue(tx: &mut sqlx::PgConnection, id: &str, sub: &Subm
     .await
     .map_err(db)?;
     Ok(())
+}
+
+/// A row of `SELECT url, state, attempts, next_ms, last_error` as a [`WebhookState`].
+fn state_of<'r, R: Row>(r: &'r R) -> WebhookState
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let state: String = r.get(1);
+    WebhookState {
+        url: r.get(0),
+        next_ms: (state == "waiting").then(|| r.get(3)),
+        state,
+        attempts: r.get::<i64, _>(2).max(0) as u32,
+        last_error: r.get(4),
+    }
 }
 
 /// Settle as SQL: the new state, the next time, and the error, per fate.
@@ -121,6 +139,29 @@ impl Outbox for SqliteStore {
         .map_err(db)?;
         Ok(())
     }
+
+    async fn webhook_state(&self, job_id: &str) -> Result<Option<WebhookState>, StoreError> {
+        let row = sqlx::query("SELECT url, state, attempts, next_ms, last_error FROM webhooks WHERE job_id = ?")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.as_ref().map(state_of))
+    }
+
+    async fn redeliver_webhook(&self, job_id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let _w = self.writer.lock().await;
+        let done = sqlx::query(
+            "UPDATE webhooks SET state = 'waiting', next_ms = ?1, created_ms = ?1, lease_ms = 0 WHERE job_id = ?2",
+        )
+        .bind(now)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 #[async_trait]
@@ -168,6 +209,29 @@ impl Outbox for PgStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    async fn webhook_state(&self, job_id: &str) -> Result<Option<WebhookState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT url, state, attempts::BIGINT, next_ms, last_error FROM wolf_webhooks WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.as_ref().map(state_of))
+    }
+
+    async fn redeliver_webhook(&self, job_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE wolf_webhooks SET state = 'waiting', next_ms = $1, created_ms = $1, lease_ms = 0 WHERE job_id = $2",
+        )
+        .bind(now_ms())
+        .bind(job_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
@@ -273,6 +337,40 @@ pub async fn check_contract<S: Outbox + crate::Metadata>(store: &S) {
         store.due_webhooks(10, lease).await.unwrap().len(),
         1,
         "a lapsed lease is taken again"
+    );
+    // Where each stands, and a redelivery: the failed one is due again at once, with its
+    // attempts kept and a fresh day of retries.
+    let failed = store.webhook_state(&ids[2]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            failed.state.as_str(),
+            failed.attempts,
+            failed.next_ms,
+            failed.last_error.as_deref()
+        ),
+        ("failed", 2, None, Some("HTTP 404"))
+    );
+    let delivered = store.webhook_state(&ids[1]).await.unwrap().unwrap();
+    assert_eq!((delivered.state.as_str(), delivered.attempts), ("delivered", 1));
+    assert_eq!(delivered.url, "http://hook.example/x");
+    assert_eq!(
+        store.webhook_state(&ids[3]).await.unwrap(),
+        None,
+        "no callback, no webhook"
+    );
+    assert!(!store.redeliver_webhook(&ids[3]).await.unwrap());
+    assert!(store.redeliver_webhook(&ids[2]).await.unwrap());
+    let again = store.webhook_state(&ids[2]).await.unwrap().unwrap();
+    assert_eq!((again.state.as_str(), again.attempts), ("waiting", 2));
+    assert!(again.next_ms.is_some_and(|t| t <= now_ms()));
+    let due = store.due_webhooks(10, lease).await.unwrap();
+    assert_eq!(
+        due.iter().map(|w| w.job_id.as_str()).collect::<Vec<_>>(),
+        [ids[2].as_str()]
+    );
+    assert!(
+        due[0].created_ms >= retry_at - 60_000,
+        "its day of retries starts again"
     );
 }
 

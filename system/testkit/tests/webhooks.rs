@@ -167,10 +167,73 @@ fn webhooks_contract(mode: &str, a: &str, b: &str, env: &[(&str, String)]) {
     // A 4xx is the receiver's final word: not retried (a retry would come after 1 s).
     hook.then(&[410]);
     let job = json!({"code": "print(1)", "executionEngine": "python", "callbackUrl": hook.url("/gone")});
-    assert_eq!(call("POST", &format!("{a}/job"), &alice, &job).0, 200, "{mode}");
+    let (s, v) = call("POST", &format!("{a}/job"), &alice, &job);
+    assert_eq!(s, 200, "{mode}: {v}");
+    let gone = v["id"].as_str().unwrap().to_string();
     let g = hook.next(Duration::from_secs(60)).expect("the attempt");
     assert_eq!(g.path, "/gone", "{mode}");
     assert!(hook.next(Duration::from_secs(4)).is_none(), "{mode}: a 4xx was retried");
+
+    // Where each webhook stands, asked of the other API; a redelivery of the failed one is
+    // sent again, signed, as the next attempt; another key sees neither.
+    let state = |id: &str| call("GET", &format!("{b}/job/{id}/webhook"), &alice, &Value::Null);
+    let (s, w) = state(&id);
+    assert_eq!(s, 200, "{mode}: {w}");
+    assert_eq!(
+        (w["state"].as_str(), w["attempts"].as_u64(), w["url"].as_str()),
+        (Some("delivered"), Some(2), Some(hook.url("/native").as_str())),
+        "{mode}: {w}"
+    );
+    let (_, w) = state(&gone);
+    assert_eq!(
+        (w["state"].as_str(), w["attempts"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{mode}: {w}"
+    );
+    assert!(w["lastError"].as_str().unwrap_or("").contains("410"), "{mode}: {w}");
+    let bob = wolf(&["keys", "create", "--name", "bob-hooks"], env);
+    let redeliver = |id: &str, key: &str| call("POST", &format!("{b}/job/{id}/webhook/redeliver"), key, &Value::Null);
+    assert_eq!(
+        call("GET", &format!("{a}/job/{gone}/webhook"), &bob, &Value::Null).0,
+        404,
+        "{mode}"
+    );
+    assert_eq!(redeliver(&gone, &bob).0, 404, "{mode}: another key's job");
+    assert!(
+        hook.next(Duration::from_millis(500)).is_none(),
+        "{mode}: bob redelivered alice's webhook"
+    );
+    let (s, w) = redeliver(&gone, &alice);
+    assert_eq!(s, 202, "{mode}: {w}");
+    assert_eq!(w["state"], "waiting", "{mode}: {w}");
+    let g = hook.next(Duration::from_secs(60)).expect("the redelivery");
+    assert_eq!(g.path, "/gone", "{mode}");
+    assert_eq!(g.headers.get("idempotency-key"), Some(&gone), "{mode}");
+    assert_eq!(
+        g.headers.get("wolf-webhook-attempt").map(String::as_str),
+        Some("2"),
+        "{mode}"
+    );
+    assert!(signed_by(&g, &secret), "{mode}");
+    let mut w = Value::Null;
+    for _ in 0..100 {
+        w = state(&gone).1;
+        if w["state"] == "delivered" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        (w["state"].as_str(), w["attempts"].as_u64()),
+        (Some("delivered"), Some(2)),
+        "{mode}: {w}"
+    );
+    let plain = json!({"code": "print(1)", "executionEngine": "python"});
+    let (_, v) = call("POST", &format!("{a}/job?wait=true"), &alice, &plain);
+    let plain = v["id"].as_str().unwrap().to_string();
+    let (s, v) = state(&plain);
+    assert_eq!(s, 404, "{mode}: a job without callbackUrl has no webhook: {v}");
+    assert_eq!(redeliver(&plain, &alice).0, 404, "{mode}");
 
     // The Judge0 door: a PUT of Judge0's shape, base64 as the submission asked.
     let sub = json!({"source_code": "print('j0')", "language_id": 71, "callback_url": hook.url("/judge0")});
@@ -228,6 +291,16 @@ fn webhooks_contract(mode: &str, a: &str, b: &str, env: &[(&str, String)]) {
         assert_eq!(s, 422, "{mode}: Judge0 door: {bad}: {v}");
     }
     assert!(hook.next(Duration::from_millis(500)).is_none(), "{mode}");
+
+    // A job that has not ended cannot be redelivered: its webhook goes once it ends.
+    let slow =
+        json!({"code": "import time\ntime.sleep(2)", "executionEngine": "python", "callbackUrl": hook.url("/slow")});
+    let (_, v) = call("POST", &format!("{a}/job"), &alice, &slow);
+    let slow = v["id"].as_str().unwrap().to_string();
+    let (s, v) = redeliver(&slow, &alice);
+    assert_eq!(s, 409, "{mode}: {v}");
+    let g = hook.next(Duration::from_secs(60)).expect("the slow job's webhook");
+    assert_eq!(g.path, "/slow", "{mode}");
 }
 
 /// `wolf serve` in `dir` with `env`; its URL, and its stderr lines.

@@ -1,0 +1,103 @@
+//! A job's webhook as its owner sees it: where it stands (`GET /job/{id}/webhook`) and a
+//! redelivery (`POST /job/{id}/webhook/redeliver`), for a receiver that lost a delivery or was
+//! down past a day of retries. Both read the job through the same lookup as every route, so
+//! another key's job is 404 here too; the outbox row is the one the senders work from
+//! (webhooks.rs), so a redelivery is sent by whichever API leases it next, signed as always.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{TimeZone, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::JobId;
+use crate::routes::{IdPath, lookup};
+
+/// Where a job's webhook stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookStatus {
+    /// The job.
+    pub job_id: String,
+    /// Where it is sent (the submission's `callbackUrl`).
+    pub url: String,
+    /// `waiting` (for the job to end, or for the next attempt), `delivered`, or `failed` (a 4xx
+    /// or 3xx answer, a refused address, or a day of failed attempts).
+    pub state: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (waiting only; it waits for the job to end first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<chrono::DateTime<Utc>>,
+    /// What the last failed attempt met.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The webhook of job `id`, if the current key may see the job and it has one.
+async fn status_of(st: &AppState, id: &str) -> Result<WebhookStatus, ApiError> {
+    lookup(st, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let outbox = st
+        .outbox
+        .as_ref()
+        .ok_or_else(|| ApiError::NotImplemented("this deployment sends no webhooks".into()))?;
+    let w = outbox
+        .webhook_state(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} has no callbackUrl")))?;
+    Ok(WebhookStatus {
+        job_id: id.to_string(),
+        url: w.url,
+        state: w.state,
+        attempts: w.attempts,
+        next_attempt_at: w.next_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        last_error: w.last_error,
+    })
+}
+
+/// Where the job's webhook stands: waiting, delivered or failed, its attempts and last error.
+#[utoipa::path(get, path = "/job/{id}/webhook", params(IdPath),
+    responses((status = 200, body = WebhookStatus), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn webhook(State(st): State<AppState>, JobId(id): JobId) -> Result<Json<WebhookStatus>, ApiError> {
+    status_of(&st, &id).await.map(Json)
+}
+
+/// Send the job's final record to its `callbackUrl` again, now, with a fresh day of retries
+/// (202; the delivery is asynchronous, as the first). A job that has not ended is 409: its
+/// webhook is sent when it does.
+#[utoipa::path(post, path = "/job/{id}/webhook/redeliver", params(IdPath),
+    responses((status = 202, body = WebhookStatus), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn redeliver(
+    State(st): State<AppState>,
+    JobId(id): JobId,
+) -> Result<(StatusCode, Json<WebhookStatus>), ApiError> {
+    let rec = lookup(&st, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    if !rec.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}; its webhook is sent once it has ended",
+            rec.status.as_str()
+        )));
+    }
+    // The state first: 404 without a callback, 501 without an outbox.
+    status_of(&st, &id).await?;
+    let outbox = st.outbox.as_ref().expect("status_of found the outbox");
+    if !outbox.redeliver_webhook(&id).await? {
+        return Err(ApiError::NotFound(format!("job {id} has no callbackUrl")));
+    }
+    metrics::counter!("wolf_webhook_redeliveries_total").increment(1);
+    let key = match crate::auth::current() {
+        wolf_core::auth::Principal::Key(k) => k.name,
+        wolf_core::auth::Principal::Open => String::new(),
+    };
+    tracing::info!(target: "wolf::audit", event = "webhook_redelivery", job = %id, key, "webhook redelivery asked for");
+    Ok((StatusCode::ACCEPTED, Json(status_of(&st, &id).await?)))
+}
