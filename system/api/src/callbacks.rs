@@ -22,10 +22,12 @@ use crate::routes::{IdPath, lookup};
 pub struct WebhookStatus {
     /// The job.
     pub job_id: String,
-    /// Where it is sent (the submission's `callbackUrl`).
-    pub url: String,
-    /// `waiting` (for the job to end, or for the next attempt), `delivered`, or `failed` (a 4xx
-    /// or 3xx answer, a refused address, or a day of failed attempts).
+    /// Where it is sent (the submission's `callbackUrl`; absent when it had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `waiting` (for the job to end, or for the next attempt), `delivered`, `failed` (a 4xx or
+    /// 3xx answer, a refused address, or a day of failed attempts), or `none` (the submission
+    /// had no `callbackUrl`).
     pub state: String,
     /// Attempts made so far.
     pub attempts: u32,
@@ -37,7 +39,8 @@ pub struct WebhookStatus {
     pub last_error: Option<String>,
 }
 
-/// The webhook of job `id`, if the current key may see the job and it has one.
+/// The webhook of job `id`, if the current key may see the job (a job without a callback has
+/// the state `none`: the job is there, so this is not a 404, which says only "no such job").
 async fn status_of(st: &AppState, id: &str) -> Result<WebhookStatus, ApiError> {
     lookup(st, id)
         .await?
@@ -46,17 +49,23 @@ async fn status_of(st: &AppState, id: &str) -> Result<WebhookStatus, ApiError> {
         .outbox
         .as_ref()
         .ok_or_else(|| ApiError::NotImplemented("this deployment sends no webhooks".into()))?;
-    let w = outbox
-        .webhook_state(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} has no callbackUrl")))?;
-    Ok(WebhookStatus {
-        job_id: id.to_string(),
-        url: w.url,
-        state: w.state,
-        attempts: w.attempts,
-        next_attempt_at: w.next_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
-        last_error: w.last_error,
+    Ok(match outbox.webhook_state(id).await? {
+        Some(w) => WebhookStatus {
+            job_id: id.to_string(),
+            url: Some(w.url),
+            state: w.state,
+            attempts: w.attempts,
+            next_attempt_at: w.next_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+            last_error: w.last_error,
+        },
+        None => WebhookStatus {
+            job_id: id.to_string(),
+            url: None,
+            state: "none".into(),
+            attempts: 0,
+            next_attempt_at: None,
+            last_error: None,
+        },
     })
 }
 
@@ -69,8 +78,8 @@ pub async fn webhook(State(st): State<AppState>, JobId(id): JobId) -> Result<Jso
 }
 
 /// Send the job's final record to its `callbackUrl` again, now, with a fresh day of retries
-/// (202; the delivery is asynchronous, as the first). A job that has not ended is 409: its
-/// webhook is sent when it does.
+/// (202; the delivery is asynchronous, as the first). 409 for a job that has not ended (its
+/// webhook is sent when it does) or has no `callbackUrl`.
 #[utoipa::path(post, path = "/job/{id}/webhook/redeliver", params(IdPath),
     responses((status = 202, body = WebhookStatus), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -87,11 +96,14 @@ pub async fn redeliver(
             rec.status.as_str()
         )));
     }
-    // The state first: 404 without a callback, 501 without an outbox.
-    status_of(&st, &id).await?;
-    let outbox = st.outbox.as_ref().expect("status_of found the outbox");
+    let outbox = st
+        .outbox
+        .as_ref()
+        .ok_or_else(|| ApiError::NotImplemented("this deployment sends no webhooks".into()))?;
     if !outbox.redeliver_webhook(&id).await? {
-        return Err(ApiError::NotFound(format!("job {id} has no callbackUrl")));
+        return Err(ApiError::Conflict(format!(
+            "job {id} has no callbackUrl: there is no webhook to send"
+        )));
     }
     metrics::counter!("wolf_webhook_redeliveries_total").increment(1);
     let key = match crate::auth::current() {
