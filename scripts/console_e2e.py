@@ -140,6 +140,27 @@ try:
           and "undefined_name" in by_id("compile").text, by_id("compile").text[:200])
     driver.save_screenshot(f"{OUT}/compile-error.png")
 
+    # An interactive run: lines typed while it runs reach its stdin (over the WebSocket, the
+    # key as a subprotocol), its output streams back, then the record.
+    by_id("interactive").click()
+    Select(by_id("engine")).select_by_value("python")
+    set_value("code", 'print("name?", flush=True)\nname = input()\nprint("hello " + name, flush=True)\nprint(input()[::-1])\n')
+    by_id("run").click()
+    wait.until(lambda d: by_id("live").is_displayed() and "name?" in by_id("stdout").text)
+    by_id("live-line").send_keys("wolf\n")
+    wait.until(lambda d: "hello wolf" in by_id("stdout").text)
+    by_id("live-line").send_keys("abc")
+    by_id("live-send").click()
+    status = finished()
+    check("an interactive run: typed lines reach the program", status == "Completed: Accepted"
+          and by_id("stdout").text == "name?\nhello wolf\ncba", f"{status} {by_id('stdout').text!r}")
+    sent = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#live-sent li")]
+    rec = api("/job/" + driver.current_url.rsplit("/", 1)[1])
+    check("the interactive job is recorded as such, with what was sent listed", rec.get("interactive") is True
+          and sent == ["wolf", "abc"] and not by_id("live").is_displayed(), f"{rec.get('interactive')} {sent}")
+    driver.save_screenshot(f"{OUT}/interactive.png")
+    by_id("interactive").click()
+
     # Test cases: one passes, one fails.
     Select(by_id("engine")).select_by_value("python")
     set_value("code", "n = int(input())\nprint(n * 2)\n")

@@ -89,14 +89,34 @@ impl KeyCache {
     }
 }
 
-/// The presented secret: `Authorization: Bearer …`, else `X-Auth-Token`.
+/// The WebSocket subprotocol a key rides in when the client cannot set a header (a browser's
+/// `new WebSocket(url, ["wolf.v1", "wolf.bearer." + key])`); the server answers `wolf.v1`.
+pub const WS_BEARER: &str = "wolf.bearer.";
+
+/// The presented secret: `Authorization: Bearer …`, else `X-Auth-Token`, else, on a WebSocket
+/// upgrade only, a [`WS_BEARER`] subprotocol.
 fn presented(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
-    headers.get("x-auth-token").and_then(|v| v.to_str().ok()).map(str::trim)
+    if let Some(v) = headers.get("x-auth-token") {
+        return v.to_str().ok().map(str::trim);
+    }
+    let upgrade = headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_BEARER))
 }
 
 fn refuse(reason: &'static str, key: &str) -> Response {

@@ -18,6 +18,8 @@ use crate::{ApiError, AppState};
 
 /// Largest WebSocket message (an init carries a whole submission).
 pub(crate) const MAX_MESSAGE: usize = 8 << 20;
+/// The subprotocol `/job/ws` answers with when offered (beside a key's, auth.rs).
+pub const WOLF_PROTOCOL: &str = "wolf.v1";
 /// Wolf's close codes (4000–4999 are the application's).
 const CLOSE_BAD_INIT: u16 = 4000;
 const CLOSE_BAD_FRAME: u16 = 4001;
@@ -210,6 +212,9 @@ pub async fn job_ws(State(st): State<AppState>, upgrade: WebSocketUpgrade) -> Re
     let principal = crate::auth::current();
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
+        // Chosen when the client offers it (a browser sending its key as a subprotocol must
+        // be answered with one of its protocols, or it drops the connection).
+        .protocols([WOLF_PROTOCOL])
         .on_upgrade(move |socket| {
             crate::auth::scope(principal, async move {
                 let _permit = permit;

@@ -534,3 +534,78 @@ fn beyond_loopback_keys_are_on_unless_insecure_is_said() {
     let _ = local.kill();
     let _ = local.wait();
 }
+
+/// A browser cannot set a header on a WebSocket: its key rides as the subprotocol
+/// `wolf.bearer.<key>` beside `wolf.v1`, which the server picks. The job is the key's; the
+/// subprotocol is no key on a request that is not an upgrade; a wrong one is 401.
+#[test]
+fn a_websocket_presents_its_key_as_a_subprotocol_embedded() {
+    use tungstenite::client::IntoClientRequest;
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("WOLF_DATA_DIR", dir.path().join("data").display().to_string())];
+    let (_child, url, _) = serve(dir.path(), "127.0.0.1:0", &[("WOLF_AUTH", "on")]);
+    let alice = create_key(&env, &["--name", "ws-alice"]);
+    let bob = create_key(&env, &["--name", "ws-bob"]);
+    let connect = |protocols: &str| {
+        let mut r = format!("{}/job/ws", url.replace("http://", "ws://"))
+            .into_client_request()
+            .unwrap();
+        if !protocols.is_empty() {
+            r.headers_mut()
+                .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
+        }
+        tungstenite::connect(r)
+    };
+    match connect("") {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        other => panic!("no key: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let wrong = format!("wolf.v1, wolf.bearer.wolf_00000000_{}", "0".repeat(64));
+    match connect(&wrong) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 401),
+        other => panic!("a wrong key: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let (mut socket, resp) = connect(&format!("wolf.v1, wolf.bearer.{alice}")).expect("alice's key as a subprotocol");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("wolf.v1"),
+        "the server answers with the protocol, never the key"
+    );
+    let init = json!({"type": "init", "executionEngine": "python", "code": "print('hi ' + input())"});
+    socket
+        .send(tungstenite::Message::Text(init.to_string().into()))
+        .unwrap();
+    let stdin = json!({"type": "stdin", "data": "ws\n"});
+    socket
+        .send(tungstenite::Message::Text(stdin.to_string().into()))
+        .unwrap();
+    let mut id = String::new();
+    let mut out = String::new();
+    while let Ok(m) = socket.read() {
+        let tungstenite::Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str() {
+            Some("accepted") => id = v["id"].as_str().unwrap().to_string(),
+            Some("stdout") => out.push_str(v["data"].as_str().unwrap_or("")),
+            Some("result") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(out, "hi ws\n");
+    assert_eq!(get(&format!("{url}/job/{id}"), Some(&alice)).0, 200, "alice's job");
+    assert_eq!(get(&format!("{url}/job/{id}"), Some(&bob)).0, 404, "not bob's");
+    let sneaky = format!("wolf.bearer.{alice}");
+    let (s, _, _) = req(
+        "GET",
+        &format!("{url}/job/{id}"),
+        None,
+        None,
+        &[("Sec-WebSocket-Protocol", &sneaky)],
+    );
+    assert_eq!(s, 401, "the subprotocol is a key on an upgrade only");
+}

@@ -155,6 +155,7 @@ function showError(msg) {
 }
 
 async function run() {
+  if ($("interactive").checked) return runInteractive();
   const sub = submission();
   reset("Submitting…");
   $("run").disabled = true;
@@ -173,6 +174,92 @@ async function run() {
     $("run").disabled = false;
   }
   loadRecent();
+}
+
+// ---- an interactive run -------------------------------------------------------------------
+
+let live = null; // the WebSocket of the interactive run in progress
+
+function showLive(on) {
+  $("live").hidden = !on;
+  if (on) {
+    $("live-sent").replaceChildren();
+    $("live-sent").hidden = false;
+  }
+}
+
+function sendLine() {
+  if (!live || live.readyState !== WebSocket.OPEN) return;
+  const line = $("live-line").value;
+  live.send(JSON.stringify({ type: "stdin", data: line + "\n" }));
+  const li = document.createElement("li");
+  li.textContent = line;
+  $("live-sent").append(li);
+  $("live-line").value = "";
+}
+
+function sendEof() {
+  if (live && live.readyState === WebSocket.OPEN) live.send(JSON.stringify({ type: "eof" }));
+  $("live").hidden = true;
+}
+
+// Run over the WebSocket /job/ws: what is typed goes to the program's stdin as it runs. A
+// browser cannot set a header on a WebSocket, so the key rides as a subprotocol (the server
+// answers "wolf.v1"); the job is durable and the key's, as any other.
+function runInteractive() {
+  const sub = submission();
+  if (sub.tests) {
+    showError("An interactive run takes no test cases: remove them, or run without Interactive.");
+    return;
+  }
+  delete sub.stdin;
+  if (following) following.abort();
+  reset("Connecting…");
+  $("run").disabled = true;
+  const protocols = ["wolf.v1"];
+  const key = sessionStorage.getItem("wolf-key");
+  if (key) protocols.push("wolf.bearer." + key);
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  const ws = new WebSocket(scheme + location.host + "/job/ws", protocols);
+  live = ws;
+  let record = null;
+  ws.addEventListener("open", () => ws.send(JSON.stringify(Object.assign({ type: "init" }, sub))));
+  ws.addEventListener("message", (m) => {
+    let ev;
+    try {
+      ev = JSON.parse(m.data);
+    } catch (_) {
+      return;
+    }
+    if (ev.type === "accepted") {
+      history.pushState(null, "", "#/job/" + ev.id);
+      $("status").textContent = "Queued";
+      showLive(true);
+      $("live-line").focus();
+    } else if (ev.type === "stage") {
+      $("status").textContent = "Running: " + ev.stage + " (type into its stdin below)";
+    } else if (ev.type === "stdout" || ev.type === "stderr") {
+      $(ev.type).textContent += decode(ev);
+    } else if (ev.type === "result") {
+      record = ev.record;
+    } else if (ev.type === "error") {
+      showError(ev.message);
+    }
+  });
+  ws.addEventListener("close", async () => {
+    if (live === ws) live = null;
+    $("live").hidden = true;
+    $("run").disabled = false;
+    if (record) {
+      await render(record);
+    } else if ($("error").hidden) {
+      $("status").textContent = "Disconnected";
+      showError("The connection closed before the job's result (a wrong key is refused before any frame).");
+    } else {
+      $("status").textContent = "Not accepted";
+    }
+    loadRecent();
+  });
 }
 
 function decode(ev) {
@@ -536,6 +623,14 @@ async function main() {
     }
   });
   $("run").addEventListener("click", run);
+  $("live-send").addEventListener("click", sendLine);
+  $("live-eof").addEventListener("click", sendEof);
+  $("live-line").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      sendLine();
+    }
+  });
   $("add-test").addEventListener("click", () => addTest());
   $("refresh").addEventListener("click", loadRecent);
   window.addEventListener("hashchange", route);
