@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 from selenium import webdriver
@@ -160,6 +161,35 @@ try:
           and sent == ["wolf", "abc"] and not by_id("live").is_displayed(), f"{rec.get('interactive')} {sent}")
     driver.save_screenshot(f"{OUT}/interactive.png")
     by_id("interactive").click()
+
+    # Session cells: each cell runs in one sandbox; a REPL keeps its variables for the next.
+    Select(by_id("engine")).select_by_value("python")
+    by_id("session-start").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#cells .cell-code"))
+    sid = by_id("session-state").text.split()[1]
+    cell = lambda n: driver.find_elements(By.CSS_SELECTOR, "#cells .cell")[n]
+    cell(0).find_element(By.CSS_SELECTOR, ".cell-code").send_keys("x = 41\nprint('set')")
+    cell(0).find_element(By.CSS_SELECTOR, ".cell-run").click()
+    wait.until(lambda d: "#1" in cell(0).find_element(By.CSS_SELECTOR, ".cell-out").text)
+    by_id("cell-add").click()
+    cell(1).find_element(By.CSS_SELECTOR, ".cell-code").send_keys("x + 1")
+    cell(1).find_element(By.CSS_SELECTOR, ".cell-run").click()
+    wait.until(lambda d: "#2" in cell(1).find_element(By.CSS_SELECTOR, ".cell-out").text)
+    first = cell(0).find_element(By.CSS_SELECTOR, ".cell-stdout").text
+    values = cell(1).find_elements(By.CSS_SELECTOR, ".cell-value")
+    info = api(f"/session/{sid}")
+    check("session cells share one interpreter", first == "set" and [v.text for v in values] == ["42"]
+          and info.get("execs") == 2 and info.get("mode") == "repl", f"{first!r} {[v.text for v in values]} {info}")
+    driver.execute_script("arguments[0].scrollIntoView()", by_id("session-box"))
+    driver.save_screenshot(f"{OUT}/session.png")
+    by_id("session-end").click()
+    wait.until(lambda d: "ended" in by_id("session-state").text)
+    try:
+        api(f"/session/{sid}")
+        gone = None
+    except urllib.error.HTTPError as e:
+        gone = e.code
+    check("ending the session deletes it (410 afterwards)", gone == 410, str(gone))
 
     # Test cases: one passes, one fails.
     Select(by_id("engine")).select_by_value("python")

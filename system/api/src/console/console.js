@@ -176,6 +176,121 @@ async function run() {
   loadRecent();
 }
 
+// ---- a session: cells ----------------------------------------------------------------------
+
+let session = null; // the id of the session the cells run in
+
+function sessionState(text) {
+  $("session-state").textContent = text;
+}
+
+async function startSession() {
+  const spec = { executionEngine: $("engine").value };
+  if ($("repl").checked) spec.mode = "repl";
+  sessionState("Starting…");
+  $("session-start").disabled = true;
+  try {
+    const s = await json("/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(spec),
+    });
+    session = s.id;
+    sessionState("session " + s.id + " (" + s.mode + ", " + s.executionEngine + ")");
+    $("cells").replaceChildren();
+    addCell();
+    $("session-start").hidden = true;
+    $("session-end").hidden = false;
+    $("cell-add").hidden = false;
+  } catch (e) {
+    sessionState("Not started: " + e.message);
+  } finally {
+    $("session-start").disabled = false;
+  }
+}
+
+async function endSession() {
+  const id = session;
+  session = null;
+  $("session-end").hidden = true;
+  $("cell-add").hidden = true;
+  $("session-start").hidden = false;
+  for (const b of document.querySelectorAll("#cells button")) b.disabled = true;
+  try {
+    await api("/session/" + id, { method: "DELETE" });
+    sessionState("session " + id + " ended");
+  } catch (e) {
+    sessionState("session " + id + ": " + e.message);
+  }
+}
+
+function addCell() {
+  const li = document.createElement("li");
+  li.className = "cell";
+  const code = document.createElement("textarea");
+  code.className = "cell-code";
+  code.rows = 2;
+  code.spellcheck = false;
+  code.setAttribute("aria-label", "Cell " + ($("cells").children.length + 1));
+  const go = document.createElement("button");
+  go.type = "button";
+  go.className = "cell-run";
+  go.textContent = "Run cell";
+  const out = document.createElement("div");
+  out.className = "cell-out";
+  go.addEventListener("click", () => runCell(code, go, out));
+  code.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      e.stopPropagation();
+      runCell(code, go, out);
+    }
+  });
+  li.append(code, go, out);
+  $("cells").append(li);
+  code.focus();
+}
+
+async function runCell(code, go, out) {
+  if (!session) return;
+  go.disabled = true;
+  out.replaceChildren(Object.assign(document.createElement("div"), { className: "hint", textContent: "running…" }));
+  try {
+    const r = await json("/session/" + session + "/exec", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ code: code.value }),
+    });
+    out.replaceChildren();
+    const line = (cls, text) => {
+      const pre = document.createElement("pre");
+      pre.className = "out " + cls;
+      pre.textContent = text;
+      out.append(pre);
+    };
+    if (r.stdout) line("cell-stdout", r.stdout);
+    if (r.value != null) line("cell-value", r.value);
+    if (r.stderr) line("cell-stderr", r.stderr);
+    if (r.traceback || r.error) line("cell-error", r.traceback || r.error);
+    const how = Object.assign(document.createElement("div"), { className: "hint cell-how" });
+    how.textContent = "#" + r.exec + " " + r.verdict + " · " + fmtMs(r.totalMs) + " end to end" +
+      (r.cpuTimeMs ? " · " + r.cpuTimeMs + " ms CPU" : "") + (r.wallTimeMs ? " · " + r.wallTimeMs + " ms wall" : "");
+    how.classList.add(verdictClass(r.verdict));
+    out.append(how);
+  } catch (e) {
+    out.replaceChildren(Object.assign(document.createElement("div"), { className: "error", textContent: e.message }));
+    if (e.status === 410) {
+      session = null;
+      sessionState("the session has ended: " + e.message);
+      $("session-end").hidden = true;
+      $("cell-add").hidden = true;
+      $("session-start").hidden = false;
+    }
+  } finally {
+    go.disabled = !session;
+  }
+}
+
 // ---- an interactive run -------------------------------------------------------------------
 
 let live = null; // the WebSocket of the interactive run in progress
@@ -624,6 +739,9 @@ async function main() {
   });
   $("run").addEventListener("click", run);
   $("live-send").addEventListener("click", sendLine);
+  $("session-start").addEventListener("click", startSession);
+  $("session-end").addEventListener("click", endSession);
+  $("cell-add").addEventListener("click", addCell);
   $("live-eof").addEventListener("click", sendEof);
   $("live-line").addEventListener("keydown", (e) => {
     if (e.key === "Enter") {
