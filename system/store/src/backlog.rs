@@ -7,11 +7,14 @@
 //!   backlog; another key's job sees the heads of the queue only.
 //! - **Distributed** (JetStream): the undelivered messages of the job's lane (the host's, or
 //!   its engine's runtime's: a flood on one lane refuses nothing on another), as the server
-//!   counted them at most [`FRESH`] ago plus those this process published since; the workers
-//!   are those the live managers of that lane advertise (engines.rs). The server is asked for
-//!   at most [`ASK_WITHIN`]: while it cannot answer (a stream without a leader, a partition)
-//!   the backlog is unknown for [`FRESH`], and admission goes on without a deadline rather than
-//!   holding a submission for the client's whole request timeout.
+//!   last counted them plus those this process published since; the workers are those the
+//!   live managers of that lane advertise (engines.rs). No submission waits for the server but
+//!   a lane's first (at most [`ASK_WITHIN`]): a count older than [`FRESH`] is answered as it is
+//!   and read again in the background. While the server cannot answer (a stream without a
+//!   leader, a partition) the last count serves for [`STALE_AT_MOST`], then the backlog is
+//!   unknown and admission goes on without a deadline (the publish still decides). Before,
+//!   each stale read was on a submission's path: with no leader it waited async-nats' 10 s
+//!   request timeout.
 //!
 //! [`Queue::backlog`]: crate::Queue::backlog
 
@@ -26,8 +29,22 @@ use crate::traits::{Backlog, StoreError};
 /// How old a lane's count from the server may be before it is read again.
 pub const FRESH: Duration = Duration::from_millis(250);
 
-/// How long a submission waits for the server's count of its lane.
+/// How long the first submission of a lane waits for the server's count; later ones never
+/// wait (a stale count is answered and read again in the background).
 pub const ASK_WITHIN: Duration = Duration::from_millis(100);
+
+/// A stale count older than this is not answered any more: the backlog is unknown until the
+/// server counts again (an outage longer than this admits without a deadline).
+pub const STALE_AT_MOST: Duration = Duration::from_secs(5);
+
+/// A lane's count as last read: when, the count (`None`: the server did not answer), and
+/// whether a read is under way.
+#[derive(Debug, Clone, Copy)]
+pub struct Count {
+    at: Instant,
+    n: Option<u64>,
+    reading: bool,
+}
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Unavailable(Box::new(e))
@@ -60,26 +77,35 @@ impl JetStreamQueue {
     /// A job of `engine` was published: its lane's count has one more.
     pub(crate) fn published(&self, engine: &str) {
         let name = consumer_name(self.lane_of(engine));
-        if let Some((_, Some(n))) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&name) {
+        if let Some(Count { n: Some(n), .. }) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&name) {
             *n += 1;
         }
     }
 
     /// The backlog a new job of `engine` would join; `None` while the server cannot count it.
+    /// Only a lane's first submission waits for the server (at most [`ASK_WITHIN`]); after
+    /// that a count older than [`FRESH`] is answered as it is and read again in the background.
     pub(crate) async fn lane_backlog(&self, engine: &str) -> Option<Backlog> {
         let runtime = self.lane_of(engine);
         let name = consumer_name(runtime);
-        let cached = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&name)
-            .filter(|(at, _)| at.elapsed() < FRESH)
-            .map(|(_, n)| *n);
-        let ahead = match cached {
+        let known = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match pending.get_mut(&name) {
+                Some(c) => {
+                    let age = c.at.elapsed();
+                    if age >= FRESH && !c.reading {
+                        c.reading = true;
+                        self.count_in_background(name.clone());
+                    }
+                    Some(if age < STALE_AT_MOST { c.n } else { None })
+                }
+                None => None,
+            }
+        };
+        let ahead = match known {
             Some(n) => n,
             None => {
-                let n = match tokio::time::timeout(ASK_WITHIN, self.count_waiting(&name)).await {
+                let n = match tokio::time::timeout(ASK_WITHIN, count_waiting(&self.js, &name)).await {
                     Ok(Ok(n)) => Some(n),
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, lane = %name, "no backlog count; admitting without a deadline");
@@ -90,11 +116,15 @@ impl JetStreamQueue {
                         None
                     }
                 };
-                // An unknown count is remembered too: an outage costs one wait per FRESH.
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name, (Instant::now(), n));
+                // An unknown count is remembered too, and read again in the background.
+                self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                    name,
+                    Count {
+                        at: Instant::now(),
+                        n,
+                        reading: false,
+                    },
+                );
                 n
             }
         }?;
@@ -104,14 +134,51 @@ impl JetStreamQueue {
         })
     }
 
-    /// The lane's undelivered messages as the server counts them.
-    async fn count_waiting(&self, lane: &str) -> Result<u64, StoreError> {
-        let stream = self.js.get_stream(STREAM).await.map_err(unavailable)?;
-        // A lane no manager has leased from yet has no consumer: nothing is delivered from it,
-        // so all its messages wait (counted as the stream's, an upper bound).
-        Ok(match stream.consumer_info(lane).await {
-            Ok(info) => info.num_pending,
-            Err(_) => stream.get_info().await.map_err(unavailable)?.state.messages,
-        })
+    /// Read `lane`'s count in a task of its own; what it finds (or that it found nothing)
+    /// replaces the cached count.
+    fn count_in_background(&self, lane: String) {
+        let (js, pending) = (self.js.clone(), self.pending.clone());
+        tokio::spawn(async move {
+            // Bounded like a request: a server that never answers frees the slot for a retry.
+            let n = match tokio::time::timeout(Duration::from_secs(2), count_waiting(&js, &lane)).await {
+                Ok(Ok(n)) => Some(n),
+                _ => None,
+            };
+            let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+            let keep_stale = pending.get(&lane).is_some_and(|c| c.at.elapsed() < STALE_AT_MOST);
+            match n {
+                Some(n) => {
+                    pending.insert(
+                        lane,
+                        Count {
+                            at: Instant::now(),
+                            n: Some(n),
+                            reading: false,
+                        },
+                    );
+                }
+                // No answer: the last count stays until it is too old, then it is unknown.
+                None => {
+                    if let Some(c) = pending.get_mut(&lane) {
+                        c.reading = false;
+                        if !keep_stale {
+                            c.n = None;
+                            c.at = Instant::now();
+                        }
+                    }
+                }
+            }
+        });
     }
+}
+
+/// The lane's undelivered messages as the server counts them.
+async fn count_waiting(js: &async_nats::jetstream::Context, lane: &str) -> Result<u64, StoreError> {
+    let stream = js.get_stream(STREAM).await.map_err(unavailable)?;
+    // A lane no manager has leased from yet has no consumer: nothing is delivered from it, so
+    // all its messages wait (counted as the stream's, an upper bound).
+    Ok(match stream.consumer_info(lane).await {
+        Ok(info) => info.num_pending,
+        Err(_) => stream.get_info().await.map_err(unavailable)?.state.messages,
+    })
 }

@@ -166,7 +166,7 @@ pub struct JetStreamQueue {
     /// The live managers' workers, read with the offers.
     pub(crate) capacity: Arc<RwLock<crate::engines::Capacity>>,
     /// Each lane's undelivered jobs as last read (backlog.rs), plus those published since.
-    pub(crate) pending: Mutex<HashMap<String, (std::time::Instant, Option<u64>)>>,
+    pub(crate) pending: std::sync::Arc<Mutex<HashMap<String, crate::backlog::Count>>>,
     /// Orphan candidates seen by the previous janitor pass (stream sequences).
     suspects: Mutex<HashSet<u64>>,
 }
