@@ -223,11 +223,22 @@ pub(crate) fn check_callback(st: &AppState, sub: &Submission) -> Result<(), ApiE
 
 /// The signature header of `body` sent at `t` (unix seconds) under `secret`.
 pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("t={t}, v1={}", hex::encode(mac.finalize().into_bytes()))
+    signatures(&[secret.to_string()], t, body)
+}
+
+/// The signature header of `body` sent at `t` under each of `secrets`, in order: one `v1` per
+/// secret (while a rotated key's old secret still signs, a receiver that knows either one
+/// verifies the delivery).
+pub fn signatures(secrets: &[String], t: i64, body: &[u8]) -> String {
+    let mut header = format!("t={t}");
+    for secret in secrets {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+        mac.update(t.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        header.push_str(&format!(", v1={}", hex::encode(mac.finalize().into_bytes())));
+    }
+    header
 }
 
 /// When to try again after `attempts` failed ones (the first retry a second later), or `None`
@@ -318,11 +329,11 @@ async fn attempt(st: &AppState, client: &reqwest::Client, w: &Webhook) -> Webhoo
         }
         Err(e) => return retry(format!("reading the job: {e}")),
     };
-    let Some(secret) = secret else {
+    if secret.is_empty() {
         return WebhookFate::Failed {
             error: "no secret to sign it with".into(),
         };
-    };
+    }
     // A literal address is not resolved, so the guard does not see it: checked here.
     if let Some((_, why)) = reqwest::Url::parse(&w.url)
         .ok()
@@ -335,7 +346,7 @@ async fn attempt(st: &AppState, client: &reqwest::Client, w: &Webhook) -> Webhoo
     let sent = client
         .request(method, &w.url)
         .header("content-type", "application/json")
-        .header("wolf-signature", signature(&secret, now.timestamp(), &body))
+        .header("wolf-signature", signatures(&secret, now.timestamp(), &body))
         .header("wolf-webhook-id", &w.job_id)
         .header("idempotency-key", &w.job_id)
         .header("wolf-webhook-attempt", (w.attempts + 1).to_string())
@@ -378,24 +389,28 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The method, body and signing secret of `job_id`'s webhook; `None` when the job is gone or
-/// its key was revoked (its webhooks stop with it).
+/// The method, body and signing secrets of `job_id`'s webhook (none: nothing to sign with);
+/// `None` when the job is gone or its key was revoked (its webhooks stop with it).
 async fn prepare(
     st: &AppState,
     job_id: &str,
-) -> Result<Option<(reqwest::Method, Vec<u8>, Option<String>)>, wolf_store::StoreError> {
+) -> Result<Option<(reqwest::Method, Vec<u8>, Vec<String>)>, wolf_store::StoreError> {
     let Some(rec) = st.meta.get(job_id).await? else {
         return Ok(None);
     };
+    let deployment = || st.cfg.webhooks.secret.clone().into_iter().collect::<Vec<_>>();
     let secret = match (&rec.owner, &st.keys) {
         (Some(owner), Some(keys)) => {
             let key = keys.keys().await?.into_iter().find(|k| &k.id == owner);
             match key {
-                Some(k) if k.revoked_at.is_none() => k.webhook_secret.or_else(|| st.cfg.webhooks.secret.clone()),
+                Some(k) if k.revoked_at.is_none() => {
+                    let own = k.webhook_secrets(chrono::Utc::now());
+                    if own.is_empty() { deployment() } else { own }
+                }
                 _ => return Ok(None),
             }
         }
-        _ => st.cfg.webhooks.secret.clone(),
+        _ => deployment(),
     };
     let tags = rec.tags.as_deref().unwrap_or_default();
     let judge0 = tags.iter().any(|t| t.starts_with(crate::judge0::convert::LANGUAGE_TAG));

@@ -44,6 +44,13 @@ pub struct ApiKey {
     /// made before webhooks have none, and their jobs' webhooks use the deployment's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// The webhook secret before the last rotation, still signing beside the new one until
+    /// [`ApiKey::previous_webhook_secret_until`] (receivers switch over without a gap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_webhook_secret: Option<String>,
+    /// Until when the previous webhook secret signs too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_webhook_secret_until: Option<DateTime<Utc>>,
 }
 
 impl ApiKey {
@@ -67,9 +74,21 @@ impl ApiKey {
             max_queued: None,
             created_at: Utc::now(),
             revoked_at: None,
-            webhook_secret: Some(format!("whsec_{}", uuid::Uuid::new_v4().simple())),
+            webhook_secret: Some(new_webhook_secret()),
+            previous_webhook_secret: None,
+            previous_webhook_secret_until: None,
         };
         (key, secret)
+    }
+
+    /// The secrets a webhook sent at `now` is signed with: the key's own, then the previous
+    /// one while its overlap lasts.
+    pub fn webhook_secrets(&self, now: DateTime<Utc>) -> Vec<String> {
+        let previous = self
+            .previous_webhook_secret
+            .clone()
+            .filter(|_| self.previous_webhook_secret_until.is_some_and(|until| now < until));
+        self.webhook_secret.iter().cloned().chain(previous).collect()
     }
 
     /// Whether this key may submit to `engine` (names compared case-insensitively).
@@ -94,6 +113,11 @@ pub fn well_formed(secret: &str) -> bool {
         return false;
     };
     id.len() == 8 && tail.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit() || b == b'_')
+}
+
+/// A fresh webhook signing secret (`whsec_` and 128 random bits in hex).
+pub fn new_webhook_secret() -> String {
+    format!("whsec_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A key name: 1 to 64 of letters, digits, `-`, `_`, `.`.

@@ -71,6 +71,28 @@ impl Keys for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn rotate_webhook_secret(
+        &self,
+        name: &str,
+        secret: &str,
+        until: chrono::DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let _w = self.writer.lock().await;
+        let done = sqlx::query(
+            "UPDATE api_keys SET key = json_set(key, \
+                 '$.previousWebhookSecret', json_extract(key, '$.webhookSecret'), \
+                 '$.previousWebhookSecretUntil', ?, '$.webhookSecret', ?) \
+             WHERE name = ? AND json_extract(key, '$.revokedAt') IS NULL",
+        )
+        .bind(until.to_rfc3339())
+        .bind(secret)
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query("SELECT key FROM api_keys WHERE hash = ?")
             .bind(hash)
@@ -135,6 +157,27 @@ impl Keys for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn rotate_webhook_secret(
+        &self,
+        name: &str,
+        secret: &str,
+        until: chrono::DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE wolf_api_keys SET key = key || jsonb_build_object( \
+                 'previousWebhookSecret', key->'webhookSecret', \
+                 'previousWebhookSecretUntil', $1::text, 'webhookSecret', $2::text) \
+             WHERE name = $3 AND NOT key ? 'revokedAt'",
+        )
+        .bind(until.to_rfc3339())
+        .bind(secret)
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query("SELECT key::text FROM wolf_api_keys WHERE hash = $1")
             .bind(hash)
@@ -192,6 +235,30 @@ pub async fn check_contract(store: &dyn Keys) {
         "the first owner stays"
     );
     assert!(store.owner("s2").await.unwrap().is_none());
+    // A rotation: the new secret signs, the old one beside it until the overlap ends; a
+    // revoked or unknown key has nothing to rotate.
+    let until = Utc::now() + chrono::Duration::hours(1);
+    assert!(store.rotate_webhook_secret("bob", "whsec_new", until).await.unwrap());
+    let rotated = store.key_by_hash(&b.hash).await.unwrap().unwrap();
+    assert_eq!(rotated.webhook_secret.as_deref(), Some("whsec_new"));
+    assert_eq!(rotated.previous_webhook_secret, b.webhook_secret);
+    assert_eq!(
+        rotated.previous_webhook_secret_until.map(|t| t.timestamp()),
+        Some(until.timestamp())
+    );
+    let old = b.webhook_secret.clone().unwrap();
+    assert_eq!(rotated.webhook_secrets(Utc::now()), ["whsec_new".to_string(), old]);
+    assert_eq!(
+        rotated.webhook_secrets(until + chrono::Duration::seconds(1)),
+        ["whsec_new".to_string()],
+        "the old secret stops at the end of the overlap"
+    );
+    assert!(
+        !store.rotate_webhook_secret("alice", "whsec_x", until).await.unwrap(),
+        "revoked"
+    );
+    assert!(!store.rotate_webhook_secret("nobody", "whsec_x", until).await.unwrap());
+    assert_eq!(rotated.hash, b.hash, "the key itself is unchanged");
 }
 
 #[cfg(test)]

@@ -172,6 +172,14 @@ pub trait Keys: Send + Sync {
     async fn keys(&self) -> Result<Vec<wolf_core::auth::ApiKey>, StoreError>;
     /// Revoke the key named `name`; `false` when there is no such live key.
     async fn revoke_key(&self, name: &str) -> Result<bool, StoreError>;
+    /// Give the live key `name` the webhook secret `secret`; its current one signs too until
+    /// `until`. `false`: no live key of that name.
+    async fn rotate_webhook_secret(
+        &self,
+        name: &str,
+        secret: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError>;
     /// The key whose secret hashes to `hash` (revoked ones too: the caller refuses them).
     async fn key_by_hash(&self, hash: &str) -> Result<Option<wolf_core::auth::ApiKey>, StoreError>;
     /// Record that key `key_id` owns `id` (a session).

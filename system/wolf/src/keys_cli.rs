@@ -1,4 +1,4 @@
-//! `wolf keys create | list | revoke | webhook-secret`: API keys in the metadata store of the mode this
+//! `wolf keys create | list | revoke | webhook-secret [--rotate]`: API keys in the metadata store of the mode this
 //! configuration runs (PostgreSQL when `WOLF_DATABASE_URL` is set, else `<data_dir>/wolf.db`),
 //! so a key made here is valid on every API of the deployment at once.
 
@@ -59,10 +59,18 @@ enum KeysCommand {
         #[command(flatten)]
         config: Box<ConfigArgs>,
     },
-    /// Print the secret a key's webhooks are signed with (`Wolf-Signature`), on stdout.
+    /// Print the secret a key's webhooks are signed with (`Wolf-Signature`), on stdout; with
+    /// `--rotate`, make a new one first (printed), the old one signing beside it for `--overlap`.
     WebhookSecret {
         /// The key's name.
         name: String,
+        /// Replace the secret with a new one.
+        #[arg(long)]
+        rotate: bool,
+        /// How long the old secret still signs after `--rotate` (a second `v1` in
+        /// `Wolf-Signature`), so receivers can switch without a gap: `24h`, `30m`, `0s`.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, requires = "rotate")]
+        overlap: std::time::Duration,
         #[command(flatten)]
         config: Box<ConfigArgs>,
     },
@@ -130,6 +138,7 @@ pub fn main(args: KeysArgs) -> anyhow::Result<ExitCode> {
                         o.remove("hash");
                         o.remove("webhookSecret");
                         o.remove("webhook_secret");
+                        o.remove("previousWebhookSecret");
                     }
                     println!("{v}");
                 }
@@ -144,7 +153,27 @@ pub fn main(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("wolf: key {name:?} revoked");
                 Ok(ExitCode::SUCCESS)
             }
-            KeysCommand::WebhookSecret { name, config } => {
+            KeysCommand::WebhookSecret {
+                name,
+                rotate: true,
+                overlap,
+                config,
+            } => {
+                let secret = wolf_core::auth::new_webhook_secret();
+                let until = chrono::Utc::now() + chrono::Duration::from_std(overlap).context("--overlap is too long")?;
+                if !store(&config).await?.rotate_webhook_secret(&name, &secret, until).await? {
+                    eprintln!("wolf: no live key named {name:?}");
+                    return Ok(ExitCode::from(1));
+                }
+                tracing::info!(target: "wolf::audit", event = "webhook_secret_rotated", key = %name, until = %until.to_rfc3339(), "webhook secret rotated");
+                println!("{secret}");
+                eprintln!(
+                    "wolf: key {name:?} signs its webhooks with the secret above; the previous one signs beside it until {}",
+                    until.to_rfc3339()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            KeysCommand::WebhookSecret { name, config, .. } => {
                 let key = store(&config).await?.keys().await?.into_iter().find(|k| k.name == name);
                 match key.and_then(|k| k.webhook_secret) {
                     Some(s) => {
