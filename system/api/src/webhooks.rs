@@ -8,8 +8,9 @@
 //!   Judge0's submission shape, as Judge0's own callbacks are), `Content-Type:
 //!   application/json`;
 //! - signed: `Wolf-Signature: t=<unix seconds>, v1=<hex HMAC-SHA256 of "<t>.<body>">` under the
-//!   owning key's webhook secret (`wolf keys create` prints it), or the deployment's
-//!   (`webhooks.secret`) for a job without a key;
+//!   owning key's webhook secret (`wolf keys webhook-secret` prints it), or the deployment's
+//!   (`webhooks.secret`) for a job without a key; after a rotation, a second `v1` under the
+//!   previous secret until its overlap ends;
 //! - idempotent for the receiver: `Wolf-Webhook-Id` (and `Idempotency-Key`) is the job id, the
 //!   same on every attempt; `Wolf-Webhook-Attempt` counts from 1.
 //!
