@@ -2,9 +2,11 @@
 """The embedded store at scale: N job records (copies of one real record under UUIDv7 ids, half
 of them eight days old) are written into a `wolf serve` data dir; then, with `retention =
 forever`, `GET /job/{id}` of random ids, the first page of the listing, a page deep in it (a
-cursor) and admissions are timed (p50/p95/p99), with the memory of `wolf serve` and of its
-idle pre-warmed sandboxes; then, restarted with the default retention (7 days), admissions
-are timed while retention deletes the old half, and the deletion rate is read from /metrics.
+cursor) and admissions are timed (p50/p95/p99), each interleaved with the same request to a
+second `wolf serve` on a small store (21 jobs) running beside it (the baseline), with the memory of
+`wolf serve` and of its idle pre-warmed sandboxes; then, restarted with the default retention
+(7 days), admissions are timed while retention deletes the old half, and the deletion rate is
+read from /metrics.
 
     scripts/scale-bench.py target/release/wolf [N] [OUT.md]
 """
@@ -91,7 +93,7 @@ def descendants(pid):
 
 BODY = json.dumps({"code": "pass", "executionEngine": "python"})
 
-with tempfile.TemporaryDirectory() as d:
+with tempfile.TemporaryDirectory() as d, tempfile.TemporaryDirectory() as e:
     # One real record, as the engine writes it.
     p, c = serve(d, "forever")
     _, first = timed(c, "POST", "/job?wait=true", BODY)
@@ -121,13 +123,28 @@ with tempfile.TemporaryDirectory() as d:
     print(f"{n} records written in {gen_s:.0f} s; wolf.db {size_mb:.0f} MiB", flush=True)
 
     p, c = serve(d, "forever")
-    get_ms = [timed(c, "GET", f"/job/{random.choice(ids)}")[0] for _ in range(1000)]
-    first_page = [timed(c, "GET", "/job?limit=20")[0] for _ in range(200)]
-    deep_page = [timed(c, "GET", f"/job?limit=20&offset={random.choice(ids)}")[0] for _ in range(200)]
-    admit = []
+    # The baseline: the same requests to a server on a small store (21 jobs: a page's worth, so
+    # a page there is as long as here), each right after the one to the big store, so both see
+    # the same machine at the same moment.
+    q, b = serve(e, "forever")
+    for _ in range(21):
+        _, one = timed(b, "POST", "/job?wait=true", BODY)
+    one = json.loads(one)["id"]
+    get_ms, get_base = [], []
+    for _ in range(1000):
+        get_ms.append(timed(c, "GET", f"/job/{random.choice(ids)}")[0])
+        get_base.append(timed(b, "GET", f"/job/{one}")[0])
+    first_page, first_base, deep_page = [], [], []
+    for _ in range(200):
+        first_page.append(timed(c, "GET", "/job?limit=20")[0])
+        first_base.append(timed(b, "GET", "/job?limit=20")[0])
+        deep_page.append(timed(c, "GET", f"/job?limit=20&offset={random.choice(ids)}")[0])
+    admit, admit_base = [], []
     for _ in range(300):
         admit.append(timed(c, "POST", "/job", BODY)[0])
+        admit_base.append(timed(b, "POST", "/job", BODY)[0])
         time.sleep(0.03)
+    stop(q)
     time.sleep(2)
     serve_kb = rss_kb(p.pid)
     sandboxes = [(k, rss_kb(k)) for k in descendants(p.pid)]
@@ -154,14 +171,18 @@ lines = [
     f"Command: `scripts/scale-bench.py {wolf} {n}`. {n:,} copies of one real record (wolf.db {size_mb:.0f} MiB,",
     f"written in {gen_s:.0f} s), half of them eight days old. Sequential requests on one keep-alive connection.",
     "",
-    "With `retention = forever`:",
+    "With `retention = forever`; each request to the big store is followed by the same one to a",
+    "second `wolf serve` on a small store (21 jobs), running beside it: the baseline rows.",
     "",
     "| request | n | p50 (ms) | p95 (ms) | p99 (ms) |",
     "|---|---|---|---|---|",
     row("GET /job/{id} (random id)", get_ms),
+    row("  baseline: GET /job/{id}, 21 jobs", get_base),
     row("GET /job?limit=20 (newest)", first_page),
+    row("  baseline: GET /job?limit=20, 21 jobs", first_base),
     row("GET /job?limit=20&offset={random id} (a cursor)", deep_page),
-    row("POST /job (python pass), one every 30 ms", admit),
+    row("POST /job (python pass), one pair every 30 ms", admit),
+    row("  baseline: POST /job, 21 jobs", admit_base),
     "",
     "Restarted with the default retention (7d), while it deletes the old half (objects: none on",
     "disk for the copies, so this is the rows' cost):",
