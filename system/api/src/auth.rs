@@ -33,6 +33,14 @@ pub fn current() -> Principal {
     PRINCIPAL.try_with(Clone::clone).unwrap_or(Principal::Open)
 }
 
+/// The current key's name, for an audit line ("" without authentication).
+pub fn key_name() -> String {
+    match current() {
+        Principal::Key(k) => k.name,
+        Principal::Open => String::new(),
+    }
+}
+
 /// The current key when it has a quota (rate, concurrency or max_queued); cloned only then,
 /// so the admission of a key without quotas pays nothing here.
 pub fn limited_key() -> Option<ApiKey> {

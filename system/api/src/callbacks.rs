@@ -39,17 +39,24 @@ pub struct WebhookStatus {
     pub last_error: Option<String>,
 }
 
-/// The webhook of job `id`, if the current key may see the job (a job without a callback has
-/// the state `none`: the job is there, so this is not a 404, which says only "no such job").
-async fn status_of(st: &AppState, id: &str) -> Result<WebhookStatus, ApiError> {
+/// The outbox the senders work from (501 where this deployment has none).
+fn outbox(st: &AppState) -> Result<&std::sync::Arc<dyn wolf_store::Outbox>, ApiError> {
+    st.outbox
+        .as_ref()
+        .ok_or_else(|| ApiError::NotImplemented("this deployment sends no webhooks".into()))
+}
+
+/// Job `id` as the current key may see it (404 otherwise, as on every route).
+async fn job(st: &AppState, id: &str) -> Result<wolf_core::JobRecord, ApiError> {
     lookup(st, id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
-    let outbox = st
-        .outbox
-        .as_ref()
-        .ok_or_else(|| ApiError::NotImplemented("this deployment sends no webhooks".into()))?;
-    Ok(match outbox.webhook_state(id).await? {
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
+}
+
+/// Where the webhook of job `id` stands (a job without a callback has the state `none`: the
+/// job is there, so this is not a 404, which says only "no such job").
+async fn status_of(st: &AppState, id: &str) -> Result<WebhookStatus, ApiError> {
+    Ok(match outbox(st)?.webhook_state(id).await? {
         Some(w) => WebhookStatus {
             job_id: id.to_string(),
             url: Some(w.url),
@@ -74,6 +81,7 @@ async fn status_of(st: &AppState, id: &str) -> Result<WebhookStatus, ApiError> {
     responses((status = 200, body = WebhookStatus), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 501, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn webhook(State(st): State<AppState>, JobId(id): JobId) -> Result<Json<WebhookStatus>, ApiError> {
+    job(&st, &id).await?;
     status_of(&st, &id).await.map(Json)
 }
 
@@ -87,29 +95,20 @@ pub async fn redeliver(
     State(st): State<AppState>,
     JobId(id): JobId,
 ) -> Result<(StatusCode, Json<WebhookStatus>), ApiError> {
-    let rec = lookup(&st, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let rec = job(&st, &id).await?;
     if !rec.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "job {id} is {}; its webhook is sent once it has ended",
             rec.status.as_str()
         )));
     }
-    let outbox = st
-        .outbox
-        .as_ref()
-        .ok_or_else(|| ApiError::NotImplemented("this deployment sends no webhooks".into()))?;
-    if !outbox.redeliver_webhook(&id).await? {
+    if !outbox(&st)?.redeliver_webhook(&id).await? {
         return Err(ApiError::Conflict(format!(
             "job {id} has no callbackUrl: there is no webhook to send"
         )));
     }
     metrics::counter!("wolf_webhook_redeliveries_total").increment(1);
-    let key = match crate::auth::current() {
-        wolf_core::auth::Principal::Key(k) => k.name,
-        wolf_core::auth::Principal::Open => String::new(),
-    };
+    let key = crate::auth::key_name();
     tracing::info!(target: "wolf::audit", event = "webhook_redelivery", job = %id, key, "webhook redelivery asked for");
     Ok((StatusCode::ACCEPTED, Json(status_of(&st, &id).await?)))
 }

@@ -639,10 +639,7 @@ pub(crate) async fn delete_ended(st: &AppState, id: &str) -> Result<JobRecord, A
         .ok_or_else(|| ApiError::NotImplemented("this deployment cannot delete jobs".into()))?;
     crate::retention::forget_jobs(&*st.objects, &**store, &[id.to_string()]).await?;
     st.pending_writes.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-    let key = match crate::auth::current() {
-        wolf_core::auth::Principal::Key(k) => k.name,
-        wolf_core::auth::Principal::Open => String::new(),
-    };
+    let key = crate::auth::key_name();
     tracing::info!(target: "wolf::audit", event = "job_deleted", job = %id, key, "job deleted");
     Ok(rec)
 }

@@ -134,8 +134,7 @@ impl JetStreamQueue {
         })
     }
 
-    /// Read `lane`'s count in a task of its own; what it finds (or that it found nothing)
-    /// replaces the cached count.
+    /// Read `lane`'s count in a task of its own; what it finds replaces the cached count.
     fn count_in_background(&self, lane: String) {
         let (js, pending) = (self.js.clone(), self.pending.clone());
         tokio::spawn(async move {
@@ -145,7 +144,6 @@ impl JetStreamQueue {
                 _ => None,
             };
             let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
-            let keep_stale = pending.get(&lane).is_some_and(|c| c.at.elapsed() < STALE_AT_MOST);
             match n {
                 Some(n) => {
                     pending.insert(
@@ -157,14 +155,11 @@ impl JetStreamQueue {
                         },
                     );
                 }
-                // No answer: the last count stays until it is too old, then it is unknown.
+                // No answer: the last count stays, aging (past STALE_AT_MOST it is answered as
+                // unknown), and the next submission tries again.
                 None => {
                     if let Some(c) = pending.get_mut(&lane) {
                         c.reading = false;
-                        if !keep_stale {
-                            c.n = None;
-                            c.at = Instant::now();
-                        }
                     }
                 }
             }
