@@ -141,6 +141,11 @@ pub struct Queued {
     pub submission: Submission,
 }
 
+/// An Idempotency-Key's bucket key: bucket keys allow a restricted alphabet, so its hash.
+fn idempotency_key(idem: &Idempotency) -> String {
+    wolf_core::hash::sha256_hex(idem.key.as_bytes())
+}
+
 /// What the idempotency bucket keeps per key: the body's hash and the job as first queued.
 #[derive(Debug, Serialize, Deserialize)]
 struct Remembered {
@@ -418,7 +423,7 @@ impl JetStreamQueue {
 
     /// Publish a queued job; its id is the message id, so a repeat within the stream's
     /// duplicate window is not a second message.
-    async fn publish(&self, queued: &Queued) -> Result<(), StoreError> {
+    pub(crate) async fn publish(&self, queued: &Queued) -> Result<(), StoreError> {
         let body = serde_json::to_vec(queued).expect("domain types serialize");
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", queued.record.id.as_str());
@@ -450,25 +455,35 @@ impl JetStreamQueue {
     /// message id dedupes it, or (past the duplicate window) the manager finds the record final
     /// and acks it without running.
     async fn admit_once(&self, queued: Queued, idem: &Idempotency) -> Result<Admission, StoreError> {
-        let kv = self.idempotency().await?;
-        // Bucket keys allow a restricted alphabet: the key's hash stands for it.
-        let key = wolf_core::hash::sha256_hex(idem.key.as_bytes());
-        let remembered = Remembered {
-            body_hash: idem.body_hash.clone(),
-            queued,
-        };
-        let value = serde_json::to_vec(&remembered).expect("serializes");
-        match kv.create(&key, value.into()).await {
-            Ok(_) => match self.publish(&remembered.queued).await {
+        match self.claim(&queued, idem).await? {
+            None => match self.publish(&queued).await {
                 Ok(()) => Ok(Admission::New),
                 Err(e) => {
-                    // Not accepted: free the key so the client's retry is a new admission.
-                    let _ = kv.purge(&key).await;
+                    self.unclaim(idem).await;
                     Err(e)
                 }
             },
+            Some(first) => {
+                self.publish(&first).await?;
+                Ok(Admission::Existing(Box::new(first.record)))
+            }
+        }
+    }
+
+    /// Claim an Idempotency-Key for `queued`: `None` when it is new (the caller queues the job,
+    /// or [`JetStreamQueue::unclaim`]s on failure), the job first claimed under it when it was
+    /// claimed before with the same body; a conflict when with another body.
+    pub(crate) async fn claim(&self, queued: &Queued, idem: &Idempotency) -> Result<Option<Queued>, StoreError> {
+        let kv = self.idempotency().await?;
+        let remembered = Remembered {
+            body_hash: idem.body_hash.clone(),
+            queued: queued.clone(),
+        };
+        let value = serde_json::to_vec(&remembered).expect("serializes");
+        match kv.create(idempotency_key(idem), value.into()).await {
+            Ok(_) => Ok(None),
             Err(e) if e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => {
-                let Some(bytes) = kv.get(&key).await.map_err(unavailable)? else {
+                let Some(bytes) = kv.get(idempotency_key(idem)).await.map_err(unavailable)? else {
                     return Err(StoreError::Unavailable("idempotency key vanished; retry".into()));
                 };
                 let first: Remembered = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
@@ -478,10 +493,16 @@ impl JetStreamQueue {
                 if first.body_hash != idem.body_hash {
                     return Err(StoreError::IdempotencyConflict { key: idem.key.clone() });
                 }
-                self.publish(&first.queued).await?;
-                Ok(Admission::Existing(Box::new(first.queued.record)))
+                Ok(Some(first.queued))
             }
             Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Free a claimed key whose job was not accepted, so the client's retry is a new admission.
+    pub(crate) async fn unclaim(&self, idem: &Idempotency) {
+        if let Ok(kv) = self.idempotency().await {
+            let _ = kv.purge(idempotency_key(idem)).await;
         }
     }
 

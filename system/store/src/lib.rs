@@ -15,12 +15,14 @@
 //! - [`keys`], [`quotas`]: API keys, session owners, rate buckets and unfinished counts.
 //! - [`retention`]: which ended jobs are past the retention, and forgetting them.
 //! - [`backlog`]: what a new job would wait behind, for admission by deadline.
+//! - [`fair`]: fair dispatch over JetStream (a window of jobs per key, the rest held in PostgreSQL).
 //! - [`engines`]: which engines on image runtimes live managers offer (a key-value bucket).
 //! - [`events`]: in-process "queued" and "finished" notifications.
 
 pub mod backlog;
 pub mod engines;
 pub mod events;
+pub mod fair;
 pub mod jetstream;
 pub mod keys;
 pub mod local;
@@ -35,6 +37,7 @@ pub mod traits;
 pub mod webhooks;
 
 pub use events::{Events, Service};
+pub use fair::FairQueue;
 pub use jetstream::{JetStreamConfig, JetStreamQueue};
 pub use local::LocalObjects;
 pub use postgres::PgStore;

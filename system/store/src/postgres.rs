@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/0002_keys.sql")),
     (3, include_str!("../migrations/0003_quotas.sql")),
     (4, include_str!("../migrations/0004_webhooks.sql")),
+    (5, include_str!("../migrations/0005_fair.sql")),
 ];
 
 /// PostgreSQL metadata.
@@ -125,25 +126,40 @@ impl PgStore {
     }
 }
 
-#[async_trait]
-impl Metadata for PgStore {
-    async fn insert(&self, record: &JobRecord, submission: &Submission) -> Result<bool, StoreError> {
+impl PgStore {
+    /// Insert a job's record unless it exists; `held`: kept back from the queue by fair
+    /// dispatch (fair.rs) until its owner's window has room.
+    pub(crate) async fn insert_job(
+        &self,
+        record: &JobRecord,
+        submission: &Submission,
+        held: bool,
+    ) -> Result<bool, StoreError> {
         // The job and its webhook's outbox row together (the row even when the job's record
         // came first, from a result stored while the database was away at admission).
         let mut tx = self.pool.begin().await.map_err(db)?;
         let done = sqlx::query(
-            "INSERT INTO wolf_jobs (id, status, record, submission) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO wolf_jobs (id, status, record, submission, held) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(&record.id)
         .bind(record.status.as_str())
         .bind(json(record))
         .bind(json(submission))
+        .bind(held)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
         crate::webhooks::pg_enqueue(&mut tx, &record.id, submission).await?;
         tx.commit().await.map_err(db)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl Metadata for PgStore {
+    async fn insert(&self, record: &JobRecord, submission: &Submission) -> Result<bool, StoreError> {
+        self.insert_job(record, submission, false).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -207,8 +223,10 @@ impl Metadata for PgStore {
     }
 
     async fn mark_running(&self, id: &str, attempt: &Attempt, timings: Timings) -> Result<(), StoreError> {
+        // A job a manager runs is dispatched, whatever fair dispatch last wrote (a promotion
+        // whose API died between the publish and its commit is not published twice).
         sqlx::query(
-            "UPDATE wolf_jobs SET status = 'Running', updated_at = now(),
+            "UPDATE wolf_jobs SET status = 'Running', held = false, updated_at = now(),
                record = record || jsonb_build_object('status', 'Running', 'startTime', $2::text, 'retryCount', $3::int,
                  'timings', $4::jsonb,
                  'attempts', COALESCE(record->'attempts', '[]'::jsonb) || jsonb_build_array($5::jsonb))
@@ -231,7 +249,7 @@ impl Metadata for PgStore {
         // before the record's first version; the API's later insert then does nothing.
         let done = sqlx::query(
             "INSERT INTO wolf_jobs (id, status, record, submission) VALUES ($1, $2, $3, '{}'::jsonb)
-             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now(),
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, held = false, updated_at = now(),
                record = EXCLUDED.record || jsonb_build_object('attempts', (
                  SELECT COALESCE(jsonb_agg(u.a ORDER BY (u.a->>'attempt')::int), '[]'::jsonb) FROM (
                    SELECT DISTINCT ON ((a->>'attempt')::int) a

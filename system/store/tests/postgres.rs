@@ -20,8 +20,8 @@ async fn records_round_trip_and_the_final_result_is_written_once() {
     }
     let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap().unwrap();
     let store = PgStore::connect(&pg.url()).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 4);
-    assert_eq!(store.migrate().await.unwrap(), 4, "migrations are idempotent");
+    assert_eq!(store.migrate().await.unwrap(), 5);
+    assert_eq!(store.migrate().await.unwrap(), 5, "migrations are idempotent");
     let mut ids = Vec::new();
     for i in 0..5 {
         let rec = JobRecord::new(format!("0190-{i}"), &sub("print(1)"), Utc::now());

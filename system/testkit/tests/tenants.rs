@@ -477,6 +477,93 @@ fn a_flood_from_one_key_does_not_delay_another_embedded() {
     let _ = child.wait();
 }
 
+/// Fair dispatch in the distributed mode (a window per key over JetStream, fair.rs): behind one
+/// key's flood through one API, another key's job through the other API starts within about one
+/// job per worker. Then the API that admitted the flood is killed (-9) with most of it held in
+/// PostgreSQL: the other API promotes the rest, and every flood job completes.
+#[test]
+fn a_flood_from_one_key_does_not_delay_another_distributed() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Stack::up_with(dir.path(), 2, 1, &[("WOLF_WORKERS", "2"), ("WOLF_AUTH", "on")]).unwrap();
+    let env = [("WOLF_DATABASE_URL", s.postgres.url())];
+    let flood = create_key(&env, &["--name", "flood"]);
+    let other = create_key(&env, &["--name", "other"]);
+    let (a, b) = (s.apis[0].1.clone(), s.apis[1].1.clone());
+    // The window is the managers' workers plus one: wait until the API has read them (the
+    // manager advertises once its pool is up), or the flood would be queued as without keys.
+    let warm = json!({"code": "pass", "executionEngine": "python"});
+    let (st, rec, _) = post(&format!("{a}/job?wait=true&timeout=60"), &flood, &warm);
+    assert_eq!((st, &rec["status"]), (200, &json!("Completed")), "{rec}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let slow = json!({"code": "import time; time.sleep(0.5)", "executionEngine": "python"});
+    const N: usize = 40;
+    let mut ids = Vec::new();
+    for _ in 0..N {
+        let (st, body, _) = post(&format!("{a}/job"), &flood, &slow);
+        assert_eq!(st, 200, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    // A held job under an Idempotency-Key, repeated: the same job, and (checked at the end) run
+    // once: a repeat does not publish a held job beside its promotion.
+    let once = || {
+        let (st, body, _) = req(
+            "POST",
+            &format!("{a}/job"),
+            Some(&flood),
+            Some(&slow),
+            &[("Idempotency-Key", "fair-1")],
+        );
+        assert_eq!(st, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let keyed = once();
+    assert_eq!(once(), keyed, "a repeat answers the first job");
+    let job = json!({"code": "print('mine')", "executionEngine": "python"});
+    let (st, rec, _) = post(&format!("{b}/job?wait=true&timeout=60"), &other, &job);
+    assert_eq!((st, &rec["status"]), (200, &json!("Completed")), "{rec}");
+    assert_eq!(rec["result"]["exitCode"], 0, "{rec}");
+    let pending = |url: &str| {
+        let (_, page) = get(&format!("{url}/job?limit=100"), Some(&flood));
+        let page: Value = serde_json::from_str(&page).unwrap();
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["status"] == "Pending")
+            .count()
+    };
+    let waiting = pending(&b);
+    eprintln!(
+        "fairness (distributed): the other key's queue wait {} ms behind a flood of {N} x 0.5 s jobs on 2 workers; {waiting} of the flood still waiting",
+        rec["timings"]["queueWait"]
+    );
+    // First come, first served would have run the whole flood first (about 10 s).
+    assert!(
+        waiting >= N - 8,
+        "only {waiting} of {N} flood jobs still waited: the other key's job queued behind the flood"
+    );
+    // The held jobs are in PostgreSQL, not in the API that admitted them.
+    s.kill_api(0);
+    for id in &ids {
+        let r = until(&b, &flood, id, "completed after the admitting API was killed", |r| {
+            r["status"] == "Completed"
+        });
+        assert_eq!(r["result"]["exitCode"], 0, "{r}");
+    }
+    let r = until(&b, &flood, &keyed, "completed", |r| r["status"] == "Completed");
+    assert_eq!(
+        r["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "the held job ran once: {r}"
+    );
+}
+
 #[test]
 fn keys_ownership_and_scopes_hold_distributed_across_two_apis() {
     if !root() {

@@ -62,10 +62,14 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
             queue.client(),
             Duration::from_millis(cfg.caps.run.wall_time_ms),
         ));
+        // Fair dispatch: a window of jobs per key in the queue, the rest held in PostgreSQL and
+        // published as the key's jobs end (any API promotes any key's).
+        let fair = Arc::new(wolf_store::FairQueue::new(queue.clone(), (*meta).clone()));
+        tokio::spawn(fair.clone().promote_forever(events.clone()));
         let deps = ApiDeps {
             meta,
             objects,
-            queue,
+            queue: fair,
             registry,
             events,
             prometheus: Some(prometheus),

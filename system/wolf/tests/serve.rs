@@ -857,9 +857,9 @@ fn wolf_migrate_applies_the_postgres_schema_idempotently() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        // The last migration's number (0004: the webhook outbox).
+        // The last migration's number (0005: fair dispatch's held jobs).
         let version = wolf_store::postgres::MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
         assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("schema at version {version}")));
     }
     for table in [

@@ -1,0 +1,437 @@
+//! Fair dispatch in the distributed mode: a window per key over the JetStream queue.
+//!
+//! A JetStream consumer hands out messages in the order they were published, so one key's flood
+//! of 10 000 jobs would run before another key's job submitted after it. The embedded queue
+//! orders by fair-queuing tags instead (sqlite.rs); JetStream cannot reorder, so here a key
+//! keeps at most a *window* of jobs in the queue or on a worker: the live managers' workers
+//! plus one. A job past its key's window is admitted into PostgreSQL only, `held` (durably: the
+//! answer goes out after the commit), and published when a job of the same key ends, oldest
+//! first. Another key's job then finds at most one waiting job of the flooding key ahead of it
+//! in the queue (its window's spare one), so it starts once a worker is free: within one job's
+//! run time of any busy worker, however long the flood.
+//!
+//! - **Admission** ([`FairQueue::admit`]): jobs without an owner (authentication off: one
+//!   tenant) and deployments whose managers have not said their workers go straight to the
+//!   queue, as before. Otherwise one statement asks whether the key has held jobs (then the new
+//!   one is held too, behind them) and how many of its jobs are dispatched and not ended
+//!   (counted up to the window; jobs this API published whose record is still on its way count
+//!   too). When PostgreSQL cannot answer, or the hold cannot be written, the job goes straight
+//!   to the queue: fairness gives way to availability, and no job is refused for it.
+//! - **Promotion** ([`FairQueue::promote_forever`], on every API): at every ended job and every
+//!   [`PROMOTE_EVERY`] at the latest, for each key with held jobs, a transaction takes the key's
+//!   advisory lock (one API promotes a key at a time), counts its dispatched jobs, publishes the
+//!   oldest held ones up to the window (the message id is the job id: a repeat is no second
+//!   job) and clears their flag. An API that dies in between leaves them held; the manager that
+//!   runs one clears the flag itself, so none is published twice.
+//! - **Deadline**: a key's held jobs are ahead of its next one, so [`Queue::backlog`] adds them
+//!   to its lane's count: a flooding key is refused for its own backlog, another key is not.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::Row;
+use wolf_core::{JobRecord, Submission};
+
+use crate::jetstream::{JetStreamQueue, Queued};
+use crate::traits::{Admission, Backlog, DeadLetter, Delivery, Idempotency, Queue, QueueConfig, StoreError};
+use crate::{Events, PgStore};
+
+/// The longest a held job waits for a promotion pass when no job ends (an API restarted, or
+/// another API's done announcements were missed).
+pub const PROMOTE_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a job this API published counts as dispatched without its record in PostgreSQL
+/// (the record is written in the background, within milliseconds unless the database is away).
+const FRESH_FOR: Duration = Duration::from_secs(30);
+
+/// Most held jobs one key gets published in one promotion.
+const PROMOTE_BATCH: u64 = 256;
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+/// The JetStream queue with a window per key (the API's queue; managers lease from the
+/// JetStream queue itself).
+pub struct FairQueue {
+    inner: Arc<JetStreamQueue>,
+    pg: PgStore,
+    /// One admission of a key at a time on this API, so a burst counts its own jobs.
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Jobs this API published, by key, while their records may not be in PostgreSQL yet.
+    fresh: Mutex<HashMap<String, VecDeque<(String, Instant)>>>,
+    /// Held jobs by key, as the last promotion pass counted them plus those held here since.
+    held: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for FairQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FairQueue").field("inner", &self.inner).finish()
+    }
+}
+
+impl FairQueue {
+    /// Fair dispatch over `inner`, holding jobs in `pg`.
+    pub fn new(inner: Arc<JetStreamQueue>, pg: PgStore) -> Self {
+        Self {
+            inner,
+            pg,
+            turns: Mutex::default(),
+            fresh: Mutex::default(),
+            held: Mutex::default(),
+        }
+    }
+
+    /// How many jobs of one key may be dispatched at once: every live worker, plus one waiting
+    /// so that a worker finishing never waits for a promotion; `None` while no manager has said
+    /// its workers (no fairness then).
+    fn window(&self) -> Option<u64> {
+        self.inner.workers(None).map(|w| w as u64 + 1)
+    }
+
+    fn turn(&self, owner: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 1024 {
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        map.entry(owner.to_string()).or_default().clone()
+    }
+
+    /// This API's published jobs of `owner` that may still lack their record.
+    fn fresh_ids(&self, owner: &str) -> Vec<String> {
+        let mut map = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(q) = map.get_mut(owner) else { return Vec::new() };
+        while q.front().is_some_and(|(_, at)| at.elapsed() > FRESH_FOR) {
+            q.pop_front();
+        }
+        let ids = q.iter().map(|(id, _)| id.clone()).collect();
+        if q.is_empty() {
+            map.remove(owner);
+        }
+        ids
+    }
+
+    fn published(&self, owner: &str, id: &str) {
+        let mut map = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        let q = map.entry(owner.to_string()).or_default();
+        q.push_back((id.to_string(), Instant::now()));
+        // Bounded: only the newest ones can still lack their record.
+        while q.len() > 4096 {
+            q.pop_front();
+        }
+    }
+
+    /// Publish `queued` or hold it, by its owner's window.
+    async fn place(&self, owner: &str, window: u64, queued: &Queued) -> Result<(), StoreError> {
+        let fresh = self.fresh_ids(owner);
+        match self.pg.window_of(owner, &fresh, window).await {
+            Ok(w) if w.held || w.dispatched >= window => {
+                match self.pg.insert_job(&queued.record, &queued.submission, true).await {
+                    Ok(_) => {
+                        *self
+                            .held
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(owner.to_string())
+                            .or_default() += 1;
+                        metrics::counter!("wolf_jobs_held_total").increment(1);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, job = %queued.record.id, "could not hold a job for fair dispatch; queued at once")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "fair dispatch cannot count a key's jobs; queued at once"),
+        }
+        self.inner.publish(queued).await?;
+        self.published(owner, &queued.record.id);
+        Ok(())
+    }
+
+    /// Promote held jobs at every ended job this API hears of, and every [`PROMOTE_EVERY`].
+    pub async fn promote_forever(self: Arc<Self>, events: Events) {
+        let mut ended = events.subscribe();
+        loop {
+            if let Err(e) = self.promote().await {
+                tracing::debug!(error = %e, "promotion pass failed; trying again");
+            }
+            let _ = tokio::time::timeout(PROMOTE_EVERY, ended.recv()).await;
+            // Every end since is answered by the next pass.
+            while ended.try_recv().is_ok() {}
+        }
+    }
+
+    /// One promotion pass: every key with held jobs gets them published up to its window.
+    /// Returns how many were published.
+    pub async fn promote(&self) -> Result<u64, StoreError> {
+        let counts = self.pg.held_by_owner().await?;
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = counts.iter().cloned().collect();
+        let Some(window) = self.window() else { return Ok(0) };
+        let mut published = 0;
+        for (owner, _) in counts {
+            let fresh = self.fresh_ids(&owner);
+            published += self.pg.promote(&owner, &fresh, window, &self.inner).await?;
+        }
+        if published > 0 {
+            metrics::counter!("wolf_jobs_promoted_total").increment(published);
+        }
+        Ok(published)
+    }
+}
+
+/// A key's jobs as fair dispatch sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Whether it has held jobs.
+    pub held: bool,
+    /// Its dispatched jobs that have not ended (counted up to the window).
+    pub dispatched: u64,
+}
+
+impl PgStore {
+    /// `owner`'s window: held jobs, and dispatched ones up to `window` (`fresh`: published
+    /// jobs whose record may not be here yet).
+    pub async fn window_of(&self, owner: &str, fresh: &[String], window: u64) -> Result<Window, StoreError> {
+        let limit = i64::try_from(window).unwrap_or(i64::MAX);
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM wolf_jobs WHERE held AND record->>'owner' = $1),
+                    (SELECT count(*) FROM (SELECT 1 FROM wolf_jobs
+                       WHERE record->>'owner' = $1 AND status NOT IN ('Completed', 'Failed') AND NOT held
+                       LIMIT $3) AS d)
+                  + (SELECT count(*) FROM unnest($2::text[]) AS f(id)
+                       WHERE NOT EXISTS (SELECT 1 FROM wolf_jobs j WHERE j.id = f.id))",
+        )
+        .bind(owner)
+        .bind(fresh)
+        .bind(limit)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(Window {
+            held: row.get(0),
+            dispatched: u64::try_from(row.get::<i64, _>(1)).unwrap_or(0),
+        })
+    }
+
+    /// Held jobs by owner.
+    pub async fn held_by_owner(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT record->>'owner', count(*) FROM wolf_jobs WHERE held GROUP BY 1")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<Option<String>, _>(0).unwrap_or_default(),
+                    u64::try_from(r.get::<i64, _>(1)).unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+
+    /// Publish `owner`'s oldest held jobs on `queue` while its window has room; returns how
+    /// many. Nothing when another API is promoting the same key right now.
+    async fn promote(
+        &self,
+        owner: &str,
+        fresh: &[String],
+        window: u64,
+        queue: &JetStreamQueue,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mine: bool = sqlx::query("SELECT pg_try_advisory_xact_lock(hashtextextended('wolf-fair:' || $1, 0))")
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .get(0);
+        if !mine {
+            return Ok(0);
+        }
+        let dispatched: i64 = sqlx::query(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM wolf_jobs
+                       WHERE record->>'owner' = $1 AND status NOT IN ('Completed', 'Failed') AND NOT held
+                       LIMIT $3) AS d)
+                  + (SELECT count(*) FROM unnest($2::text[]) AS f(id)
+                       WHERE NOT EXISTS (SELECT 1 FROM wolf_jobs j WHERE j.id = f.id))",
+        )
+        .bind(owner)
+        .bind(fresh)
+        .bind(i64::try_from(window).unwrap_or(i64::MAX))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?
+        .get(0);
+        let room = window
+            .saturating_sub(u64::try_from(dispatched).unwrap_or(0))
+            .min(PROMOTE_BATCH);
+        if room == 0 {
+            return Ok(0);
+        }
+        let rows = sqlx::query(
+            "SELECT id, record, submission FROM wolf_jobs WHERE held AND record->>'owner' = $1
+              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(owner)
+        .bind(room as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for r in &rows {
+            let id: String = r.get(0);
+            let parsed = serde_json::from_value::<JobRecord>(r.get(1))
+                .and_then(|record| Ok((record, serde_json::from_value::<Submission>(r.get(2))?)));
+            let (record, submission) = match parsed {
+                Ok(v) => v,
+                Err(e) => {
+                    // Never dispatchable: left held and said, rather than blocking its key's
+                    // other jobs (the next ones are still promoted).
+                    tracing::error!(job = %id, error = %e, "a held job's record does not parse; left held");
+                    continue;
+                }
+            };
+            match queue.publish(&Queued { record, submission }).await {
+                Ok(()) => sent.push(id),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        sqlx::query("UPDATE wolf_jobs SET held = false WHERE id = ANY($1)")
+            .bind(&sent)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        match failure {
+            // A full queue is no failure of the pass: the rest wait for room.
+            Some(StoreError::QueueFull { .. }) | None => Ok(sent.len() as u64),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Whether `id` is held.
+    async fn is_held(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT held FROM wolf_jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .is_some_and(|r| r.get::<bool, _>(0)))
+    }
+}
+
+#[async_trait]
+impl Queue for FairQueue {
+    fn config(&self) -> QueueConfig {
+        self.inner.config()
+    }
+
+    async fn admit(
+        &self,
+        record: &JobRecord,
+        submission: &Submission,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Admission, StoreError> {
+        let (Some(owner), Some(window)) = (record.owner.as_deref(), self.window()) else {
+            return self.inner.admit(record, submission, idempotency).await;
+        };
+        let turn = self.turn(owner);
+        let _turn = turn.lock().await;
+        let queued = Queued {
+            record: record.clone(),
+            submission: submission.clone(),
+        };
+        let Some(idem) = idempotency else {
+            return self.place(owner, window, &queued).await.map(|()| Admission::New);
+        };
+        match self.inner.claim(&queued, idem).await? {
+            None => match self.place(owner, window, &queued).await {
+                Ok(()) => Ok(Admission::New),
+                Err(e) => {
+                    self.inner.unclaim(idem).await;
+                    Err(e)
+                }
+            },
+            Some(first) => {
+                // A repeat: queued again unless it is held (then its promotion publishes it; a
+                // second copy would run it twice past the duplicate window).
+                if !self.pg.is_held(&first.record.id).await.unwrap_or(false) {
+                    self.inner.publish(&first).await?;
+                }
+                Ok(Admission::Existing(Box::new(first.record)))
+            }
+        }
+    }
+
+    async fn backlog(&self, owner: &str, engine: &str) -> Result<Option<Backlog>, StoreError> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(owner)
+            .copied()
+            .unwrap_or(0);
+        Ok(self.inner.backlog(owner, engine).await?.map(|b| Backlog {
+            ahead: b.ahead + held,
+            ..b
+        }))
+    }
+
+    async fn depth(&self) -> Result<u64, StoreError> {
+        let held: u64 = self.held.lock().unwrap_or_else(|e| e.into_inner()).values().sum();
+        Ok(self.inner.depth().await? + held)
+    }
+
+    async fn lease(&self) -> Result<Option<Delivery>, StoreError> {
+        self.inner.lease().await
+    }
+
+    async fn ack(&self, job_id: &str) -> Result<(), StoreError> {
+        self.inner.ack(job_id).await
+    }
+
+    async fn release(&self, job_id: &str, delay: Duration) -> Result<(), StoreError> {
+        self.inner.release(job_id, delay).await
+    }
+
+    async fn recover(&self) -> Result<u64, StoreError> {
+        self.inner.recover().await
+    }
+
+    async fn announce_done(&self, job_id: &str, served_ms: Option<f64>) {
+        self.inner.announce_done(job_id, served_ms).await
+    }
+
+    async fn janitor(&self) -> Result<u64, StoreError> {
+        self.inner.janitor().await
+    }
+
+    async fn peek(&self, job_id: &str) -> Result<Option<(JobRecord, Submission)>, StoreError> {
+        self.inner.peek(job_id).await
+    }
+
+    fn offered(&self) -> Option<Arc<crate::engines::Offered>> {
+        self.inner.offered()
+    }
+
+    async fn progress(&self, job_id: &str) -> Result<(), StoreError> {
+        self.inner.progress(job_id).await
+    }
+
+    async fn dead_letter(&self, job_id: &str, reason: &str) -> Result<(), StoreError> {
+        self.inner.dead_letter(job_id, reason).await
+    }
+
+    async fn dead_letters(&self, limit: u64) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(limit).await
+    }
+}
