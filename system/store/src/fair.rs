@@ -12,7 +12,7 @@
 //!
 //! - **Admission** ([`FairQueue::admit`]): jobs without an owner (authentication off: one
 //!   tenant) and deployments whose managers have not said their workers go straight to the
-//!   queue, as before. Otherwise one statement asks whether the key has held jobs (then the new
+//!   queue, as before (but a key's job never passes its own held ones). Otherwise one statement asks whether the key has held jobs (then the new
 //!   one is held too, behind them) and how many of its jobs are dispatched and not ended
 //!   (counted up to the window; jobs this API published whose record is still on its way count
 //!   too). When PostgreSQL cannot answer, or the hold cannot be written, the job goes straight
@@ -341,7 +341,19 @@ impl Queue for FairQueue {
         submission: &Submission,
         idempotency: Option<&Idempotency>,
     ) -> Result<Admission, StoreError> {
-        let (Some(owner), Some(window)) = (record.owner.as_deref(), self.window()) else {
+        let Some(owner) = record.owner.as_deref() else {
+            return self.inner.admit(record, submission, idempotency).await;
+        };
+        // Without a window (no manager advertises now) a key that has held jobs still queues
+        // behind them: a window of one holds every new job while any is held.
+        let has_held = || {
+            self.held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(owner)
+                .is_some_and(|n| *n > 0)
+        };
+        let Some(window) = self.window().or_else(|| has_held().then_some(1)) else {
             return self.inner.admit(record, submission, idempotency).await;
         };
         let turn = self.turn(owner);
