@@ -46,6 +46,10 @@ pub const PROMOTE_EVERY: Duration = Duration::from_millis(250);
 /// (the record is written in the background, within milliseconds unless the database is away).
 const FRESH_FOR: Duration = Duration::from_secs(30);
 
+/// How long an admission waits for its key's count before it queues the job at once (a slow
+/// database delays no submission by more).
+const COUNT_WITHIN: Duration = Duration::from_millis(250);
+
 /// Most held jobs one key gets published in one promotion.
 const PROMOTE_BATCH: u64 = 256;
 
@@ -126,7 +130,10 @@ impl FairQueue {
     /// Publish `queued` or hold it, by its owner's window.
     async fn place(&self, owner: &str, window: u64, queued: &Queued) -> Result<(), StoreError> {
         let fresh = self.fresh_ids(owner);
-        match self.pg.window_of(owner, &fresh, window).await {
+        let counted = tokio::time::timeout(COUNT_WITHIN, self.pg.window_of(owner, &fresh, window))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("PostgreSQL did not count within 250 ms".into())));
+        match counted {
             Ok(w) if w.held || w.dispatched >= window => {
                 match self.pg.insert_job(&queued.record, &queued.submission, true).await {
                     Ok(_) => {
@@ -192,25 +199,35 @@ pub struct Window {
     pub dispatched: u64,
 }
 
+/// How many of owner `$1`'s jobs are dispatched and not ended, counted up to `$3` (the
+/// window: the count costs the same behind a flood of any size), plus those of `$2` (ids this
+/// API published) whose record is not stored yet.
+macro_rules! dispatched {
+    () => {
+        "(SELECT count(*) FROM (SELECT 1 FROM wolf_jobs
+            WHERE record->>'owner' = $1 AND status NOT IN ('Completed', 'Failed') AND NOT held LIMIT $3) AS d)
+         + (SELECT count(*) FROM unnest($2::text[]) AS f(id) WHERE NOT EXISTS (SELECT 1 FROM wolf_jobs j WHERE j.id = f.id))"
+    };
+}
+
 impl PgStore {
     /// `owner`'s window: held jobs, and dispatched ones up to `window` (`fresh`: published
     /// jobs whose record may not be here yet).
     pub async fn window_of(&self, owner: &str, fresh: &[String], window: u64) -> Result<Window, StoreError> {
         let limit = i64::try_from(window).unwrap_or(i64::MAX);
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM wolf_jobs WHERE held AND record->>'owner' = $1),
-                    (SELECT count(*) FROM (SELECT 1 FROM wolf_jobs
-                       WHERE record->>'owner' = $1 AND status NOT IN ('Completed', 'Failed') AND NOT held
-                       LIMIT $3) AS d)
-                  + (SELECT count(*) FROM unnest($2::text[]) AS f(id)
-                       WHERE NOT EXISTS (SELECT 1 FROM wolf_jobs j WHERE j.id = f.id))",
-        )
-        .bind(owner)
-        .bind(fresh)
-        .bind(limit)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
+        // Through the read breaker: in an outage, admissions stop asking within a second.
+        let row = self
+            .read(
+                sqlx::query(concat!(
+                    "SELECT EXISTS (SELECT 1 FROM wolf_jobs WHERE held AND record->>'owner' = $1), ",
+                    dispatched!()
+                ))
+                .bind(owner)
+                .bind(fresh)
+                .bind(limit)
+                .fetch_one(&self.pool),
+            )
+            .await?;
         Ok(Window {
             held: row.get(0),
             dispatched: u64::try_from(row.get::<i64, _>(1)).unwrap_or(0),
@@ -253,20 +270,14 @@ impl PgStore {
         if !mine {
             return Ok(0);
         }
-        let dispatched: i64 = sqlx::query(
-            "SELECT (SELECT count(*) FROM (SELECT 1 FROM wolf_jobs
-                       WHERE record->>'owner' = $1 AND status NOT IN ('Completed', 'Failed') AND NOT held
-                       LIMIT $3) AS d)
-                  + (SELECT count(*) FROM unnest($2::text[]) AS f(id)
-                       WHERE NOT EXISTS (SELECT 1 FROM wolf_jobs j WHERE j.id = f.id))",
-        )
-        .bind(owner)
-        .bind(fresh)
-        .bind(i64::try_from(window).unwrap_or(i64::MAX))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?
-        .get(0);
+        let dispatched: i64 = sqlx::query(concat!("SELECT ", dispatched!()))
+            .bind(owner)
+            .bind(fresh)
+            .bind(i64::try_from(window).unwrap_or(i64::MAX))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .get(0);
         let room = window
             .saturating_sub(u64::try_from(dispatched).unwrap_or(0))
             .min(PROMOTE_BATCH);

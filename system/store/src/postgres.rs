@@ -68,7 +68,10 @@ impl PgStore {
     }
 
     /// A read, unless the database was unreachable moments ago.
-    async fn read<T>(&self, q: impl std::future::Future<Output = Result<T, sqlx::Error>>) -> Result<T, StoreError> {
+    pub(crate) async fn read<T>(
+        &self,
+        q: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
         let down = *self.reads_down_until.lock().unwrap_or_else(|e| e.into_inner());
         if down.is_some_and(|until| Instant::now() < until) {
             return Err(StoreError::Unavailable("PostgreSQL was unreachable moments ago".into()));
