@@ -23,6 +23,8 @@
 //!   oldest held ones up to the window (the message id is the job id: a repeat is no second
 //!   job) and clears their flag. An API that dies in between leaves them held; the manager that
 //!   runs one clears the flag itself, so none is published twice.
+//! - **Off** (`fair_dispatch = false`, [`FairQueue::disabled`]): jobs go straight to the
+//!   queue, and the passes publish whatever was held before, without a window.
 //! - **Deadline**: a key's held jobs are ahead of its next one, so [`Queue::backlog`] adds them
 //!   to its lane's count: a flooding key is refused for its own backlog, another key is not.
 
@@ -68,6 +70,9 @@ pub struct FairQueue {
     fresh: Mutex<HashMap<String, VecDeque<(String, Instant)>>>,
     /// Held jobs by key, as the last promotion pass counted them plus those held here since.
     held: Mutex<HashMap<String, u64>>,
+    /// Off (`fair_dispatch = false`): every job goes straight to the queue, and jobs held
+    /// before are published by the promotion passes without a window.
+    enabled: bool,
 }
 
 impl std::fmt::Debug for FairQueue {
@@ -85,7 +90,15 @@ impl FairQueue {
             turns: Mutex::default(),
             fresh: Mutex::default(),
             held: Mutex::default(),
+            enabled: true,
         }
+    }
+
+    /// With fair dispatch off: first come, first served, as JetStream delivers; what was held
+    /// while it was on is still published, all of it, at the next pass.
+    pub fn disabled(mut self) -> Self {
+        self.enabled = false;
+        self
     }
 
     /// How many jobs of one key may be dispatched at once: every live worker, plus one waiting
@@ -177,7 +190,12 @@ impl FairQueue {
     pub async fn promote(&self) -> Result<u64, StoreError> {
         let counts = self.pg.held_by_owner().await?;
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) = counts.iter().cloned().collect();
-        let Some(window) = self.window() else { return Ok(0) };
+        let window = if self.enabled {
+            let Some(window) = self.window() else { return Ok(0) };
+            window
+        } else {
+            u64::MAX
+        };
         let mut published = 0;
         for (owner, _) in counts {
             let fresh = self.fresh_ids(&owner);
@@ -352,7 +370,7 @@ impl Queue for FairQueue {
         submission: &Submission,
         idempotency: Option<&Idempotency>,
     ) -> Result<Admission, StoreError> {
-        let Some(owner) = record.owner.as_deref() else {
+        let Some(owner) = record.owner.as_deref().filter(|_| self.enabled) else {
             return self.inner.admit(record, submission, idempotency).await;
         };
         // Without a window (no manager advertises now) a key that has held jobs still queues

@@ -548,10 +548,39 @@ fn a_flood_from_one_key_does_not_delay_another_distributed() {
         waiting >= N - 8,
         "only {waiting} of {N} flood jobs still waited: the other key's job queued behind the flood"
     );
-    // The held jobs are in PostgreSQL, not in the API that admitted them.
+    // The held jobs are in PostgreSQL, not in the API that admitted them: the other API
+    // promotes them. Halfway, it restarts with fair dispatch off, and its passes publish the
+    // rest without a window.
     s.kill_api(0);
+    let half = &ids[N / 2];
+    until(&b, &flood, half, "completed after the admitting API was killed", |r| {
+        r["status"] == "Completed"
+    });
+    s.set_env("WOLF_FAIR_DISPATCH", "false");
+    s.restart_api(1).unwrap();
+    // Off, the first pass publishes every held job: none is held while more jobs are unfinished
+    // than a window (3) would allow.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _in_rt = rt.enter();
+    let pg = wolf_store::PgStore::connect(&s.postgres.url()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rt.block_on(pg.held_by_owner()).unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "held jobs were not published with fair dispatch off"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let unfinished = ids
+        .iter()
+        .filter(|id| get(&format!("{b}/job/{id}"), Some(&flood)).1.contains("\"Pending\""))
+        .count();
+    assert!(
+        unfinished >= 5,
+        "only {unfinished} flood jobs waited when the held ones were published"
+    );
     for id in &ids {
-        let r = until(&b, &flood, id, "completed after the admitting API was killed", |r| {
+        let r = until(&b, &flood, id, "completed with fair dispatch off", |r| {
             r["status"] == "Completed"
         });
         assert_eq!(r["result"]["exitCode"], 0, "{r}");

@@ -112,6 +112,11 @@ pub struct Config {
     /// A submission whose estimated queue wait (jobs ahead × recent run time / workers) is past
     /// this is refused with 503 and a `Retry-After`: `30s` by default, or `off`.
     pub max_queue_wait: String,
+    /// Fair dispatch between keys in the distributed mode: each key keeps at most the live
+    /// workers plus one of its jobs in the queue or running, the rest held in PostgreSQL until
+    /// one of its jobs ends (`true` by default; `false`: JetStream's first come, first served).
+    /// The embedded queue is always fair (its order is by fair-queuing tags).
+    pub fair_dispatch: bool,
     /// A tracing UI's page of one trace, `{trace_id}` standing for the id (Jaeger:
     /// `http://localhost:16686/trace/{trace_id}`). The console links each job's trace there,
     /// and `/job/{id}/timeline` gives it as `traceUrl`. Unset by default.
@@ -249,6 +254,7 @@ impl Default for Config {
             webhooks: WebhooksSection::default(),
             retention: DEFAULT_RETENTION.into(),
             max_queue_wait: "30s".into(),
+            fair_dispatch: true,
             trace_url: None,
         }
     }
@@ -436,6 +442,9 @@ pub struct ConfigArgs {
     /// See `max_queue_wait` (`30s`, `off`).
     #[arg(long, env = "WOLF_MAX_QUEUE_WAIT")]
     pub max_queue_wait: Option<String>,
+    /// See `fair_dispatch` (`true`, `false`).
+    #[arg(long, env = "WOLF_FAIR_DISPATCH")]
+    pub fair_dispatch: Option<bool>,
     /// See `trace_url` (`http://localhost:16686/trace/{trace_id}`).
     #[arg(long, env = "WOLF_TRACE_URL")]
     pub trace_url: Option<String>,
@@ -525,6 +534,7 @@ impl Config {
         retention(&c.retention)?;
         set!(c.max_queue_wait, args.max_queue_wait);
         span("max_queue_wait", &c.max_queue_wait)?;
+        set!(c.fair_dispatch, args.fair_dispatch);
         if args.trace_url.is_some() {
             c.trace_url = args.trace_url.clone();
         }

@@ -64,7 +64,9 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         ));
         // Fair dispatch: a window of jobs per key in the queue, the rest held in PostgreSQL and
         // published as the key's jobs end (any API promotes any key's).
-        let fair = Arc::new(wolf_store::FairQueue::new(queue.clone(), (*meta).clone()));
+        // Off, the promotion passes still publish what was held while it was on.
+        let fair = wolf_store::FairQueue::new(queue.clone(), (*meta).clone());
+        let fair = Arc::new(if cfg.fair_dispatch { fair } else { fair.disabled() });
         tokio::spawn(fair.clone().promote_forever(events.clone()));
         let deps = ApiDeps {
             meta,
