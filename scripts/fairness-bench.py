@@ -5,7 +5,8 @@
 deployment (the baseline, measured first in the same run) and beside the flood's own run time
 per job. First come, first served would make the probe wait for the whole flood
 (N x 0.2 s / 2 workers). Also printed: the flood's admission latency (the distributed mode holds
-most of it in PostgreSQL).
+most of it in PostgreSQL), and, in the distributed mode, what the window's count costs a keyed
+submission: one API with fair dispatch and one without, interleaved, before the flood.
 
     scripts/fairness-bench.py target/release/wolf [N] [P] [OUT.md]
 
@@ -19,6 +20,7 @@ import concurrent.futures, http.client, json, os, platform, signal, subprocess, 
 wolf = os.path.abspath(sys.argv[1])
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
 P = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+AB = int(os.environ.get("FAIRNESS_AB", "300"))
 out = sys.argv[4] if len(sys.argv) > 4 else None
 WORKERS = 2
 FLOOD = json.dumps({"code": "import time; time.sleep(0.2)", "executionEngine": "python"})
@@ -97,6 +99,21 @@ def run(mode, addrs, flood_key, other_key):
     return {"mode": mode, "idle": idle, "flooded": flooded, "admit": lat, "admit_s": admit_s, "served": served}
 
 
+def counters(addrs, key):
+    """Fair dispatch's counters summed over the APIs (held, promoted, and jobs let past the
+    window: no worker count known, the count or the hold failed)."""
+    total = {}
+    for addr in addrs:
+        c = http.client.HTTPConnection(addr, timeout=30)
+        c.request("GET", "/metrics", headers={"Authorization": f"Bearer {key}"})
+        for line in c.getresponse().read().decode().splitlines():
+            if line.startswith(("wolf_jobs_held_total", "wolf_jobs_promoted_total", "wolf_fair_bypasses_total")):
+                name, value = line.rsplit(" ", 1)
+                total[name] = total.get(name, 0) + float(value)
+        c.close()
+    return total
+
+
 def embedded(d):
     env = dict(ENV, WOLF_DATA_DIR=os.path.join(d, "data"), WOLF_CACHE_DIR=os.path.join(d, "cache"))
     flood_key, other_key = keys(env)
@@ -124,9 +141,44 @@ def distributed(d):
         env = dict(ENV, WOLF_DATABASE_URL=stack["database"])
         flood_key, other_key = keys(env)
         addrs = [u.removeprefix("http://") for u in stack["api"]]
-        # The APIs learn the managers' workers (the window) within 2 s of their advertising.
-        time.sleep(4)
-        return run("distributed", addrs, flood_key, other_key)
+        # A third API with fair dispatch off, on the same services: the window's cost at a
+        # submission, interleaved with the testbed's first API.
+        s3 = stack["s3"]
+        off_env = dict(env, WOLF_NATS_URL=stack["nats"], WOLF_S3_ENDPOINT=s3["endpoint"], WOLF_S3_BUCKET=s3["bucket"],
+                       WOLF_S3_REGION="us-east-1", AWS_ACCESS_KEY_ID=s3["accessKeyId"],
+                       AWS_SECRET_ACCESS_KEY=s3["secretAccessKey"], WOLF_FAIR_DISPATCH="false",
+                       WOLF_CACHE_DIR=os.path.join(d, "off-cache"))
+        off = subprocess.Popen([wolf, "api", "--listen", "127.0.0.1:0"], env=off_env, stderr=subprocess.PIPE, text=True)
+        try:
+            for line in off.stderr:
+                if line.startswith("wolf: listening on "):
+                    threading.Thread(target=lambda: [None for _ in off.stderr], daemon=True).start()
+                    off_addr = line.split()[3].removeprefix("http://")
+                    break
+            # The APIs learn the managers' workers (the window) within 2 s of their advertising.
+            time.sleep(4)
+            ab_key = subprocess.run([wolf, "keys", "create", "--name", "ab"], env=env, capture_output=True,
+                                    text=True, check=True).stdout.strip()
+            ab = {"on": [], "off": []}
+            for i in range(AB + 30):
+                for k, addr in (("on", addrs[0]), ("off", off_addr)) if i % 2 else (("off", off_addr), ("on", addrs[0])):
+                    t = time.perf_counter()
+                    st, rec = request(addr, "POST", "/job", ab_key, json.dumps({"code": "pass", "executionEngine": "python"}))
+                    assert st == 200, (st, rec)
+                    if i >= 30:
+                        ab[k].append((time.perf_counter() - t) * 1000)
+                time.sleep(0.1)
+            # Gone before the flood: an API with fair dispatch off publishes whatever the others
+            # hold (that is how turning it off drains them).
+            off.kill()
+            off.wait()
+            r = run("distributed", addrs, flood_key, other_key)
+            r["ab"] = ab
+            r["counters"] = counters(addrs, flood_key)
+            return r
+        finally:
+            off.kill()
+            off.wait()
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait()
@@ -157,6 +209,24 @@ for r in results:
     lines.append(
         f"| {r['mode']} | {pct(i, .5):.1f} / {pct(i, .95):.1f} / {max(i):.1f} | {pct(f, .5):.1f} / {pct(f, .95):.1f} / {max(f):.1f} "
         f"| {pct(r['served'], .5):.1f} | {pct(a, .5):.2f} / {pct(a, .99):.2f} ms, {N / r['admit_s']:.0f}/s |")
+for r in results:
+    if "counters" in r:
+        lines += ["", "Fair dispatch's counters over both APIs after the flood: " +
+                  (", ".join(f"`{k}` {v:.0f}" for k, v in sorted(r["counters"].items())) or "none")]
+    if "ab" in r:
+        on, off = r["ab"]["on"], r["ab"]["off"]
+        lines += [
+            "",
+            f"The window's cost at a keyed submission (distributed): `POST /job` of python `pass`, {AB} each, "
+            "interleaved (order alternating) between the testbed's first API and a third API on the same services "
+            "with `WOLF_FAIR_DISPATCH=false`, 100 ms between pairs, before the flood (ms):",
+            "",
+            "| | p50 | p95 | p99 |",
+            "|---|---|---|---|",
+            "| fair dispatch off | " + " | ".join(f"{pct(off, q):.3f}" for q in (.5, .95, .99)) + " |",
+            "| fair dispatch on | " + " | ".join(f"{pct(on, q):.3f}" for q in (.5, .95, .99)) + " |",
+            "| difference | " + " | ".join(f"{pct(on, q) - pct(off, q):+.3f}" for q in (.5, .95, .99)) + " |",
+        ]
 text = "\n".join(lines) + "\n"
 print(text)
 if out:

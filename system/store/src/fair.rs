@@ -48,9 +48,10 @@ pub const PROMOTE_EVERY: Duration = Duration::from_millis(250);
 /// (the record is written in the background, within milliseconds unless the database is away).
 const FRESH_FOR: Duration = Duration::from_secs(30);
 
-/// How long an admission waits for its key's count before it queues the job at once (a slow
-/// database delays no submission by more).
-const COUNT_WITHIN: Duration = Duration::from_millis(250);
+/// How long an admission waits for its key's count before it queues the job at once; then the
+/// next admissions queue theirs at once for a second (the store's read breaker), so a database
+/// that hangs delays one submission a second by this, no more.
+const COUNT_WITHIN: Duration = Duration::from_secs(1);
 
 /// Most held jobs one key gets published in one promotion.
 const PROMOTE_BATCH: u64 = 256;
@@ -82,7 +83,10 @@ impl std::fmt::Debug for FairQueue {
 }
 
 impl FairQueue {
-    /// Fair dispatch over `inner`, holding jobs in `pg`.
+    /// Fair dispatch over `inner`, holding jobs in `pg`: a pool of its own, so that the counts
+    /// at admission never wait behind the records being written in the background (under a
+    /// flood those take every connection of the API's pool, and a count that waits past
+    /// [`COUNT_WITHIN`] lets its job past the window).
     pub fn new(inner: Arc<JetStreamQueue>, pg: PgStore) -> Self {
         Self {
             inner,
@@ -145,7 +149,10 @@ impl FairQueue {
         let fresh = self.fresh_ids(owner);
         let counted = tokio::time::timeout(COUNT_WITHIN, self.pg.window_of(owner, &fresh, window))
             .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("PostgreSQL did not count within 250 ms".into())));
+            .unwrap_or_else(|_| {
+                self.pg.unreachable_for_a_while();
+                Err(StoreError::Unavailable("PostgreSQL did not count within 1 s".into()))
+            });
         match counted {
             Ok(w) if w.held || w.dispatched >= window => {
                 match self.pg.insert_job(&queued.record, &queued.submission, true).await {
@@ -160,12 +167,16 @@ impl FairQueue {
                         return Ok(());
                     }
                     Err(e) => {
+                        metrics::counter!("wolf_fair_bypasses_total", "reason" => "hold_failed").increment(1);
                         tracing::warn!(error = %e, job = %queued.record.id, "could not hold a job for fair dispatch; queued at once")
                     }
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "fair dispatch cannot count a key's jobs; queued at once"),
+            Err(e) => {
+                metrics::counter!("wolf_fair_bypasses_total", "reason" => "count_failed").increment(1);
+                tracing::warn!(error = %e, "fair dispatch cannot count a key's jobs; queued at once")
+            }
         }
         self.inner.publish(queued).await?;
         self.published(owner, &queued.record.id);
@@ -383,6 +394,7 @@ impl Queue for FairQueue {
                 .is_some_and(|n| *n > 0)
         };
         let Some(window) = self.window().or_else(|| has_held().then_some(1)) else {
+            metrics::counter!("wolf_fair_bypasses_total", "reason" => "no_workers_known").increment(1);
             return self.inner.admit(record, submission, idempotency).await;
         };
         let turn = self.turn(owner);

@@ -67,6 +67,12 @@ impl PgStore {
         })
     }
 
+    /// Reads fail fast for a while: a caller's bound on a read passed (the database hangs
+    /// rather than refusing).
+    pub(crate) fn unreachable_for_a_while(&self) {
+        *self.reads_down_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + READ_BREAK);
+    }
+
     /// A read, unless the database was unreachable moments ago.
     pub(crate) async fn read<T>(
         &self,

@@ -65,7 +65,7 @@ pub fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
         // Fair dispatch: a window of jobs per key in the queue, the rest held in PostgreSQL and
         // published as the key's jobs end (any API promotes any key's).
         // Off, the promotion passes still publish what was held while it was on.
-        let fair = wolf_store::FairQueue::new(queue.clone(), (*meta).clone());
+        let fair = wolf_store::FairQueue::new(queue.clone(), PgStore::connect(cfg.postgres.url.expose())?);
         let fair = Arc::new(if cfg.fair_dispatch { fair } else { fair.disabled() });
         tokio::spawn(fair.clone().promote_forever(events.clone()));
         let deps = ApiDeps {
