@@ -12,7 +12,8 @@ submission: one API with fair dispatch and one without, interleaved, before the 
 
 The distributed mode is the testbed (`target/release/testbed up --api 2 --managers 1`, next to
 the wolf binary): nats-server, PostgreSQL and the S3 server as the tests start them
-(WOLF_NATS_SERVER as for the tests). Admission by deadline is off in both (it would refuse most
+(WOLF_NATS_SERVER as for the tests; the S3 server is `wolf-s3` next to the testbed, or
+WOLF_S3_SERVER). Admission by deadline is off in both (it would refuse most
 of a 10 000-job flood, rightly).
 """
 import concurrent.futures, http.client, json, os, platform, signal, subprocess, sys, tempfile, threading, time

@@ -12,11 +12,17 @@
 //!
 //! - **Admission** ([`FairQueue::admit`]): jobs without an owner (authentication off: one
 //!   tenant) and deployments whose managers have not said their workers go straight to the
-//!   queue, as before (but a key's job never passes its own held ones). Otherwise one statement asks whether the key has held jobs (then the new
-//!   one is held too, behind them) and how many of its jobs are dispatched and not ended
-//!   (counted up to the window; jobs this API published whose record is still on its way count
-//!   too). When PostgreSQL cannot answer, or the hold cannot be written, the job goes straight
-//!   to the queue: fairness gives way to availability, and no job is refused for it.
+//!   queue, as before (but a key's job never passes its own held ones).
+//!   - A key with nothing dispatched from this API (its jobs from here ended, as their done
+//!     announcements said) and nothing held (as the last pass counted) has room: its job is
+//!     published without a query. Another API's jobs of the key are not seen here, so a key
+//!     spread over several APIs can pass its window by one job per other API.
+//!   - Otherwise one statement asks whether the key has held jobs (then the new one is held
+//!     too, behind them) and how many of its jobs are dispatched and not ended (counted up to
+//!     the window; this API's jobs whose record is still on its way count too).
+//!   - When PostgreSQL cannot answer within [`COUNT_WITHIN`], or the hold cannot be written,
+//!     the job goes straight to the queue: fairness gives way to availability, and no job is
+//!     refused for it.
 //! - **Promotion** ([`FairQueue::promote_forever`], on every API): at every ended job and every
 //!   [`PROMOTE_EVERY`] at the latest, for each key with held jobs, a transaction takes the key's
 //!   advisory lock (one API promotes a key at a time), counts its dispatched jobs, publishes the
@@ -44,8 +50,8 @@ use crate::{Events, PgStore};
 /// another API's done announcements were missed).
 pub const PROMOTE_EVERY: Duration = Duration::from_millis(250);
 
-/// How long a job this API published counts as dispatched without its record in PostgreSQL
-/// (the record is written in the background, within milliseconds unless the database is away).
+/// How long a job this API dispatched is remembered without its done announcement (which is
+/// best effort); its record, written in the background, is in PostgreSQL long before.
 const FRESH_FOR: Duration = Duration::from_secs(30);
 
 /// How long an admission waits for its key's count before it queues the job at once; then the
@@ -67,8 +73,8 @@ pub struct FairQueue {
     pg: PgStore,
     /// One admission of a key at a time on this API, so a burst counts its own jobs.
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Jobs this API published, by key, while their records may not be in PostgreSQL yet.
-    fresh: Mutex<HashMap<String, VecDeque<(String, Instant)>>>,
+    /// Jobs this API dispatched, by key, until they end.
+    mine: Mutex<Mine>,
     /// Held jobs by key, as the last promotion pass counted them plus those held here since.
     held: Mutex<HashMap<String, u64>>,
     /// Off (`fair_dispatch = false`): every job goes straight to the queue, and jobs held
@@ -92,7 +98,7 @@ impl FairQueue {
             inner,
             pg,
             turns: Mutex::default(),
-            fresh: Mutex::default(),
+            mine: Mutex::default(),
             held: Mutex::default(),
             enabled: true,
         }
@@ -120,33 +126,30 @@ impl FairQueue {
         map.entry(owner.to_string()).or_default().clone()
     }
 
-    /// This API's published jobs of `owner` that may still lack their record.
-    fn fresh_ids(&self, owner: &str) -> Vec<String> {
-        let mut map = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(q) = map.get_mut(owner) else { return Vec::new() };
-        while q.front().is_some_and(|(_, at)| at.elapsed() > FRESH_FOR) {
-            q.pop_front();
-        }
-        let ids = q.iter().map(|(id, _)| id.clone()).collect();
-        if q.is_empty() {
-            map.remove(owner);
-        }
-        ids
+    fn mine(&self) -> std::sync::MutexGuard<'_, Mine> {
+        self.mine.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn published(&self, owner: &str, id: &str) {
-        let mut map = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
-        let q = map.entry(owner.to_string()).or_default();
-        q.push_back((id.to_string(), Instant::now()));
-        // Bounded: only the newest ones can still lack their record.
-        while q.len() > 4096 {
-            q.pop_front();
-        }
+    fn holds(&self, owner: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(owner)
+            .is_some_and(|n| *n > 0)
     }
 
     /// Publish `queued` or hold it, by its owner's window.
     async fn place(&self, owner: &str, window: u64, queued: &Queued) -> Result<(), StoreError> {
-        let fresh = self.fresh_ids(owner);
+        let fresh = self.mine().ids(owner);
+        // The common case costs no query: a key with nothing dispatched from here and nothing
+        // held anywhere (as the last pass counted) has room. Jobs of it that other APIs
+        // dispatched are not seen here, so a key spread over several APIs can pass its window
+        // by one job per other API (the next one from here is counted).
+        if fresh.is_empty() && !self.holds(owner) {
+            self.inner.publish(queued).await?;
+            self.mine().add(owner, &queued.record.id);
+            return Ok(());
+        }
         let counted = tokio::time::timeout(COUNT_WITHIN, self.pg.window_of(owner, &fresh, window))
             .await
             .unwrap_or_else(|_| {
@@ -179,7 +182,7 @@ impl FairQueue {
             }
         }
         self.inner.publish(queued).await?;
-        self.published(owner, &queued.record.id);
+        self.mine().add(owner, &queued.record.id);
         Ok(())
     }
 
@@ -190,9 +193,13 @@ impl FairQueue {
             if let Err(e) = self.promote().await {
                 tracing::debug!(error = %e, "promotion pass failed; trying again");
             }
-            let _ = tokio::time::timeout(PROMOTE_EVERY, ended.recv()).await;
+            if let Ok(Ok(id)) = tokio::time::timeout(PROMOTE_EVERY, ended.recv()).await {
+                self.mine().ended(&id);
+            }
             // Every end since is answered by the next pass.
-            while ended.try_recv().is_ok() {}
+            while let Ok(id) = ended.try_recv() {
+                self.mine().ended(&id);
+            }
         }
     }
 
@@ -209,13 +216,68 @@ impl FairQueue {
         };
         let mut published = 0;
         for (owner, _) in counts {
-            let fresh = self.fresh_ids(&owner);
-            published += self.pg.promote(&owner, &fresh, window, &self.inner).await?;
+            let fresh = self.mine().ids(&owner);
+            let sent = self.pg.promote(&owner, &fresh, window, &self.inner).await?;
+            published += sent.len() as u64;
+            let mut mine = self.mine();
+            for id in &sent {
+                mine.add(&owner, id);
+            }
         }
         if published > 0 {
             metrics::counter!("wolf_jobs_promoted_total").increment(published);
         }
         Ok(published)
+    }
+}
+
+/// The jobs this API dispatched (published or promoted), by key, until they end (a done
+/// announcement) or [`FRESH_FOR`] passes (an announcement lost: then the key's next job is
+/// counted in PostgreSQL anyway, as it is while any of these is here).
+#[derive(Debug, Default)]
+struct Mine {
+    by_owner: HashMap<String, VecDeque<(String, Instant)>>,
+    owner_of: HashMap<String, String>,
+}
+
+impl Mine {
+    fn add(&mut self, owner: &str, id: &str) {
+        let q = self.by_owner.entry(owner.to_string()).or_default();
+        q.push_back((id.to_string(), Instant::now()));
+        self.owner_of.insert(id.to_string(), owner.to_string());
+        // Bounded: a key with this many running from here is counted in PostgreSQL anyway.
+        while q.len() > 4096 {
+            if let Some((old, _)) = q.pop_front() {
+                self.owner_of.remove(&old);
+            }
+        }
+    }
+
+    fn ended(&mut self, id: &str) {
+        let Some(owner) = self.owner_of.remove(id) else { return };
+        if let Some(q) = self.by_owner.get_mut(&owner) {
+            q.retain(|(i, _)| i != id);
+            if q.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+    }
+
+    /// `owner`'s jobs dispatched from here and not known to have ended.
+    fn ids(&mut self, owner: &str) -> Vec<String> {
+        let Some(q) = self.by_owner.get_mut(owner) else {
+            return Vec::new();
+        };
+        while q.front().is_some_and(|(_, at)| at.elapsed() > FRESH_FOR) {
+            if let Some((old, _)) = q.pop_front() {
+                self.owner_of.remove(&old);
+            }
+        }
+        let ids = q.iter().map(|(id, _)| id.clone()).collect();
+        if q.is_empty() {
+            self.by_owner.remove(owner);
+        }
+        ids
     }
 }
 
@@ -280,15 +342,15 @@ impl PgStore {
             .collect())
     }
 
-    /// Publish `owner`'s oldest held jobs on `queue` while its window has room; returns how
-    /// many. Nothing when another API is promoting the same key right now.
+    /// Publish `owner`'s oldest held jobs on `queue` while its window has room; returns their
+    /// ids. Nothing when another API is promoting the same key right now.
     async fn promote(
         &self,
         owner: &str,
         fresh: &[String],
         window: u64,
         queue: &JetStreamQueue,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let mine: bool = sqlx::query("SELECT pg_try_advisory_xact_lock(hashtextextended('wolf-fair:' || $1, 0))")
             .bind(owner)
@@ -297,7 +359,7 @@ impl PgStore {
             .map_err(db)?
             .get(0);
         if !mine {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let dispatched: i64 = sqlx::query(concat!("SELECT ", dispatched!()))
             .bind(owner)
@@ -311,7 +373,7 @@ impl PgStore {
             .saturating_sub(u64::try_from(dispatched).unwrap_or(0))
             .min(PROMOTE_BATCH);
         if room == 0 {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let rows = sqlx::query(
             "SELECT id, record, submission FROM wolf_jobs WHERE held AND record->>'owner' = $1
@@ -353,7 +415,7 @@ impl PgStore {
         tx.commit().await.map_err(db)?;
         match failure {
             // A full queue is no failure of the pass: the rest wait for room.
-            Some(StoreError::QueueFull { .. }) | None => Ok(sent.len() as u64),
+            Some(StoreError::QueueFull { .. }) | None => Ok(sent),
             Some(e) => Err(e),
         }
     }
@@ -386,14 +448,7 @@ impl Queue for FairQueue {
         };
         // Without a window (no manager advertises now) a key that has held jobs still queues
         // behind them: a window of one holds every new job while any is held.
-        let has_held = || {
-            self.held
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(owner)
-                .is_some_and(|n| *n > 0)
-        };
-        let Some(window) = self.window().or_else(|| has_held().then_some(1)) else {
+        let Some(window) = self.window().or_else(|| self.holds(owner).then_some(1)) else {
             metrics::counter!("wolf_fair_bypasses_total", "reason" => "no_workers_known").increment(1);
             return self.inner.admit(record, submission, idempotency).await;
         };
