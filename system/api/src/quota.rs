@@ -17,11 +17,39 @@ use wolf_core::auth::ApiKey;
 
 use crate::{ApiError, AppState};
 
-/// Locks of the capped keys on this API (one per key, kept while the key is used).
+/// Locks of the capped keys on this API (one per key, kept while the key is used), and where
+/// this process admits every job ([`wolf_store::Quotas::sole_admitter`]) an upper bound of
+/// each capped key's unfinished jobs: the last count plus the admissions since. Jobs only end
+/// between counts, so while the bound is under every cap no count is needed; at a cap, the
+/// store counts (exactly) again.
 #[derive(Debug, Default)]
-pub struct KeyLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub struct KeyLocks(
+    Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    Mutex<HashMap<String, u64>>,
+);
 
 impl KeyLocks {
+    /// The key's bound, when it is under `below`; then it counts one more (this admission).
+    fn under(&self, key: &str, below: u64) -> bool {
+        let mut map = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(key) {
+            Some(n) if *n < below => {
+                *n += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The key's unfinished jobs as counted now, plus this admission.
+    fn counted(&self, key: &str, unfinished: u64) {
+        let mut map = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.insert(key.to_string(), unfinished + 1);
+    }
+
     async fn hold(&self, key: &str) -> OwnedMutexGuard<()> {
         let lock = {
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,6 +94,17 @@ pub(crate) async fn check(st: &AppState) -> Result<Option<OwnedMutexGuard<()>>, 
         return Ok(None);
     }
     let held = st.quota_locks.hold(&key.id).await;
+    // Waiting jobs are among the unfinished ones, so the bound serves both caps.
+    let below = key
+        .concurrency
+        .into_iter()
+        .chain(key.max_queued)
+        .min()
+        .map_or(u64::MAX, u64::from);
+    let sole = quotas.sole_admitter();
+    if sole && st.quota_locks.under(&key.id, below) {
+        return Ok(Some(held));
+    }
     // Accepted here and maybe not in the store yet (the distributed mode writes the record in
     // the background; the manager may have written it first): the store counts those it lacks.
     let fresh: Vec<String> = st
@@ -103,5 +142,26 @@ pub(crate) async fn check(st: &AppState) -> Result<Option<OwnedMutexGuard<()>>, 
             ),
         ));
     }
+    if sole {
+        st.quota_locks.counted(&key.id, now.waiting + now.running);
+    }
     Ok(Some(held))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyLocks;
+
+    #[test]
+    fn the_bound_admits_without_a_count_only_below_the_cap() {
+        let locks = KeyLocks::default();
+        assert!(!locks.under("k", 3), "never counted: count first");
+        // Counted 1 unfinished, plus the admission that counted it: 2.
+        locks.counted("k", 1);
+        assert!(locks.under("k", 3), "2 < 3: admitted, now 3");
+        assert!(!locks.under("k", 3), "3 is the cap: count again");
+        assert!(!locks.under("other", 3), "per key");
+        locks.counted("k", 0);
+        assert!(locks.under("k", 3), "jobs ended: counted down");
+    }
 }

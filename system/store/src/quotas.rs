@@ -63,6 +63,12 @@ fn tally(rows: &[(String, i64)]) -> Unfinished {
 
 #[async_trait]
 impl Quotas for SqliteStore {
+    fn sole_admitter(&self) -> bool {
+        // The embedded mode: its one `wolf serve` admits every job of its data dir (the other
+        // commands on a data dir admit none).
+        true
+    }
+
     async fn take_token(&self, key_id: &str, rate: f64, burst: u32) -> Result<Result<(), Duration>, StoreError> {
         Ok(self.buckets.take(key_id, rate, burst))
     }

@@ -206,6 +206,12 @@ pub trait Quotas: Send + Sync {
     /// The unfinished jobs `owner` (a key id) has now; of `fresh` (jobs just accepted), those
     /// not stored yet count as waiting.
     async fn unfinished(&self, owner: &str, fresh: &[String]) -> Result<Unfinished, StoreError>;
+    /// Whether every job of this store is admitted by this process (the embedded mode): then a
+    /// key's unfinished jobs can only have grown by this process's admissions since they were
+    /// counted, and a count plus those is an upper bound that needs no query. Default: no.
+    fn sole_admitter(&self) -> bool {
+        false
+    }
 }
 
 /// A webhook whose job has ended and whose time has come: leased to one sender.
