@@ -10,28 +10,29 @@
 //! APIs at the same instant can pass a cap by at most one job per API.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tokio::sync::OwnedMutexGuard;
 use wolf_core::auth::ApiKey;
+use wolf_store::Turns;
 
 use crate::{ApiError, AppState};
 
-/// Locks of the capped keys on this API (one per key, kept while the key is used), and where
-/// this process admits every job ([`wolf_store::Quotas::sole_admitter`]) an upper bound of
-/// each capped key's unfinished jobs: the last count plus the admissions since. Jobs only end
+/// The capped keys' turns on this API (one admission of a key at a time), and where this
+/// process admits every job ([`wolf_store::Quotas::sole_admitter`]) an upper bound of each
+/// capped key's unfinished jobs: the last count plus the admissions since. Jobs only end
 /// between counts, so while the bound is under every cap no count is needed; at a cap, the
 /// store counts (exactly) again.
 #[derive(Debug, Default)]
-pub struct KeyLocks(
-    Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    Mutex<HashMap<String, u64>>,
-);
+pub struct KeyLocks {
+    turns: Turns,
+    bounds: Mutex<HashMap<String, u64>>,
+}
 
 impl KeyLocks {
     /// The key's bound, when it is under `below`; then it counts one more (this admission).
     fn under(&self, key: &str, below: u64) -> bool {
-        let mut map = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.bounds.lock().unwrap_or_else(|e| e.into_inner());
         match map.get_mut(key) {
             Some(n) if *n < below => {
                 *n += 1;
@@ -43,24 +44,11 @@ impl KeyLocks {
 
     /// The key's unfinished jobs as counted now, plus this admission.
     fn counted(&self, key: &str, unfinished: u64) {
-        let mut map = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.bounds.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > 4096 {
             map.clear();
         }
         map.insert(key.to_string(), unfinished + 1);
-    }
-
-    async fn hold(&self, key: &str) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            // Drop the locks nobody holds or waits for, so the map stays as small as the keys
-            // in use.
-            if map.len() > 1024 {
-                map.retain(|_, l| Arc::strong_count(l) > 1);
-            }
-            map.entry(key.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
     }
 }
 
@@ -93,7 +81,7 @@ pub(crate) async fn check(st: &AppState) -> Result<Option<OwnedMutexGuard<()>>, 
     if key.concurrency.is_none() && key.max_queued.is_none() {
         return Ok(None);
     }
-    let held = st.quota_locks.hold(&key.id).await;
+    let held = st.quota_locks.turns.hold(&key.id).await;
     // Waiting jobs are among the unfinished ones, so the bound serves both caps.
     let below = key
         .concurrency

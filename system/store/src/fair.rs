@@ -23,11 +23,11 @@
 //!   - When PostgreSQL cannot answer within [`COUNT_WITHIN`], or the hold cannot be written,
 //!     the job goes straight to the queue: fairness gives way to availability, and no job is
 //!     refused for it.
-//! - **Promotion** ([`FairQueue::promote_forever`], on every API): at every ended job and every
-//!   [`PROMOTE_EVERY`] at the latest, for each key with held jobs, a transaction takes the key's
-//!   advisory lock (one API promotes a key at a time), counts its dispatched jobs, publishes the
-//!   oldest held ones up to the window (the message id is the job id: a repeat is no second
-//!   job) and clears their flag. An API that dies in between leaves them held; the manager that
+//! - **Promotion** ([`FairQueue::promote_forever`], on every API): every [`PROMOTE_EVERY`], and
+//!   at once when a job ends while some key has held jobs (otherwise an end costs no query).
+//!   For each key with held jobs, a transaction takes the key's advisory lock (one API promotes
+//!   a key at a time), counts its dispatched jobs, publishes the oldest held ones up to the
+//!   window (the message id is the job id: a repeat is no second job) and clears their flag. An API that dies in between leaves them held; the manager that
 //!   runs one clears the flag itself, so none is published twice.
 //! - **Off** (`fair_dispatch = false`, [`FairQueue::disabled`]): jobs go straight to the
 //!   queue, and the passes publish whatever was held before, without a window.
@@ -72,7 +72,7 @@ pub struct FairQueue {
     inner: Arc<JetStreamQueue>,
     pg: PgStore,
     /// One admission of a key at a time on this API, so a burst counts its own jobs.
-    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    turns: crate::Turns,
     /// Jobs this API dispatched, by key, until they end.
     mine: Mutex<Mine>,
     /// Held jobs by key, as the last promotion pass counted them plus those held here since.
@@ -97,7 +97,7 @@ impl FairQueue {
         Self {
             inner,
             pg,
-            turns: Mutex::default(),
+            turns: crate::Turns::default(),
             mine: Mutex::default(),
             held: Mutex::default(),
             enabled: true,
@@ -118,16 +118,16 @@ impl FairQueue {
         self.inner.workers(None).map(|w| w as u64 + 1)
     }
 
-    fn turn(&self, owner: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 1024 {
-            map.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        map.entry(owner.to_string()).or_default().clone()
-    }
-
     fn mine(&self) -> std::sync::MutexGuard<'_, Mine> {
         self.mine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn holds_any(&self) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|n| *n > 0)
     }
 
     fn holds(&self, owner: &str) -> bool {
@@ -186,15 +186,33 @@ impl FairQueue {
         Ok(())
     }
 
-    /// Promote held jobs at every ended job this API hears of, and every [`PROMOTE_EVERY`].
+    /// Promote held jobs every [`PROMOTE_EVERY`], and at once when a job ends while some key
+    /// has held jobs (as the last pass counted, or held here since): without any, a job's end
+    /// costs no query.
     pub async fn promote_forever(self: Arc<Self>, events: Events) {
+        use tokio::sync::broadcast::error::RecvError;
         let mut ended = events.subscribe();
         loop {
             if let Err(e) = self.promote().await {
                 tracing::debug!(error = %e, "promotion pass failed; trying again");
             }
-            if let Ok(Ok(id)) = tokio::time::timeout(PROMOTE_EVERY, ended.recv()).await {
-                self.mine().ended(&id);
+            let tick = tokio::time::Instant::now() + PROMOTE_EVERY;
+            loop {
+                match tokio::time::timeout_at(tick, ended.recv()).await {
+                    Ok(Ok(id)) => {
+                        self.mine().ended(&id);
+                        if self.holds_any() {
+                            break;
+                        }
+                    }
+                    // Missed ends: their jobs are counted in PostgreSQL until forgotten.
+                    Ok(Err(RecvError::Lagged(_))) => {}
+                    Ok(Err(RecvError::Closed)) => {
+                        tokio::time::sleep_until(tick).await;
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
             // Every end since is answered by the next pass.
             while let Ok(id) = ended.try_recv() {
@@ -452,8 +470,7 @@ impl Queue for FairQueue {
             metrics::counter!("wolf_fair_bypasses_total", "reason" => "no_workers_known").increment(1);
             return self.inner.admit(record, submission, idempotency).await;
         };
-        let turn = self.turn(owner);
-        let _turn = turn.lock().await;
+        let _turn = self.turns.hold(owner).await;
         let queued = Queued {
             record: record.clone(),
             submission: submission.clone(),

@@ -17,6 +17,7 @@
 //! - [`backlog`]: what a new job would wait behind, for admission by deadline.
 //! - [`fair`]: fair dispatch over JetStream (a window of jobs per key, the rest held in PostgreSQL).
 //! - [`engines`]: which engines on image runtimes live managers offer (a key-value bucket).
+//! - [`turns`]: one admission of a key at a time.
 //! - [`events`]: in-process "queued" and "finished" notifications.
 
 pub mod backlog;
@@ -34,6 +35,7 @@ pub mod session_rpc;
 pub mod sqlite;
 pub mod streams;
 pub mod traits;
+pub mod turns;
 pub mod webhooks;
 
 pub use events::{Events, Service};
@@ -49,3 +51,4 @@ pub use traits::{
     Admission, Backlog, DeadLetter, Delivery, Idempotency, Keys, Metadata, Objects, Outbox, Page, Queue, QueueConfig,
     Quotas, SessionError, SessionHost, StoreError, Unfinished, Webhook, WebhookFate, WebhookState,
 };
+pub use turns::Turns;
