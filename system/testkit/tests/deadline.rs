@@ -62,13 +62,22 @@ fn flood(api: &str, key: &str, warm: usize) -> Vec<String> {
         accepted.len()
     );
     assert_eq!(accepted.len() + refused, 30);
-    // The Judge0 door refuses the same way, in its own shape.
-    let (status, after, body) = submit(
-        &format!("{api}/judge0/submissions"),
-        key,
-        &json!({"source_code": SLEEPY, "language_id": 71}),
-    );
-    assert_eq!(status, 503, "{body}");
+    // The Judge0 door refuses the same way, in its own shape. The flood sits at the deadline's
+    // edge, and a worker may finish a job between the last refusal and this submission (seen
+    // once on a loaded machine: 201): a few more submissions push the backlog back past it.
+    let mut tries = 0;
+    let (status, after, body) = loop {
+        let (status, after, body) = submit(
+            &format!("{api}/judge0/submissions"),
+            key,
+            &json!({"source_code": SLEEPY, "language_id": 71}),
+        );
+        tries += 1;
+        if status != 201 || tries == 4 {
+            break (status, after, body);
+        }
+    };
+    assert_eq!(status, 503, "after {tries} submissions through the Judge0 door: {body}");
     assert!(
         body["error"].as_str().unwrap_or("").contains("max_queue_wait"),
         "{body}"
